@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+import { FerryError } from '../../errors.js';
+
+/** A command module adds its subcommand to the program. */
+export type Register = (program: Command) => void;
+
+/** Commands of DESIGN not built yet: listed in --help, exit 1 with a clear message until they land. */
+const PLANNED: Array<[name: string, summary: string, lands: string]> = [
+  ['export', 'pull images and write one deduplicated, zstd-compressed bundle', 'export (bundle)'],
+  ['ls', 'list what a bundle holds, reading only its start', 'export (bundle)'],
+  ['verify', 'verify a bundle: volumes, blob digests, completeness, signature', 'export (bundle)'],
+  ['keygen', 'write an ed25519 key pair for signing bundles', 'export (bundle)'],
+  ['import', 'load a bundle, docker-archive or OCI archive into the store', 'import (store)'],
+  ['images', 'list images in the store', 'import (store)'],
+  ['tag', 'give a store image another name', 'import (store)'],
+  ['rmi', 'remove images from the store', 'import (store)'],
+  ['prune', 'remove unreferenced blobs and layers', 'import (store)'],
+  ['fsck', 'check the store', 'import (store)'],
+  ['inventory', 'write what the store holds, for export --since', 'import (store)'],
+  ['run', 'run a container from a store image', 'run (runtime)'],
+  ['ps', 'list containers', 'run (runtime)'],
+  ['stop', 'stop a container', 'run (runtime)'],
+  ['kill', 'send a signal to a container', 'run (runtime)'],
+  ['rm', 'remove containers', 'run (runtime)'],
+  ['logs', 'show a container log', 'run (runtime)'],
+  ['exec', 'run a command in a running container', 'run (runtime)'],
+  ['diff', 'show changes in a container filesystem', 'run (runtime)'],
+  ['commit', 'make an image from a container', 'run (runtime)'],
+  ['push', 'push store or bundle images to a registry', 'distribution'],
+  ['serve', 'serve the store as a read-only registry', 'distribution'],
+  ['save', 'write a docker-archive for docker load / podman load', 'distribution'],
+];
+
+const BUILT: Register[] = [];
+
+function planned(name: string, summary: string, lands: string): Register {
+  return (program) => {
+    program
+      .command(name)
+      .description(`${summary} (not built yet)`)
+      .allowUnknownOption(true)
+      .allowExcessArguments(true)
+      .action(() => {
+        throw new FerryError('NOT_IMPLEMENTED', `${name}: not built yet`, { hint: `this command lands with the ${lands} work` });
+      });
+  };
+}
+
+/** Every command, built or planned, in the order --help lists them. */
+export const COMMANDS: Register[] = [...BUILT, ...PLANNED.map(([n, s, l]) => planned(n, s, l))];

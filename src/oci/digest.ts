@@ -1,0 +1,67 @@
+import { createHash, type Hash } from 'node:crypto';
+import { FerryError } from '../errors.js';
+
+/** `sha256:<64 hex>` (or sha512). A branded string so digests are never confused with text. */
+export type Digest = string & { readonly __digest: unique symbol };
+
+export type DigestAlgorithm = 'sha256' | 'sha512';
+
+const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
+const DIGEST_RE = /^(sha256|sha512):([a-f0-9]+)$/;
+
+export function isDigest(value: string): value is Digest {
+  const m = DIGEST_RE.exec(value);
+  if (!m) return false;
+  const algorithm = m[1] as DigestAlgorithm;
+  return m[2]!.length === HEX_LENGTH[algorithm];
+}
+
+export function parseDigest(value: string, what = 'digest'): Digest {
+  if (!isDigest(value)) {
+    throw new FerryError('INVALID_DIGEST', `invalid ${what} "${value}": expected sha256:<64 hex digits>`);
+  }
+  return value;
+}
+
+export function digestAlgorithm(digest: Digest): DigestAlgorithm {
+  return digest.slice(0, digest.indexOf(':')) as DigestAlgorithm;
+}
+
+export function digestHex(digest: Digest): string {
+  return digest.slice(digest.indexOf(':') + 1);
+}
+
+export function sha256Digest(hex: string): Digest {
+  return parseDigest(`sha256:${hex}`);
+}
+
+/** Digest of bytes held in memory (manifests, configs). */
+export function digestOf(bytes: Uint8Array | string, algorithm: DigestAlgorithm = 'sha256'): Digest {
+  return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}` as Digest;
+}
+
+/** Incremental digester for streamed bytes. */
+export class Digester {
+  readonly algorithm: DigestAlgorithm;
+  private readonly hash: Hash;
+  size = 0;
+
+  constructor(algorithm: DigestAlgorithm = 'sha256') {
+    this.algorithm = algorithm;
+    this.hash = createHash(algorithm);
+  }
+
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+  }
+
+  digest(): Digest {
+    return `${this.algorithm}:${this.hash.digest('hex')}` as Digest;
+  }
+}
+
+/** Short form for display: the first 12 hex digits, as docker prints IDs. */
+export function shortDigest(digest: Digest): string {
+  return digestHex(digest).slice(0, 12);
+}
