@@ -1,0 +1,99 @@
+import { createGunzip } from 'node:zlib';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { FerryError } from '../errors.js';
+import type { Descriptor } from '../oci/descriptor.js';
+import type { Digest } from '../oci/digest.js';
+import type { Layer, OpenOptions } from '../oci/image.js';
+import { layerCompression } from '../oci/media-types.js';
+import { VerifyDigest } from './verify-digest.js';
+import { zstdDecompressStream } from './zstd.js';
+
+/**
+ * Pipe `source` through `stages` and return the readable end. Errors of any stage reach the
+ * returned stream (pipeline destroys the rest), so a consumer sees a digest mismatch as an error.
+ */
+export function chain(source: Readable, ...stages: NodeJS.ReadWriteStream[]): Readable {
+  const out = new PassThrough();
+  pipeline([source, ...stages, out]).catch((err: unknown) => out.destroy(err as Error));
+  return out;
+}
+
+/** Decompress a layer blob of the given media type into its tar stream (no verification). */
+export function decompressLayer(blob: Readable, mediaType: string, what: string): Readable {
+  const compression = layerCompression(mediaType);
+  switch (compression) {
+    case 'none':
+      return blob;
+    case 'gzip':
+      return chain(blob, createGunzip());
+    case 'zstd':
+      return chain(blob, zstdDecompressStream());
+    default:
+      throw new FerryError('UNSUPPORTED', `${what}: cannot decompress layer media type "${mediaType}"`);
+  }
+}
+
+export interface BlobLayerSource {
+  descriptor: Descriptor;
+  diffId: Digest;
+  /** Open the blob bytes (unverified); the layer verifies them. */
+  openBlob(options?: OpenOptions): Promise<Readable>;
+  /** Names the image and layer in errors. */
+  what: string;
+}
+
+/**
+ * A Layer for locations that hold the blob as distributed (registries, archives, as-pulled
+ * bundles): `blob()` verifies the digest, `tar()` decompresses and verifies the diffId.
+ */
+export function layerFromBlob(source: BlobLayerSource): Layer {
+  const { descriptor, diffId, what } = source;
+  const verifiedBlob = async (options?: OpenOptions): Promise<Readable> =>
+    chain(await source.openBlob(options), new VerifyDigest(descriptor.digest, { size: descriptor.size, what: `${what} blob ${descriptor.digest}` }));
+  return {
+    descriptor,
+    diffId,
+    stored: 'blob',
+    blob: verifiedBlob,
+    async tar(options?: OpenOptions): Promise<Readable> {
+      const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, what);
+      return chain(tar, new VerifyDigest(diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` }));
+    },
+  };
+}
+
+export interface TarLayerSource {
+  descriptor: Descriptor;
+  diffId: Digest;
+  tarSize?: number;
+  /** Open the uncompressed tar (unverified); the layer verifies it against diffId. */
+  openTar(options?: OpenOptions): Promise<Readable>;
+  what: string;
+}
+
+/**
+ * A Layer for locations that hold only the uncompressed tar (raw bundles, docker-archives whose
+ * layers are plain tars): `blob()` works only when the descriptor itself names the tar.
+ */
+export function layerFromTar(source: TarLayerSource): Layer {
+  const { descriptor, diffId, what } = source;
+  const verifiedTar = async (options?: OpenOptions): Promise<Readable> =>
+    chain(
+      await source.openTar(options),
+      new VerifyDigest(diffId, source.tarSize === undefined ? { what: `${what} layer ${diffId}` } : { size: source.tarSize, what: `${what} layer ${diffId}` }),
+    );
+  const layer: Layer = {
+    descriptor,
+    diffId,
+    stored: 'tar',
+    tar: verifiedTar,
+    async blob(options?: OpenOptions): Promise<Readable> {
+      if (descriptor.digest === diffId) return verifiedTar(options);
+      throw new FerryError('NOT_FOUND', `${what}: blob ${descriptor.digest} is not held here, only the uncompressed layer ${diffId}`, {
+        hint: 'export with --layers as-pulled to keep registry blobs byte for byte',
+      });
+    },
+  };
+  return source.tarSize === undefined ? layer : { ...layer, tarSize: source.tarSize };
+}
