@@ -65,3 +65,19 @@ export interface Resolved {
 export function imageBlobSize(image: Image): number {
   return image.layers.reduce((sum, l) => sum + l.descriptor.size, 0);
 }
+
+/** The same image with other layer implementations (e.g. read from a cache); fields copied explicitly so class getters survive. */
+export function withLayers(image: Image, layers: readonly Layer[]): Image {
+  return {
+    ref: image.ref,
+    digest: image.digest,
+    mediaType: image.mediaType,
+    rawManifest: image.rawManifest,
+    manifest: image.manifest,
+    configDigest: image.configDigest,
+    rawConfig: image.rawConfig,
+    config: image.config,
+    platform: image.platform,
+    layers,
+  };
+}
