@@ -1,0 +1,17 @@
+# Native parts of ferry, built by node-gyp at `npm ci` (npm runs `node-gyp rebuild` when this file
+# is at the package root). Output: build/Release/<target>.
+{
+  'targets': [
+    {
+      # N-API addon with the filesystem syscalls Node lacks (mknod, l*xattr, utimensat nofollow,
+      # syncfs), loaded by src/io/native.ts.
+      'target_name': 'ferry_native',
+      'sources': ['native/ferry_native.c'],
+      'defines': ['NAPI_VERSION=8'],
+      'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden'],
+      'ldflags': ['-Wl,-z,noexecstack', '-Wl,-z,relro', '-Wl,-z,now'],
+    },
+    # The container launcher (runtime) will be a separate executable target here: namespaces,
+    # pivot_root and exec cannot be done from inside the multi-threaded node process.
+  ],
+}

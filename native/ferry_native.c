@@ -1,0 +1,327 @@
+/*
+ * ferry_native: the few filesystem syscalls Node has no binding for, needed to unpack image
+ * layers in overlay form (0:0 whiteout char devices, trusted.overlay.* xattrs, device nodes,
+ * FIFOs, symlink times). Plain C against node_api.h so it adds no dependency.
+ *
+ * Every function is synchronous: each is one short syscall on a local path, cheaper than a
+ * thread-pool hop. None follows a symlink in the last path component (l* variants,
+ * AT_SYMLINK_NOFOLLOW); mknod never follows one either (it fails with EEXIST).
+ *
+ * Errors are thrown as Error objects whose `code` is the errno name (ENOENT, EPERM, ...), like
+ * Node's own fs errors, with `errno` and `syscall` set too.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <node_api.h>
+
+#define XATTR_VALUE_MAX 65536 /* Linux XATTR_SIZE_MAX */
+#define XATTR_LIST_MAX_BYTES 65536 /* Linux XATTR_LIST_MAX */
+
+static const char *errno_name(int err) {
+  switch (err) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EIO: return "EIO";
+    case E2BIG: return "E2BIG";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case EEXIST: return "EEXIST";
+    case EXDEV: return "EXDEV";
+    case ENODEV: return "ENODEV";
+    case ENOTDIR: return "ENOTDIR";
+    case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL";
+    case ENFILE: return "ENFILE";
+    case EMFILE: return "EMFILE";
+    case EFBIG: return "EFBIG";
+    case ENOSPC: return "ENOSPC";
+    case EROFS: return "EROFS";
+    case EMLINK: return "EMLINK";
+    case ERANGE: return "ERANGE";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case ENOSYS: return "ENOSYS";
+    case ENOTEMPTY: return "ENOTEMPTY";
+    case ELOOP: return "ELOOP";
+    case ENODATA: return "ENODATA";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EDQUOT: return "EDQUOT";
+    default: return "EUNKNOWN";
+  }
+}
+
+/* Throw Error("<syscall> <path>: <strerror>") with code/errno/syscall/path set. */
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+  char message[PATH_MAX + 256];
+  snprintf(message, sizeof message, "%s %s: %s", syscall, path, strerror(err));
+  napi_value msg, code, error, errno_value, syscall_value, path_value;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_set_named_property(env, error, "code", code);
+  napi_create_int32(env, -err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_set_named_property(env, error, "syscall", syscall_value);
+  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &path_value);
+  napi_set_named_property(env, error, "path", path_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *message) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+  return NULL;
+}
+
+/*
+ * A path argument: a string (UTF-8) or a Buffer holding raw bytes, so names that are not
+ * valid UTF-8 (tar entries may be anything but NUL and '/') reach the kernel unchanged.
+ * Returns 0 on success; on failure a TypeError is pending.
+ */
+static int get_path(napi_env env, napi_value value, char *out, size_t out_size) {
+  bool is_buffer = false;
+  napi_is_buffer(env, value, &is_buffer);
+  if (is_buffer) {
+    void *data;
+    size_t length;
+    napi_get_buffer_info(env, value, &data, &length);
+    if (length == 0 || length >= out_size || memchr(data, 0, length) != NULL) {
+      throw_type(env, "path must be 1..PATH_MAX-1 bytes without NUL");
+      return -1;
+    }
+    memcpy(out, data, length);
+    out[length] = 0;
+    return 0;
+  }
+  size_t length;
+  if (napi_get_value_string_utf8(env, value, out, out_size, &length) != napi_ok) {
+    throw_type(env, "path must be a string or a Buffer");
+    return -1;
+  }
+  if (length == 0 || length >= out_size - 1 || strlen(out) != length) {
+    throw_type(env, "path must be 1..PATH_MAX-1 bytes without NUL");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_name(napi_env env, napi_value value, char *out, size_t out_size) {
+  size_t length;
+  if (napi_get_value_string_utf8(env, value, out, out_size, &length) != napi_ok) {
+    throw_type(env, "xattr name must be a string");
+    return -1;
+  }
+  if (length == 0 || length >= out_size - 1 || strlen(out) != length) {
+    throw_type(env, "xattr name must be 1..255 bytes without NUL");
+    return -1;
+  }
+  return 0;
+}
+
+/* A non-negative integer argument that fits in uint32 (modes, device numbers). */
+static int get_u32(napi_env env, napi_value value, const char *what, uint32_t *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || d < 0 || d > 4294967295.0 || d != (double)(uint32_t)d) {
+    char message[96];
+    snprintf(message, sizeof message, "%s must be an integer in 0..2^32-1", what);
+    throw_type(env, message);
+    return -1;
+  }
+  *out = (uint32_t)d;
+  return 0;
+}
+
+static int get_i64(napi_env env, napi_value value, const char *what, int64_t *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) != napi_ok || d != (double)(int64_t)d) {
+    char message[96];
+    snprintf(message, sizeof message, "%s must be an integer", what);
+    throw_type(env, message);
+    return -1;
+  }
+  *out = (int64_t)d;
+  return 0;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) {
+    throw_type(env, "too few arguments");
+    return -1;
+  }
+  return 0;
+}
+
+/* mknod(path, mode, major, minor): mode carries the type (S_IFCHR, S_IFBLK, S_IFIFO). */
+static napi_value Mknod(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char path[PATH_MAX];
+  uint32_t mode, major_number, minor_number;
+  if (get_args(env, info, 4, argv) || get_path(env, argv[0], path, sizeof path) ||
+      get_u32(env, argv[1], "mode", &mode) || get_u32(env, argv[2], "major", &major_number) ||
+      get_u32(env, argv[3], "minor", &minor_number)) {
+    return NULL;
+  }
+  mode_t type = mode & S_IFMT;
+  if (type != S_IFCHR && type != S_IFBLK && type != S_IFIFO) {
+    return throw_type(env, "mknod mode must be S_IFCHR, S_IFBLK or S_IFIFO");
+  }
+  if (mknod(path, (mode_t)mode, makedev(major_number, minor_number)) != 0) {
+    return throw_errno(env, errno, "mknod", path);
+  }
+  return NULL;
+}
+
+/* lsetxattr(path, name, value: Buffer): on the link itself, never its target. */
+static napi_value Lsetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char path[PATH_MAX];
+  char name[XATTR_NAME_MAX + 1];
+  if (get_args(env, info, 3, argv) || get_path(env, argv[0], path, sizeof path) ||
+      get_name(env, argv[1], name, sizeof name)) {
+    return NULL;
+  }
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[2], &is_buffer);
+  if (!is_buffer) return throw_type(env, "xattr value must be a Buffer");
+  void *data;
+  size_t length;
+  napi_get_buffer_info(env, argv[2], &data, &length);
+  if (lsetxattr(path, name, data, length, 0) != 0) {
+    return throw_errno(env, errno, "lsetxattr", path);
+  }
+  return NULL;
+}
+
+/* lgetxattr(path, name) -> Buffer, or null when the attribute is absent. */
+static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[PATH_MAX];
+  char name[XATTR_NAME_MAX + 1];
+  if (get_args(env, info, 2, argv) || get_path(env, argv[0], path, sizeof path) ||
+      get_name(env, argv[1], name, sizeof name)) {
+    return NULL;
+  }
+  char *value = malloc(XATTR_VALUE_MAX);
+  if (value == NULL) return throw_errno(env, ENOMEM, "lgetxattr", path);
+  ssize_t length = lgetxattr(path, name, value, XATTR_VALUE_MAX);
+  if (length < 0) {
+    int err = errno;
+    free(value);
+    if (err == ENODATA) {
+      napi_value null_value;
+      napi_get_null(env, &null_value);
+      return null_value;
+    }
+    return throw_errno(env, err, "lgetxattr", path);
+  }
+  napi_value result;
+  napi_create_buffer_copy(env, (size_t)length, value, NULL, &result);
+  free(value);
+  return result;
+}
+
+/* llistxattr(path) -> string[] of attribute names (those the caller may see). */
+static napi_value Llistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX];
+  if (get_args(env, info, 1, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  char *list = malloc(XATTR_LIST_MAX_BYTES);
+  if (list == NULL) return throw_errno(env, ENOMEM, "llistxattr", path);
+  ssize_t length = llistxattr(path, list, XATTR_LIST_MAX_BYTES);
+  if (length < 0) {
+    int err = errno;
+    free(list);
+    return throw_errno(env, err, "llistxattr", path);
+  }
+  napi_value result;
+  napi_create_array(env, &result);
+  uint32_t index = 0;
+  for (ssize_t offset = 0; offset < length;) {
+    size_t name_length = strnlen(list + offset, (size_t)(length - offset));
+    if (name_length > 0) {
+      napi_value name;
+      napi_create_string_utf8(env, list + offset, name_length, &name);
+      napi_set_element(env, result, index++, name);
+    }
+    offset += (ssize_t)name_length + 1;
+  }
+  free(list);
+  return result;
+}
+
+/* lutimes(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): utimensat without following a symlink. */
+static napi_value Lutimes(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  char path[PATH_MAX];
+  int64_t atime_sec, atime_nsec, mtime_sec, mtime_nsec;
+  if (get_args(env, info, 5, argv) || get_path(env, argv[0], path, sizeof path) ||
+      get_i64(env, argv[1], "atimeSec", &atime_sec) || get_i64(env, argv[2], "atimeNsec", &atime_nsec) ||
+      get_i64(env, argv[3], "mtimeSec", &mtime_sec) || get_i64(env, argv[4], "mtimeNsec", &mtime_nsec)) {
+    return NULL;
+  }
+  if (atime_nsec < 0 || atime_nsec > 999999999 || mtime_nsec < 0 || mtime_nsec > 999999999) {
+    return throw_type(env, "nanoseconds must be in 0..999999999");
+  }
+  struct timespec times[2];
+  times[0].tv_sec = (time_t)atime_sec;
+  times[0].tv_nsec = (long)atime_nsec;
+  times[1].tv_sec = (time_t)mtime_sec;
+  times[1].tv_nsec = (long)mtime_nsec;
+  if (utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) != 0) {
+    return throw_errno(env, errno, "utimensat", path);
+  }
+  return NULL;
+}
+
+/*
+ * syncfs(path): flush the whole filesystem holding path. One call after unpacking a layer
+ * replaces an fsync per file (containerd does the same before committing a snapshot).
+ */
+static napi_value Syncfs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX];
+  if (get_args(env, info, 1, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return throw_errno(env, errno, "open", path);
+  if (syncfs(fd) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "syncfs", path);
+  }
+  close(fd);
+  return NULL;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor properties[] = {
+    {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lsetxattr", NULL, Lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lgetxattr", NULL, Lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"llistxattr", NULL, Llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lutimes", NULL, Lutimes, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"syncfs", NULL, Syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
