@@ -30,8 +30,12 @@ export function decompressLayer(blob: Readable, mediaType: string, what: string)
     case 'zstd':
       return chain(blob, zstdDecompressStream());
     default:
-      throw new FerryError('UNSUPPORTED', `${what}: cannot decompress layer media type "${mediaType}"`);
+      throw unsupportedLayer(mediaType, what);
   }
+}
+
+function unsupportedLayer(mediaType: string, what: string): FerryError {
+  return new FerryError('UNSUPPORTED', `${what}: cannot decompress layer media type "${mediaType}"`);
 }
 
 export interface BlobLayerSource {
@@ -57,6 +61,8 @@ export function layerFromBlob(source: BlobLayerSource): Layer {
     stored: 'blob',
     blob: verifiedBlob,
     async tar(options?: OpenOptions): Promise<Readable> {
+      // Refuse before opening: a blob stream opened and then abandoned would leak its file handle.
+      if (layerCompression(descriptor.mediaType) === undefined) throw unsupportedLayer(descriptor.mediaType, what);
       const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, what);
       return chain(tar, new VerifyDigest(diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` }));
     },
