@@ -72,7 +72,7 @@ export function hostPlatform(): Platform {
   return normalizePlatform({ os: process.platform === 'win32' ? 'windows' : process.platform, architecture: arch });
 }
 
-/** Parse a comma-separated `--platform` list; `all` yields undefined (every platform). */
+/** Parse a comma-separated `--platform` list; none gives the host's platform, `all` gives 'all' (every platform). */
 export function parsePlatformList(text: string | undefined): Platform[] | 'all' {
   if (text === undefined || text === '') return [hostPlatform()];
   if (text.trim() === 'all') return 'all';
