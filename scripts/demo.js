@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+// ferry's offline demo: build a tiny image from files already on this host, serve it from ferry's
+// own registry server on loopback, then walk the main job: inspect -> export -> ls/verify -> import
+// -> run, as far as those parts are built. Needs no network and nothing but Node.js.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, realpathSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { create } from 'tar';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const ferryBin = join(repo, 'bin', 'ferry.js');
+const sha256 = (b) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const step = (text) => console.log(`\n\x1b[1m==> ${text}\x1b[0m`);
+
+/** True when an ELF file has no PT_INTERP program header (a static executable). */
+async function isStaticElf(path) {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(64);
+    await fh.read(head, 0, 64, 0);
+    if (head.readUInt32BE(0) !== 0x7f454c46 || head[4] !== 2) return false; // ELF64 only
+    const phoff = Number(head.readBigUInt64LE(32));
+    const phentsize = head.readUInt16LE(54);
+    const phnum = head.readUInt16LE(56);
+    const ph = Buffer.alloc(phentsize * phnum);
+    await fh.read(ph, 0, ph.length, phoff);
+    for (let i = 0; i < phnum; i++) if (ph.readUInt32LE(i * phentsize) === 3) return false;
+    return true;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Fill `root` with a userland: static busybox when the host has one, else sh and its libraries. */
+async function buildRootfs(root) {
+  for (const d of ['bin', 'etc', 'tmp', 'root', 'proc', 'dev', 'sys']) await mkdir(join(root, d), { recursive: true });
+  await writeFile(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n');
+  await writeFile(join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+  await writeFile(join(root, 'etc/motd'), 'carried across the air gap by ferry\n');
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+  if (busybox && (await isStaticElf(realpathSync(busybox)))) {
+    await copyFile(realpathSync(busybox), join(root, 'bin/busybox'));
+    for (const app of ['sh', 'ls', 'cat', 'echo', 'id', 'hostname', 'uname', 'ps', 'mount', 'env']) {
+      await symlink('busybox', join(root, 'bin', app));
+    }
+    return `static busybox from ${busybox}`;
+  }
+  // No static busybox: the host's sh plus exactly the shared libraries ldd says it needs.
+  const sh = realpathSync('/bin/sh');
+  await copyFile(sh, join(root, 'bin/sh'));
+  const libs = execFileSync('ldd', [sh], { encoding: 'utf8' })
+    .split('\n')
+    .map((l) => /(\/\S+)\s+\(0x/.exec(l)?.[1])
+    .filter(Boolean);
+  for (const lib of libs) {
+    const target = join(root, lib);
+    await mkdir(dirname(target), { recursive: true });
+    await copyFile(realpathSync(lib), target);
+  }
+  return `host ${sh} with ${libs.length} libraries`;
+}
+
+/** Write a one-layer OCI image layout for the rootfs; returns the manifest digest. */
+async function writeLayout(root, layoutDir, refName) {
+  const tarPath = join(layoutDir, 'layer.tar');
+  await create({ cwd: root, file: tarPath, portable: true, mtime: new Date('2026-01-01T00:00:00Z') }, ['.']);
+  const tarBytes = await readFile(tarPath);
+  await rm(tarPath);
+  const gz = gzipSync(tarBytes);
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: process.arch === 'x64' ? 'amd64' : process.arch,
+      os: 'linux',
+      created: '2026-01-01T00:00:00Z',
+      config: { Env: ['PATH=/bin:/usr/bin'], Cmd: ['/bin/sh'], WorkingDir: '/' },
+      rootfs: { type: 'layers', diff_ids: [sha256(tarBytes)] },
+      history: [{ created: '2026-01-01T00:00:00Z', created_by: 'ferry demo: files from this host' }],
+    }),
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(gz), size: gz.length }],
+    }),
+  );
+  const blobs = join(layoutDir, 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  for (const b of [gz, config, manifest]) await writeFile(join(blobs, sha256(b).slice(7)), b);
+  await writeFile(join(layoutDir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await writeFile(
+    join(layoutDir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: sha256(manifest),
+          size: manifest.length,
+          annotations: { 'org.opencontainers.image.ref.name': refName },
+        },
+      ],
+    }),
+  );
+  return sha256(manifest);
+}
+
+/** Run ferry, echoing the command; returns its exit code (the demo goes on only while parts exist). */
+function ferry(args, env) {
+  console.log(`$ ferry ${args.join(' ')}`);
+  const r = spawnSync(process.execPath, [ferryBin, ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
+  return r.status ?? 1;
+}
+
+async function main() {
+  const work = await mkdtemp(join(tmpdir(), 'ferry-demo-'));
+  const env = { FERRY_ROOT: join(work, 'store'), FERRY_CACHE_DIR: join(work, 'cache') };
+  let server;
+  try {
+    step('build an image from files on this host');
+    const rootfs = join(work, 'rootfs');
+    console.log(`userland: ${await buildRootfs(rootfs)}`);
+    const layout = join(work, 'layout');
+    const digest = await writeLayout(rootfs, layout, 'demo/hello:1');
+    console.log(`OCI layout ${layout}, manifest ${digest}`);
+
+    step("serve it from ferry's own registry server on loopback");
+    const { startRegistryServer } = await import(join(repo, 'dist/registry/server.js'));
+    const { contentFromImages } = await import(join(repo, 'dist/cli/serve-content.js'));
+    const { openOciLayout } = await import(join(repo, 'dist/archive/index.js'));
+    const { parseReference } = await import(join(repo, 'dist/oci/reference.js'));
+    const resolved = await openOciLayout(layout, 'demo/hello:1', 'all');
+    server = await startRegistryServer(contentFromImages([{ ref: parseReference('localhost/demo/hello:1'), images: resolved.images }]), {
+      host: '127.0.0.1',
+      port: 0,
+    });
+    const ref = `${server.host}/demo/hello:1`;
+    console.log(`serving ${ref}`);
+
+    step('inspect the image in the registry');
+    if (ferry(['inspect', ref], env) !== 0) throw new Error('inspect failed');
+
+    const bundle = join(work, 'hello.tar.zst');
+    step('export it to a bundle');
+    if (ferry(['export', '-o', bundle, ref], env) !== 0) return stop('export');
+    if (ferry(['ls', bundle], env) !== 0) return stop('ls');
+    if (ferry(['verify', bundle], env) !== 0) return stop('verify');
+
+    step('import the bundle into a fresh store (the air-gapped side)');
+    if (ferry(['import', bundle], env) !== 0) return stop('import');
+    if (ferry(['images'], env) !== 0) return stop('images');
+
+    step('run a container from the store');
+    if (ferry(['run', '--rm', ref, 'sh', '-c', 'cat /etc/motd; echo "pid $$ on $(hostname)"'], env) !== 0) return stop('run');
+    step('done: export -> import -> run worked end to end');
+  } finally {
+    if (server) await server.close();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function stop(part) {
+  console.log(`\n(the demo stops here: "${part}" is not built yet or failed above)`);
+}
+
+await main();
