@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'BUNDLE_INVALID'
   | 'SIGNATURE_INVALID'
   | 'UNSAFE_PATH'
+  | 'INVALID_LAYER'
   | 'STORE_ERROR'
   | 'IN_USE'
   | 'NO_SPACE'
