@@ -1,0 +1,204 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { dirname, join, posix, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * DESIGN's "Layout and who may import what", enforced. Imports point inward:
+ *   errors.ts imports nothing; oci/ only oci/ and errors.ts (and node:*); io/ adds io/ and packages;
+ *   the locations registry/, archive/, bundle/, store/ never import each other, transfer/, runtime/
+ *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/; nothing imports
+ *   cli/; only cli/ and index.ts wire stages together. Type-only imports count: a type is a
+ *   dependency too. Also: relative specifiers end in .js, no default exports, no `any`.
+ */
+
+const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
+
+type Area =
+  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'cli';
+
+const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'cli']);
+const LOCATIONS: Area[] = ['registry', 'archive', 'bundle', 'store'];
+const INNER: Area[] = ['oci', 'io', 'errors'];
+
+interface Rule {
+  areas: Area[];          // src areas this area may import (besides node:*)
+  packages: boolean;      // may import npm packages
+}
+
+const RULES: Record<Area, Rule> = {
+  errors: { areas: [], packages: false },
+  oci: { areas: ['oci', 'errors'], packages: false },
+  io: { areas: ['oci', 'io', 'errors'], packages: true },
+  registry: { areas: ['registry', ...INNER], packages: true },
+  archive: { areas: ['archive', ...INNER], packages: true },
+  bundle: { areas: ['bundle', ...INNER], packages: true },
+  store: { areas: ['store', ...INNER], packages: true },
+  transfer: { areas: ['transfer', ...INNER], packages: true },
+  runtime: { areas: ['runtime', 'store', ...INNER], packages: true },
+  cli: { areas: ['cli', 'index', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  index: { areas: ['transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+};
+
+/** The area of a path relative to src/ ('registry/auth.ts' -> registry), or undefined if unknown. */
+function areaOf(srcPath: string): Area | undefined {
+  if (srcPath === 'errors.ts') return 'errors';
+  if (srcPath === 'index.ts') return 'index';
+  const top = srcPath.split('/')[0] as Area;
+  return srcPath.includes('/') && FOLDERS.has(top) ? top : undefined;
+}
+
+interface Found {
+  specifier: string;
+  line: number;
+}
+
+/** Every module specifier of a file: imports, re-exports, dynamic import(), import('x').T types. */
+function specifiersOf(source: ts.SourceFile): Found[] {
+  const found: Found[] = [];
+  const add = (node: ts.Node, literal: ts.Expression | ts.TypeNode | undefined): void => {
+    if (literal === undefined) return;
+    let text: string | undefined;
+    if (ts.isStringLiteralLike(literal as ts.Node)) text = (literal as ts.StringLiteralLike).text;
+    else if (ts.isLiteralTypeNode(literal as ts.Node) && ts.isStringLiteral((literal as ts.LiteralTypeNode).literal)) {
+      text = ((literal as ts.LiteralTypeNode).literal as ts.StringLiteral).text;
+    }
+    if (text === undefined) return;
+    found.push({ specifier: text, line: source.getLineAndCharacterOfPosition(node.getStart(source)).line + 1 });
+  };
+  const visit = (node: ts.Node): void => {
+    if (ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) add(node, node.moduleSpecifier);
+    else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference)) {
+      add(node, node.moduleReference.expression);
+    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) add(node, node.arguments[0]);
+    else if (ts.isImportTypeNode(node)) add(node, node.argument);
+    ts.forEachChild(node, visit);
+  };
+  visit(source);
+  return found;
+}
+
+/** The rule violations in a set of sources keyed by their path relative to src/. */
+function checkSources(files: Map<string, string>): string[] {
+  const problems: string[] = [];
+  for (const [path, text] of files) {
+    const source = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+    const area = areaOf(path);
+    const where = (line: number): string => `src/${path}:${line}`;
+    if (area === undefined) {
+      problems.push(`src/${path}: not in DESIGN's layout (add its folder to DESIGN and to this test's rules)`);
+      continue;
+    }
+    const rule = RULES[area];
+    for (const { specifier, line } of specifiersOf(source)) {
+      if (specifier.startsWith('node:')) {
+        if (area === 'errors') problems.push(`${where(line)}: errors.ts imports nothing, but imports ${specifier}`);
+        continue;
+      }
+      if (!specifier.startsWith('.')) {
+        if (!rule.packages) problems.push(`${where(line)}: ${area}/ may not import the package "${specifier}"`);
+        continue;
+      }
+      if (!specifier.endsWith('.js')) problems.push(`${where(line)}: relative import "${specifier}" must end in .js`);
+      const target = posix.normalize(posix.join(posix.dirname(path), specifier)).replace(/\.js$/, '.ts');
+      if (target.startsWith('../')) {
+        problems.push(`${where(line)}: "${specifier}" leaves src/`);
+        continue;
+      }
+      const targetArea = areaOf(target);
+      if (targetArea === undefined) {
+        problems.push(`${where(line)}: "${specifier}" points outside DESIGN's layout`);
+      } else if (targetArea === 'cli' && area !== 'cli') {
+        problems.push(`${where(line)}: nothing imports cli/, but ${area} imports "${specifier}"`);
+      } else if (!rule.areas.includes(targetArea)) {
+        problems.push(`${where(line)}: ${area === 'errors' || area === 'index' ? `${area}.ts` : `${area}/`} may not import ${targetArea === 'errors' || targetArea === 'index' ? `${targetArea}.ts` : `${targetArea}/`} ("${specifier}")`);
+      }
+    }
+    const visit = (node: ts.Node): void => {
+      const line = (): number => source.getLineAndCharacterOfPosition(node.getStart(source)).line + 1;
+      if (ts.isExportAssignment(node)) problems.push(`${where(line())}: default export (named exports only)`);
+      if (ts.canHaveModifiers(node) && ts.getModifiers(node)?.some((m) => m.kind === ts.SyntaxKind.DefaultKeyword)) {
+        problems.push(`${where(line())}: default export (named exports only)`);
+      }
+      if (ts.isExportSpecifier(node) && node.name.text === 'default') {
+        problems.push(`${where(line())}: default export (named exports only)`);
+      }
+      if (node.kind === ts.SyntaxKind.AnyKeyword) problems.push(`${where(line())}: \`any\` (use unknown and narrow)`);
+      ts.forEachChild(node, visit);
+    };
+    visit(source);
+  }
+  return problems;
+}
+
+async function listTs(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await listTs(full)));
+    else if (entry.isFile() && entry.name.endsWith('.ts')) out.push(full);
+  }
+  return out;
+}
+
+describe('architecture', () => {
+  it('src/ follows DESIGN: imports point inward, named exports only, no any', async () => {
+    const files = new Map<string, string>();
+    for (const file of await listTs(SRC)) {
+      files.set(relative(SRC, file).split('\\').join('/'), await readFile(file, 'utf8'));
+    }
+    expect(files.size).toBeGreaterThan(10);
+    expect(checkSources(files)).toEqual([]);
+  });
+
+  // The checker must be able to fail: each rule, broken on purpose.
+  const check = (path: string, text: string): string[] => checkSources(new Map([[path, text]]));
+
+  it('catches a location importing another location, also through types and import()', () => {
+    expect(check('registry/a.ts', "import { x } from '../bundle/format.js';")).toEqual([
+      'src/registry/a.ts:1: registry/ may not import bundle/ ("../bundle/format.js")',
+    ]);
+    expect(check('store/a.ts', "import type { X } from '../archive/b.js';")).toHaveLength(1);
+    expect(check('bundle/a.ts', "export { y } from '../store/c.js';")).toHaveLength(1);
+    expect(check('archive/a.ts', "const m = await import('../registry/d.js');")).toHaveLength(1);
+    expect(check('archive/a.ts', "let t: import('../registry/d.js').T;")).toHaveLength(1);
+    expect(check('store/a.ts', "import { t } from '../transfer/t.js';")).toHaveLength(1);
+    expect(check('registry/a.ts', "import { r } from '../runtime/r.js';")).toHaveLength(1);
+    expect(check('registry/a.ts', "import { r } from '../index.js';")).toHaveLength(1);
+  });
+
+  it('catches oci/ reaching outwards or to packages, and errors.ts importing anything', () => {
+    expect(check('oci/a.ts', "import { v } from '../io/zstd.js';")).toEqual([
+      'src/oci/a.ts:1: oci/ may not import io/ ("../io/zstd.js")',
+    ]);
+    expect(check('oci/a.ts', "import { v } from 'tar';")).toHaveLength(1);
+    expect(check('oci/a.ts', "import { v } from './digest.js';\nimport { e } from '../errors.js';\nimport { c } from 'node:crypto';")).toEqual([]);
+    expect(check('errors.ts', "import { c } from 'node:util';")).toHaveLength(1);
+    expect(check('errors.ts', "import { c } from './oci/digest.js';")).toHaveLength(1);
+    expect(check('io/a.ts', "import { r } from '../registry/transport.js';")).toHaveLength(1);
+    expect(check('io/a.ts', "import { d } from '../oci/digest.js';\nimport { z } from 'zstd-napi';")).toEqual([]);
+  });
+
+  it('catches transfer/ naming a location, anything importing cli/, and runtime/ limits', () => {
+    expect(check('transfer/a.ts', "import { s } from '../store/refs.js';")).toHaveLength(1);
+    expect(check('transfer/a.ts', "import type { Image } from '../oci/image.js';")).toEqual([]);
+    expect(check('runtime/a.ts', "import { s } from '../store/refs.js';")).toEqual([]);
+    expect(check('runtime/a.ts', "import { b } from '../bundle/format.js';")).toHaveLength(1);
+    expect(check('index.ts', "export { main } from './cli/main.js';")).toEqual([
+      "src/index.ts:1: nothing imports cli/, but index imports \"./cli/main.js\"",
+    ]);
+    expect(check('cli/commands/x.ts', "import { r } from '../../registry/transport.js';\nimport { o } from '../output.js';")).toEqual([]);
+  });
+
+  it('catches default exports, any, specifiers without .js and files outside the layout', () => {
+    expect(check('oci/a.ts', 'export default function f() {}')).toHaveLength(1);
+    expect(check('oci/a.ts', 'const x = 1;\nexport default x;')).toEqual(['src/oci/a.ts:2: default export (named exports only)']);
+    expect(check('oci/a.ts', 'const x = 1;\nexport { x as default };')).toHaveLength(1);
+    expect(check('oci/a.ts', 'export function f(v: any) { return v; }')).toEqual(['src/oci/a.ts:1: `any` (use unknown and narrow)']);
+    expect(check('oci/a.ts', 'export const y = JSON.parse("1") as any;')).toHaveLength(1);
+    expect(check('oci/a.ts', '// a comment about any type\nexport const s = "as any";')).toEqual([]);
+    expect(check('oci/a.ts', "import { d } from './digest';")).toEqual(['src/oci/a.ts:1: relative import "./digest" must end in .js']);
+    expect(check('utils.ts', 'export const u = 1;')).toHaveLength(1);
+  });
+});
