@@ -27,7 +27,7 @@ export interface ProxiedRequest {
 export interface FaultProxy {
   host: string;                       // '127.0.0.1:PORT'
   setFaults(faults: Fault[]): void;   // `match` is tested against `${method} ${path}`; times defaults to 1
-  requests: Array<{ method: string; path: string; status: number; range: string | undefined }>;
+  requests: ProxiedRequest[];         // { method, path, status, range, fault? } in arrival order
   /** The faults set with setFaults that still have uses left (a test can check all were hit). */
   pendingFaults(): Fault[];
   stop(): Promise<void>;

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { runFerry } from './ferry.js';
-import { startRegistry, type RegistryAuth, type RunningRegistry } from './registry.js';
+import { accessLog, countBlobGets, startRegistry, type RegistryAuth, type RunningRegistry } from './registry.js';
 import { APP_EXPECTATIONS, buildTestLayout, pushTestImages, type TestLayout } from './test-images.js';
 import { makeTempDir, removeDir } from './tmp.js';
 
@@ -155,6 +155,21 @@ describe.each<RegistryAuth>(['none', 'basic', 'token'])('registry with auth=%s',
     expect(await registry.log()).toMatch(/"GET \/v2\/test\/app\/manifests\/latest HTTP\/1\.1" 200/);
   });
 
+  it('logs every blob GET, so tests can count downloads', async () => {
+    const appLayer = layout.images.app!.layers[1]!.digest;
+    expect(countBlobGets(await registry.log(), appLayer)).toBe(0);
+    const copy = await skopeo([
+      'copy', '--src-tls-verify=false', ...(registry.username === undefined ? [] : ['--src-creds', `${registry.username}:${registry.password!}`]),
+      `docker://${registry.host}/test/app:latest`, `oci:${join(work, `pulled-${auth}`)}:app`,
+    ]);
+    expect(copy.stderr).toBe('');
+    // Read at once: log() waits until every request made so far is in the log.
+    const log = await registry.log();
+    expect(countBlobGets(log, appLayer)).toBe(1);
+    expect(countBlobGets(log, layout.images.app!.layers[0]!.digest)).toBe(1);
+    expect(accessLog(log).some((e) => e.method === 'GET' && e.path === '/v2/test/app/manifests/latest' && e.status === 200)).toBe(true);
+  });
+
   it.runIf(auth !== 'none')('refuses anonymous and wrong credentials', async () => {
     const anonymous = await skopeo(['inspect', '--tls-verify=false', '--no-creds', `docker://${registry.host}/test/app:latest`]);
     expect(anonymous.ok).toBe(false);
@@ -184,6 +199,7 @@ describe.each<RegistryAuth>(['none', 'basic', 'token'])('registry with auth=%s',
   it('stop() ends the registry and removes its storage', async () => {
     const other = await startRegistry({ auth });
     await other.stop();
+    expect(await other.log()).toMatch(/listening on 127\.0\.0\.1:\d+/);
     await expect(fetch(`http://${other.host}/v2/`)).rejects.toThrow();
     await expect(access(other.storageDir)).rejects.toMatchObject({ code: 'ENOENT' });
   });

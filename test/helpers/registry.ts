@@ -17,7 +17,10 @@ export interface RunningRegistry {
   username: string | undefined;  // for basic and token
   password: string | undefined;
   storageDir: string;
-  /** the registry's log so far (access log on: tests count blob GETs from it) */
+  /**
+   * the registry's log so far (access log on: tests count blob GETs from it, see accessLog()).
+   * Every request made before the call is in it. After stop(), the whole log.
+   */
   log(): Promise<string>;
   stop(): Promise<void>;
   /**
@@ -134,7 +137,24 @@ async function startOnce(auth: RegistryAuth, options: StartRegistryOptions): Pro
     });
 
     let stopped = false;
+    let finalLog: string | undefined;
+    let syncs = 0;
     const server = tokenServer;
+    // The access log line is written just after the response went out, so a test that reads the
+    // log right after its last request could miss that line. A marker request, sent after the
+    // test's requests completed, is waited for in the log first.
+    const readLog = async (): Promise<string> => {
+      if (finalLog !== undefined) return finalLog;
+      const marker = `ferry-log-sync=${++syncs}`;
+      const response = await fetch(`http://${host}/v2/?${marker}`);
+      await response.arrayBuffer();
+      const deadline = Date.now() + 5_000;
+      for (;;) {
+        const text = await readFile(started.logFile, 'utf8');
+        if (text.includes(marker) || Date.now() > deadline) return text;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    };
     return {
       host,
       auth,
@@ -144,11 +164,12 @@ async function startOnce(auth: RegistryAuth, options: StartRegistryOptions): Pro
       readOnlyUser: auth === 'token' ? { ...READER } : undefined,
       tokenRequests: server?.requests,
       tokenRealm: server?.url,
-      log: () => readFile(started.logFile, 'utf8'),
+      log: readLog,
       async stop() {
         if (stopped) return;
         stopped = true;
         await started.stop();
+        finalLog = await readFile(started.logFile, 'utf8');
         await server?.stop();
         await removeDir(dir);
       },
@@ -159,4 +180,27 @@ async function startOnce(auth: RegistryAuth, options: StartRegistryOptions): Pro
     await removeDir(dir);
     throw err;
   }
+}
+
+export interface AccessLogEntry {
+  method: string;
+  /** Path plus query string, as requested. */
+  path: string;
+  status: number;
+}
+
+/** The access-log lines (combined log format) of a registry log, in order. */
+export function accessLog(log: string): AccessLogEntry[] {
+  const entries: AccessLogEntry[] = [];
+  for (const m of log.matchAll(/^\S+ - \S+ \[[^\]]+\] "(\S+) (\S+) HTTP\/[\d.]+" (\d{3}) /gm)) {
+    entries.push({ method: m[1]!, path: m[2]!, status: Number(m[3]) });
+  }
+  return entries;
+}
+
+/** How many times a blob was fetched (GET, 200 or 206) from any repository of the registry. */
+export function countBlobGets(log: string, digest: string): number {
+  return accessLog(log).filter(
+    (e) => e.method === 'GET' && e.path.endsWith(`/blobs/${digest}`) && (e.status === 200 || e.status === 206),
+  ).length;
 }
