@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { FerryError } from '../../errors.js';
+import { registerInspect } from './inspect.js';
+import { registerLogin, registerLogout } from './login.js';
 
 /** A command module adds its subcommand to the program. */
 export type Register = (program: Command) => void;
@@ -31,7 +33,7 @@ const PLANNED: Array<[name: string, summary: string, lands: string]> = [
   ['save', 'write a docker-archive for docker load / podman load', 'distribution'],
 ];
 
-const BUILT: Register[] = [];
+const BUILT: Register[] = [registerInspect, registerLogin, registerLogout];
 
 function planned(name: string, summary: string, lands: string): Register {
   return (program) => {
