@@ -1,0 +1,80 @@
+import { resolve as resolvePath } from 'node:path';
+import { openDockerArchive, openOciArchive, openOciLayout } from '../archive/index.js';
+import { UsageError } from '../errors.js';
+import type { Image, IndexInfo } from '../oci/image.js';
+import type { Platform } from '../oci/platform.js';
+import { formatReference, parseReference } from '../oci/reference.js';
+import type { RegistryClient } from '../registry/client.js';
+import { resolveRemote } from '../registry/remote-image.js';
+
+/**
+ * Where images come from, as the user names them (skopeo's transport prefixes):
+ * `docker-archive:FILE[:REF]`, `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`, else a registry reference.
+ */
+export type SourceSpec =
+  | { kind: 'registry'; text: string }
+  | { kind: 'docker-archive' | 'oci' | 'oci-archive'; path: string; selector: string | undefined };
+
+export function parseSourceSpec(text: string): SourceSpec {
+  const m = /^(docker-archive|oci-archive|oci):(.*)$/.exec(text);
+  if (!m) return { kind: 'registry', text };
+  const kind = m[1] as 'docker-archive' | 'oci' | 'oci-archive';
+  const rest = m[2] ?? '';
+  if (rest === '') throw new UsageError(`source "${text}": missing path`, { hint: `write ${kind}:PATH[:REF]` });
+  // PATH[:REF]: the selector follows the first ':' after the path (paths with ':' are rare; skopeo splits the same way).
+  const colon = rest.indexOf(':');
+  return colon < 0
+    ? { kind, path: rest, selector: undefined }
+    : { kind, path: rest.slice(0, colon), selector: rest.slice(colon + 1) || undefined };
+}
+
+/** One image to carry, with the full reference it travels under. */
+export interface SourceImage {
+  ref: string;
+  image: Image;
+}
+
+export interface OpenedSource {
+  images: SourceImage[];
+  index?: IndexInfo;
+  close(): Promise<void>;
+}
+
+export interface OpenSourceOptions {
+  platforms: Platform[] | 'all';
+  /** Registry client, created on first need. */
+  client: () => RegistryClient;
+}
+
+function nameFor(image: Image, fallback: string): string {
+  return image.ref ? formatReference(image.ref) : fallback;
+}
+
+/** Resolve a source spec to images (one per platform asked for). */
+export async function openSource(text: string, options: OpenSourceOptions): Promise<OpenedSource> {
+  const spec = parseSourceSpec(text);
+  const none = async (): Promise<void> => undefined;
+  switch (spec.kind) {
+    case 'registry': {
+      const ref = parseReference(spec.text);
+      const resolved = await resolveRemote(options.client(), ref, options.platforms);
+      const name = formatReference(ref.tag === undefined ? ref : { registry: ref.registry, repository: ref.repository, tag: ref.tag });
+      const out: OpenedSource = { images: resolved.images.map((image) => ({ ref: name, image })), close: none };
+      if (resolved.index) out.index = resolved.index;
+      return out;
+    }
+    case 'oci': {
+      const dir = resolvePath(spec.path);
+      const resolved = await openOciLayout(dir, spec.selector, options.platforms);
+      return { images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: none };
+    }
+    case 'oci-archive': {
+      const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms);
+      return { images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close };
+    }
+    case 'docker-archive': {
+      const opened = await openDockerArchive(resolvePath(spec.path), spec.selector);
+      return { images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close };
+    }
+  }
+}
