@@ -157,7 +157,8 @@ export class Authenticator {
    */
   async refresh(wwwAuthenticate: string | undefined, scopes: readonly string[], signal?: AbortSignal): Promise<string | undefined> {
     const challenges = wwwAuthenticate === undefined ? [] : parseChallenges(wwwAuthenticate);
-    const chosen = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
+    // A 401 without a challenge (some proxies) still means "your token is stale": use the known one.
+    const chosen = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic') ?? this.challenge;
     if (chosen === undefined) return undefined;
     const key = scopeKey(scopes);
     this.tokens.delete(key);
@@ -165,7 +166,8 @@ export class Authenticator {
     if (chosen.scheme === 'basic') return this.basicHeader();
     const wanted = scopes.length > 0 ? scopes : chosen.params.scope !== undefined ? chosen.params.scope.split(' ') : [];
     const token = await this.fetchToken(chosen, wanted, await this.credentials(), signal);
-    this.tokens.set(key, { value: token.token, expiresAt: Date.now() + token.expiresInSeconds * 1000 - TOKEN_MARGIN_MS });
+    const lifetime = token.expiresInSeconds * 1000;
+    this.tokens.set(key, { value: token.token, expiresAt: Date.now() + lifetime - Math.min(TOKEN_MARGIN_MS, lifetime / 10) });
     return `Bearer ${token.token}`;
   }
 
