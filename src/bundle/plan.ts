@@ -1,0 +1,280 @@
+import { FerryError } from '../errors.js';
+import { digestOf, type Digest } from '../oci/digest.js';
+import type { Image, Layer } from '../oci/image.js';
+import { checkLayers } from '../oci/manifest.js';
+import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
+import { zstdDecodeMemory } from '../io/zstd.js';
+import {
+  BLOBS_DIR,
+  BUNDLE_FORMAT,
+  BUNDLE_FORMAT_VERSION,
+  CONTAINERD_NAME_ANNOTATION,
+  INDEX_ENTRY,
+  OCI_LAYOUT_CONTENT,
+  OCI_LAYOUT_ENTRY,
+  REF_NAME_ANNOTATION,
+  blobEntryName,
+  serializeHeader,
+  type BlobEncoding,
+  type BlobKind,
+  type BundleBlob,
+  type BundleHeader,
+  type BundleImage,
+  type BundleRequirement,
+  type LayerEncoding,
+} from './format.js';
+
+/**
+ * Plan, then act: from the images and options this computes, without any I/O, the whole table
+ * of contents of a bundle: every tar entry in order, with its size and where its bytes come
+ * from, and the header. The writer only executes it; the same inputs give the same plan.
+ */
+
+export interface PlanSource {
+  /** Full normalised reference text, e.g. docker.io/library/redis:7. */
+  ref: string;
+  image: Image;
+}
+
+export interface PlanOptions {
+  layers: LayerEncoding;
+  level: number;
+  windowLog: number;
+  /** Digests (blob digests or diffIds) the target already holds: those layers are left out. */
+  exclude: ReadonlySet<string>;
+  /** The bundle's creation time: header `created` and every tar mtime. */
+  created: Date;
+  ferryVersion: string;
+  /** Uncompressed tar size by diffId, for raw layers (from Layer.tarSize or a measuring pass). */
+  tarSizes: ReadonlyMap<Digest, number>;
+}
+
+export type PlannedContent =
+  | { kind: 'bytes'; bytes: Buffer }
+  /** A layer streamed from its source: `form` says whether the tar or the blob is written. */
+  | { kind: 'layer'; layer: Layer; form: 'tar' | 'blob'; ref: string };
+
+export type PlannedEntry =
+  | { name: string; type: 'directory' }
+  | { name: string; type: 'file'; size: number; digest?: Digest; blobKind?: BlobKind; content: PlannedContent };
+
+export interface BundlePlan {
+  header: BundleHeader;
+  headerBytes: Buffer;
+  /** The tar mtime of every entry, seconds. */
+  mtime: number;
+  /** Every entry after ferry-bundle.json and ferry-bundle.sig: the OCI layout, blobs last. */
+  entries: PlannedEntry[];
+}
+
+interface PlannedBlob extends BundleBlob {
+  content: PlannedContent;
+}
+
+function dockerFamily(mediaType: string): boolean {
+  return mediaType.startsWith('application/vnd.docker.');
+}
+
+function platformOf(p: Platform): Platform {
+  const out: Platform = { os: p.os, architecture: p.architecture };
+  if (p.variant !== undefined && p.variant !== '') out.variant = p.variant;
+  if (p['os.version'] !== undefined && p['os.version'] !== '') out['os.version'] = p['os.version'];
+  return out;
+}
+
+/** Stable order: by reference, then platform, then manifest digest. */
+function compareSources(a: PlanSource, b: PlanSource): number {
+  const key = (s: PlanSource): string => `${s.ref}\u0000${formatPlatform(s.image.platform)}\u0000${s.image.digest}`;
+  const ka = key(a);
+  const kb = key(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+function checkImage(source: PlanSource): void {
+  const { ref, image } = source;
+  const what = `image ${ref} (${formatPlatform(image.platform)})`;
+  if (digestOf(image.rawManifest) !== image.digest) {
+    throw new FerryError('DIGEST_MISMATCH', `${what}: manifest bytes do not hash to ${image.digest}`);
+  }
+  if (digestOf(image.rawConfig) !== image.configDigest) {
+    throw new FerryError('DIGEST_MISMATCH', `${what}: config bytes do not hash to ${image.configDigest}`);
+  }
+  checkLayers(image.manifest, what);
+  const diffIds = image.config.rootfs.diff_ids;
+  if (diffIds.length !== image.layers.length) {
+    throw new FerryError('INVALID_MANIFEST', `${what}: ${image.layers.length} layers but ${diffIds.length} diff_ids in the config`);
+  }
+  image.layers.forEach((layer, i) => {
+    if (layer.diffId !== diffIds[i]) {
+      throw new FerryError('INVALID_MANIFEST', `${what}: layer ${i} has diffId ${layer.diffId}, the config says ${String(diffIds[i])}`);
+    }
+  });
+}
+
+/** The manifest the layout points at in raw mode: same JSON, layers replaced by their raw tars. */
+export function rewriteManifest(image: Image, tarSizes: ReadonlyMap<Digest, number>, ref: string): Buffer {
+  const doc = JSON.parse(image.rawManifest.toString('utf8')) as Record<string, unknown>;
+  const rawLayers = Array.isArray(doc.layers) ? (doc.layers as unknown[]) : [];
+  doc.layers = image.layers.map((layer, i) => {
+    const size = tarSizes.get(layer.diffId);
+    if (size === undefined) throw new FerryError('BUNDLE_INVALID', `plan bundle: image ${ref}: no tar size for layer ${layer.diffId}`);
+    const original = rawLayers[i];
+    const out: Record<string, unknown> = typeof original === 'object' && original !== null ? { ...(original as Record<string, unknown>) } : {};
+    out.mediaType = layerMediaTypeFor('none', dockerFamily(layer.descriptor.mediaType));
+    out.digest = layer.diffId;
+    out.size = size;
+    delete out.urls;
+    return out;
+  });
+  return Buffer.from(JSON.stringify(doc), 'utf8');
+}
+
+/** Compute the bundle plan. Pure: the same sources and options give the same plan and bytes. */
+export function planBundle(sources: readonly PlanSource[], options: PlanOptions): BundlePlan {
+  if (sources.length === 0) throw new FerryError('USAGE', 'plan bundle: no images to write');
+  // De-duplicate identical sources; the same name and platform twice with different content is ambiguous.
+  const byKey = new Map<string, PlanSource>();
+  for (const s of sources) {
+    const key = `${s.ref}\u0000${formatPlatform(s.image.platform)}`;
+    const seen = byKey.get(key);
+    if (seen !== undefined && seen.image.digest !== s.image.digest) {
+      throw new FerryError('USAGE', `plan bundle: ${s.ref} (${formatPlatform(s.image.platform)}) is given twice with different manifests (${seen.image.digest}, ${s.image.digest})`);
+    }
+    if (seen === undefined) byKey.set(key, s);
+  }
+  const ordered = [...byKey.values()].sort(compareSources);
+  ordered.forEach(checkImage);
+
+  const raw = options.layers === 'raw';
+  const blobs = new Map<Digest, PlannedBlob>();
+  const pulled = new Map<Digest, number>();
+  const addBlob = (digest: Digest, size: number, mediaType: string, kind: BlobKind, encoding: BlobEncoding, content: PlannedContent): void => {
+    if (!blobs.has(digest)) blobs.set(digest, { digest, size, mediaType, kind, encoding, content });
+  };
+
+  // Manifests and configs first: small, and what a reader needs before the layers.
+  const images: BundleImage[] = [];
+  for (const { ref, image } of ordered) {
+    pulled.set(image.digest, image.rawManifest.length);
+    pulled.set(image.configDigest, image.rawConfig.length);
+    addBlob(image.digest, image.rawManifest.length, image.mediaType, 'manifest', 'as-pulled', { kind: 'bytes', bytes: image.rawManifest });
+    let layoutManifest = image.rawManifest;
+    let layoutDigest = image.digest;
+    if (raw) {
+      layoutManifest = rewriteManifest(image, options.tarSizes, ref);
+      layoutDigest = digestOf(layoutManifest);
+      addBlob(layoutDigest, layoutManifest.length, image.mediaType, 'manifest', 'rewritten', { kind: 'bytes', bytes: layoutManifest });
+    }
+    addBlob(image.configDigest, image.rawConfig.length, image.manifest.config.mediaType, 'config', 'as-pulled', { kind: 'bytes', bytes: image.rawConfig });
+    images.push({
+      ref,
+      platform: platformOf(image.platform),
+      manifestDigest: image.digest,
+      manifestMediaType: image.mediaType,
+      manifestSize: image.rawManifest.length,
+      configDigest: image.configDigest,
+      configSize: image.rawConfig.length,
+      layoutManifestDigest: layoutDigest,
+      layoutManifestSize: layoutManifest.length,
+      layers: image.layers.map((layer) => {
+        const entry: BundleImage['layers'][number] = {
+          digest: layer.descriptor.digest,
+          size: layer.descriptor.size,
+          mediaType: layer.descriptor.mediaType,
+          diffId: layer.diffId,
+          blob: raw ? layer.diffId : layer.descriptor.digest,
+        };
+        if (raw) entry.tarSize = options.tarSizes.get(layer.diffId)!;
+        return entry;
+      }),
+      size: image.rawManifest.length + image.rawConfig.length + image.layers.reduce((s, l) => s + l.descriptor.size, 0),
+    });
+  }
+
+  // Layers by depth: every image's layer 0, then every layer 1, ...: related layers sit close
+  // together, so a bounded zstd window still sees the redundancy between them.
+  const requires = new Map<Digest, BundleRequirement>();
+  const depth = Math.max(0, ...ordered.map((s) => s.image.layers.length));
+  for (let d = 0; d < depth; d++) {
+    for (const { ref, image } of ordered) {
+      const layer = image.layers[d];
+      if (layer === undefined) continue;
+      pulled.set(layer.descriptor.digest, layer.descriptor.size);
+      const blobDigest = raw ? layer.diffId : layer.descriptor.digest;
+      const excluded = raw
+        ? options.exclude.has(layer.diffId) || options.exclude.has(layer.descriptor.digest)
+        : options.exclude.has(layer.descriptor.digest);
+      if (excluded) {
+        if (!blobs.has(blobDigest) && !requires.has(blobDigest)) {
+          requires.set(blobDigest, { digest: layer.descriptor.digest, diffId: layer.diffId, size: layer.descriptor.size, mediaType: layer.descriptor.mediaType });
+        }
+        continue;
+      }
+      if (raw) {
+        const size = options.tarSizes.get(layer.diffId)!;
+        addBlob(layer.diffId, size, layerMediaTypeFor('none', dockerFamily(layer.descriptor.mediaType)), 'layer', 'raw', { kind: 'layer', layer, form: 'tar', ref });
+      } else {
+        addBlob(layer.descriptor.digest, layer.descriptor.size, layer.descriptor.mediaType, 'layer', 'as-pulled', { kind: 'layer', layer, form: 'blob', ref });
+      }
+    }
+  }
+
+  // A diffId reached both by an excluded and by a kept compressed blob travels anyway.
+  for (const d of blobs.keys()) requires.delete(d);
+  const blobList = [...blobs.values()];
+  const headerBlobs: BundleBlob[] = blobList.map(({ digest, size, mediaType, kind, encoding }) => ({ digest, size, mediaType, kind, encoding }));
+  const requireList = [...requires.values()];
+  const header: BundleHeader = {
+    format: BUNDLE_FORMAT,
+    formatVersion: BUNDLE_FORMAT_VERSION,
+    ferryVersion: options.ferryVersion,
+    created: options.created.toISOString(),
+    layers: options.layers,
+    compression: {
+      algorithm: 'zstd',
+      level: options.level,
+      windowLog: options.windowLog,
+      longDistanceMatching: true,
+      decodeMemory: zstdDecodeMemory(options.windowLog),
+    },
+    images,
+    blobs: headerBlobs,
+    requires: requireList,
+    totals: {
+      images: images.length,
+      blobs: headerBlobs.length,
+      blobBytes: headerBlobs.reduce((s, b) => s + b.size, 0),
+      layerBytes: headerBlobs.filter((b) => b.kind === 'layer').reduce((s, b) => s + b.size, 0),
+      pulledBytes: [...pulled.values()].reduce((s, n) => s + n, 0),
+      requires: requireList.length,
+      requiredBytes: requireList.reduce((s, r) => s + r.size, 0),
+    },
+  };
+
+  const index = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociIndex,
+    manifests: images.map((img) => ({
+      mediaType: img.manifestMediaType,
+      digest: img.layoutManifestDigest,
+      size: img.layoutManifestSize,
+      platform: img.platform,
+      annotations: { [REF_NAME_ANNOTATION]: img.ref, [CONTAINERD_NAME_ANNOTATION]: img.ref },
+    })),
+  };
+  const indexBytes = Buffer.from(`${JSON.stringify(index)}\n`, 'utf8');
+  const layoutBytes = Buffer.from(OCI_LAYOUT_CONTENT, 'utf8');
+  const entries: PlannedEntry[] = [
+    { name: OCI_LAYOUT_ENTRY, type: 'file', size: layoutBytes.length, content: { kind: 'bytes', bytes: layoutBytes } },
+    { name: INDEX_ENTRY, type: 'file', size: indexBytes.length, content: { kind: 'bytes', bytes: indexBytes } },
+    { name: BLOBS_DIR, type: 'directory' },
+  ];
+  const algorithms = [...new Set(blobList.map((b) => b.digest.slice(0, b.digest.indexOf(':'))))].sort();
+  for (const a of algorithms) entries.push({ name: `${BLOBS_DIR}${a}/`, type: 'directory' });
+  for (const b of blobList) {
+    entries.push({ name: blobEntryName(b.digest), type: 'file', size: b.size, digest: b.digest, blobKind: b.kind, content: b.content });
+  }
+  const headerBytes = serializeHeader(header);
+  return { header, headerBytes, mtime: Math.floor(options.created.getTime() / 1000), entries };
+}

@@ -1,0 +1,288 @@
+import type { KeyObject } from 'node:crypto';
+import { basename } from 'node:path';
+import { Readable } from 'node:stream';
+import { FerryError, isFerryError, messageOf } from '../errors.js';
+import { Digester, digestAlgorithm, type Digest } from '../oci/digest.js';
+import { chain } from '../io/layer-forms.js';
+import { ZSTD_MAGIC, zstdDecompressStream } from '../io/zstd.js';
+import {
+  HEADER_ENTRY,
+  INDEX_ENTRY,
+  MAX_HEADER_BYTES,
+  MAX_SIGNATURE_BYTES,
+  OCI_LAYOUT_ENTRY,
+  SIGNATURE_ENTRY,
+  digestOfEntryName,
+  parseHeader,
+  type BlobEncoding,
+  type BlobKind,
+  type BundleBlob,
+  type BundleHeader,
+} from './format.js';
+import { publicKeyFrom, verifyHeaderSignature } from './sign.js';
+import { ChunkReader, TarReader, lazyReadable, type TarEntry } from './tar-reader.js';
+import {
+  damagedVolumeError,
+  damagedVolumes,
+  locateBundle,
+  locationName,
+  openLocationStream,
+  type BundleLocation,
+} from './volumes.js';
+
+/**
+ * The bundle reader: one pass over one stream (a file, volumes, or stdin), so import and push
+ * read a bundle once. It yields the header first (signature checked before anything else when a
+ * key is given), then each blob as a stream verified against its digest while it flows.
+ */
+
+export type BundleInput = string | Readable;
+
+export interface OpenBundleOptions {
+  /** With a key, unsigned or wrongly signed bundles are refused before any blob is yielded. */
+  publicKey?: KeyObject | string;
+  signal?: AbortSignal;
+  /** Sees the small layout entries (oci-layout, index.json) as they pass; used by verify. */
+  onLayoutEntry?: (name: string, bytes: Buffer) => void;
+}
+
+export interface BundleHeaderEvent {
+  type: 'header';
+  header: BundleHeader;
+  /** The exact bytes of ferry-bundle.json (what the signature covers). */
+  headerBytes: Buffer;
+  signature: Buffer | undefined;
+  /** True when a public key was given and the signature matched. */
+  signatureVerified: boolean;
+  /** Where the bytes come from: undefined for a stream. */
+  location: BundleLocation | undefined;
+}
+
+export interface BundleBlobEvent {
+  type: 'blob';
+  digest: Digest;
+  size: number;
+  mediaType: string;
+  kind: BlobKind;
+  encoding: BlobEncoding;
+  /**
+   * The blob's bytes, verified while streaming: the stream errors at its end on a digest
+   * mismatch. Read it to its end (or leave it untouched: it is then skipped) before asking for
+   * the next event.
+   */
+  stream: Readable;
+}
+
+export type BundleEvent = BundleHeaderEvent | BundleBlobEvent;
+
+interface Opened {
+  name: string;
+  location: BundleLocation | undefined;
+  compressed: Readable;
+}
+
+async function openInput(input: BundleInput, signal: AbortSignal | undefined): Promise<Opened> {
+  if (typeof input !== 'string') return { name: 'bundle stream', location: undefined, compressed: input };
+  if (input === '-') return { name: 'bundle on stdin', location: undefined, compressed: process.stdin };
+  const location = await locateBundle(input);
+  return { name: locationName(location), location, compressed: openLocationStream(location, signal === undefined ? {} : { signal }).stream };
+}
+
+/** Pass chunks through, failing at once when the stream does not start with a zstd frame. */
+async function* requireZstd(source: AsyncIterable<Buffer>, name: string): AsyncGenerator<Buffer> {
+  let head = Buffer.alloc(0);
+  let checked = false;
+  for await (const chunk of source) {
+    if (!checked) {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < ZSTD_MAGIC.length) continue;
+      if (!head.subarray(0, ZSTD_MAGIC.length).equals(ZSTD_MAGIC)) {
+        throw new FerryError('BUNDLE_INVALID', `${name}: not a ferry bundle: it does not start with a zstd frame`, {
+          hint: 'give the .tar.zst file ferry export wrote (or its first volume)',
+        });
+      }
+      checked = true;
+      yield head;
+      continue;
+    }
+    yield chunk;
+  }
+  if (!checked && head.length > 0) throw new FerryError('BUNDLE_INVALID', `${name}: not a ferry bundle: too short`);
+  if (!checked) throw new FerryError('BUNDLE_INVALID', `${name}: empty file`, { hint: 'the copy is incomplete: copy it again' });
+}
+
+/**
+ * After a failure while reading volumes, name the damaged volume when the .sha256 file can:
+ * that tells the user which file to copy again, instead of a decoder's complaint.
+ */
+async function explain(err: unknown, opened: Opened, signal: AbortSignal | undefined): Promise<unknown> {
+  if (isFerryError(err, 'DIGEST_MISMATCH') && /is damaged: copy it again$/.test(err.message)) return err;
+  if (signal?.aborted === true) return err;
+  if (opened.location?.kind === 'volumes') {
+    const bad = await damagedVolumes(opened.location, signal);
+    if (bad.length > 0) return damagedVolumeError(bad[0]!.path, err);
+  }
+  if (err instanceof FerryError) return err;
+  return new FerryError('BUNDLE_INVALID', `${opened.name}: cannot read the bundle: ${messageOf(err)}`, {
+    cause: err,
+    hint: 'the bundle is damaged or truncated: copy it again (`ferry verify` checks volumes and blobs)',
+  });
+}
+
+function checkSignature(opened: Opened, headerBytes: Buffer, signature: Buffer | undefined, key: KeyObject): void {
+  if (signature === undefined) {
+    throw new FerryError('SIGNATURE_INVALID', `${opened.name} is not signed: refusing it because a public key was given`, {
+      hint: 'export it again with --sign KEY.pem, or drop --key to accept unsigned bundles',
+    });
+  }
+  if (!verifyHeaderSignature(headerBytes, signature, key)) {
+    throw new FerryError('SIGNATURE_INVALID', `${opened.name}: the signature does not match ${HEADER_ENTRY}: refusing it`, {
+      hint: 'the bundle was altered after signing, or signed with another key: get it again from its source, and check you have the right public key',
+    });
+  }
+}
+
+/**
+ * Open a bundle for one streaming pass: a path (file, volume base name or any volume), `-` for
+ * stdin, or a Readable of the compressed bytes. Yields the header event, then every blob.
+ */
+export async function* openBundleStream(input: BundleInput, options: OpenBundleOptions = {}): AsyncGenerator<BundleEvent> {
+  const { signal } = options;
+  const key = options.publicKey === undefined ? undefined : publicKeyFrom(options.publicKey);
+  const opened = await openInput(input, signal);
+  const decompressed = chain(
+    Readable.from(requireZstd(opened.compressed, opened.name), { objectMode: false }),
+    zstdDecompressStream(31),
+  );
+  const tar = new TarReader(new ChunkReader(decompressed), opened.name);
+  const withExplain = async <T>(p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (err) {
+      throw await explain(err, opened, signal);
+    }
+  };
+  try {
+    const first = await withExplain(tar.nextEntry());
+    if (first === undefined || first.name !== HEADER_ENTRY || first.type !== 'file') {
+      throw new FerryError('BUNDLE_INVALID', `${opened.name}: not a ferry bundle: the first entry is ${first === undefined ? 'missing' : `"${first.name}"`}, not ${HEADER_ENTRY}`, {
+        hint: 'ferry reads bundles written by ferry export; for other archives use ferry import',
+      });
+    }
+    const headerBytes = await withExplain(tar.readBody(MAX_HEADER_BYTES));
+    const header = parseHeader(headerBytes, opened.name);
+    let pending: TarEntry | undefined = await withExplain(tar.nextEntry());
+    let signature: Buffer | undefined;
+    if (pending?.name === SIGNATURE_ENTRY && pending.type === 'file') {
+      signature = await withExplain(tar.readBody(MAX_SIGNATURE_BYTES));
+      pending = await withExplain(tar.nextEntry());
+    }
+    if (key !== undefined) checkSignature(opened, headerBytes, signature, key);
+    yield { type: 'header', header, headerBytes, signature, signatureVerified: key !== undefined, location: opened.location };
+
+    const expected = new Map<string, BundleBlob>(header.blobs.map((b) => [b.digest, b]));
+    const seen = new Set<string>();
+    let sawLayout = false;
+    let sawIndex = false;
+    for (let entry = pending; entry !== undefined; entry = await withExplain(tar.nextEntry())) {
+      if (entry.type === 'directory') {
+        if (!/^blobs\/((sha256|sha512)\/)?$/.test(entry.name)) throw unexpected(opened.name, entry.name);
+        continue;
+      }
+      if (entry.name === OCI_LAYOUT_ENTRY || entry.name === INDEX_ENTRY) {
+        const bytes = await withExplain(tar.readBody(MAX_HEADER_BYTES));
+        if (entry.name === OCI_LAYOUT_ENTRY) sawLayout = true;
+        else sawIndex = true;
+        options.onLayoutEntry?.(entry.name, bytes);
+        continue;
+      }
+      const digest = digestOfEntryName(entry.name);
+      if (digest === undefined) throw unexpected(opened.name, entry.name);
+      const blob = expected.get(digest);
+      if (blob === undefined) {
+        throw new FerryError('BUNDLE_INVALID', `${opened.name}: blob ${digest} is not listed in ${HEADER_ENTRY}`, {
+          hint: 'the bundle was altered after it was written; get it again from its source',
+        });
+      }
+      if (seen.has(digest)) throw new FerryError('BUNDLE_INVALID', `${opened.name}: blob ${digest} appears twice`);
+      seen.add(digest);
+      if (entry.size !== blob.size) {
+        throw new FerryError('SIZE_MISMATCH', `${opened.name}: blob ${digest} is ${entry.size} bytes in the tar, ${HEADER_ENTRY} says ${blob.size}`, {
+          hint: 'the bundle was altered after it was written; get it again from its source',
+        });
+      }
+      const verified = async function* (): AsyncGenerator<Buffer> {
+        const digester = new Digester(digestAlgorithm(digest));
+        try {
+          for await (const chunk of tar.bodyChunks()) {
+            digester.update(chunk);
+            yield chunk;
+          }
+        } catch (err) {
+          throw await explain(err, opened, signal);
+        }
+        const actual = digester.digest();
+        if (actual !== digest) {
+          throw await explain(
+            new FerryError('DIGEST_MISMATCH', `${opened.name}: blob ${digest} is damaged: its content hashes to ${actual}`, {
+              hint: 'copy the bundle (every volume) again; `ferry verify` names a damaged volume',
+            }),
+            opened,
+            signal,
+          );
+        }
+      };
+      yield { type: 'blob', digest, size: blob.size, mediaType: blob.mediaType, kind: blob.kind, encoding: blob.encoding, stream: lazyReadable(verified) };
+    }
+    if (!sawLayout || !sawIndex) {
+      throw new FerryError('BUNDLE_INVALID', `${opened.name}: no ${sawLayout ? INDEX_ENTRY : OCI_LAYOUT_ENTRY} entry`, {
+        hint: 'the bundle was not written by ferry, or was altered',
+      });
+    }
+    const missing = header.blobs.filter((b) => !seen.has(b.digest));
+    if (missing.length > 0) {
+      throw await explain(
+        new FerryError('BUNDLE_INVALID', `${opened.name}: incomplete: ${missing.length} blob(s) listed in ${HEADER_ENTRY} are missing, the first ${missing[0]!.digest}`, {
+          hint: opened.location?.kind === 'volumes' ? 'a volume is missing or truncated: copy every volume again' : 'the file is truncated: copy it again',
+        }),
+        opened,
+        signal,
+      );
+    }
+  } finally {
+    await tar.close();
+  }
+}
+
+function unexpected(name: string, entry: string): FerryError {
+  return new FerryError('BUNDLE_INVALID', `${name}: unexpected tar entry "${entry}"`, {
+    hint: 'a ferry bundle holds only ferry-bundle.json, ferry-bundle.sig, oci-layout, index.json and blobs/; refusing it',
+  });
+}
+
+export interface BundleHeaderInfo {
+  header: BundleHeader;
+  headerBytes: Buffer;
+  signature: Buffer | undefined;
+  signatureVerified: boolean;
+  location: BundleLocation;
+  /** Bytes on disk: the file, or every volume together. */
+  compressedSize: number;
+}
+
+/** Read only the start of a bundle: its header and signature (for ls, and delta planning). */
+export async function readBundleHeader(path: string, options: { publicKey?: KeyObject | string; signal?: AbortSignal } = {}): Promise<BundleHeaderInfo> {
+  const stream = openBundleStream(path, options);
+  try {
+    const first = await stream.next();
+    if (first.done === true || first.value.type !== 'header') {
+      throw new FerryError('BUNDLE_INVALID', `${basename(path)}: no header`);
+    }
+    const { header, headerBytes, signature, signatureVerified, location } = first.value;
+    const loc = location!;
+    const compressedSize = loc.kind === 'file' ? loc.size : loc.volumes.reduce((s, v) => s + v.size, 0);
+    return { header, headerBytes, signature, signatureVerified, location: loc, compressedSize };
+  } finally {
+    await stream.return(undefined);
+  }
+}

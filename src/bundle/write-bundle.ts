@@ -1,0 +1,350 @@
+import type { KeyObject } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pLimit from 'p-limit';
+import { FerryError, messageOf } from '../errors.js';
+import { digestOf, type Digest } from '../oci/digest.js';
+import type { Image, Layer } from '../oci/image.js';
+import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
+import { ExcludeSet } from './delta.js';
+import { HEADER_ENTRY, SIGNATURE_ENTRY, type BlobKind, type BundleHeader, type LayerEncoding } from './format.js';
+import { planBundle, type BundlePlan, type PlannedEntry } from './plan.js';
+import { privateKeyFrom, signHeader } from './sign.js';
+import { MIN_VOLUME_SIZE } from './size.js';
+import { encodeTarHeader, padding, TAR_END } from './tar-header.js';
+import { VolumeWriter, checksumPath, type VolumeInfo } from './volumes.js';
+
+/** One image to write, under the full normalised reference it will be known by on the other side. */
+export interface BundleSource {
+  /** Full normalised reference text, e.g. docker.io/library/redis:7. */
+  ref: string;
+  image: Image;
+}
+
+/** A single file, `-` (stdout), any Writable, or volumes of at most `split` bytes. */
+export type BundleOutput = string | Writable | { path: string; split: number };
+
+export interface BundleProgressEvent {
+  /** `measure`: sizing a raw layer before writing; `write`: bytes of a blob going into the bundle. */
+  phase: 'measure' | 'write';
+  digest: Digest;
+  kind: BlobKind;
+  /** The image the blob was taken from (the first one that has it). */
+  ref: string;
+  /** Bytes of this blob done so far, and its size (0 while unknown when measuring). */
+  bytes: number;
+  total: number;
+  done: boolean;
+}
+
+export interface WriteBundleOptions {
+  layers?: LayerEncoding;
+  /** zstd level, 1..22, or `max` (19: levels 20-22 buy little and need far more memory). */
+  level?: number | 'max';
+  /** log2 of the zstd window; above 27 plain `zstd -d`/`tar --zstd` need --long=N. Default 27. */
+  windowLog?: number;
+  /** zstd worker threads. Any value >= 1 gives the same bytes; 0 gives other (also deterministic) bytes. */
+  workers?: number;
+  /** Digests the target already has (a delta): those layers are left out and listed in `requires`. */
+  exclude?: ReadonlySet<string>;
+  /** ed25519 private key (KeyObject or PKCS#8 PEM text): signs ferry-bundle.json. */
+  signKey?: KeyObject | string;
+  /** The bundle's time; default SOURCE_DATE_EPOCH, else the newest image's `created`. */
+  created?: Date;
+  /** How many raw layers are measured at once (the pass that learns tar sizes). */
+  jobs?: number;
+  signal?: AbortSignal;
+  onProgress?: (e: BundleProgressEvent) => void;
+}
+
+export interface BundleSummary {
+  header: BundleHeader;
+  headerDigest: Digest;
+  signed: boolean;
+  /** Bytes of the uncompressed tar stream, and of the compressed bundle. */
+  tarBytes: number;
+  bytes: number;
+  /** The files written: the bundle, or the volumes then the .sha256 file; empty for a stream. */
+  files: string[];
+  volumes?: VolumeInfo[];
+}
+
+export const DEFAULT_LEVEL = 9;
+export const MAX_LEVEL_ALIAS = 19;
+export const DEFAULT_WINDOW_LOG = 27;
+export const DEFAULT_WORKERS = 2;
+
+interface Resolved {
+  layers: LayerEncoding;
+  level: number;
+  windowLog: number;
+  workers: number;
+  jobs: number;
+}
+
+function resolveOptions(options: WriteBundleOptions): Resolved {
+  const layers = options.layers ?? 'raw';
+  if (layers !== 'raw' && layers !== 'as-pulled') throw new FerryError('USAGE', `invalid layer encoding "${String(layers)}": use raw or as-pulled`);
+  const level = options.level === 'max' ? MAX_LEVEL_ALIAS : options.level ?? DEFAULT_LEVEL;
+  if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) {
+    throw new FerryError('USAGE', `invalid compression level ${String(options.level)}: use 1..${ZSTD_MAX_LEVEL} or max`);
+  }
+  const windowLog = options.windowLog ?? DEFAULT_WINDOW_LOG;
+  if (!Number.isInteger(windowLog) || windowLog < 10 || windowLog > 31) {
+    throw new FerryError('USAGE', `invalid window log ${String(options.windowLog)}: use 10..31 (27 = 128 MiB, what plain zstd reads)`);
+  }
+  const workers = options.workers ?? DEFAULT_WORKERS;
+  if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new FerryError('USAGE', `invalid worker count ${String(options.workers)}`);
+  const jobs = options.jobs ?? 2;
+  if (!Number.isInteger(jobs) || jobs < 1) throw new FerryError('USAGE', `invalid job count ${String(options.jobs)}`);
+  return { layers, level, windowLog, workers, jobs };
+}
+
+/**
+ * The bundle's time, fixed so that the same images give the same bytes: the caller's, else
+ * SOURCE_DATE_EPOCH (reproducible-builds.org), else the newest image's `created`, else the epoch.
+ */
+export function bundleTime(sources: readonly BundleSource[], created?: Date): Date {
+  if (created !== undefined) return created;
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  if (epoch !== undefined && epoch.trim() !== '') {
+    const seconds = Number(epoch);
+    if (!Number.isSafeInteger(seconds) || seconds < 0) throw new FerryError('USAGE', `SOURCE_DATE_EPOCH="${epoch}" is not a number of seconds`);
+    return new Date(seconds * 1000);
+  }
+  let newest = 0;
+  for (const { image } of sources) {
+    const t = image.config.created === undefined ? Number.NaN : Date.parse(image.config.created);
+    if (Number.isFinite(t) && t > newest) newest = t;
+  }
+  return new Date(Math.floor(newest / 1000) * 1000);
+}
+
+let cachedVersion: string | undefined;
+
+/** ferry's version, from its package.json (two levels up from src/bundle or dist/bundle). */
+export async function ferryVersion(): Promise<string> {
+  if (cachedVersion !== undefined) return cachedVersion;
+  const text = await readFile(new URL('../../package.json', import.meta.url), 'utf8');
+  const version = (JSON.parse(text) as { version?: unknown }).version;
+  cachedVersion = typeof version === 'string' ? version : '0.0.0';
+  return cachedVersion;
+}
+
+/**
+ * Learn the uncompressed size of every raw layer that does not state it, by streaming its tar
+ * once (which also verifies the diffId). Tar headers need sizes up front; this is the price of
+ * writing raw layers from compressed sources without spooling them to disk.
+ */
+async function measureTarSizes(sources: readonly BundleSource[], options: WriteBundleOptions, jobs: number): Promise<Map<Digest, number>> {
+  const sizes = new Map<Digest, number>();
+  const known = options.exclude instanceof ExcludeSet ? options.exclude.tarSizes : undefined;
+  const toMeasure = new Map<Digest, { layer: Layer; ref: string }>();
+  for (const { ref, image } of sources) {
+    for (const layer of image.layers) {
+      const size = layer.tarSize ?? known?.get(layer.diffId);
+      if (size !== undefined) sizes.set(layer.diffId, size);
+      else if (!toMeasure.has(layer.diffId)) toMeasure.set(layer.diffId, { layer, ref });
+    }
+  }
+  for (const d of sizes.keys()) toMeasure.delete(d);
+  const limit = pLimit(jobs);
+  await Promise.all(
+    [...toMeasure].map(([diffId, { layer, ref }]) =>
+      limit(async () => {
+        options.signal?.throwIfAborted();
+        const open = options.signal === undefined ? {} : { signal: options.signal };
+        const stream = await layer.tar(open);
+        let bytes = 0;
+        for await (const chunk of stream) {
+          bytes += (chunk as Buffer).length;
+          options.onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: 0, done: false });
+        }
+        sizes.set(diffId, bytes);
+        options.onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: bytes, done: true });
+      }),
+    ),
+  );
+  return sizes;
+}
+
+function fileEntry(name: string, bytes: Buffer, mtime: number): Buffer[] {
+  return [encodeTarHeader({ name, type: 'file', size: bytes.length, mtime }), bytes, padding(bytes.length)];
+}
+
+/** The uncompressed tar stream of a plan, produced as zstd asks for it (backpressure). */
+async function* tarStream(plan: BundlePlan, signature: Buffer | undefined, options: WriteBundleOptions): AsyncGenerator<Buffer> {
+  const { mtime } = plan;
+  yield* fileEntry(HEADER_ENTRY, plan.headerBytes, mtime);
+  if (signature !== undefined) yield* fileEntry(SIGNATURE_ENTRY, signature, mtime);
+  for (const entry of plan.entries) yield* entryChunks(entry, mtime, options);
+  yield TAR_END;
+}
+
+async function* entryChunks(entry: PlannedEntry, mtime: number, options: WriteBundleOptions): AsyncGenerator<Buffer> {
+  if (entry.type === 'directory') {
+    yield encodeTarHeader({ name: entry.name, type: 'directory', size: 0, mtime });
+    return;
+  }
+  const { content } = entry;
+  if (content.kind === 'bytes') {
+    yield* fileEntry(entry.name, content.bytes, mtime);
+    return;
+  }
+  const digest = entry.digest!;
+  const kind = entry.blobKind ?? 'layer';
+  yield encodeTarHeader({ name: entry.name, type: 'file', size: entry.size, mtime });
+  const open = options.signal === undefined ? {} : { signal: options.signal };
+  // Layer.tar()/blob() verify diffId/digest as they stream; the size must match the tar header exactly.
+  const stream = content.form === 'tar' ? await content.layer.tar(open) : await content.layer.blob(open);
+  let bytes = 0;
+  try {
+    for await (const chunk of stream) {
+      const b = chunk as Buffer;
+      bytes += b.length;
+      if (bytes > entry.size) break;
+      options.onProgress?.({ phase: 'write', digest, kind, ref: content.ref, bytes, total: entry.size, done: false });
+      yield b;
+    }
+  } finally {
+    stream.destroy();
+  }
+  if (bytes !== entry.size) {
+    const got = bytes > entry.size ? `more than ${entry.size}` : String(bytes);
+    throw new FerryError('SIZE_MISMATCH', `write bundle: ${content.form === 'tar' ? 'layer' : 'blob'} ${digest} of ${content.ref}: got ${got} bytes, expected ${entry.size}`, {
+      hint: 'the source changed while the bundle was written, or states a wrong size; export again',
+    });
+  }
+  options.onProgress?.({ phase: 'write', digest, kind, ref: content.ref, bytes, total: entry.size, done: true });
+  yield padding(entry.size);
+}
+
+class CountBytes extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    done(null, chunk);
+  }
+}
+
+interface Sink {
+  stream: Writable;
+  end: boolean;
+  commit(): Promise<{ files: string[]; volumes?: VolumeInfo[] }>;
+  abort(): Promise<void>;
+}
+
+async function openSink(output: BundleOutput): Promise<Sink> {
+  if (output === '-') {
+    return { stream: process.stdout, end: false, commit: async () => ({ files: [] }), abort: async () => undefined };
+  }
+  if (output instanceof Writable) {
+    return { stream: output, end: true, commit: async () => ({ files: [] }), abort: async () => undefined };
+  }
+  if (typeof output === 'string') {
+    const tmp = tempPathFor(output);
+    const stream = createWriteStream(tmp, { flags: 'wx', mode: 0o644 });
+    return {
+      stream,
+      end: true,
+      async commit() {
+        const handle = await open(tmp, 'r+');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await rename(tmp, output);
+        await syncDir(dirname(output));
+        return { files: [output] };
+      },
+      abort: () => rm(tmp, { force: true }),
+    };
+  }
+  const volumes = new VolumeWriter(output.path, output.split);
+  return {
+    stream: volumes,
+    end: true,
+    commit: async () => ({ files: [...volumes.volumes.map((v) => v.path), checksumPath(output.path)], volumes: volumes.volumes }),
+    abort: async () => {
+      volumes.destroy();
+    },
+  };
+}
+
+function outputName(output: BundleOutput): string {
+  if (output === '-') return 'stdout';
+  if (typeof output === 'string') return output;
+  if (output instanceof Writable) return 'output stream';
+  return `${output.path}.001...`;
+}
+
+/**
+ * Write one bundle of these images. Plans first (measuring raw layers that do not state their
+ * size), then streams every entry through one zstd compressor into the output, in constant
+ * memory whatever the layer sizes. A file output appears atomically, and only when complete.
+ */
+export async function writeBundle(sources: BundleSource[], output: BundleOutput, options: WriteBundleOptions = {}): Promise<BundleSummary> {
+  const resolved = resolveOptions(options);
+  if (typeof output === 'object' && !(output instanceof Writable) && (!Number.isSafeInteger(output.split) || output.split < MIN_VOLUME_SIZE)) {
+    throw new FerryError('USAGE', `invalid volume size ${output.split}: volumes must be at least ${MIN_VOLUME_SIZE} bytes (1M)`);
+  }
+  const key = options.signKey === undefined ? undefined : privateKeyFrom(options.signKey);
+  const plan = await prepare(sources, options, resolved);
+  const signature = key === undefined ? undefined : signHeader(plan.headerBytes, key);
+  const sink = await openSink(output);
+  const tarCount = new CountBytes();
+  const count = new CountBytes();
+  const compressor = zstdCompressStream({ level: resolved.level, windowLog: resolved.windowLog, long: true, workers: resolved.workers });
+  try {
+    await pipeline(tarStream(plan, signature, options), tarCount, compressor, count, sink.stream, {
+      end: sink.end,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  } catch (err) {
+    await sink.abort();
+    if (err instanceof FerryError) throw err;
+    if ((err as Error).name === 'AbortError') throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new FerryError(code === 'ENOSPC' ? 'NO_SPACE' : 'IO_ERROR', `write bundle ${outputName(output)}: ${messageOf(err)}`, { cause: err });
+  }
+  let committed: { files: string[]; volumes?: VolumeInfo[] };
+  try {
+    committed = await sink.commit();
+  } catch (err) {
+    await sink.abort();
+    throw err instanceof FerryError ? err : new FerryError('IO_ERROR', `write bundle ${outputName(output)}: ${messageOf(err)}`, { cause: err });
+  }
+  const summary: BundleSummary = {
+    header: plan.header,
+    headerDigest: digestOf(plan.headerBytes),
+    signed: signature !== undefined,
+    tarBytes: tarCount.bytes,
+    bytes: count.bytes,
+    files: committed.files,
+  };
+  if (committed.volumes !== undefined) summary.volumes = committed.volumes;
+  return summary;
+}
+
+/** Just the plan (for `export --dry-run` and tests): what would be written, without writing. */
+export async function planBundleFor(sources: BundleSource[], options: WriteBundleOptions = {}): Promise<BundlePlan> {
+  return prepare(sources, options, resolveOptions(options));
+}
+
+async function prepare(sources: BundleSource[], options: WriteBundleOptions, resolved: Resolved): Promise<BundlePlan> {
+  const tarSizes = resolved.layers === 'raw' ? await measureTarSizes(sources, options, resolved.jobs) : new Map<Digest, number>();
+  return planBundle(sources, {
+    layers: resolved.layers,
+    level: resolved.level,
+    windowLog: resolved.windowLog,
+    exclude: options.exclude ?? new Set<string>(),
+    created: bundleTime(sources, options.created),
+    ferryVersion: await ferryVersion(),
+    tarSizes,
+  });
+}
