@@ -11,7 +11,7 @@ import { Digester, digestAlgorithm, digestOf, isDigest, type Digest } from '../o
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { formatReference, referenceSelector, type Reference } from '../oci/reference.js';
-import { Authenticator, repositoryScope, type Credentials } from './auth.js';
+import { Authenticator, parseChallenges, repositoryScope, type Credentials } from './auth.js';
 import { lookupCredentials } from './docker-config.js';
 import {
   DEFAULT_RETRY,
@@ -239,6 +239,11 @@ export class RegistryClient {
     switch (status) {
       case 401: {
         const used = this.authFor(registry).usedCredentials;
+        const challenge = parseChallenges(headerValue(res.headers, 'www-authenticate') ?? '')[0];
+        if (used && challenge?.params.error === 'insufficient_scope') {
+          const wanted = challenge.params.scope ?? ex.scopes.join(' ');
+          return make('DENIED', `access denied: the user is not granted ${wanted}`, `log in as a user with that permission: 'ferry login ${registry}'`);
+        }
         return used
           ? make('UNAUTHORIZED', 'the registry refused the credentials', `check the user name and password; run 'ferry login ${registry}' again`)
           : make('UNAUTHORIZED', 'authentication is needed', `run 'ferry login ${registry}'`);
