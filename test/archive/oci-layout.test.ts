@@ -228,7 +228,7 @@ describe('openOciLayout: damaged and hostile layouts', () => {
     const layer = layout.images.tools!.layers[1]!;
     const path = blobFile(dir, layer.digest);
     const bytes = await readFile(path);
-    bytes[bytes.length - 12] ^= 0x55; // inside the deflate data / trailer
+    bytes[bytes.length - 12] = bytes[bytes.length - 12]! ^ 0x55; // inside the deflate data / trailer
     await writeFile(path, bytes);
     const image = (await openOciLayout(dir, 'tools')).images[0]!;
     const err = await collect(await image.layers[1]!.blob()).catch((e: unknown) => e);

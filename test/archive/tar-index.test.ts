@@ -80,7 +80,7 @@ describe('indexTar', () => {
 
   it('refuses a header with a bad checksum after the first', async () => {
     const bytes = tarOf([{ name: 'a', data: 'a' }, { name: 'b', data: 'b' }]);
-    bytes[1024 + 10] ^= 0xff; // second header's name
+    bytes[1024 + 10] = bytes[1024 + 10]! ^ 0xff; // second header's name
     const file = await tarFile('badsum.tar', bytes);
     expect(await failsWith(indexTar(file, 'bad'), 'INVALID_MANIFEST')).toBe('bad: bad tar header checksum at byte 1024');
   });

@@ -76,7 +76,7 @@ describe('layerFromBlob', () => {
   it.each(['gzip', 'zstd'] as const)('%s: a corrupted blob fails both blob() and tar()', async (c) => {
     const bad = Buffer.from(blobs[c].bytes);
     // Flip a byte inside the compressed data (past the header): the decompressor or the digest catches it.
-    bad[Math.floor(bad.length / 2)] ^= 0xff;
+    bad[Math.floor(bad.length / 2)] = bad[Math.floor(bad.length / 2)]! ^ 0xff;
     const e1 = await collect(await blobLayer(c, { bytes: bad }).blob()).catch((e: unknown) => e);
     expect(isFerryError(e1, 'DIGEST_MISMATCH')).toBe(true);
     const e2 = await collect(await blobLayer(c, { bytes: bad }).tar()).catch((e: unknown) => e);
@@ -146,7 +146,7 @@ describe('layerFromTar', () => {
 
   it('a tampered tar fails with DIGEST_MISMATCH, a short one with SIZE_MISMATCH', async () => {
     const bad = Buffer.from(tar);
-    bad[600] ^= 1;
+    bad[600] = bad[600]! ^ 1;
     const mk = (bytes: Buffer) =>
       layerFromTar({
         descriptor: { mediaType: MediaType.dockerLayer, digest: diffId, size: tar.length },
