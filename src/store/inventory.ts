@@ -1,0 +1,31 @@
+import type { Digest } from '../oci/digest.js';
+import type { Store } from './store.js';
+import type { RefEntry } from './refs.js';
+
+/**
+ * What the store holds, for `export --since INVENTORY.json` on the connected side: every blob
+ * digest, every layer (diffId, chainId, tar size) and the images. The bundle's delta reader takes
+ * `blobs` and `diffIds` (src/bundle/delta.ts), and ignores the rest.
+ */
+export interface Inventory {
+  kind: 'ferry-inventory';
+  schemaVersion: 1;
+  created: string;
+  blobs: Digest[];
+  diffIds: Digest[];
+  layers: Array<{ chainId: Digest; diffId: Digest; tarSize: number; compressedDigests: Digest[] }>;
+  images: Array<Pick<RefEntry, 'name' | 'manifestDigest' | 'platform'>>;
+}
+
+export async function inventory(store: Store): Promise<Inventory> {
+  const layers = (await store.layers.list()).map((m) => ({ chainId: m.chainId, diffId: m.diffId, tarSize: m.size, compressedDigests: m.compressedDigests }));
+  return {
+    kind: 'ferry-inventory',
+    schemaVersion: 1,
+    created: new Date().toISOString(),
+    blobs: await store.blobs.list(),
+    diffIds: [...new Set(layers.map((l) => l.diffId))].sort(),
+    layers,
+    images: (await store.refs.list()).map((r) => ({ name: r.name, manifestDigest: r.manifestDigest, platform: r.platform })),
+  };
+}

@@ -1,0 +1,312 @@
+import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { finished } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { FerryError, isFerryError, messageOf } from '../errors.js';
+import { digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
+import { syncDir, writeFileAtomic } from '../io/atomic-file.js';
+import { nativeFs } from '../io/native.js';
+import type { StoreLock } from './lock.js';
+import { ownedName } from './owner.js';
+import { isNoSpace, noSpaceError } from './space.js';
+import { unpackLayerTar } from './unpack.js';
+
+/**
+ * Unpacked layers, one directory per layer stack position: `layers/<chainId hex>/` with `diff/`
+ * (overlay form) and `meta.json`. Keyed by chainId, not diffId, because a layer's unpacked form
+ * depends on the layers below it (directories the tar only implies take their metadata from
+ * them). `l/<short>` are short symlinks to `diff/`, so a long lowerdir list fits a mount option.
+ */
+export interface LayerMeta {
+  schemaVersion: 1;
+  chainId: Digest;
+  diffId: Digest;
+  /** chainId of the layer below, null for a base layer. */
+  parent: Digest | null;
+  /** Bytes of the uncompressed tar. */
+  size: number;
+  /** Digests of compressed blobs this layer was seen as (for push/serve and inventory). */
+  compressedDigests: Digest[];
+  /** The short link name under l/. */
+  link: string;
+  created: string;
+}
+
+/** OCI image spec: ChainID(L0) = DiffID(L0); ChainID(L0|...|Ln) = sha256(ChainID(n-1) + " " + DiffID(n)). */
+export function chainIdOf(parent: Digest | undefined | null, diffId: Digest): Digest {
+  if (parent === undefined || parent === null) return diffId;
+  return digestOf(`${parent} ${diffId}`);
+}
+
+/** The chainIds of every layer of an image, bottom first. */
+export function chainIds(diffIds: readonly Digest[]): Digest[] {
+  const out: Digest[] = [];
+  let parent: Digest | undefined;
+  for (const diffId of diffIds) {
+    parent = chainIdOf(parent, diffId);
+    out.push(parent);
+  }
+  return out;
+}
+
+/** 26 characters, as moby's overlay2 uses, so 128 layers fit a 4 KB mount option page. */
+export const SHORT_LINK_LENGTH = 26;
+
+export function shortLinkOf(chainId: Digest): string {
+  return digestHex(chainId).slice(0, SHORT_LINK_LENGTH).toUpperCase();
+}
+
+export interface UnpackLayerOptions {
+  /** Names the layer in errors and warnings. */
+  what?: string;
+  onWarning?: (message: string) => void;
+  rootless?: boolean;
+}
+
+export interface UnpackLayerResult {
+  chainId: Digest;
+  diffId: Digest;
+  /** Bytes of tar read (0 when skipped before reading). */
+  size: number;
+  /** True when the layer was present already (or another process committed it first). */
+  skipped: boolean;
+  warnings: string[];
+}
+
+function parseMeta(text: string, where: string): LayerMeta {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new FerryError('STORE_ERROR', `${where}: not valid JSON`, { cause: err, hint: 'run ferry fsck --repair' });
+  }
+  const m = v as Partial<LayerMeta>;
+  if (
+    typeof m !== 'object' || m === null || m.schemaVersion !== 1 || typeof m.chainId !== 'string' || !isDigest(m.chainId) ||
+    typeof m.diffId !== 'string' || !isDigest(m.diffId) || (m.parent !== null && (typeof m.parent !== 'string' || !isDigest(m.parent))) ||
+    typeof m.size !== 'number' || !Array.isArray(m.compressedDigests) || typeof m.link !== 'string'
+  ) {
+    throw new FerryError('STORE_ERROR', `${where}: not a layer record`, { hint: 'run ferry fsck --repair' });
+  }
+  return m as LayerMeta;
+}
+
+export class LayerStore {
+  readonly dir: string;
+  readonly linkDir: string;
+  private readonly tmpDir: string;
+  private readonly lock: StoreLock;
+
+  constructor(root: string, lock: StoreLock) {
+    this.dir = join(root, 'layers');
+    this.linkDir = join(root, 'l');
+    this.tmpDir = join(root, 'tmp');
+    this.lock = lock;
+  }
+
+  layerDir(chainId: Digest): string {
+    return join(this.dir, digestHex(chainId));
+  }
+
+  diffDir(chainId: Digest): string {
+    return join(this.layerDir(chainId), 'diff');
+  }
+
+  /** The layer's record, or undefined when it is not (completely) in the store. */
+  async meta(chainId: Digest): Promise<LayerMeta | undefined> {
+    const path = join(this.layerDir(chainId), 'meta.json');
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    return parseMeta(text, path);
+  }
+
+  async has(chainId: Digest): Promise<boolean> {
+    return (await this.meta(chainId)) !== undefined;
+  }
+
+  /** Diff dirs of `chainId` and every layer below it, top first. */
+  async lowerDirs(chainId: Digest | undefined): Promise<string[]> {
+    const out: string[] = [];
+    let cur = chainId;
+    while (cur !== undefined) {
+      const meta = await this.meta(cur);
+      if (meta === undefined) {
+        throw new FerryError('STORE_ERROR', `layer ${cur} is not in the store`, { hint: 'import its image again; ferry fsck lists what is missing' });
+      }
+      out.push(this.diffDir(cur));
+      cur = meta.parent ?? undefined;
+    }
+    return out;
+  }
+
+  /**
+   * Unpack a layer tar on top of `parentChainId` (undefined for a base layer): staged in tmp/,
+   * its diffId computed and compared with `expectedDiffId` BEFORE the rename into layers/.
+   * Present already: the stream is drained, nothing is written.
+   */
+  async unpack(tar: Readable, expectedDiffId: Digest, parentChainId: Digest | undefined, options: UnpackLayerOptions = {}): Promise<UnpackLayerResult> {
+    const chainId = chainIdOf(parentChainId, expectedDiffId);
+    const what = options.what ?? `layer ${expectedDiffId}`;
+    if (await this.has(chainId)) {
+      tar.resume();
+      await finished(tar);
+      return { chainId, diffId: expectedDiffId, size: 0, skipped: true, warnings: [] };
+    }
+    const lowerDirs = await this.lowerDirs(parentChainId);
+    const staging = join(this.tmpDir, ownedName('layer'));
+    try {
+      await mkdir(staging, { mode: 0o700 });
+      const diff = join(staging, 'diff');
+      await mkdir(diff, { mode: 0o755 });
+      const unpackOptions: Parameters<typeof unpackLayerTar>[2] = { what, lowerDirs };
+      if (options.onWarning) unpackOptions.onWarning = options.onWarning;
+      if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
+      const result = await unpackLayerTar(tar, diff, unpackOptions);
+      if (result.diffId !== expectedDiffId) {
+        throw new FerryError('DIGEST_MISMATCH', `${what}: the layer tar hashes to ${result.diffId}, not its diffId ${expectedDiffId}`, {
+          hint: 'the layer data is corrupt or does not belong to this image; nothing was kept',
+        });
+      }
+      const meta: LayerMeta = {
+        schemaVersion: 1,
+        chainId,
+        diffId: expectedDiffId,
+        parent: parentChainId ?? null,
+        size: result.size,
+        compressedDigests: [],
+        link: shortLinkOf(chainId),
+        created: new Date().toISOString(),
+      };
+      await writeFileAtomic(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
+      // One syncfs for the whole layer instead of an fsync per file.
+      nativeFs().syncfs(staging);
+      const skipped = await this.commit(staging, chainId, meta.link);
+      return { chainId, diffId: expectedDiffId, size: result.size, skipped, warnings: result.warnings };
+    } catch (err) {
+      tar.destroy();
+      await rm(staging, { recursive: true, force: true });
+      if (isNoSpace(err)) throw noSpaceError(`store ${what}`, this.dir, err);
+      if (isFerryError(err)) throw err;
+      throw new FerryError('IO_ERROR', `store ${what}: ${messageOf(err)}`, { cause: err });
+    }
+  }
+
+  /** Rename a complete staging dir into layers/; true when the layer was there already. */
+  private async commit(staging: string, chainId: Digest, link: string): Promise<boolean> {
+    return this.lock.with(async () => {
+      if (await this.has(chainId)) {
+        await rm(staging, { recursive: true, force: true });
+        return true;
+      }
+      const target = this.layerDir(chainId);
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      // A directory without meta.json is a leftover (fsck would report it): replace it.
+      await rm(target, { recursive: true, force: true });
+      await rename(staging, target);
+      await syncDir(this.dir);
+      await this.ensureLink(chainId, link);
+      return false;
+    });
+  }
+
+  /** l/<short> -> ../layers/<hex>/diff (idempotent). */
+  async ensureLink(chainId: Digest, link: string): Promise<void> {
+    await mkdir(this.linkDir, { recursive: true, mode: 0o700 });
+    const path = join(this.linkDir, link);
+    const want = join('..', 'layers', digestHex(chainId), 'diff');
+    try {
+      const have = await readlink(path);
+      if (have === want) return;
+      throw new FerryError('STORE_ERROR', `layer link l/${link} points to ${have}, expected ${want}`, { hint: 'run ferry fsck --repair' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await symlink(want, path);
+    await syncDir(this.linkDir);
+  }
+
+  /** Remember that this layer was also distributed as the compressed blob `digest`. */
+  async addCompressedDigest(chainId: Digest, digest: Digest): Promise<void> {
+    if (digest === (await this.meta(chainId))?.diffId) return;
+    await this.lock.with(async () => {
+      const meta = await this.meta(chainId);
+      if (meta === undefined || meta.compressedDigests.includes(digest)) return;
+      meta.compressedDigests = [...meta.compressedDigests, digest].sort();
+      await writeFileAtomic(join(this.layerDir(chainId), 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
+    });
+  }
+
+  /** Directory names under layers/ (chainId hex), complete or not. */
+  async ids(): Promise<string[]> {
+    try {
+      return (await readdir(this.dir)).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  /** Every complete layer's record. */
+  async list(): Promise<LayerMeta[]> {
+    const out: LayerMeta[] = [];
+    for (const hex of await this.ids()) {
+      const chainId = `sha256:${hex}`;
+      if (!isDigest(chainId)) continue;
+      const meta = await this.meta(chainId).catch((err: unknown) => {
+        if (isFerryError(err, 'STORE_ERROR')) return undefined;
+        throw err;
+      });
+      if (meta !== undefined) out.push(meta);
+    }
+    return out;
+  }
+
+  /**
+   * Remove a layer (callers hold the lock and know it is unreferenced): first renamed into tmp/
+   * so it vanishes from layers/ at once, then deleted. Returns bytes freed.
+   */
+  async deleteUnlocked(hex: string): Promise<number> {
+    const dir = join(this.dir, hex);
+    // A half-written or corrupt record still names its link; a missing one means no link was made.
+    const meta = await readFile(join(dir, 'meta.json'), 'utf8').then(
+      (t) => parseMeta(t, dir),
+      (err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      },
+    ).catch((err: unknown) => {
+      if (isFerryError(err, 'STORE_ERROR')) return undefined;
+      throw err;
+    });
+    const trash = join(this.tmpDir, ownedName('trash'));
+    try {
+      await rename(dir, trash);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    await syncDir(this.dir);
+    if (meta !== undefined) await rm(join(this.linkDir, meta.link), { force: true });
+    const bytes = await diskUsage(trash);
+    await rm(trash, { recursive: true, force: true });
+    return bytes;
+  }
+}
+
+/** Bytes a tree takes (file sizes, not blocks), never following links. */
+export async function diskUsage(path: string | Buffer): Promise<number> {
+  const st = await lstat(path);
+  if (!st.isDirectory()) return st.size;
+  let total = st.size;
+  // Buffer names: layer files may have names that are not UTF-8.
+  const base = typeof path === 'string' ? Buffer.from(path) : path;
+  for (const name of await readdir(base, { encoding: 'buffer' })) {
+    total += await diskUsage(Buffer.concat([base, Buffer.from('/'), name]));
+  }
+  return total;
+}

@@ -1,0 +1,115 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError } from '../errors.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import { formatPlatform, normalizePlatform, platformMatches, type Platform } from '../oci/platform.js';
+import { formatReference, parseReference } from '../oci/reference.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
+import type { StoreLock } from './lock.js';
+
+/**
+ * Image names in the store: `refs.json`, replaced atomically, written last in an import so a
+ * crash leaves either the old name or the new one. One name may have one image per platform
+ * (an index imported for amd64 and arm64).
+ */
+export interface RefEntry {
+  /** Normalised reference, `docker.io/library/redis:7` (or `name@sha256:...` without a tag). */
+  name: string;
+  manifestDigest: Digest;
+  mediaType: string;
+  platform: Platform;
+  /** The index it was resolved from, when it came from one (kept as a blob). */
+  indexDigest?: Digest;
+  updated: string;
+}
+
+interface RefsFile {
+  schemaVersion: 1;
+  refs: RefEntry[];
+}
+
+/** The normalised store name for what a user typed: `redis` -> `docker.io/library/redis:latest`. */
+export function refName(text: string): string {
+  return formatReference(parseReference(text));
+}
+
+function platformKey(p: Platform): string {
+  return formatPlatform(normalizePlatform(p));
+}
+
+function validEntry(v: unknown): v is RefEntry {
+  const e = v as Partial<RefEntry>;
+  return (
+    typeof e === 'object' && e !== null && typeof e.name === 'string' && typeof e.manifestDigest === 'string' && isDigest(e.manifestDigest) &&
+    typeof e.mediaType === 'string' && typeof e.platform === 'object' && e.platform !== null &&
+    typeof e.platform.os === 'string' && typeof e.platform.architecture === 'string' &&
+    (e.indexDigest === undefined || (typeof e.indexDigest === 'string' && isDigest(e.indexDigest)))
+  );
+}
+
+export class RefStore {
+  readonly path: string;
+  private readonly lock: StoreLock;
+
+  constructor(root: string, lock: StoreLock) {
+    this.path = join(root, 'refs.json');
+    this.lock = lock;
+  }
+
+  async list(): Promise<RefEntry[]> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    let v: unknown;
+    try {
+      v = JSON.parse(text);
+    } catch (err) {
+      throw new FerryError('STORE_ERROR', `${this.path}: not valid JSON`, { cause: err, hint: 'run ferry fsck --repair' });
+    }
+    const file = v as Partial<RefsFile>;
+    if (typeof file !== 'object' || file === null || file.schemaVersion !== 1 || !Array.isArray(file.refs) || !file.refs.every(validEntry)) {
+      throw new FerryError('STORE_ERROR', `${this.path}: not a ferry refs file`, { hint: 'run ferry fsck --repair' });
+    }
+    return file.refs;
+  }
+
+  /**
+   * The entries for a name: the one matching `platform` when given, else all of them (one per
+   * platform). `name` must be normalised (see refName).
+   */
+  async find(name: string, platform?: Platform): Promise<RefEntry[]> {
+    const all = (await this.list()).filter((e) => e.name === name);
+    return platform === undefined ? all : all.filter((e) => platformMatches(platform, e.platform));
+  }
+
+  /** Add or replace the entry with the same name and platform. */
+  async set(entry: Omit<RefEntry, 'updated'>): Promise<void> {
+    const full: RefEntry = { ...entry, platform: normalizePlatform(entry.platform), updated: new Date().toISOString() };
+    await this.update((refs) => [...refs.filter((e) => !(e.name === full.name && platformKey(e.platform) === platformKey(full.platform))), full]);
+  }
+
+  /** Remove a name (all platforms, or one); returns the removed entries. */
+  async remove(name: string, platform?: Platform): Promise<RefEntry[]> {
+    let removed: RefEntry[] = [];
+    await this.update((refs) => {
+      removed = refs.filter((e) => e.name === name && (platform === undefined || platformMatches(platform, e.platform)));
+      return refs.filter((e) => !removed.includes(e));
+    });
+    return removed;
+  }
+
+  /** Read-modify-write under the store lock, written atomically. */
+  async update(change: (refs: RefEntry[]) => RefEntry[]): Promise<void> {
+    await this.lock.with(async () => {
+      const next = change(await this.list()).sort((a, b) =>
+        a.name === b.name ? platformKey(a.platform).localeCompare(platformKey(b.platform)) : a.name.localeCompare(b.name),
+      );
+      const file: RefsFile = { schemaVersion: 1, refs: next };
+      await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`);
+    });
+  }
+}

@@ -1,0 +1,598 @@
+import { constants as fsConstants } from 'node:fs';
+import { link, lstat, lchown, mkdir, open, rm, symlink, chmod, type FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { FerryError, isFerryError, messageOf } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { chain } from '../io/layer-forms.js';
+import { nativeFs, type NativeFs } from '../io/native.js';
+import { MeasureDigest } from '../io/verify-digest.js';
+import { TarReader, type TarEntry, type TarTime } from './tar-reader.js';
+
+/**
+ * Unpack one layer tar into a directory in overlay form, safely against hostile input.
+ *
+ * Overlay form: a whiteout `.wh.NAME` becomes a 0:0 character device NAME, an opaque marker
+ * `.wh..wh..opq` becomes the xattr `trusted.overlay.opaque=y` on its directory (`user.overlay.*`
+ * when not root, for `userxattr` mounts). The result is a lowerdir for overlayfs.
+ *
+ * Safety (nothing is ever written outside `root`):
+ * - names: leading `/` stripped, `.` dropped, any `..` rejects the layer; depth and length capped;
+ *   names stay raw bytes (Buffers), `\` is an ordinary byte.
+ * - parents: each component is lstat'ed inside the root and must be a real directory; a symlink
+ *   (or any non-directory) as a parent rejects the layer; missing parents are created with the
+ *   metadata of the same directory in the lower layers (so `a/.wh.x` alone keeps `/a`'s mode).
+ * - the last component is never followed: files are created with O_EXCL|O_NOFOLLOW, links with
+ *   link(2) (which does not follow), metadata with lchown / fchmod / utimensat(NOFOLLOW).
+ * - hardlinks: the target must already exist in this layer and not be a directory; no header
+ *   metadata is applied through a link (containerd CVE-2021-32760).
+ * - entries are applied strictly one at a time into a private staging directory (no races).
+ * - chmod comes after chown (chown clears setuid/setgid); directory modes and times are applied
+ *   at the end, children first, so a 0555 directory can still receive its children.
+ * - xattrs: `trusted.overlay.*` and `user.overlay.*` are escaped to `*.overlay.overlay.*` as umoci
+ *   does (a layer must not plant opaque/redirect/metacopy attributes the kernel obeys); other
+ *   `trusted.*`, `security.selinux` and `system.nfs4_acl` are DROPPED with a warning.
+ * - devices: major/minor above 2^32-1 reject the layer; when not root, devices are skipped with
+ *   a warning (containerd's rootless behaviour). The runtime mounts the rootfs nodev anyway.
+ * - times: atime = max(atime, mtime); out-of-range times (before 1970, after 2262) become the epoch.
+ */
+
+export interface UnpackOptions {
+  /** Unpacked diff dirs of the layers below, top first: metadata source for implied parents. */
+  lowerDirs?: readonly string[];
+  /** Names the layer in errors and warnings. */
+  what: string;
+  /** Default: root when running as uid 0. Rootless skips devices and chown, uses user.overlay.*. */
+  rootless?: boolean;
+  onWarning?: (message: string) => void;
+}
+
+export interface UnpackResult {
+  /** sha256 of the tar bytes as read (to the end of the stream). */
+  diffId: Digest;
+  /** Bytes of the tar stream. */
+  size: number;
+  entries: number;
+  warnings: string[];
+}
+
+/** Cap on path depth (node-tar CVE-2024-28863 is a deep-path DoS); real images stay far below. */
+export const MAX_DEPTH = 256;
+const MAX_COMPONENT = 255;
+const PATH_MAX = 4096;
+const MAX_WARNINGS = 200;
+/** containerd's bound: times beyond what int64 nanoseconds can hold become the epoch. */
+const MAX_TIME_SEC = 9_223_372_036;
+const WHITEOUT_PREFIX = Buffer.from('.wh.');
+const OPAQUE_MARKER = Buffer.from('.wh..wh..opq');
+const META_PREFIX = Buffer.from('.wh..wh.');
+const SLASH = 0x2f;
+
+interface DirMeta {
+  mode: number;
+  uid: number | undefined;
+  gid: number | undefined;
+  atime: TarTime | undefined;
+  mtime: TarTime | undefined;
+}
+
+interface LowerDirInfo {
+  stat: Stats;
+  path: Buffer;
+}
+
+function unsafe(what: string, name: Buffer, why: string): FerryError {
+  return new FerryError('UNSAFE_PATH', `${what}: entry "${printable(name)}" refused: ${why}`, {
+    hint: 'the layer tries to write outside its directory or through a link; it is rejected and nothing was kept',
+  });
+}
+
+function invalidLayer(what: string, name: Buffer, why: string): FerryError {
+  return new FerryError('INVALID_LAYER', `${what}: entry "${printable(name)}": ${why}`);
+}
+
+/** A name for messages: UTF-8 where valid, bytes as \xNN elsewhere. */
+export function printable(name: Buffer): string {
+  const text = name.toString('utf8');
+  if (!text.includes('\ufffd')) return text;
+  return [...name].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
+}
+
+function startsWith(buf: Buffer, prefix: Buffer): boolean {
+  return buf.length >= prefix.length && buf.subarray(0, prefix.length).equals(prefix);
+}
+
+function splitName(name: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= name.length; i++) {
+    if (i === name.length || name[i] === SLASH) {
+      if (i > start) parts.push(name.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  return parts;
+}
+
+/**
+ * A tar name as clean components: all leading `/` stripped (CVE-2021-32804), `.` dropped, `..`
+ * refused (no non-local names, whatever they would resolve to). Empty means the root itself.
+ */
+export function cleanName(name: Buffer, what: string): Buffer[] {
+  const out: Buffer[] = [];
+  for (const part of splitName(name)) {
+    if (part.length === 1 && part[0] === 0x2e) continue;
+    if (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e) throw unsafe(what, name, 'the path contains ".."');
+    if (part.length > MAX_COMPONENT) throw invalidLayer(what, name, `a path component is longer than ${MAX_COMPONENT} bytes`);
+    out.push(part);
+  }
+  if (out.length > MAX_DEPTH) throw unsafe(what, name, `the path is deeper than ${MAX_DEPTH} components`);
+  return out;
+}
+
+/** latin1 maps bytes 1:1, so this key is unique per byte string. */
+function keyOf(parts: readonly Buffer[]): string {
+  return parts.map((p) => p.toString('latin1')).join('/');
+}
+
+function boundTime(t: TarTime): TarTime {
+  if (t.sec < 0 || t.sec > MAX_TIME_SEC) return { sec: 0, nsec: 0 };
+  return t;
+}
+
+function laterTime(a: TarTime | undefined, b: TarTime): TarTime {
+  if (a === undefined) return b;
+  return a.sec > b.sec || (a.sec === b.sec && a.nsec > b.nsec) ? a : b;
+}
+
+type XattrPlan = { set: string } | { drop: string };
+
+/** What to do with an xattr from a layer (see the module comment for why). */
+export function xattrPlan(name: string): XattrPlan {
+  if (name.startsWith('trusted.overlay.')) return { set: `trusted.overlay.overlay.${name.slice('trusted.overlay.'.length)}` };
+  if (name.startsWith('user.overlay.')) return { set: `user.overlay.overlay.${name.slice('user.overlay.'.length)}` };
+  if (name.startsWith('trusted.')) return { drop: 'trusted.* attributes are for the host kernel and root daemons, not images' };
+  if (name === 'security.selinux') return { drop: 'SELinux labels belong to the host policy' };
+  if (name === 'system.nfs4_acl') return { drop: 'NFSv4 ACLs cannot be set on a local filesystem' };
+  if (name.startsWith('user.') || name.startsWith('security.') || name === 'system.posix_acl_access' || name === 'system.posix_acl_default') {
+    return { set: name };
+  }
+  return { drop: 'unknown xattr namespace' };
+}
+
+/** Is this lower-layer xattr one the kernel interprets for overlay (not image data)? */
+function isOverlayControlXattr(name: string): boolean {
+  for (const ns of ['trusted.overlay.', 'user.overlay.']) {
+    if (name.startsWith(ns) && !name.startsWith(`${ns}overlay.`)) return true;
+  }
+  return false;
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+}
+
+async function lstatOrUndefined(path: Buffer): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function isWhiteoutDevice(st: Stats): boolean {
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
+class Unpacker {
+  private readonly root: Buffer;
+  private readonly lowers: Buffer[];
+  private readonly what: string;
+  private readonly rootless: boolean;
+  private readonly native: NativeFs;
+  private readonly onWarning: ((message: string) => void) | undefined;
+  private readonly opaqueXattr: string;
+  readonly warnings: string[] = [];
+  /** Directories of this layer, with the metadata to apply at the end. */
+  private readonly dirs = new Map<string, DirMeta>();
+  /** Whiteout devices this layer created (keys), to drop them under a later opaque marker. */
+  private readonly whiteouts = new Set<string>();
+  /** Directories this layer made opaque. */
+  private readonly opaque = new Set<string>();
+  private warnedChown = false;
+
+  constructor(root: string, options: UnpackOptions) {
+    this.root = Buffer.from(root);
+    this.lowers = (options.lowerDirs ?? []).map((d) => Buffer.from(d));
+    this.what = options.what;
+    this.rootless = options.rootless ?? (typeof process.getuid === 'function' && process.getuid() !== 0);
+    this.native = nativeFs();
+    this.onWarning = options.onWarning;
+    this.opaqueXattr = this.rootless ? 'user.overlay.opaque' : 'trusted.overlay.opaque';
+  }
+
+  private warn(message: string): void {
+    if (this.warnings.length < MAX_WARNINGS) this.warnings.push(message);
+    this.onWarning?.(message);
+  }
+
+  private abs(parts: readonly Buffer[], base: Buffer = this.root): Buffer {
+    const pieces: Buffer[] = [base];
+    for (const p of parts) pieces.push(Buffer.from('/'), p);
+    const out = Buffer.concat(pieces);
+    if (out.length >= PATH_MAX) throw invalidLayer(this.what, Buffer.concat(pieces.slice(1)), `the path is longer than ${PATH_MAX} bytes`);
+    return out;
+  }
+
+  async apply(entry: TarEntry, reader: TarReader): Promise<void> {
+    const parts = cleanName(entry.name, this.what);
+    if (parts.length === 0) {
+      // The layer's root: metadata only; its type can never change (umoci).
+      if (entry.type !== 'dir') throw unsafe(this.what, entry.name, `the root of the layer cannot become a ${entry.type}`);
+      this.recordDir('', entry);
+      return;
+    }
+    const base = parts[parts.length - 1]!;
+    const metaIndex = parts.findIndex((p) => startsWith(p, META_PREFIX));
+    if (metaIndex === parts.length - 1 && base.equals(OPAQUE_MARKER)) {
+      await this.opaqueMarker(parts.slice(0, -1), entry);
+      return;
+    }
+    if (metaIndex !== -1) {
+      // aufs metadata (.wh..wh.plnk, .wh..wh.aufs and what is below them): docker skips it too.
+      this.warn(`${this.what}: skipped aufs metadata entry "${printable(entry.name)}"`);
+      return;
+    }
+    if (startsWith(base, WHITEOUT_PREFIX)) {
+      await this.whiteout(parts, base.subarray(WHITEOUT_PREFIX.length), entry);
+      return;
+    }
+    await this.ensureParents(parts, entry.name);
+    const path = this.abs(parts);
+    const key = keyOf(parts);
+    if (entry.type === 'hardlink') {
+      await this.hardlink(parts, path, key, entry);
+      return;
+    }
+    const existing = await lstatOrUndefined(path);
+    if (existing !== undefined && !(entry.type === 'dir' && existing.isDirectory())) {
+      await this.remove(path, key);
+    }
+    switch (entry.type) {
+      case 'dir':
+        if (existing === undefined || !existing.isDirectory()) await mkdir(path, 0o700);
+        await this.setXattrs(path, entry, false);
+        this.recordDir(key, entry);
+        return;
+      case 'file':
+        await this.file(path, entry, reader);
+        return;
+      case 'symlink':
+        if (entry.linkname.length === 0) throw invalidLayer(this.what, entry.name, 'symlink with an empty target');
+        // The target is stored verbatim: absolute targets are legitimate inside the container;
+        // nothing here ever follows it.
+        await symlink(entry.linkname, path);
+        await this.chown(path, entry);
+        await this.setXattrs(path, entry, true);
+        this.times(path, entry);
+        return;
+      case 'char':
+      case 'block':
+      case 'fifo':
+        await this.special(path, entry);
+        return;
+      default:
+        throw invalidLayer(this.what, entry.name, `unexpected entry type ${entry.type}`);
+    }
+  }
+
+  private recordDir(key: string, entry: TarEntry): void {
+    this.dirs.set(key, { mode: entry.mode, uid: entry.uid, gid: entry.gid, atime: entry.atime, mtime: entry.mtime });
+  }
+
+  /** Walk the parents of `parts` inside the root, never through a symlink; create missing ones. */
+  private async ensureParents(parts: readonly Buffer[], name: Buffer): Promise<void> {
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i);
+      const path = this.abs(prefix);
+      const st = await lstatOrUndefined(path);
+      if (st === undefined) {
+        await this.impliedDir(prefix, path);
+      } else if (!st.isDirectory()) {
+        const kind = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
+        throw unsafe(this.what, name, `its parent "${printable(Buffer.concat(prefix.flatMap((p, j) => (j ? [Buffer.from('/'), p] : [p]))))}" is ${kind}`);
+      }
+    }
+  }
+
+  /** A parent the tar did not list: same metadata as in the lower layers, else 0755 root. */
+  private async impliedDir(prefix: readonly Buffer[], path: Buffer): Promise<void> {
+    await mkdir(path, 0o700);
+    const key = keyOf(prefix);
+    const lower = await this.lowerDir(prefix);
+    if (lower === undefined) {
+      this.dirs.set(key, { mode: 0o755, uid: 0, gid: 0, atime: undefined, mtime: undefined });
+      return;
+    }
+    const st = lower.stat;
+    const toTime = (ms: bigint | number): TarTime => {
+      const ns = BigInt(ms);
+      return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+    };
+    const big = await lstat(lower.path, { bigint: true });
+    this.dirs.set(key, {
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      atime: toTime(big.atimeNs),
+      mtime: toTime(big.mtimeNs),
+    });
+    // Copy the lower dir's xattrs (ACLs, capabilities of the image) but not overlay control ones.
+    for (const name of this.native.llistxattr(lower.path)) {
+      if (isOverlayControlXattr(name)) continue;
+      const value = this.native.lgetxattr(lower.path, name);
+      if (value !== null) this.trySetXattr(path, name, value, key);
+    }
+  }
+
+  /** The directory at `prefix` as the layers below show it, or undefined. */
+  private async lowerDir(prefix: readonly Buffer[]): Promise<LowerDirInfo | undefined> {
+    for (const lower of this.lowers) {
+      let path = lower;
+      let hidden = false;
+      let complete = true;
+      for (const part of prefix) {
+        path = Buffer.concat([path, Buffer.from('/'), part]);
+        const st = await lstatOrUndefined(path);
+        if (st === undefined) {
+          complete = false;
+          break;
+        }
+        // A whiteout or a non-directory in a higher layer hides everything below it.
+        if (!st.isDirectory()) return undefined;
+        if (this.native.lgetxattr(path, this.opaqueXattr)?.toString() === 'y') hidden = true;
+      }
+      if (complete) return { stat: await lstat(path), path };
+      if (hidden) return undefined;
+    }
+    return undefined;
+  }
+
+  /** Remove what is at `path` (this layer's), and forget metadata recorded under it. */
+  private async remove(path: Buffer, key: string): Promise<void> {
+    await rm(path, { recursive: true, force: true });
+    const prefix = `${key}/`;
+    for (const k of [...this.dirs.keys()]) if (k === key || k.startsWith(prefix)) this.dirs.delete(k);
+    for (const k of [...this.whiteouts]) if (k === key || k.startsWith(prefix)) this.whiteouts.delete(k);
+    for (const k of [...this.opaque]) if (k === key || k.startsWith(prefix)) this.opaque.delete(k);
+  }
+
+  private async opaqueMarker(dirParts: Buffer[], entry: TarEntry): Promise<void> {
+    const key = keyOf(dirParts);
+    if (dirParts.length > 0) {
+      await this.ensureParents([...dirParts, OPAQUE_MARKER], entry.name);
+    }
+    const dir = this.abs(dirParts);
+    this.native.lsetxattr(dir, this.opaqueXattr, Buffer.from('y'));
+    this.opaque.add(key);
+    // Opaque already hides every lower entry: whiteouts this layer made in it are redundant.
+    const prefix = key === '' ? '' : `${key}/`;
+    for (const k of [...this.whiteouts]) {
+      const rest = k.slice(prefix.length);
+      if (k.startsWith(prefix) && !rest.includes('/')) {
+        await rm(this.abs(k.split('/').map((p) => Buffer.from(p, 'latin1'))), { force: true });
+        this.whiteouts.delete(k);
+      }
+    }
+  }
+
+  private async whiteout(parts: Buffer[], target: Buffer, entry: TarEntry): Promise<void> {
+    if (target.length === 0 || target.equals(Buffer.from('.')) || target.equals(Buffer.from('..'))) {
+      throw unsafe(this.what, entry.name, 'a whiteout must name a file');
+    }
+    const dirParts = parts.slice(0, -1);
+    const targetParts = [...dirParts, target];
+    await this.ensureParents(targetParts, entry.name);
+    // Inside a directory this layer made opaque, lower entries are hidden already.
+    if (this.opaque.has(keyOf(dirParts))) return;
+    const path = this.abs(targetParts);
+    // A whiteout applies only to lower layers: an entry this layer made stays.
+    if ((await lstatOrUndefined(path)) !== undefined) return;
+    this.native.mknod(path, fsConstants.S_IFCHR, 0, 0);
+    this.whiteouts.add(keyOf(targetParts));
+  }
+
+  private async file(path: Buffer, entry: TarEntry, reader: TarReader): Promise<void> {
+    const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+    const handle = await open(path, flags, 0o600);
+    let written = 0;
+    try {
+      for await (const chunk of reader.body()) {
+        let offset = 0;
+        while (offset < chunk.length) {
+          const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
+          offset += bytesWritten;
+        }
+        written += chunk.length;
+      }
+      if (written !== entry.size) throw invalidLayer(this.what, entry.name, `wrote ${written} of ${entry.size} bytes`);
+      await this.chownHandle(handle, entry);
+      await this.setXattrs(path, entry, false);
+      // After chown, which clears setuid/setgid.
+      await handle.chmod(entry.mode);
+    } finally {
+      await handle.close();
+    }
+    this.times(path, entry);
+  }
+
+  private async special(path: Buffer, entry: TarEntry): Promise<void> {
+    if (entry.type === 'fifo') {
+      this.native.mknod(path, fsConstants.S_IFIFO | 0o600, 0, 0);
+    } else {
+      if (entry.devmajor > 0xffffffff || entry.devminor > 0xffffffff) {
+        throw invalidLayer(this.what, entry.name, `device number ${entry.devmajor}:${entry.devminor} is out of range`);
+      }
+      if (this.rootless) {
+        this.warn(`${this.what}: skipped device "${printable(entry.name)}" (${entry.devmajor}:${entry.devminor}): creating devices needs root`);
+        return;
+      }
+      const type = entry.type === 'char' ? fsConstants.S_IFCHR : fsConstants.S_IFBLK;
+      this.native.mknod(path, type | 0o600, entry.devmajor, entry.devminor);
+    }
+    await this.chown(path, entry);
+    await this.setXattrs(path, entry, false);
+    // mknod just made this node in the private staging dir: chmod by path reaches it, not a link.
+    await chmod(path, entry.mode);
+    this.times(path, entry);
+  }
+
+  private async hardlink(parts: Buffer[], path: Buffer, key: string, entry: TarEntry): Promise<void> {
+    // Targets are names in the same archive: a leading `/` (kaniko writes them) is stripped, `..` refused.
+    const targetParts = cleanName(entry.linkname, this.what);
+    if (targetParts.length === 0) throw unsafe(this.what, entry.name, 'a hardlink to the layer root');
+    const targetKey = keyOf(targetParts);
+    if (targetKey === key) throw invalidLayer(this.what, entry.name, 'a hardlink to itself');
+    for (let i = 1; i < targetParts.length; i++) {
+      const st = await lstatOrUndefined(this.abs(targetParts.slice(0, i)));
+      if (st === undefined || !st.isDirectory()) {
+        throw unsafe(this.what, entry.name, `hardlink target "${printable(entry.linkname)}" is not a file of this layer`);
+      }
+    }
+    const target = this.abs(targetParts);
+    const st = await lstatOrUndefined(target);
+    if (st === undefined || this.whiteouts.has(targetKey)) {
+      throw new FerryError('INVALID_LAYER', `${this.what}: hardlink "${printable(entry.name)}" -> "${printable(entry.linkname)}": the target is not in this layer (yet)`, {
+        hint: 'a hardlink must follow its target in the same layer; links to lower layers are not supported',
+      });
+    }
+    if (st.isDirectory()) throw unsafe(this.what, entry.name, 'a hardlink to a directory');
+    const existing = await lstatOrUndefined(path);
+    if (existing !== undefined) await this.remove(path, key);
+    // link(2) links a symlink itself, never what it points to; no metadata is applied through it.
+    await link(target, path);
+  }
+
+  private async chown(path: Buffer, entry: TarEntry): Promise<void> {
+    if (this.rootless) return this.skipChown();
+    await lchown(path, entry.uid, entry.gid);
+  }
+
+  private async chownHandle(handle: FileHandle, entry: TarEntry): Promise<void> {
+    if (this.rootless) return this.skipChown();
+    await handle.chown(entry.uid, entry.gid);
+  }
+
+  private skipChown(): void {
+    if (this.warnedChown) return;
+    this.warnedChown = true;
+    this.warn(`${this.what}: not root: files are owned by the unpacking user, not the image's owners`);
+  }
+
+  private async setXattrs(path: Buffer, entry: TarEntry, isSymlink: boolean): Promise<void> {
+    for (const [name, value] of entry.xattrs) {
+      const plan = xattrPlan(name);
+      if ('drop' in plan) {
+        this.warn(`${this.what}: dropped xattr ${name} on "${printable(entry.name)}": ${plan.drop}`);
+        continue;
+      }
+      if (isSymlink && plan.set.startsWith('user.')) {
+        this.warn(`${this.what}: dropped xattr ${name} on symlink "${printable(entry.name)}": Linux has no user.* xattrs on symlinks`);
+        continue;
+      }
+      this.trySetXattr(path, plan.set, value, printable(entry.name));
+    }
+  }
+
+  /** A filesystem may lack xattr support; that loses data, so it is a warning, not silence. */
+  private trySetXattr(path: Buffer, name: string, value: Buffer, what: string): void {
+    try {
+      this.native.lsetxattr(path, name, value);
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'EOPNOTSUPP' || code === 'EPERM' || code === 'ENOTSUP') {
+        this.warn(`${this.what}: could not set xattr ${name} on "${what}": ${messageOf(err)}`);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  private times(path: Buffer, entry: TarEntry): void {
+    const mtime = boundTime(entry.mtime);
+    const atime = boundTime(laterTime(entry.atime, entry.mtime));
+    this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+  }
+
+  /** Directory owners, modes and times, deepest first, once every entry is in. */
+  async finish(): Promise<void> {
+    const keys = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a));
+    for (const key of keys) {
+      const meta = this.dirs.get(key)!;
+      const path = key === '' ? this.root : this.abs(key.split('/').map((p) => Buffer.from(p, 'latin1')));
+      // O_NOFOLLOW|O_DIRECTORY: whatever happened, this only ever touches a real directory.
+      const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+      try {
+        if (meta.uid !== undefined && meta.gid !== undefined) {
+          if (this.rootless) this.skipChown();
+          else await handle.chown(meta.uid, meta.gid);
+        }
+        await handle.chmod(meta.mode);
+      } finally {
+        await handle.close();
+      }
+      if (meta.mtime !== undefined) {
+        const mtime = boundTime(meta.mtime);
+        const atime = boundTime(laterTime(meta.atime, meta.mtime));
+        this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+      }
+    }
+  }
+}
+
+function depth(key: string): number {
+  if (key === '') return 0;
+  let n = 1;
+  for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) === SLASH) n++;
+  return n;
+}
+
+/**
+ * Unpack the tar stream into `root` (an existing, empty, private directory). Computes the
+ * diffId over every byte of the stream; the caller compares it before committing the result.
+ * On error the caller removes `root`: a half-unpacked layer is never used.
+ */
+export async function unpackLayerTar(tar: Readable, root: string, options: UnpackOptions): Promise<UnpackResult> {
+  const measure = new MeasureDigest();
+  const reader = new TarReader(chain(tar, measure), options.what);
+  const unpacker = new Unpacker(root, options);
+  let entries = 0;
+  let current: TarEntry | undefined;
+  try {
+    for (;;) {
+      current = await reader.next();
+      if (current === undefined) break;
+      entries++;
+      await unpacker.apply(current, reader);
+    }
+    await unpacker.finish();
+  } catch (err) {
+    await reader.close();
+    throw wrapError(err, options.what, current);
+  }
+  return { diffId: measure.digest, size: measure.size, entries, warnings: unpacker.warnings };
+}
+
+function wrapError(err: unknown, what: string, entry: TarEntry | undefined): unknown {
+  if (isFerryError(err)) return err;
+  const code = errnoOf(err);
+  const where = entry === undefined ? '' : ` at entry "${printable(entry.name)}"`;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new FerryError('NO_SPACE', `${what}: unpack${where}: no space left on the store's filesystem`, {
+      cause: err,
+      hint: 'free space (ferry prune removes unreferenced layers) or use a store on a larger filesystem (--root)',
+    });
+  }
+  return new FerryError('IO_ERROR', `${what}: unpack${where}: ${messageOf(err)}`, { cause: err });
+}
