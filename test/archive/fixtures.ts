@@ -57,7 +57,7 @@ export async function failsWith(p: Promise<unknown>, code: ErrorCode): Promise<s
 
 export interface RawEntry {
   name: string;
-  type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link';
+  type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link' | 'ExtendedHeader';
   data?: Buffer | string;
   linkpath?: string;
 }

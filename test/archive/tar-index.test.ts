@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { indexTar, normalizeEntryName } from '../../src/archive/tar-index.js';
@@ -53,6 +53,34 @@ describe('indexTar', () => {
       expect(index.lookup('nope')).toBeUndefined();
       await expect(index.read(small, 10)).rejects.toThrow(/1000 bytes, over the 10-byte limit/);
     }
+  });
+
+  it('reads sizes over 8 GiB in GNU base-256 and in a pax size record (sparse file, no real data)', async () => {
+    const big = 9 * 1024 ** 3 + 5;
+    const padded = Math.ceil(big / 512) * 512;
+    // GNU: the size field holds 0x80 then the size big-endian; the checksum is recomputed.
+    const header = tarOf([{ name: 'big' }], { end: false });
+    header.fill(0, 124, 136);
+    header[124] = 0x80;
+    header.writeUIntBE(big, 136 - 6, 6);
+    header.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const b of header) sum += b;
+    header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    const gnu = await tarFile('big-gnu.tar', Buffer.concat([header]));
+    await truncate(gnu, 512 + padded + 1024);
+    const g = await indexTar(gnu, 'gnu');
+    expect(g.lookup('big')).toMatchObject({ offset: 512, size: big });
+
+    const pax = tarOf([{ name: 'PaxHeader', type: 'ExtendedHeader', data: `${` size=${big}\n`.length + 2} size=${big}\n` }, { name: 'big' }], {
+      end: false,
+    });
+    const paxFile = await tarFile('big-pax.tar', pax);
+    await truncate(paxFile, pax.length + padded + 1024);
+    expect((await indexTar(paxFile, 'pax')).lookup('big')).toMatchObject({ offset: pax.length, size: big });
+    // The same file cut short is a truncated tar, not a read past its end.
+    await truncate(paxFile, pax.length + 4096);
+    expect(await failsWith(indexTar(paxFile, 'pax'), 'INVALID_MANIFEST')).toContain(`needs ${big} bytes, the file ends first`);
   });
 
   it('accepts a tar without the end-of-archive blocks', async () => {
