@@ -1,8 +1,9 @@
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, isFerryError } from '../errors.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { Digester, digestOf, isDigest, sha256Digest, type Digest } from '../oci/digest.js';
-import type { Image, Layer } from '../oci/image.js';
+import type { Image, Layer, OpenOptions } from '../oci/image.js';
 import { MAX_MANIFEST_BYTES, configPlatform, parseImageConfig, type ImageManifest } from '../oci/manifest.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
@@ -206,7 +207,7 @@ class DockerArchiveReader {
       const entry = this.file(name, where);
       const compression = sniffCompression(await this.index.head(entry, 6));
       const named = digestFromName(name);
-      const open = (options?: { signal?: AbortSignal }) => Promise.resolve(this.index.open(entry, options));
+      const open = async (options?: OpenOptions): Promise<Readable> => this.index.open(entry, options);
       const layerWhat = `${what} layer ${j} "${name}"`;
       if (compression === 'none') {
         if (named !== undefined && named !== diffId) {

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { Readable, addAbortSignal } from 'node:stream';
+import { PassThrough, Readable, addAbortSignal } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
 import type { OpenOptions } from '../oci/image.js';
 
@@ -258,8 +258,16 @@ function makeIndex(file: string, what: string, entries: Map<string, TarEntry>): 
   };
 
   const openRange = (entry: TarEntry, options?: OpenOptions): Readable => {
-    const stream = entry.size === 0 ? Readable.from([]) : createReadStream(file, { start: entry.offset, end: entry.offset + entry.size - 1 });
-    return options?.signal ? addAbortSignal(options.signal, stream) : stream;
+    if (entry.size === 0) return Readable.from([]);
+    const range = createReadStream(file, { start: entry.offset, end: entry.offset + entry.size - 1 });
+    // A read failure (the archive gone, EIO) names the archive and entry, not a temp file path.
+    const out = new PassThrough();
+    range.on('error', (err) => {
+      out.destroy(new FerryError('IO_ERROR', `${what}: read entry "${entry.name}": ${messageOf(err)}`, { cause: err }));
+    });
+    out.on('close', () => range.destroy());
+    range.pipe(out);
+    return options?.signal ? addAbortSignal(options.signal, out) : out;
   };
 
   const readRange = async (entry: TarEntry, length: number): Promise<Buffer> => {

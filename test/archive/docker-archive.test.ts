@@ -331,3 +331,23 @@ describe('openDockerArchive: damaged and hostile archives', () => {
     expect(await failsWith(openDockerArchive(join(tmp, 'none.tar')), 'NOT_FOUND')).toContain(`docker-archive ${tmp}/none.tar: cannot open`);
   });
 });
+
+describe('openDockerArchive: after close', () => {
+  it('a layer of a closed compressed archive fails with IO_ERROR naming the archive and entry', async () => {
+    const file = join(tmp, 'closed.tar.gz');
+    await sh(`gzip -c ${appTar} > ${file}`);
+    const opened = await openDockerArchive(file);
+    await opened.close();
+    const err = await collect(await opened.images[0]!.layers[0]!.tar()).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('IO_ERROR');
+    expect((err as Error).message).toContain(`docker-archive ${file}: read entry "${appFiles.manifest[0]!.Layers[0]}": ENOENT`);
+  });
+
+  it('an aborted read stops the stream', async () => {
+    const opened = await openDockerArchive(appTar);
+    const ac = new AbortController();
+    const stream = await opened.images[0]!.layers[0]!.tar({ signal: ac.signal });
+    ac.abort();
+    await expect(collect(stream)).rejects.toThrow(/abort/i);
+  });
+});
