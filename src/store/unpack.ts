@@ -454,14 +454,14 @@ class Unpacker {
     if (targetParts.length === 0) throw unsafe(this.what, entry.name, 'a hardlink to the layer root');
     const targetKey = keyOf(targetParts);
     if (targetKey === key) throw invalidLayer(this.what, entry.name, 'a hardlink to itself');
-    for (let i = 1; i < targetParts.length; i++) {
+    let missing = false;
+    for (let i = 1; i < targetParts.length && !missing; i++) {
       const st = await lstatOrUndefined(this.abs(targetParts.slice(0, i)));
-      if (st === undefined || !st.isDirectory()) {
-        throw unsafe(this.what, entry.name, `hardlink target "${printable(entry.linkname)}" is not a file of this layer`);
-      }
+      if (st === undefined) missing = true;
+      else if (!st.isDirectory()) throw unsafe(this.what, entry.name, `hardlink target "${printable(entry.linkname)}" goes through a symlink or file`);
     }
     const target = this.abs(targetParts);
-    const st = await lstatOrUndefined(target);
+    const st = missing ? undefined : await lstatOrUndefined(target);
     if (st === undefined || this.whiteouts.has(targetKey)) {
       throw new FerryError('INVALID_LAYER', `${this.what}: hardlink "${printable(entry.name)}" -> "${printable(entry.linkname)}": the target is not in this layer (yet)`, {
         hint: 'a hardlink must follow its target in the same layer; links to lower layers are not supported',
