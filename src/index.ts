@@ -14,3 +14,12 @@ export {
   type OpenedArchive,
   type PlatformRequest,
 } from './archive/index.js';
+export {
+  RegistryClient,
+  type RegistryClientOptions,
+  type Repository,
+  type PushBlobResult,
+} from './registry/client.js';
+export { resolveRemote, pushImage, pushResolved, type PushOptions } from './registry/remote-image.js';
+export { lookupCredentials, storeCredentials, removeCredentials, dockerConfigPath } from './registry/docker-config.js';
+export type { Credentials } from './registry/auth.js';
