@@ -41,11 +41,16 @@ interface ManifestJsonEntry {
   layerSources: Record<string, unknown>;
 }
 
-const HEX_NAME_RE = /^(?:.*\/)?(?:blobs\/sha256\/)?([a-f0-9]{64})(?:\.json|\.tar|\.tar\.gz|\.tar\.zst)?$/;
+const BLOB_NAME_RE = /^(?:.*\/)?blobs\/sha256\/([a-f0-9]{64})$/;
+const CONFIG_NAME_RE = /^(?:.*\/)?([a-f0-9]{64})\.json$/;
 
-/** The sha256 a file name claims (`blobs/sha256/<hex>`, `<hex>.json`, `<hex>.tar`), if any. */
-function digestFromName(name: string): Digest | undefined {
-  const m = HEX_NAME_RE.exec(name);
+/**
+ * The sha256 a file name claims: `blobs/sha256/<hex>` is content-addressed by definition (docker
+ * 25+), and so is `<hex>.json` for a config (the image ID). `<hex>.tar` layer names are not
+ * trusted: writers differ in what the hex is; the diffId is verified while streaming anyway.
+ */
+function digestFromName(name: string, config: boolean): Digest | undefined {
+  const m = BLOB_NAME_RE.exec(name) ?? (config ? CONFIG_NAME_RE.exec(name) : null);
   return m ? sha256Digest(m[1]!) : undefined;
 }
 
@@ -129,7 +134,7 @@ class DockerArchiveReader {
     const where = `manifest.json[${i}].Config`;
     const raw = await this.index.read(this.file(e.config, where), MAX_MANIFEST_BYTES);
     const digest = digestOf(raw);
-    const named = digestFromName(e.config);
+    const named = digestFromName(e.config, true);
     if (named !== undefined && named !== digest) {
       throw new FerryError('DIGEST_MISMATCH', `${this.what}: ${where} "${e.config}": digest mismatch: content hashes to ${digest}`, {
         hint: 'the archive is corrupted; save or copy it again',
@@ -206,7 +211,7 @@ class DockerArchiveReader {
       }
       const entry = this.file(name, where);
       const compression = sniffCompression(await this.index.head(entry, 6));
-      const named = digestFromName(name);
+      const named = digestFromName(name, false);
       const open = async (options?: OpenOptions): Promise<Readable> => this.index.open(entry, options);
       const layerWhat = `${what} layer ${j} "${name}"`;
       if (compression === 'none') {

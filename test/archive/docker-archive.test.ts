@@ -275,10 +275,15 @@ describe('openDockerArchive: damaged and hostile archives', () => {
     expect(await failsWith(openDockerArchive(file), 'DIGEST_MISMATCH')).toContain(`manifest.json[0].Config "${appFiles.manifest[0]!.Config}": digest mismatch`);
   });
 
-  it('layers shuffled against the config diff_ids are found at open', async () => {
+  it('layers shuffled against the config diff_ids: found at open when content-addressed, else while streaming', async () => {
     const [a, b] = appFiles.manifest[0]!.Layers as [string, string];
-    const file = await archiveOf(appEntries({ layerNames: [b, a], layers: [appFiles.layers[1]!, appFiles.layers[0]!] }));
-    expect(await failsWith(openDockerArchive(file), 'DIGEST_MISMATCH')).toContain(`manifest.json[0].Layers[0] "${b}" is named`);
+    const byDigest = [`blobs/sha256/${b.replace('.tar', '')}`, `blobs/sha256/${a.replace('.tar', '')}`];
+    const file = await archiveOf(appEntries({ layerNames: byDigest, layers: [appFiles.layers[1]!, appFiles.layers[0]!] }));
+    expect(await failsWith(openDockerArchive(file), 'DIGEST_MISMATCH')).toContain(`manifest.json[0].Layers[0] "${byDigest[0]}" is named`);
+    const legacy = await archiveOf(appEntries({ layerNames: [b, a], layers: [appFiles.layers[1]!, appFiles.layers[0]!] }));
+    const image = (await openDockerArchive(legacy)).images[0]!;
+    const err = await collect(await image.layers[0]!.tar()).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('DIGEST_MISMATCH');
   });
 
   it('a tampered layer fails its stream with DIGEST_MISMATCH naming image and layer', async () => {
