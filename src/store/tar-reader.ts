@@ -294,8 +294,7 @@ export class TarReader {
     switch (typeflag) {
       case '0':
       case '7':
-        // An old-style (v7) directory is a regular-file entry whose name ends in '/'.
-        type = name.length > 0 && name[name.length - 1] === 0x2f ? 'dir' : 'file';
+        type = 'file';
         break;
       case '1':
         type = 'hardlink';
@@ -335,6 +334,8 @@ export class TarReader {
       xattrs: new Map(),
     };
     for (const [key, value] of o.pax) this.applyPax(entry, key, value);
+    // An old-style (v7) directory is a regular-file entry whose (final) name ends in '/'.
+    if (type === 'file' && entry.name.length > 0 && entry.name[entry.name.length - 1] === 0x2f) entry.type = 'dir';
     if (entry.uid < 0 || entry.gid < 0) throw invalid(this.what, `negative owner on "${entry.name.toString('utf8')}"`);
     if (entry.size < 0) throw invalid(this.what, 'negative entry size');
     this.remaining = entry.size;
