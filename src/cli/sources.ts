@@ -50,6 +50,11 @@ function nameFor(image: Image, fallback: string): string {
   return image.ref ? formatReference(image.ref) : fallback;
 }
 
+function withIndex(source: OpenedSource, index: IndexInfo | undefined): OpenedSource {
+  if (index) source.index = index;
+  return source;
+}
+
 /** Resolve a source spec to images (one per platform asked for). */
 export async function openSource(text: string, options: OpenSourceOptions): Promise<OpenedSource> {
   const spec = parseSourceSpec(text);
@@ -66,11 +71,11 @@ export async function openSource(text: string, options: OpenSourceOptions): Prom
     case 'oci': {
       const dir = resolvePath(spec.path);
       const resolved = await openOciLayout(dir, spec.selector, options.platforms);
-      return { images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: none };
+      return withIndex({ images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: none }, resolved.index);
     }
     case 'oci-archive': {
       const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms);
-      return { images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close };
+      return withIndex({ images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close }, opened.index);
     }
     case 'docker-archive': {
       const opened = await openDockerArchive(resolvePath(spec.path), spec.selector);
