@@ -4,7 +4,7 @@ import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { FerryError, messageOf } from '../errors.js';
+import { FerryError, UsageError, messageOf } from '../errors.js';
 
 /**
  * The base layer of the registry client: one HTTP exchange over node:http/https with a streaming
@@ -59,7 +59,7 @@ function caSet(caFile: string | undefined): string[] {
   if (caFile !== undefined) {
     const pem = readPem(caFile, 'CA file');
     if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
-      throw new FerryError('USAGE', `CA file ${caFile}: no PEM certificate in it`, { hint: 'give --ca-file a PEM file (-----BEGIN CERTIFICATE-----)' });
+      throw new UsageError(`CA file ${caFile}: no PEM certificate in it`, { hint: 'give --ca-file a PEM file (-----BEGIN CERTIFICATE-----)' });
     }
     out.push(pem);
   }

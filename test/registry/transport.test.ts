@@ -14,6 +14,7 @@ import type { Digest } from '../../src/oci/digest.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { resolveRemote } from '../../src/registry/remote-image.js';
+import { runFerry } from '../helpers/ferry.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { buildTestLayout, pushTestImages, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
@@ -191,6 +192,15 @@ describe('TLS', () => {
     } finally {
       client.close();
     }
+  });
+
+  it('ferry reads --ca-file before it connects anywhere', async () => {
+    const missing = await runFerry(['inspect', '--ca-file', join(work, 'missing.pem'), 'registry.example/a/b']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain(`read CA file ${join(work, 'missing.pem')}`);
+    const notPem = await runFerry(['--ca-file', join(work, 'tls-key.pem'), 'inspect', 'registry.example/a/b']);
+    expect(notPem.code).toBe(2);
+    expect(notPem.stderr).toContain('no PEM certificate');
   });
 
   it('speaks plain HTTP to a host named with --insecure-registry', async () => {

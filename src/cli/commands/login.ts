@@ -23,7 +23,7 @@ export const registerLogin: Register = (program) => {
   program
     .command('login')
     .description("log in to a registry: check the credentials, then keep them in docker's config.json")
-    .argument('[registry]', 'registry host[:port] (default Docker Hub)', 'docker.io')
+    .argument('[registry]', 'registry host[:port]; docker.io is Docker Hub', 'docker.io')
     .option('-u, --username <user>', 'user name')
     .option('--password-stdin', 'read the password from standard input')
     .action(async (registryArg: string, flags: LoginFlags, command: Command) => {
@@ -51,7 +51,7 @@ export const registerLogout: Register = (program) => {
   program
     .command('logout')
     .description("log out of a registry: remove its credentials from docker's config.json")
-    .argument('[registry]', 'registry host[:port] (default Docker Hub)', 'docker.io')
+    .argument('[registry]', 'registry host[:port]; docker.io is Docker Hub', 'docker.io')
     .action(async (registryArg: string) => {
       const registry = normalizeRegistryName(registryArg);
       const removed = await removeCredentials(registry);
