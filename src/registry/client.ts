@@ -603,10 +603,10 @@ export class RegistryClient {
     return scopes;
   }
 
-  private uploadUrl(res: HttpResponse, ex: Exchange): URL {
+  private uploadUrl(res: HttpResponse, repo: Repository, what: string): URL {
     const location = headerValue(res.headers, 'location');
-    if (location === undefined) throw new FerryError('REGISTRY_ERROR', `${ex.what}: the registry gave no upload location`);
-    return new URL(location, this.origin(ex.repo.registry));
+    if (location === undefined) throw new FerryError('REGISTRY_ERROR', `${what}: the registry gave no upload location`);
+    return new URL(location, this.origin(repo.registry));
   }
 
   /**
@@ -629,7 +629,7 @@ export class RegistryClient {
       this.remember(repo, digest);
       return { mounted: true, upload: undefined };
     }
-    return { mounted: false, upload: this.uploadUrl(res, ex) };
+    return { mounted: false, upload: this.uploadUrl(res, repo, ex.what) };
   }
 
   private async startUpload(repo: Repository, digest: Digest, options: CallOptions): Promise<URL> {
@@ -644,7 +644,7 @@ export class RegistryClient {
     };
     const res = await this.exchange(ex);
     discard(res);
-    return this.uploadUrl(res, ex);
+    return this.uploadUrl(res, repo, ex.what);
   }
 
   /**
@@ -762,7 +762,7 @@ export class RegistryClient {
         false,
       );
       discard(res);
-      url = this.uploadUrl(res, { repo, what } as Exchange);
+      url = this.uploadUrl(res, repo, what);
     }
     // Drain to the end so VerifyDigest checks the digest before the upload is committed.
     if (leftover !== undefined && leftover.length > 0) throw new FerryError('SIZE_MISMATCH', `${what}: the source has more than ${blob.size} bytes`);
