@@ -169,7 +169,8 @@ export type BundleLocation =
 async function fileSize(path: string): Promise<number | undefined> {
   try {
     const s = await stat(path);
-    return s.isFile() ? s.size : undefined;
+    if (!s.isFile()) throw new FerryError('USAGE', `bundle ${path}: not a regular file`, { hint: 'give the bundle file, or use - to read it from stdin' });
+    return s.size;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;

@@ -172,7 +172,7 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     const victim = raw.header.blobs.find((b) => b.kind === 'layer')!;
     await rewriteBundle(rawBundle, bad, (tar) => {
       const entry = tarEntries(tar).find((e) => e.name === `blobs/sha256/${hex(victim.digest)}`)!;
-      tar[entry.dataOffset + 1000] ^= 0x01;
+      tar[entry.dataOffset + 1000] = tar[entry.dataOffset + 1000]! ^ 0x01;
     });
     let failure: unknown;
     for await (const event of openBundleStream(bad)) {

@@ -58,7 +58,7 @@ describe('ferry ls', () => {
     await writeBundle(sources.filter((s) => s.ref === refOf('app')), delta, { exclude: new Set([base.digest]), windowLog: 30 });
     const r = await runFerry(['ls', delta]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`delta: requires 1 layers`);
+    expect(r.stdout).toContain(`delta: requires 1 layer (`);
     expect(r.stdout).toContain(base.digest);
     expect(r.stdout).toContain('plain tools need `zstd -d --long=30`');
   });

@@ -8,6 +8,10 @@ interface LsFlags {
   json?: boolean;
 }
 
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
+}
+
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
@@ -16,7 +20,7 @@ function table(rows: string[][]): string[] {
 /** The human form of `ferry ls`. */
 export function formatDescription(d: BundleDescription): string {
   const lines: string[] = [];
-  const where = d.volumes.length > 0 ? `${d.volumes.length} volumes` : 'one file';
+  const where = d.volumes.length > 0 ? count(d.volumes.length, 'volume') : 'one file';
   lines.push(`${d.bundle}: ferry bundle v${d.formatVersion} (ferry ${d.ferryVersion}), created ${d.created}, layers ${d.layers}, ${d.signed ? 'signed' : 'unsigned'}, ${where}`);
   lines.push('');
   lines.push(
@@ -27,15 +31,15 @@ export function formatDescription(d: BundleDescription): string {
   );
   if (d.sharedLayers.length > 0) {
     lines.push('', 'shared layers (stored once):');
-    for (const s of d.sharedLayers) lines.push(`  sha256:${shortDigest(s.blob)}  ${formatBytes(s.size)}  ${s.images.join(', ')}`);
+    for (const s of d.sharedLayers) lines.push(`  sha256:${shortDigest(s.blob)}  ${formatBytes(s.size)}  used by ${count(s.images.length, 'image')}: ${s.images.join(', ')}`);
   }
   const t = d.totals;
   lines.push(
     '',
-    `total: ${t.images} images, ${t.blobs} blobs, ${formatBytes(t.uncompressedBytes)} uncompressed, ${formatBytes(t.compressedBytes)} compressed (${formatBytes(t.pulledBytes)} as pulled from a registry)`,
+    `total: ${count(t.images, 'image')}, ${count(t.blobs, 'blob')}, ${formatBytes(t.uncompressedBytes)} uncompressed, ${formatBytes(t.compressedBytes)} compressed (${formatBytes(t.pulledBytes)} as pulled from a registry)`,
   );
   if (d.requires.length > 0) {
-    lines.push(`delta: requires ${d.requires.length} layers (${formatBytes(d.requiredBytes)}) already on the target:`);
+    lines.push(`delta: requires ${count(d.requires.length, 'layer')} (${formatBytes(d.requiredBytes)}) already on the target:`);
     for (const r of d.requires) lines.push(`  ${r.digest}  (diffId ${r.diffId})`);
   }
   const w = d.window;

@@ -32,9 +32,10 @@ export const registerVerify: Register = (program) => {
       } else if (report.ok) {
         const volumes = report.volumes > 1 ? `${report.volumes} volumes${report.volumeChecksums ? ' match their .sha256' : ''}, ` : '';
         const images = report.header?.images.length ?? 0;
-        const delta = (report.header?.requires.length ?? 0) > 0 ? ` (a delta: requires ${report.header!.requires.length} layers on the target)` : '';
+        const required = report.header?.requires.length ?? 0;
+        const delta = required > 0 ? ` (a delta: requires ${required} layer${required === 1 ? '' : 's'} on the target)` : '';
         process.stdout.write(
-          `${bundle}: OK: ${volumes}${report.blobsVerified} blobs (${formatBytes(report.bytesVerified)}) match their digests, ${images} images complete${delta}, ${SIGNATURE_TEXT[report.signature]}\n`,
+          `${bundle}: OK: ${volumes}${report.blobsVerified} blobs (${formatBytes(report.bytesVerified)}) match their digests, ${images} image${images === 1 ? '' : 's'} complete${delta}, ${SIGNATURE_TEXT[report.signature]}\n`,
         );
       } else {
         for (const p of report.problems) process.stderr.write(`ferry: ${p}\n`);
