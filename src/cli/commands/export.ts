@@ -1,0 +1,169 @@
+import type { Command } from 'commander';
+import { writeBundle, loadExcludeSet, parseSize, type BundleOutput, type BundleSource, type WriteBundleOptions } from '../../bundle/index.js';
+import { loadPrivateKey } from '../../bundle/sign.js';
+import { UsageError } from '../../errors.js';
+import { shortDigest } from '../../oci/digest.js';
+import type { Image } from '../../oci/image.js';
+import { parsePlatformList } from '../../oci/platform.js';
+import { RegistryClient } from '../../registry/client.js';
+import { cacheImages, defaultCacheDir } from '../../transfer/pull-cache.js';
+import { loadBundleDefinition } from '../bundle-file.js';
+import { humanBytes, ProgressView } from '../progress.js';
+import { registryClientOptions } from '../registry-options.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import type { Register } from './index.js';
+
+interface ExportFlags {
+  output?: string;
+  file?: string;
+  platform?: string;
+  jobs?: string;
+  layers?: string;
+  level?: string;
+  windowLog?: string;
+  workers?: string;
+  split?: string;
+  since?: string;
+  sign?: string;
+  cache: boolean;
+  cacheDir?: string;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+function intFlag(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new UsageError(`--${name} "${value}": expected a whole number`);
+  return n;
+}
+
+/** `ferry export [options] IMAGE...`: pull images and write one deduplicated, compressed bundle. */
+export const registerExport: Register = (program) => {
+  program
+    .command('export')
+    .description('pull images and write one deduplicated, zstd-compressed bundle')
+    .argument('[images...]', 'registry references (redis:7), docker-archive:FILE[:REF], oci:DIR[:REF], oci-archive:FILE[:REF]')
+    .option('-o, --output <file>', 'bundle file, or - for stdout (default bundle.tar.zst)')
+    .option('-f, --file <bundle.yaml>', 'a bundle definition listing images, platforms and options (see bundles/databases.yaml)')
+    .option('--platform <list>', 'comma-separated os/arch[/variant] list, or all (default: this host)')
+    .option('-j, --jobs <n>', 'blobs pulled at once', '4')
+    .option('--layers <encoding>', 'raw (uncompressed in the zstd stream: smallest) or as-pulled (registry blobs byte for byte)')
+    .option('--level <n>', 'zstd level 1..22, or max (default 9)')
+    .option('--window-log <n>', 'zstd window log (default 27; above 27 plain tar --zstd cannot open the bundle)')
+    .option('--workers <n>', 'zstd worker threads (default 2)')
+    .option('--split <size>', 'write volumes of at most SIZE (700M, 4G, fat32) plus a .sha256 file')
+    .option('--since <bundle|inventory.json>', 'delta: leave out blobs the old bundle or target inventory has')
+    .option('--sign <key.pem>', 'sign ferry-bundle.json with this ed25519 private key')
+    .option('--no-cache', 'do not keep pulled blobs in the local pull cache')
+    .option('--cache-dir <dir>', 'pull cache directory (default $FERRY_CACHE_DIR, /var/cache/ferry as root, else ~/.cache/ferry)')
+    .option('-q, --quiet', 'no progress output')
+    .option('--json', 'print the summary as JSON')
+    .action(async (images: string[], flags: ExportFlags, command: Command) => {
+      const definition = flags.file === undefined ? undefined : await loadBundleDefinition(flags.file);
+      const defaults = definition?.options ?? {};
+      const requests: Array<{ text: string; platforms: string | undefined }> = [];
+      const globalPlatforms = flags.platform ?? definition?.platforms?.join(',');
+      for (const item of definition?.images ?? []) requests.push({ text: item.ref, platforms: item.platforms?.join(',') ?? globalPlatforms });
+      for (const text of images) requests.push({ text, platforms: globalPlatforms });
+      if (requests.length === 0) throw new UsageError('export: no images given', { hint: 'name images (ferry export redis:7 mysql:8) or a definition file (-f bundles/databases.yaml)' });
+
+      const outputPath = flags.output ?? defaults.output ?? 'bundle.tar.zst';
+      const splitText = flags.split ?? defaults.split;
+      if (splitText !== undefined && outputPath === '-') throw new UsageError('--split cannot be used with -o - (stdout)');
+      const output: BundleOutput = outputPath === '-' ? process.stdout : splitText === undefined ? outputPath : { path: outputPath, split: parseSize(splitText) };
+      const quiet = flags.quiet === true;
+      const view = new ProgressView(process.stderr, quiet);
+
+      let client: RegistryClient | undefined;
+      const getClient = (): RegistryClient => (client ??= new RegistryClient(registryClientOptions(command)));
+      const opened: OpenedSource[] = [];
+      try {
+        const sources: BundleSource[] = [];
+        const fromRegistry = new Set<Image>();
+        for (const request of requests) {
+          const source = await openSource(request.text, { platforms: parsePlatformList(request.platforms), client: getClient });
+          opened.push(source);
+          for (const entry of source.images) {
+            sources.push(entry);
+            if (parseSourceSpec(request.text).kind === 'registry') fromRegistry.add(entry.image);
+          }
+        }
+
+        // Registry blobs go through the pull cache: a run that was interrupted fetches only what it lacks.
+        if (flags.cache && fromRegistry.size > 0) {
+          const remote = sources.filter((s) => fromRegistry.has(s.image));
+          const { images: cached, summary } = await cacheImages(
+            remote.map((s) => s.image),
+            { dir: flags.cacheDir ?? defaultCacheDir(), jobs: intFlag(flags.jobs, 'jobs') ?? 4, onProgress: view.listener },
+          );
+          const byImage = new Map(remote.map((s, i) => [s.image, cached[i]!]));
+          for (const s of sources) s.image = byImage.get(s.image) ?? s.image;
+          view.handle({
+            kind: 'note',
+            message: `pulled ${summary.fetched} blobs (${humanBytes(summary.fetchedBytes)}), ${summary.reused} already in the cache (${humanBytes(summary.reusedBytes)})`,
+          });
+        }
+
+        const options: WriteBundleOptions = {};
+        const layers = flags.layers ?? defaults.layers;
+        if (layers !== undefined) {
+          if (layers !== 'raw' && layers !== 'as-pulled') throw new UsageError(`--layers "${layers}": use raw or as-pulled`);
+          options.layers = layers;
+        }
+        const level = flags.level ?? (defaults.level === undefined ? undefined : String(defaults.level));
+        if (level !== undefined) options.level = level === 'max' ? 'max' : (intFlag(level, 'level') ?? 9);
+        const windowLog = intFlag(flags.windowLog, 'window-log') ?? defaults.windowLog;
+        if (windowLog !== undefined) options.windowLog = windowLog;
+        const workers = intFlag(flags.workers, 'workers');
+        if (workers !== undefined) options.workers = workers;
+        const jobs = intFlag(flags.jobs, 'jobs');
+        if (jobs !== undefined) options.jobs = Math.min(jobs, 4);
+        if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
+        if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
+        const labels = new Map<string, number>();
+        options.onProgress = (e) => {
+          const id = `${e.phase}:${e.digest}`;
+          const label = `${e.phase === 'measure' ? 'measure' : 'write'} ${e.kind} ${shortDigest(e.digest)}`;
+          if (!labels.has(id)) {
+            labels.set(id, 0);
+            view.handle({ kind: 'start', id, label, ...(e.total > 0 ? { total: e.total } : {}) });
+          }
+          const delta = e.bytes - (labels.get(id) ?? 0);
+          labels.set(id, e.bytes);
+          if (delta > 0) view.handle({ kind: 'advance', id, bytes: delta });
+          if (e.done) view.handle({ kind: 'done', id, label, bytes: e.bytes });
+        };
+
+        const summary = await writeBundle(sources, output, options);
+        view.finish();
+        const header = summary.header;
+        const result = {
+          bundle: outputPath,
+          files: summary.files,
+          images: header.images.map((i) => ({ ref: i.ref, platform: i.platform, digest: i.manifestDigest })),
+          blobs: header.blobs.length,
+          requires: header.requires.length,
+          uncompressedBytes: summary.tarBytes,
+          bytes: summary.bytes,
+          signed: summary.signed,
+        };
+        if (flags.json === true) {
+          process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+        } else if (!quiet && outputPath !== '-') {
+          for (const i of header.images) process.stderr.write(`  ${i.ref} ${i.platform} ${i.manifestDigest}\n`);
+          const where = summary.files.length > 1 ? `${summary.files.length} files (${summary.files.join(', ')})` : outputPath;
+          process.stderr.write(
+            `wrote ${where}: ${header.images.length} images, ${header.blobs.length} unique blobs, ` +
+              `${humanBytes(summary.tarBytes)} -> ${humanBytes(summary.bytes)}` +
+              `${header.requires.length > 0 ? `, delta requiring ${header.requires.length} blobs on the target` : ''}` +
+              `${summary.signed ? ', signed' : ''}\n`,
+          );
+        }
+      } finally {
+        view.finish();
+        client?.close();
+        for (const source of opened) await source.close();
+      }
+    });
+};
