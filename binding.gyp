@@ -11,7 +11,15 @@
       'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden'],
       'ldflags': ['-Wl,-z,noexecstack', '-Wl,-z,relro', '-Wl,-z,now'],
     },
-    # The container launcher (runtime) will be a separate executable target here: namespaces,
-    # pivot_root and exec cannot be done from inside the multi-threaded node process.
+    {
+      # The container launcher (src/runtime/launcher.ts spawns it): namespaces, pivot_root and
+      # exec cannot be done from inside the multi-threaded node process. Static, so it loads no
+      # library after it has entered a container's root.
+      'target_name': 'ferry-launch',
+      'type': 'executable',
+      'sources': ['native/ferry-launch.c'],
+      'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-O2'],
+      'ldflags': ['-static', '-Wl,-z,noexecstack', '-Wl,-z,relro', '-Wl,-z,now'],
+    },
   ],
 }

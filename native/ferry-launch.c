@@ -1,0 +1,1049 @@
+/*
+ * ferry-launch: ferry's container launcher (DESIGN "Runtime").
+ *
+ * Node cannot create namespaces, pivot_root or exec from its multi-threaded process, so ferry
+ * spawns this small program for exactly that; everything else (image config, users, state) is
+ * TypeScript. Two modes:
+ *
+ *   ferry-launch run    start a container
+ *   ferry-launch exec   start a process in a running container (setns into its namespaces)
+ *
+ * Protocol. The spec arrives on fd 3 as NUL-terminated "key=value" records until EOF (ferry shuts
+ * down its write side). Status goes back on the same fd as lines:
+ *   "pid N"              run: the container init's host pid; exec: the new process's host pid
+ *   "error CODE MESSAGE" the start failed; CODE is the exit status that follows
+ *                        (125 setup, 126 cannot execute, 127 not found)
+ * EOF without an error line means the command was exec'd: fd 3 is close-on-exec in the command,
+ * so the command's successful execve closes the last copy.
+ *
+ * Processes of `run`:
+ *   monitor (host namespaces)
+ *     └─ clone(NEWNS|NEWPID|NEWUTS|NEWIPC[|NEWNET]) -> init, PID 1 of the container
+ *          └─ fork -> the command (entrypoint + cmd, as the image's user)
+ * The monitor forwards signals to init, relays the pty (-t), waits for init, writes the exit status
+ * to the exit file (so it outlives ferry) and exits with it. init mounts the root filesystem in its
+ * own mount namespace only (nothing reaches the host's mount table), pivots into it, then acts as
+ * tini: reaps zombies, forwards signals to the command, exits with the command's status (128+N when
+ * killed by signal N). When init exits the kernel kills whatever is left in the PID namespace, and
+ * the mount namespace, overlay included, disappears with its last process. If the monitor dies,
+ * init gets SIGKILL (PDEATHSIG), so a killed ferry never leaves a half-owned container behind.
+ *
+ * Security notes (research/runtime-and-unpack.md §2 and §5):
+ * - the binary re-executes itself from a sealed memfd, so /proc/PID/exe never points at a
+ *   writable host file (runc CVE-2019-5736); launcher processes are also non-dumpable.
+ * - mount targets are resolved inside the root with openat2(RESOLVE_IN_ROOT), and /proc, /dev, /sys
+ *   refuse any symlink (CVE-2019-19921 family); mounts go through /proc/self/fd/N of that handle.
+ * - the root is mounted nodev (no device cgroup here); /dev is a nodev tmpfs whose few nodes are
+ *   bind mounts of the host's; /proc and /sys are nosuid,nodev,noexec; /sys is read-only; docker's
+ *   masked and read-only /proc paths are applied.
+ * - the command keeps only fds 0-2 (everything else close-on-exec), changes to its working directory
+ *   with no directory fd open and checks the result is inside the root (CVE-2024-21626), runs with
+ *   docker's default capability set as root (bounding set dropped) or none as another user.
+ * Not done: seccomp, cgroups (resource limits), user namespaces.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define STATUS_FD 3
+#define EXIT_SETUP 125
+#define EXIT_CANNOT_EXEC 126
+#define EXIT_NOT_FOUND 127
+#define SPEC_MAX (8 << 20)
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Declared here so that older kernel headers still build (the calls fall back when unsupported). */
+struct ferry_open_how {
+  uint64_t flags;
+  uint64_t mode;
+  uint64_t resolve;
+};
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#define F_RESOLVE_NO_MAGICLINKS 0x02
+#define F_RESOLVE_NO_SYMLINKS 0x04
+#define F_RESOLVE_BENEATH 0x08
+#define F_RESOLVE_IN_ROOT 0x10
+#define F_CLOSE_RANGE_CLOEXEC (1U << 2)
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors: one line on the status fd, then exit with the code ferry will report. */
+
+static int status_fd = STATUS_FD; /* -1 once this process has closed its copy */
+
+static void status_line(const char *fmt, ...) {
+  if (status_fd < 0) return;
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n > sizeof line - 2) n = sizeof line - 2;
+  for (int i = 0; i < n; i++)
+    if (line[i] == '\n') line[i] = ' ';
+  line[n++] = '\n';
+  /* A dead reader (ferry gone) is not our problem: the write fails with EPIPE, SIGPIPE is blocked. */
+  if (write(status_fd, line, (size_t)n) < 0) return;
+}
+
+static _Noreturn void fail_code(int code, int err, const char *fmt, ...) {
+  char msg[1536];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (status_fd >= 0) {
+    if (err) status_line("error %d %s: %s", code, msg, strerror(err));
+    else status_line("error %d %s", code, msg);
+  } else {
+    if (err) dprintf(2, "ferry-launch: %s: %s\n", msg, strerror(err));
+    else dprintf(2, "ferry-launch: %s\n", msg);
+  }
+  _exit(code);
+}
+#define fail(...) fail_code(EXIT_SETUP, errno, __VA_ARGS__)
+#define failx(...) fail_code(EXIT_SETUP, 0, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------------------------ */
+/* The spec. */
+
+struct bind {
+  char *src; /* host path */
+  char *dst; /* path in the container */
+  bool ro;
+};
+
+struct spec {
+  char *rootfs;   /* run: the (empty) directory the overlay is mounted on */
+  char *mountcwd; /* run: lower/upper/work may be relative to this (keeps the option short) */
+  char *upper, *work, *hostname, *cwd, *exitfile;
+  char **lower; /* top layer first */
+  size_t nlower;
+  char **env;
+  size_t nenv;
+  char **argv;
+  size_t nargv;
+  gid_t *groups;
+  size_t ngroups;
+  struct bind *binds;
+  size_t nbinds;
+  uid_t uid;
+  gid_t gid;
+  bool readonly, tty, interactive, netnone, nonewprivs, mkcwd;
+  pid_t ppid;                  /* die when this parent dies (foreground); 0: detached */
+  pid_t target;                /* exec: the container's init */
+  unsigned long long target_start; /* exec: its start time, against pid reuse */
+};
+
+/* Grow an array so that index n fits. */
+static void *grow(void *arr, size_t n, size_t size) {
+  if (n != 0 && (n & (n - 1)) != 0) return arr;
+  void *p = realloc(arr, (n == 0 ? 4 : n * 2) * size);
+  if (p == NULL) failx("out of memory");
+  return p;
+}
+
+static unsigned long long parse_num(const char *key, const char *v, unsigned long long max) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  /* containerd CVE-2024-40635: ids above 2^31-1 must not wrap to root. */
+  if (errno != 0 || end == v || *end != '\0' || x > max) failx("spec: bad %s \"%s\"", key, v);
+  return x;
+}
+
+static void read_spec(struct spec *s) {
+  size_t cap = 65536, len = 0;
+  char *buf = malloc(cap);
+  if (buf == NULL) failx("out of memory");
+  for (;;) {
+    if (len == cap) {
+      if (cap >= SPEC_MAX) failx("spec: larger than %d bytes", SPEC_MAX);
+      cap *= 2;
+      buf = realloc(buf, cap);
+      if (buf == NULL) failx("out of memory");
+    }
+    ssize_t n = read(STATUS_FD, buf + len, cap - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("read the spec from fd 3");
+    if (n == 0) break;
+    len += (size_t)n;
+  }
+  if (len == 0 || buf[len - 1] != '\0') failx("spec: empty or truncated");
+  struct bind *cur = NULL;
+  for (char *p = buf; p < buf + len;) {
+    char *next = p + strlen(p) + 1;
+    char *eq = strchr(p, '=');
+    if (eq == NULL) failx("spec: record without '=': %s", p);
+    *eq = '\0';
+    const char *k = p;
+    char *v = eq + 1;
+    if (!strcmp(k, "rootfs")) s->rootfs = v;
+    else if (!strcmp(k, "mountcwd")) s->mountcwd = v;
+    else if (!strcmp(k, "lower")) {
+      s->lower = grow(s->lower, s->nlower, sizeof *s->lower);
+      s->lower[s->nlower++] = v;
+    } else if (!strcmp(k, "upper")) s->upper = v;
+    else if (!strcmp(k, "work")) s->work = v;
+    else if (!strcmp(k, "readonly")) s->readonly = !strcmp(v, "1");
+    else if (!strcmp(k, "hostname")) s->hostname = v;
+    else if (!strcmp(k, "net")) {
+      if (strcmp(v, "host") && strcmp(v, "none")) failx("spec: bad net \"%s\"", v);
+      s->netnone = !strcmp(v, "none");
+    } else if (!strcmp(k, "uid")) s->uid = (uid_t)parse_num(k, v, INT32_MAX);
+    else if (!strcmp(k, "gid")) s->gid = (gid_t)parse_num(k, v, INT32_MAX);
+    else if (!strcmp(k, "group")) {
+      s->groups = grow(s->groups, s->ngroups, sizeof *s->groups);
+      s->groups[s->ngroups++] = (gid_t)parse_num(k, v, INT32_MAX);
+    } else if (!strcmp(k, "cwd")) s->cwd = v;
+    else if (!strcmp(k, "mkcwd")) s->mkcwd = !strcmp(v, "1");
+    else if (!strcmp(k, "env")) {
+      s->env = grow(s->env, s->nenv, sizeof *s->env);
+      s->env[s->nenv++] = v;
+    } else if (!strcmp(k, "arg")) {
+      s->argv = grow(s->argv, s->nargv, sizeof *s->argv);
+      s->argv[s->nargv++] = v;
+    } else if (!strcmp(k, "bind.src")) {
+      s->binds = grow(s->binds, s->nbinds, sizeof *s->binds);
+      cur = &s->binds[s->nbinds++];
+      *cur = (struct bind){ .src = v };
+    } else if (!strcmp(k, "bind.dst") || !strcmp(k, "bind.ro")) {
+      if (cur == NULL) failx("spec: %s before bind.src", k);
+      if (!strcmp(k, "bind.dst")) cur->dst = v;
+      else cur->ro = !strcmp(v, "1");
+    } else if (!strcmp(k, "tty")) s->tty = !strcmp(v, "1");
+    else if (!strcmp(k, "stdin")) s->interactive = !strcmp(v, "1");
+    else if (!strcmp(k, "nonewprivs")) s->nonewprivs = !strcmp(v, "1");
+    else if (!strcmp(k, "exitfile")) s->exitfile = v;
+    else if (!strcmp(k, "ppid")) s->ppid = (pid_t)parse_num(k, v, INT32_MAX);
+    else if (!strcmp(k, "target")) s->target = (pid_t)parse_num(k, v, INT32_MAX);
+    else if (!strcmp(k, "targetstart")) s->target_start = parse_num(k, v, ULLONG_MAX);
+    else failx("spec: unknown key \"%s\"", k);
+    p = next;
+  }
+  /* NULL-terminate the vectors execve takes. */
+  s->argv = grow(s->argv, s->nargv, sizeof *s->argv);
+  s->argv[s->nargv] = NULL;
+  s->env = grow(s->env, s->nenv, sizeof *s->env);
+  s->env[s->nenv] = NULL;
+  if (s->nargv == 0) failx("spec: no command");
+  if (s->cwd == NULL || s->cwd[0] != '/') failx("spec: the working directory must be absolute");
+  for (size_t i = 0; i < s->nbinds; i++)
+    if (s->binds[i].dst == NULL || s->binds[i].dst[0] != '/' || s->binds[i].src[0] != '/')
+      failx("spec: bind mounts need absolute source and destination");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small helpers. */
+
+static int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 255;
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return; /* reader gone: drop the output, keep the container's status */
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+static const char *env_get(char **env, const char *name) {
+  size_t len = strlen(name);
+  for (char **e = env; *e != NULL; e++)
+    if (!strncmp(*e, name, len) && (*e)[len] == '=') return *e + len + 1;
+  return NULL;
+}
+
+static void fd_path(char *buf, size_t size, int fd) {
+  snprintf(buf, size, "/proc/self/fd/%d", fd);
+}
+
+/* runc CVE-2019-5736: run from a sealed in-memory copy, so /proc/PID/exe is never a host file. */
+static void run_from_sealed_copy(char **argv) {
+  const int want = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+  if (self < 0) fail("open /proc/self/exe");
+  int seals = fcntl(self, F_GET_SEALS);
+  if (seals >= 0 && (seals & want) == want) {
+    close(self);
+    return;
+  }
+  int mem = memfd_create("ferry-launch", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (mem < 0) fail("memfd_create");
+  struct stat st;
+  if (fstat(self, &st) < 0) fail("stat /proc/self/exe");
+  for (off_t done = 0; done < st.st_size;) {
+    ssize_t n = sendfile(mem, self, NULL, (size_t)(st.st_size - done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("copy the launcher into memory");
+    done += n;
+  }
+  if (fcntl(mem, F_ADD_SEALS, want) < 0) fail("seal the launcher copy");
+  close(self);
+  fexecve(mem, argv, environ);
+  fail("re-execute the sealed launcher");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Resolving paths inside the container's root. */
+
+enum resolve_mode {
+  NO_SYMLINKS, /* /proc, /dev, /sys: any symlink is refused (runc checkProcMount) */
+  IN_ROOT,     /* volumes, /etc files: symlinks resolve as if the root were "/" */
+};
+
+static bool have_openat2 = true;
+
+/* Before openat2 (Linux 5.6): walk component by component, refusing symlinks and "..". */
+static int walk_nofollow(int root, const char *rel) {
+  char copy[PATH_MAX];
+  if (strlen(rel) >= sizeof copy) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  strcpy(copy, rel);
+  int fd = fcntl(root, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return -1;
+  char *save = NULL;
+  for (char *c = strtok_r(copy, "/", &save); c != NULL; c = strtok_r(NULL, "/", &save)) {
+    if (!strcmp(c, ".")) continue;
+    if (!strcmp(c, "..")) {
+      close(fd);
+      errno = EXDEV;
+      return -1;
+    }
+    int next = openat(fd, c, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    close(fd);
+    if (next < 0) return -1;
+    struct stat st;
+    if (fstat(next, &st) < 0 || S_ISLNK(st.st_mode)) {
+      close(next);
+      errno = ELOOP;
+      return -1;
+    }
+    fd = next;
+  }
+  return fd;
+}
+
+/* An O_PATH handle of `path` (absolute, in the container's view) under the root. */
+static int lookup(int root, const char *path, enum resolve_mode mode) {
+  const char *rel = path;
+  while (*rel == '/') rel++;
+  if (*rel == '\0') rel = ".";
+  if (have_openat2) {
+    struct ferry_open_how how = {
+      .flags = O_PATH | O_CLOEXEC,
+      .resolve = F_RESOLVE_NO_MAGICLINKS | (mode == NO_SYMLINKS ? F_RESOLVE_NO_SYMLINKS | F_RESOLVE_BENEATH : F_RESOLVE_IN_ROOT),
+    };
+    int fd = (int)syscall(SYS_openat2, root, rel, &how, sizeof how);
+    if (fd >= 0 || errno != ENOSYS) return fd;
+    have_openat2 = false;
+  }
+  return walk_nofollow(root, rel);
+}
+
+/* Like lookup, creating a missing path (parents as 0755 directories; the last one a directory or an empty file). */
+static int ensure(int root, const char *path, bool file, enum resolve_mode mode) {
+  int fd = lookup(root, path, mode);
+  if (fd >= 0) return fd;
+  if (errno != ENOENT) fail("resolve %s in the container", path);
+  char parent[PATH_MAX];
+  if (strlen(path) >= sizeof parent) failx("path too long: %s", path);
+  strcpy(parent, path);
+  char *slash = strrchr(parent, '/');
+  if (slash == NULL || slash[1] == '\0') fail("resolve %s in the container", path);
+  const char *base = path + (slash - parent) + 1;
+  if (slash == parent) slash[1] = '\0';
+  else *slash = '\0';
+  int pfd = ensure(root, parent, false, mode);
+  int r = file ? openat(pfd, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644) : mkdirat(pfd, base, 0755);
+  if (r < 0 && errno != EEXIST) fail("create mount point %s in the container", path);
+  if (file && r >= 0) close(r);
+  close(pfd);
+  fd = lookup(root, path, mode);
+  if (fd < 0) fail("resolve %s in the container", path);
+  return fd;
+}
+
+static void mount_at(int root, const char *dst, bool file, enum resolve_mode mode, const char *src, const char *type,
+                     unsigned long flags, const char *data) {
+  int fd = ensure(root, dst, file, mode);
+  char p[64];
+  fd_path(p, sizeof p, fd);
+  if (mount(src, p, type, flags, data) < 0) fail("mount %s on %s", type != NULL ? type : src, dst);
+  close(fd);
+}
+
+/* Make the mount at dst read-only, keeping the flags the kernel would otherwise refuse to drop. */
+static void remount_ro(int root, const char *dst, enum resolve_mode mode) {
+  int fd = lookup(root, dst, mode);
+  if (fd < 0) fail("resolve %s in the container", dst);
+  struct statvfs sv;
+  if (fstatvfs(fd, &sv) < 0) fail("statvfs %s", dst);
+  unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+  if (sv.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+  if (sv.f_flag & ST_NODEV) flags |= MS_NODEV;
+  if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+  if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+  if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+  if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+  char p[64];
+  fd_path(p, sizeof p, fd);
+  if (mount(NULL, p, NULL, flags, NULL) < 0) fail("remount %s read-only", dst);
+  close(fd);
+}
+
+static void bind_at(int root, const char *src, const char *dst, bool ro, enum resolve_mode mode) {
+  struct stat st;
+  if (stat(src, &st) < 0) fail("bind %s", src);
+  mount_at(root, dst, !S_ISDIR(st.st_mode), mode, src, NULL, MS_BIND | MS_REC, NULL);
+  if (ro) remount_ro(root, dst, mode);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The container's filesystem. */
+
+static void mount_overlay(const struct spec *s) {
+  if (s->nlower == 0 || s->upper == NULL || s->work == NULL || s->rootfs == NULL) failx("spec: incomplete root filesystem");
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  char *opts = calloc(1, page + 1);
+  if (opts == NULL) failx("out of memory");
+  size_t len = 0;
+  bool too_long = false;
+#define APPEND(str)                                            \
+  do {                                                         \
+    size_t l_ = strlen(str);                                   \
+    if (len + l_ >= page) too_long = true;                     \
+    else {                                                     \
+      memcpy(opts + len, str, l_);                             \
+      len += l_;                                               \
+    }                                                          \
+  } while (0)
+  APPEND("lowerdir=");
+  for (size_t i = 0; i < s->nlower; i++) {
+    /* ':' separates lowerdirs and ',' options: ferry's own paths never hold them. */
+    if (strpbrk(s->lower[i], ":,\\") != NULL) failx("layer path %s holds ':', ',' or '\\'", s->lower[i]);
+    if (i > 0) APPEND(":");
+    APPEND(s->lower[i]);
+  }
+  if (strpbrk(s->upper, ":,\\") != NULL || strpbrk(s->work, ":,\\") != NULL) failx("container path holds ':', ',' or '\\'");
+  APPEND(",upperdir=");
+  APPEND(s->upper);
+  APPEND(",workdir=");
+  APPEND(s->work);
+  /* index=off: no inode index shared across mounts of these lowers (EBUSY otherwise).
+   * redirect_dir and metacopy off: every change stays a plain file, whiteout or opaque dir in
+   * upper/, which is what diff and commit read; and crafted xattrs in layers are not followed. */
+  APPEND(",index=off,redirect_dir=off");
+  size_t without_metacopy = len;
+  APPEND(",metacopy=off");
+#undef APPEND
+  if (too_long)
+    failx("the image has too many layers for one overlay mount: %zu layers do not fit the %zu-byte mount option", s->nlower, page);
+  if (s->mountcwd != NULL && chdir(s->mountcwd) < 0) fail("chdir %s", s->mountcwd);
+  /* nodev: there is no device cgroup, so device nodes in the image or made by the container
+   * must not open host devices. setuid programs keep working, as in docker. */
+  if (mount("overlay", s->rootfs, "overlay", MS_NODEV, opts) < 0) {
+    if (errno != EINVAL) fail("mount the overlay root filesystem (%zu layers) on %s", s->nlower, s->rootfs);
+    /* Kernels before 4.19 do not know metacopy= (and have no metacopy). */
+    opts[without_metacopy] = '\0';
+    if (mount("overlay", s->rootfs, "overlay", MS_NODEV, opts) < 0)
+      fail("mount the overlay root filesystem (%zu layers) on %s", s->nlower, s->rootfs);
+  }
+  free(opts);
+}
+
+static void setup_dev(int root) {
+  mount_at(root, "/dev", false, NO_SYMLINKS, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=65536k");
+  /* The tmpfs is nodev, so mknod by the container gives nodes that cannot be opened; these few
+   * are bind mounts of the host's own nodes, which keep their mount's (dev-allowing) flags. */
+  static const char *nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+  for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+    char host[32], dst[32];
+    snprintf(host, sizeof host, "/dev/%s", nodes[i]);
+    snprintf(dst, sizeof dst, "/dev/%s", nodes[i]);
+    bind_at(root, host, dst, false, NO_SYMLINKS);
+  }
+  int dev = lookup(root, "/dev", NO_SYMLINKS);
+  if (dev < 0) fail("resolve /dev");
+  static const char *links[][2] = {
+    { "/proc/self/fd", "fd" },     { "/proc/self/fd/0", "stdin" }, { "/proc/self/fd/1", "stdout" },
+    { "/proc/self/fd/2", "stderr" }, { "pts/ptmx", "ptmx" },         { "/proc/kcore", "core" },
+  };
+  for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+    if (symlinkat(links[i][0], dev, links[i][1]) < 0) fail("symlink /dev/%s", links[i][1]);
+  close(dev);
+  mount_at(root, "/dev/pts", false, NO_SYMLINKS, "devpts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5");
+  mount_at(root, "/dev/shm", false, NO_SYMLINKS, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+  int mq = ensure(root, "/dev/mqueue", false, NO_SYMLINKS);
+  char p[64];
+  fd_path(p, sizeof p, mq);
+  /* POSIX message queues are optional in the kernel: no mqueue, no /dev/mqueue mount. */
+  if (mount("mqueue", p, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 && errno != ENODEV) fail("mount mqueue on /dev/mqueue");
+  close(mq);
+}
+
+/* docker's defaults: hide kernel internals and keep /proc/sys and friends read-only. */
+static void mask_paths(int root) {
+  static const char *masked[] = {
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+  };
+  for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++) {
+    int fd = lookup(root, masked[i], NO_SYMLINKS);
+    if (fd < 0) {
+      if (errno == ENOENT) continue;
+      fail("resolve %s", masked[i]);
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) fail("stat %s", masked[i]);
+    char p[64];
+    fd_path(p, sizeof p, fd);
+    int r = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+                                : mount("/dev/null", p, NULL, MS_BIND, NULL);
+    if (r < 0) fail("mask %s", masked[i]);
+    close(fd);
+  }
+  static const char *readonly[] = { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger" };
+  for (size_t i = 0; i < sizeof readonly / sizeof readonly[0]; i++) {
+    int fd = lookup(root, readonly[i], NO_SYMLINKS);
+    if (fd < 0) {
+      if (errno == ENOENT) continue;
+      fail("resolve %s", readonly[i]);
+    }
+    char p[64];
+    fd_path(p, sizeof p, fd);
+    if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind %s", readonly[i]);
+    close(fd);
+    remount_ro(root, readonly[i], NO_SYMLINKS);
+  }
+}
+
+static void send_fd(int sock, int fd) {
+  char byte = 'm';
+  struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  if (sendmsg(sock, &msg, 0) < 0) fail("pass the terminal to the monitor");
+}
+
+/* The fd sent by send_fd, or -1 when the sender exited first. */
+static int recv_fd(int sock) {
+  char byte;
+  struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } u;
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return -1;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (c == NULL || c->cmsg_type != SCM_RIGHTS) return -1;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+/* A pty from the devpts instance at /dev/pts (the container's): master and slave. */
+static void open_pty(int *master, int *slave) {
+  *master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (*master < 0) fail("open /dev/pts/ptmx");
+  int unlock = 0;
+  if (ioctl(*master, TIOCSPTLCK, &unlock) < 0) fail("unlock the pty");
+  *slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (*slave < 0) {
+    /* Before Linux 4.13: open it by name (we are inside the container's root already). */
+    char name[64];
+    if (ptsname_r(*master, name, sizeof name) != 0) fail("ptsname");
+    *slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*slave < 0) fail("open %s", name);
+  }
+}
+
+static void mkdir_p(const char *path) {
+  char buf[PATH_MAX];
+  if (strlen(path) >= sizeof buf) failx("path too long: %s", path);
+  strcpy(buf, path);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (mkdir(buf, 0755) < 0 && errno != EEXIST) fail("create the working directory %s", path);
+      *p = c;
+      if (c == '\0') break;
+    }
+  }
+}
+
+static void loopback_up(void) {
+  int sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sk < 0) fail("socket");
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (ioctl(sk, SIOCGIFFLAGS, &ifr) < 0) fail("read the loopback interface's flags");
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (ioctl(sk, SIOCSIFFLAGS, &ifr) < 0) fail("bring the loopback interface up");
+  close(sk);
+}
+
+/*
+ * In init, in its fresh namespaces: everything from the overlay to pivot_root. Returns the pty
+ * slave for the command (-1 without -t); the master went to the monitor over `ttysock`.
+ */
+static int setup_container(const struct spec *s, int ttysock) {
+  /* Nothing we mount may propagate back to the host (the host's / is usually shared). */
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private");
+  mount_overlay(s);
+  int root = open(s->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) fail("open %s", s->rootfs);
+  /* procfs belongs to the PID namespace of its mounter: this one shows the container's. */
+  mount_at(root, "/proc", false, NO_SYMLINKS, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  setup_dev(root);
+  mount_at(root, "/sys", false, NO_SYMLINKS, "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  mask_paths(root);
+  /* /etc/hosts, /etc/hostname, /etc/resolv.conf and -v volumes, in the order given (ferry sorts
+   * them by depth, so a volume inside another lands on top of it). */
+  for (size_t i = 0; i < s->nbinds; i++) bind_at(root, s->binds[i].src, s->binds[i].dst, s->binds[i].ro, IN_ROOT);
+  /* pivot_root, not chroot: the host's tree must become unreachable, not just out of sight. */
+  if (fchdir(root) < 0) fail("chdir into the root filesystem");
+  if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root");
+  if (umount2(".", MNT_DETACH) < 0) fail("detach the host's root");
+  if (chdir("/") < 0) fail("chdir /");
+  close(root);
+  if (s->readonly && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0) fail("remount the root read-only");
+  if (s->mkcwd) mkdir_p(s->cwd);
+  int slave = -1;
+  if (s->tty) {
+    int master;
+    open_pty(&master, &slave);
+    send_fd(ttysock, master);
+    close(master);
+  }
+  if (ttysock >= 0) close(ttysock);
+  return slave;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Becoming the command. */
+
+/* docker's default capability set for root in a container. */
+static uint64_t default_caps(void) {
+  static const int caps[] = {
+    CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FSETID,           CAP_FOWNER,      CAP_MKNOD, CAP_NET_RAW,     CAP_SETGID,
+    CAP_SETUID, CAP_SETFCAP,      CAP_SETPCAP,          CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
+  };
+  uint64_t m = 0;
+  for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) m |= 1ULL << caps[i];
+  return m;
+}
+
+static void become_user(const struct spec *s) {
+  uint64_t keep = default_caps();
+  /* The bounding set caps what any later execve (setuid or file caps included) can gain. */
+  for (int c = 0; c < 64; c++) {
+    if (keep & (1ULL << c)) continue;
+    if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) < 0) break; /* past the kernel's last capability */
+    if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0) fail("drop capability %d", c);
+  }
+  if (setgroups(s->ngroups, s->groups) < 0) fail("setgroups");
+  if (setresgid(s->gid, s->gid, s->gid) < 0) fail("setgid %u", (unsigned)s->gid);
+  /* Leaving uid 0 clears every capability (no KEEPCAPS): a non-root user gets none. */
+  if (setresuid(s->uid, s->uid, s->uid) < 0) fail("setuid %u", (unsigned)s->uid);
+  if (s->uid == 0) {
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    d[0].effective = d[0].permitted = (uint32_t)keep;
+    d[1].effective = d[1].permitted = (uint32_t)(keep >> 32);
+    if (syscall(SYS_capset, &h, d) < 0) fail("set capabilities");
+  }
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) fail("clear ambient capabilities");
+  if (s->nonewprivs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("set no_new_privs");
+}
+
+static _Noreturn void exec_failed(const char *file, int err, bool searched) {
+  if (err == ENOENT) {
+    if (searched) fail_code(EXIT_NOT_FOUND, 0, "exec %s: executable file not found in $PATH", file);
+    fail_code(EXIT_NOT_FOUND, 0, "exec %s: no such file or directory", file);
+  }
+  fail_code(EXIT_CANNOT_EXEC, err, "exec %s", file);
+}
+
+/* execve with a $PATH search in the container's environment (execvpe would use ours). */
+static _Noreturn void exec_command(const struct spec *s) {
+  const char *file = s->argv[0];
+  if (strchr(file, '/') != NULL) {
+    execve(file, s->argv, s->env);
+    exec_failed(file, errno, false);
+  }
+  const char *path = env_get(s->env, "PATH");
+  if (path == NULL) path = DEFAULT_PATH;
+  int saved = ENOENT;
+  for (const char *p = path;; p++) {
+    const char *end = strchrnul(p, ':');
+    char full[PATH_MAX];
+    int n = end == p ? snprintf(full, sizeof full, "%s", file) : snprintf(full, sizeof full, "%.*s/%s", (int)(end - p), p, file);
+    if (n > 0 && (size_t)n < sizeof full) {
+      execve(full, s->argv, s->env);
+      if (errno == EACCES) saved = EACCES;
+      else if (errno != ENOENT && errno != ENOTDIR) {
+        saved = errno;
+        break;
+      }
+    }
+    if (*end == '\0') break;
+    p = end;
+  }
+  exec_failed(file, saved, true);
+}
+
+/* Every fd from 3 up becomes close-on-exec: the command inherits only stdin, stdout, stderr. */
+static void cloexec_from_3(void) {
+  if (syscall(SYS_close_range, 3U, ~0U, F_CLOSE_RANGE_CLOEXEC) == 0) return;
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) fail("list open files");
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    int fd = atoi(e->d_name);
+    if (fd >= 3 && fd != dirfd(d)) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  closedir(d);
+}
+
+/* In the forked child, in the container: from here on, nothing returns. */
+static _Noreturn void start_command(const struct spec *s, int slave) {
+  for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if (setsid() < 0) fail("setsid");
+  if (slave >= 0) {
+    if (ioctl(slave, TIOCSCTTY, 0) < 0) fail("make the pty the controlling terminal");
+    /* So that a non-root command can reopen its terminal (/dev/stdin, /dev/tty). */
+    if (fchown(slave, s->uid, s->gid) < 0) fail("chown the pty");
+    for (int fd = 0; fd < 3; fd++)
+      if (dup2(slave, fd) < 0) fail("dup2");
+    if (slave > 2) close(slave);
+  }
+  cloexec_from_3();
+  umask(022);
+  /* runc CVE-2024-21626: no directory fd is open here, and the result must be inside the root. */
+  if (chdir(s->cwd) < 0) fail_code(EXIT_SETUP, errno, "chdir to the working directory %s", s->cwd);
+  char cwd[PATH_MAX];
+  if (getcwd(cwd, sizeof cwd) == NULL || cwd[0] != '/') failx("working directory %s is outside the container", s->cwd);
+  become_user(s);
+  exec_command(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* init (PID 1) and the monitor. */
+
+/* tini: forward every signal to the command, reap every child, exit with the command's status. */
+static _Noreturn void reap_and_forward(pid_t child) {
+  sigset_t all;
+  sigfillset(&all);
+  for (;;) {
+    siginfo_t si;
+    int sig = sigwaitinfo(&all, &si);
+    if (sig < 0) {
+      if (errno == EINTR) continue;
+      _exit(EXIT_SETUP);
+    }
+    if (sig == SIGCHLD) {
+      int st;
+      pid_t p;
+      while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+        if (p == child) _exit(exit_code(st)); /* the kernel then kills the rest of the namespace */
+      continue;
+    }
+    kill(child, sig);
+  }
+}
+
+struct init_args {
+  struct spec *spec;
+  int ttysock;
+};
+
+static int init_main(void *arg) {
+  struct init_args *a = arg;
+  const struct spec *s = a->spec;
+  /* If the monitor dies, so does the container (and with it the mount namespace). */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("prctl PDEATHSIG");
+  /* Its own session: a terminal's ^C reaches the monitor, which forwards it once. */
+  if (setsid() < 0) fail("setsid");
+  int slave = setup_container(s, a->ttysock);
+  if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0) fail("sethostname %s", s->hostname);
+  if (s->netnone) loopback_up();
+  pid_t child = fork();
+  if (child < 0) fail("fork");
+  if (child == 0) start_command(s, slave);
+  if (slave >= 0) close(slave);
+  /* The command holds the last copy of the status fd; its execve closes it. */
+  close(STATUS_FD);
+  status_fd = -1;
+  reap_and_forward(child);
+}
+
+static struct termios saved_termios;
+static bool termios_saved;
+
+static void copy_winsize(int master) {
+  struct winsize ws;
+  if (ioctl(0, TIOCGWINSZ, &ws) == 0) ioctl(master, TIOCSWINSZ, &ws);
+}
+
+/*
+ * Wait for `child`, forwarding signals to it; with a pty, relay stdin -> master -> stdout and
+ * follow the window size. Returns the child's exit code.
+ */
+static int supervise(pid_t child, int master, bool interactive, int deathsig) {
+  sigset_t all;
+  sigfillset(&all);
+  int sfd = signalfd(-1, &all, SFD_CLOEXEC);
+  if (sfd < 0) fail("signalfd");
+  bool stdin_open = master >= 0 && interactive;
+  if (master >= 0) {
+    fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
+    if (isatty(0)) {
+      copy_winsize(master);
+      if (interactive && tcgetattr(0, &saved_termios) == 0) {
+        struct termios raw = saved_termios;
+        cfmakeraw(&raw);
+        if (tcsetattr(0, TCSANOW, &raw) == 0) termios_saved = true;
+      }
+    }
+  }
+  char in[8192], out[16384];
+  size_t in_len = 0, in_off = 0;
+  int code = -1;
+  while (code < 0) {
+    struct pollfd p[3] = { { .fd = sfd, .events = POLLIN }, { .fd = -1 }, { .fd = -1 } };
+    if (master >= 0) p[1] = (struct pollfd){ .fd = master, .events = POLLIN | (in_len > in_off ? POLLOUT : 0) };
+    if (stdin_open && in_len == in_off) p[2] = (struct pollfd){ .fd = 0, .events = POLLIN };
+    if (poll(p, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      fail("poll");
+    }
+    if (p[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        int sig = (int)si.ssi_signo;
+        if (sig == SIGCHLD) {
+          int st;
+          if (waitpid(child, &st, WNOHANG) == child) code = exit_code(st);
+        } else if (sig == deathsig) {
+          kill(child, SIGKILL); /* ferry died: take the container down with it */
+        } else if (sig == SIGWINCH) {
+          if (master >= 0) copy_winsize(master);
+        } else if (sig != SIGPIPE) {
+          kill(child, sig);
+        }
+      }
+    }
+    if (master >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t n = read(master, out, sizeof out);
+      if (n > 0) write_all(1, out, (size_t)n);
+      else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        close(master); /* EIO: every slave is closed */
+        master = -1;
+      }
+    }
+    if (master >= 0 && (p[1].revents & POLLOUT) && in_len > in_off) {
+      ssize_t n = write(master, in + in_off, in_len - in_off);
+      if (n > 0) in_off += (size_t)n;
+      if (in_off == in_len) in_off = in_len = 0;
+    }
+    if (p[2].fd >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t n = read(0, in, sizeof in);
+      if (n > 0) {
+        in_len = (size_t)n;
+        in_off = 0;
+      } else if (n == 0 || errno != EINTR) {
+        stdin_open = false;
+      }
+    }
+  }
+  /* Output still buffered in the pty when the last process exited. */
+  while (master >= 0) {
+    ssize_t n = read(master, out, sizeof out);
+    if (n <= 0) break;
+    write_all(1, out, (size_t)n);
+  }
+  if (termios_saved) tcsetattr(0, TCSANOW, &saved_termios);
+  return code;
+}
+
+static void write_exit_file(const char *path, int code) {
+  char tmp[PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  dprintf(fd, "%d\n", code);
+  fsync(fd);
+  close(fd);
+  rename(tmp, path);
+}
+
+static void die_with_parent(const struct spec *s, int sig) {
+  if (s->ppid == 0) return;
+  if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) < 0) fail("prctl PDEATHSIG");
+  if (getppid() != s->ppid) failx("ferry exited before the container started");
+}
+
+static int run_main(struct spec *s) {
+  int deathsig = SIGRTMIN;
+  die_with_parent(s, deathsig);
+  int sp[2] = { -1, -1 };
+  if (s->tty && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) fail("socketpair");
+  const size_t stack_size = 1 << 20;
+  char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) fail("mmap");
+  struct init_args a = { .spec = s, .ttysock = sp[1] };
+  int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone ? CLONE_NEWNET : 0);
+  pid_t init = clone(init_main, stack + stack_size, flags | SIGCHLD, &a);
+  if (init < 0) fail("create the container's namespaces");
+  status_line("pid %d", (int)init);
+  int master = -1;
+  if (s->tty) {
+    close(sp[1]);
+    master = recv_fd(sp[0]); /* -1 when init failed before making the pty */
+    close(sp[0]);
+  }
+  close(STATUS_FD);
+  status_fd = -1;
+  int code = supervise(init, master, s->interactive, deathsig);
+  if (s->exitfile != NULL) write_exit_file(s->exitfile, code);
+  return code;
+}
+
+static unsigned long long process_start_time(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  if (p == NULL) return 0;
+  unsigned long long start = 0;
+  /* Fields after the name start at 3 (state); the start time is field 22. */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1) return 0;
+  return start;
+}
+
+static int exec_main(struct spec *s) {
+  int deathsig = SIGRTMIN;
+  die_with_parent(s, deathsig);
+  if (s->target <= 0) failx("spec: no target container");
+  /* mnt last: once in the container's mount namespace, /proc is the container's. */
+  static const char *kinds[] = { "ipc", "uts", "net", "pid", "mnt" };
+  int fds[5];
+  for (int i = 0; i < 5; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)s->target, kinds[i]);
+    fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+    if (fds[i] < 0) fail_code(EXIT_SETUP, 0, "the container is not running (no process %d)", (int)s->target);
+  }
+  /* The handles are taken: if the pid was reused meanwhile, they belong to someone else. */
+  if (s->target_start != 0 && process_start_time(s->target) != s->target_start)
+    failx("the container is not running (process %d is another process now)", (int)s->target);
+  for (int i = 0; i < 5; i++) {
+    if (setns(fds[i], 0) < 0) fail("join the container's %s namespace", kinds[i]);
+    close(fds[i]);
+  }
+  /* setns(mnt) put our root and cwd at the container's root. */
+  int master = -1, slave = -1;
+  if (s->tty) open_pty(&master, &slave);
+  pid_t child = fork(); /* the child is in the container's PID namespace */
+  if (child < 0) fail("fork");
+  if (child == 0) {
+    if (master >= 0) close(master);
+    start_command(s, slave);
+  }
+  status_line("pid %d", (int)child);
+  if (slave >= 0) close(slave);
+  close(STATUS_FD);
+  status_fd = -1;
+  return supervise(child, master, s->interactive, deathsig);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "exec") != 0)) {
+    dprintf(2, "usage: ferry-launch run|exec   (spec on fd 3; started by ferry, not by hand)\n");
+    return 2;
+  }
+  if (fcntl(STATUS_FD, F_GETFD) < 0) {
+    dprintf(2, "ferry-launch: fd 3 (spec and status) is not open\n");
+    return 2;
+  }
+  run_from_sealed_copy(argv);
+  /* Not dumpable: other processes cannot open /proc/PID/{exe,fd,mem} of the launcher. */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) fail("prctl DUMPABLE");
+  /* All signals wait for the signalfd (monitor) or sigwaitinfo (init): none is lost at start. */
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, NULL);
+  struct spec s;
+  memset(&s, 0, sizeof s);
+  read_spec(&s);
+  return strcmp(argv[1], "run") == 0 ? run_main(&s) : exec_main(&s);
+}
