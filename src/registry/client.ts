@@ -241,7 +241,11 @@ export class RegistryClient {
         const used = this.authFor(registry).usedCredentials;
         const challenge = parseChallenges(headerValue(res.headers, 'www-authenticate') ?? '')[0];
         if (used && challenge?.params.error === 'insufficient_scope') {
-          const wanted = challenge.params.scope ?? ex.scopes.join(' ');
+          // Distribution lists the actions in map order: sort them so the message reads the same each time.
+          const wanted = (challenge.params.scope ?? ex.scopes.join(' '))
+            .split(' ')
+            .map((scope) => scope.replace(/:([a-z*,]+)$/, (_m, actions: string) => `:${actions.split(',').sort().join(',')}`))
+            .join(' ');
           return make('DENIED', `access denied: the user is not granted ${wanted}`, `log in as a user with that permission: 'ferry login ${registry}'`);
         }
         return used
