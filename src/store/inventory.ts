@@ -1,4 +1,6 @@
 import type { Digest } from '../oci/digest.js';
+import { parseImageConfig, parseManifest } from '../oci/manifest.js';
+import { chainIds } from './layers.js';
 import type { Store } from './store.js';
 import type { RefEntry } from './refs.js';
 
@@ -28,4 +30,14 @@ export async function inventory(store: Store): Promise<Inventory> {
     layers,
     images: (await store.refs.list()).map((r) => ({ name: r.name, manifestDigest: r.manifestDigest, platform: r.platform })),
   };
+}
+
+/** Bytes of an image's unpacked layer tars (as recorded when unpacked); 0 for missing layers. */
+export async function imageSize(store: Store, manifestDigest: Digest): Promise<number> {
+  const parsed = parseManifest(await store.blobs.read(manifestDigest), undefined, `manifest ${manifestDigest}`);
+  if (parsed.kind !== 'image') return 0;
+  const config = parseImageConfig(await store.blobs.read(parsed.manifest.config.digest), `config ${parsed.manifest.config.digest}`);
+  let total = 0;
+  for (const id of chainIds(config.rootfs.diff_ids)) total += (await store.layers.meta(id))?.size ?? 0;
+  return total;
 }
