@@ -23,3 +23,29 @@ export {
 export { resolveRemote, pushImage, pushResolved, type PushOptions } from './registry/remote-image.js';
 export { lookupCredentials, storeCredentials, removeCredentials, dockerConfigPath } from './registry/docker-config.js';
 export type { Credentials } from './registry/auth.js';
+export {
+  openStore,
+  resolveStoreRoot,
+  Store,
+  importImage,
+  openStoreImage,
+  openStoreImageByDigest,
+  findStoreImage,
+  prune,
+  fsck,
+  inventory,
+  rootfsPlan,
+  overlayMountOptions,
+  chainIdOf,
+  chainIds,
+  refName,
+  type ImportOptions,
+  type ImportSummary,
+  type OpenStoreOptions,
+  type RefEntry,
+  type RootfsPlan,
+  type LayerMeta,
+  type Inventory,
+  type FsckResult,
+  type PruneResult,
+} from './store/index.js';
