@@ -1,0 +1,149 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runFerry } from '../helpers/ferry.js';
+import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
+import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { openStore, overlayMountOptions, rootfsPlan } from '../../src/store/index.js';
+import type { Digest } from '../../src/oci/digest.js';
+
+/** `ferry import` and the store commands, through bin/ferry as a user runs them (dist/ is built by `npm test`). */
+const run = promisify(execFile);
+let work: string;
+let layout: TestLayout;
+
+const oci = (name: string): string => `oci:${layout.dir}:${name}`;
+
+async function ferry(root: string, args: string[], input?: Buffer): Promise<string> {
+  const r = await runFerry(['--root', root, ...args], input === undefined ? {} : { input });
+  expect(r.code, `ferry ${args.join(' ')}: ${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (rel: string): Promise<void> => {
+    const path = join(root, rel);
+    const st = await lstat(path);
+    let detail = '';
+    if (st.isFile()) detail = createHash('sha256').update(await readFile(path)).digest('hex').slice(0, 12);
+    if (st.isSymbolicLink()) detail = `-> ${await readlink(path)}`;
+    if (rel !== '') out[rel] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${detail}`;
+    if (st.isDirectory()) for (const name of await readdir(path)) await walk(rel === '' ? name : `${rel}/${name}`);
+  };
+  await walk('');
+  return out;
+}
+
+beforeAll(async () => {
+  work = await makeTempDir('e2e-import');
+  layout = await buildTestLayout(join(work, 'layout'));
+});
+afterAll(async () => {
+  await removeDir(work);
+});
+
+describe('ferry import', () => {
+  it('imports a raw bundle; images, tag, inventory, rmi, prune, fsck work on the result', async () => {
+    const bundle = join(work, 'raw.tar.zst');
+    expect((await runFerry(['export', '-q', '-o', bundle, oci('app'), oci('tools')])).code).toBe(0);
+    const root = join(work, 'store-raw');
+    const out = await ferry(root, ['import', bundle]);
+    expect(out).toMatch(/3 layers unpacked, 0 already present/);
+    const images = JSON.parse(await ferry(root, ['images', '--json'])) as Array<{ name: string; manifestDigest: string }>;
+    expect(images.map((i) => i.name).sort()).toEqual(['docker.io/library/app:latest', 'docker.io/library/tools:latest']);
+    expect(images.find((i) => i.name.includes('app'))?.manifestDigest).toBe(layout.refs.app);
+    // Importing again changes nothing.
+    expect(await ferry(root, ['import', bundle])).toMatch(/0 layers unpacked, 3 already present, 0 B written/);
+    await ferry(root, ['tag', 'app', 'registry.example:5000/team/app:1.0']);
+    expect(await ferry(root, ['images'])).toMatch(/registry\.example:5000\/team\/app:1\.0/);
+    const invPath = join(work, 'inventory.json');
+    await ferry(root, ['inventory', '-o', invPath]);
+    const inv = JSON.parse(await readFile(invPath, 'utf8')) as { blobs: string[]; diffIds: string[] };
+    expect(inv.blobs).toContain(layout.refs.app);
+    expect(inv.diffIds).toContain(layout.images.base!.layers[0]!.diffId);
+    expect(await ferry(root, ['rmi', 'tools'])).toMatch(/untagged: tools:latest[\s\S]*deleted: 1 layers/);
+    expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
+    expect(await ferry(root, ['prune', '--dry-run'])).toMatch(/would remove 0 layers, 0 blobs/);
+  });
+
+  it('imports an as-pulled multi-platform bundle from stdin, keeping the layer blobs', async () => {
+    const bundle = join(work, 'pulled.tar.zst');
+    expect((await runFerry(['export', '-q', '--layers', 'as-pulled', '--platform', 'all', '-o', bundle, oci('multi')])).code).toBe(0);
+    const root = join(work, 'store-pulled');
+    await ferry(root, ['import', '-'], await readFile(bundle));
+    const images = JSON.parse(await ferry(root, ['images', '--json'])) as Array<{ platform: string }>;
+    expect(images.map((i) => i.platform).sort()).toEqual(['linux/amd64', 'linux/arm64']);
+    const store = await openStore({ root, readOnly: true });
+    for (const image of Object.values(layout.images)) {
+      if (!image.platform.startsWith('linux/arm64')) continue;
+      for (const l of image.layers) expect(await store.blobs.has(l.digest as Digest)).toBe(true);
+    }
+    expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
+  });
+
+  it('imports docker-archive and OCI archive files, detected by content', async () => {
+    const root = join(work, 'store-archives');
+    const dockerTar = join(work, 'app-docker.tar');
+    await run('skopeo', ['copy', '-q', `oci:${layout.dir}:app`, `docker-archive:${dockerTar}:example.com/app:docker`]);
+    expect(await ferry(root, ['import', dockerTar])).toMatch(/imported example\.com\/app:docker/);
+    const ociTar = join(work, 'tools-oci.tar');
+    await run('skopeo', ['copy', '-q', `oci:${layout.dir}:tools`, `oci-archive:${ociTar}:example.com/tools:oci`]);
+    expect(await ferry(root, ['import', ociTar])).toMatch(/example\.com\/tools:oci/);
+    expect(await ferry(root, ['import', `oci:${layout.dir}:base`])).toMatch(/imported base/);
+    expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
+  });
+
+  it('a bundle signed with another key is refused before anything is named', async () => {
+    const keys = join(work, 'keys');
+    await mkdir(keys);
+    expect((await runFerry(['keygen', '-o', join(keys, 'a')])).code).toBe(0);
+    expect((await runFerry(['keygen', '-o', join(keys, 'b')])).code).toBe(0);
+    const priv = 'a.pem';
+    const pubB = 'b.pub.pem';
+    const bundle = join(work, 'signed.tar.zst');
+    expect((await runFerry(['export', '-q', '--sign', join(keys, priv), '-o', bundle, oci('base')])).code).toBe(0);
+    const root = join(work, 'store-signed');
+    const r = await runFerry(['--root', root, 'import', '--key', join(keys, pubB), bundle]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/signature/);
+    expect(JSON.parse(await ferry(root, ['images', '--json']))).toEqual([]);
+  });
+
+  it('a damaged bundle fails the import and names no image', async () => {
+    const bundle = join(work, 'raw.tar.zst');
+    const bytes = await readFile(bundle);
+    const damaged = Buffer.from(bytes);
+    damaged[Math.floor(bytes.length * 0.8)]! ^= 0xff;
+    const path = join(work, 'damaged.tar.zst');
+    await writeFile(path, damaged);
+    const root = join(work, 'store-damaged');
+    const r = await runFerry(['--root', root, 'import', path]);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(await ferry(root, ['images', '--json']))).toEqual([]);
+    expect(await readdir(join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('the overlay mount of an imported busybox image equals umoci unpack of the same image', async () => {
+    const root = join(work, 'store-raw');
+    const store = await openStore({ root, readOnly: true });
+    const config = JSON.parse((await readFile(store.blobs.path(layout.images.app!.configDigest as Digest))).toString()) as { rootfs: { diff_ids: Digest[] } };
+    const plan = rootfsPlan({ storeRoot: root, diffIds: config.rootfs.diff_ids, containerId: 'cmp' });
+    const merged = join(work, 'merged');
+    await mkdir(merged);
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', overlayMountOptions(plan).split(',upperdir=')[0]!, merged], { cwd: root });
+    try {
+      const bundle = join(work, 'umoci-app');
+      await run('umoci', ['unpack', '--image', `${layout.dir}:app`, bundle]);
+      const ours = await tree(merged);
+      const theirs = await tree(join(bundle, 'rootfs'));
+      expect(Object.keys(theirs).length).toBeGreaterThan(20);
+      expect(ours).toEqual(theirs);
+    } finally {
+      await run('umount', [merged]);
+    }
+  });
+});
