@@ -323,7 +323,9 @@ static void run_from_sealed_copy(char **argv) {
   }
   if (fcntl(mem, F_ADD_SEALS, want) < 0) fail("seal the launcher copy");
   close(self);
-  fexecve(mem, argv, environ);
+  /* A fixed argv: the container's `ps` shows "ferry-launch run" as PID 1, not a host path. */
+  char *const args[] = { "ferry-launch", argv[1], NULL };
+  fexecve(mem, args, environ);
   fail("re-execute the sealed launcher");
 }
 
