@@ -25,6 +25,9 @@ export interface PullCacheOptions {
   onProgress?: ProgressListener;
 }
 
+/** How often a blob that arrives damaged is fetched again before the export gives up. */
+const MAX_DAMAGED_ATTEMPTS = 3;
+
 interface LayerRecord {
   diffId: Digest;
   tarSize: number;
@@ -152,9 +155,19 @@ export async function cacheImages(images: Image[], options: PullCacheOptions): P
         } else {
           progress({ kind: 'start', id, label, total: size });
           try {
-            await cache.put(digest, await layer.blob(options.signal ? { signal: options.signal } : {}), (n) =>
-              progress({ kind: 'advance', id, bytes: n }),
-            );
+            // A blob that arrives damaged is never kept; each blob() call is a fresh fetch, so try again.
+            for (let attempt = 1; ; attempt++) {
+              try {
+                await cache.put(digest, await layer.blob(options.signal ? { signal: options.signal } : {}), (n) =>
+                  progress({ kind: 'advance', id, bytes: n }),
+                );
+                break;
+              } catch (err) {
+                const damaged = err instanceof FerryError && (err.code === 'DIGEST_MISMATCH' || err.code === 'SIZE_MISMATCH');
+                if (!damaged || attempt >= MAX_DAMAGED_ATTEMPTS) throw err;
+                progress({ kind: 'note', message: `${label}: ${err.message}; fetching it again` });
+              }
+            }
           } catch (err) {
             throw new FerryError(
               (err instanceof FerryError ? err.code : 'IO_ERROR'),

@@ -148,3 +148,18 @@ describe('export memory', () => {
     expect(large / small).toBeLessThan(1.2);
   }, 600_000);
 });
+
+describe('export through a faulty network', () => {
+  it('fetches a blob again when a byte was flipped on the way, and never keeps the bad copy', async () => {
+    const app = layout.images.app!;
+    const blob = app.layers[0]!.digest;
+    proxy.setFaults([{ kind: 'flip', match: new RegExp(`GET /v2/test/app/blobs/${blob}`), offset: 100 }]);
+    const out = join(work, 'flip.tar.zst');
+    const r = await runFerry(['export', '-o', out, ref('app', proxy.host)], { env: { ...env, FERRY_CACHE_DIR: join(work, 'cache-flip') } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(proxy.pendingFaults()).toHaveLength(0);
+    expect(r.stderr).toMatch(/digest mismatch/);
+    const v = await runFerry(['verify', out]);
+    expect(v.code, v.stderr).toBe(0);
+  });
+});
