@@ -36,6 +36,8 @@ export class VolumeWriter extends Writable {
   private handle: FileHandle | undefined;
   private hash: Hash | undefined;
   private written = 0;
+  /** The write or commit in flight: destroy waits for it, so no file or handle is left behind. */
+  private busy: Promise<void> = Promise.resolve();
 
   constructor(base: string, split: number) {
     super({ highWaterMark: 1024 * 1024 });
@@ -94,14 +96,16 @@ export class VolumeWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
-    this.writeChunk(chunk).then(
+    this.busy = this.writeChunk(chunk);
+    this.busy.then(
       () => done(),
       (err: unknown) => done(ioError(`write volume ${volumePath(this.base, this.volumes.length)}`, err)),
     );
   }
 
   override _final(done: (err?: Error | null) => void): void {
-    this.commit().then(
+    this.busy = this.commit();
+    this.busy.then(
       () => done(),
       (err: unknown) => done(err instanceof FerryError ? err : ioError(`finish volumes of ${this.base}`, err)),
     );
@@ -128,9 +132,14 @@ export class VolumeWriter extends Writable {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    const handle = this.handle;
-    this.handle = undefined;
     const cleanup = async (): Promise<void> => {
+      // Its failure, if any, already went to the write callback; here only its end matters.
+      await this.busy.then(
+        () => undefined,
+        () => undefined,
+      );
+      const handle = this.handle;
+      this.handle = undefined;
       if (handle !== undefined) await handle.close();
       await Promise.all(this.temps.map((t) => rm(t, { force: true })));
     };

@@ -238,6 +238,18 @@ interface Sink {
   abort(): Promise<void>;
 }
 
+/**
+ * Destroy a stream and wait until it has closed: a file still opening, or temp volumes still
+ * being removed, must be gone before the caller hears of the failure. Only 'close' is awaited:
+ * the error that got us here is already being reported.
+ */
+async function destroyAndWait(stream: Writable): Promise<void> {
+  if (stream.closed) return;
+  const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+  stream.destroy();
+  await closed;
+}
+
 async function openSink(output: BundleOutput): Promise<Sink> {
   if (output === '-') {
     return { stream: process.stdout, end: false, commit: async () => ({ files: [] }), abort: async () => undefined };
@@ -262,7 +274,11 @@ async function openSink(output: BundleOutput): Promise<Sink> {
         await syncDir(dirname(output));
         return { files: [output] };
       },
-      abort: () => rm(tmp, { force: true }),
+      async abort() {
+        // The file may still be opening: wait until it is closed, or it could appear after the rm.
+        await destroyAndWait(stream);
+        await rm(tmp, { force: true });
+      },
     };
   }
   const volumes = new VolumeWriter(output.path, output.split);
@@ -270,9 +286,7 @@ async function openSink(output: BundleOutput): Promise<Sink> {
     stream: volumes,
     end: true,
     commit: async () => ({ files: [...volumes.volumes.map((v) => v.path), checksumPath(output.path)], volumes: volumes.volumes }),
-    abort: async () => {
-      volumes.destroy();
-    },
+    abort: () => destroyAndWait(volumes),
   };
 }
 

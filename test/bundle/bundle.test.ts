@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable, Transform, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isFerryError } from '../../src/errors.js';
 import type { Digest } from '../../src/oci/digest.js';
@@ -157,6 +158,90 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     let blobs = 0;
     for await (const event of openBundleStream(rawBundle)) if (event.type === 'blob') blobs += 1;
     expect(blobs).toBe(raw.header.blobs.length);
+  });
+
+  it('streams to a Writable (stdout) and is read back from a Readable (stdin), same bytes', async () => {
+    const parts: Buffer[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        parts.push(chunk);
+        done();
+      },
+    });
+    const summary = await writeBundle(sources, sink);
+    const bytes = Buffer.concat(parts);
+    expect(summary.files).toEqual([]);
+    expect(bytes.equals(await readFile(rawBundle))).toBe(true);
+    let blobs = 0;
+    for await (const event of openBundleStream(Readable.from([bytes.subarray(0, 3), bytes.subarray(3)]))) {
+      if (event.type === 'blob') {
+        await drain(event.stream);
+        blobs += 1;
+      }
+    }
+    expect(blobs).toBe(raw.header.blobs.length);
+  });
+
+  it('reports progress: each raw layer measured once, each blob written once', async () => {
+    const measured = new Set<string>();
+    const written: string[] = [];
+    await writeBundle(sources, new Writable({ write: (_c, _e, done) => done() }), {
+      onProgress: (e) => {
+        if (e.phase === 'measure' && e.done) measured.add(e.digest);
+        if (e.phase === 'write' && e.done) written.push(e.digest);
+      },
+    });
+    const layers = raw.header.blobs.filter((b) => b.kind === 'layer').map((b) => b.digest);
+    expect([...measured].sort()).toEqual([...layers].sort());
+    expect(written).toEqual(layers);
+  });
+
+  it('an aborted write leaves no file behind', async () => {
+    const controller = new AbortController();
+    const target = join(dir, 'aborted', 'b.tar.zst');
+    await mkdir(join(dir, 'aborted'));
+    const writing = writeBundle(sources, target, {
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.phase === 'write') controller.abort();
+      },
+    });
+    await expect(writing).rejects.toThrow(/abort/i);
+    expect(await readdir(join(dir, 'aborted'))).toEqual([]);
+  });
+
+  it('a source that fails midway leaves no file behind and names the layer', async () => {
+    const image = sources.find((s) => s.ref === refOf('app'))!.image;
+    const broken = image.layers[1]!;
+    const failing: BundleSource = {
+      ref: refOf('app'),
+      image: {
+        ...image,
+        layers: [
+          image.layers[0]!,
+          {
+            ...broken,
+            tarSize: 11264,
+            tar: async () => {
+              const stream = await broken.tar();
+              let n = 0;
+              return stream.pipe(
+                new Transform({
+                  transform(chunk: Buffer, _enc, done) {
+                    n += chunk.length;
+                    done(n > 4096 ? new Error('connection reset') : null, chunk);
+                  },
+                }),
+              );
+            },
+          },
+        ],
+      },
+    };
+    const target = join(dir, 'failed', 'b.tar.zst');
+    await mkdir(join(dir, 'failed'));
+    await expect(writeBundle([failing], target)).rejects.toThrow(/connection reset/);
+    expect(await readdir(join(dir, 'failed'))).toEqual([]);
   });
 
   it('verifies', async () => {

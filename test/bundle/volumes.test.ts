@@ -117,6 +117,26 @@ describe('volumes (--split 16M of an image with a 64 MiB layer)', () => {
     expect((await readFile(`${copy}.sha256`, 'utf8')).trim().split('\n')).toHaveLength(2);
   });
 
+  it('an aborted split write leaves no volume behind', async () => {
+    const target = join(dir, 'aborted');
+    await run('mkdir', ['-p', target]);
+    const controller = new AbortController();
+    let bytes = 0;
+    const writing = writeBundle(sources, { path: join(target, 'big.tar.zst'), split: 4 * MiB }, {
+      level: 1,
+      signal: controller.signal,
+      onProgress: (e) => {
+        if (e.phase === 'write' && e.kind === 'layer') {
+          bytes = e.bytes;
+          if (bytes > 20 * MiB) controller.abort();
+        }
+      },
+    });
+    await expect(writing).rejects.toThrow(/abort/i);
+    expect(bytes).toBeGreaterThan(20 * MiB);
+    expect(await readdir(target)).toEqual([]);
+  });
+
   it('refuses volumes under 1 MiB', async () => {
     await expect(writeBundle(sources, { path: join(dir, 'tiny.tar.zst'), split: 1000 })).rejects.toThrow(/at least/);
   });
