@@ -49,3 +49,4 @@ export {
   type FsckResult,
   type PruneResult,
 } from './store/index.js';
+export * from './bundle/index.js';
