@@ -54,9 +54,27 @@ function addDigests(set: ExcludeSet, value: unknown, source: string, key: string
   }
 }
 
+/** `layers: [{ diffId, tarSize, compressedDigests: [...] }]` as the store's inventory lists unpacked layers. */
+function addLayers(set: ExcludeSet, value: unknown, source: string): void {
+  if (value === undefined) return;
+  if (!Array.isArray(value)) throw new FerryError('USAGE', `${source}: "layers" is not a list`);
+  for (const item of value) {
+    const o = typeof item === 'object' && item !== null ? (item as Record<string, unknown>) : {};
+    if (typeof o.diffId !== 'string' || !isDigest(o.diffId)) {
+      throw new FerryError('USAGE', `${source}: "layers" holds ${JSON.stringify(item)}, without a diffId digest`);
+    }
+    set.add(o.diffId);
+    if (typeof o.tarSize === 'number' && Number.isSafeInteger(o.tarSize)) set.tarSizes.set(o.diffId, o.tarSize);
+    for (const d of Array.isArray(o.compressedDigests) ? o.compressedDigests : []) {
+      if (typeof d === 'string' && isDigest(d)) set.add(d);
+    }
+  }
+}
+
 /**
- * An inventory: `{ "blobs": [digest, ...], "diffIds": [digest, ...] }` as `ferry inventory`
- * writes it; entries may also be objects `{ "digest", "diffId"?, "tarSize"? }`. Unknown keys are ignored.
+ * An inventory as `ferry inventory` writes it (src/store/inventory.ts): `blobs` (digests, or
+ * objects `{ digest, diffId?, tarSize? }`), optional `diffIds`, and optional `layers`
+ * (`{ diffId, tarSize?, compressedDigests? }`). Unknown keys are ignored.
  */
 export function excludeSetFromInventory(value: unknown, source: string): ExcludeSet {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -67,7 +85,7 @@ export function excludeSetFromInventory(value: unknown, source: string): Exclude
   const set = new ExcludeSet();
   addDigests(set, o.blobs, source, 'blobs');
   addDigests(set, o.diffIds, source, 'diffIds');
-  addDigests(set, o.layers, source, 'layers');
+  addLayers(set, o.layers, source);
   return set;
 }
 

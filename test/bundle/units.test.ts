@@ -245,6 +245,20 @@ describe('exclude sets', () => {
     const set = excludeSetFromInventory({ blobs: [a, { digest: b, diffId: digestOf('c'), tarSize: 10 }], diffIds: [digestOf('d')] }, 'inv');
     expect([...set].sort()).toEqual([a, b, digestOf('c'), digestOf('d')].sort());
     expect(set.tarSizes.get(digestOf('c'))).toBe(10);
+    // The store's inventory shape (src/store/inventory.ts).
+    const store = excludeSetFromInventory(
+      {
+        kind: 'ferry-inventory',
+        schemaVersion: 1,
+        blobs: [a],
+        diffIds: [digestOf('e')],
+        layers: [{ chainId: digestOf('x'), diffId: digestOf('e'), tarSize: 4096, compressedDigests: [digestOf('f')] }],
+        images: [{ name: 'docker.io/library/redis:7', manifestDigest: digestOf('m'), platform: { os: 'linux', architecture: 'amd64' } }],
+      },
+      'inv',
+    );
+    expect([...store].sort()).toEqual([a, digestOf('e'), digestOf('f')].sort());
+    expect(store.tarSizes.get(digestOf('e'))).toBe(4096);
     expect(() => excludeSetFromInventory({ images: [] }, 'inv')).toThrow(/needs a "blobs" list/);
     expect(() => excludeSetFromInventory({ blobs: ['nope'] }, 'inv')).toThrow(/not a digest/);
     await mkdir(join(dir, 'inv'), { recursive: true });
