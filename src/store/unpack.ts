@@ -1,6 +1,19 @@
-import { constants as fsConstants } from 'node:fs';
-import { link, lstat, lchown, mkdir, open, rm, symlink, chmod, type FileHandle } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  constants as fsConstants,
+  fchmodSync,
+  fchownSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
 import type { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
@@ -27,6 +40,8 @@ import { TarReader, type TarEntry, type TarTime } from './tar-reader.js';
  * - hardlinks: the target must already exist in this layer and not be a directory; no header
  *   metadata is applied through a link (containerd CVE-2021-32760).
  * - entries are applied strictly one at a time into a private staging directory (no races).
+ *   The filesystem calls are synchronous on purpose: each is one short syscall, and the thread
+ *   pool hop of the async twins made unpacking several times slower than tar(1).
  * - chmod comes after chown (chown clears setuid/setgid); directory modes and times are applied
  *   at the end, children first, so a 0555 directory can still receive its children.
  * - xattrs: `trusted.overlay.*` and `user.overlay.*` are escaped to `*.overlay.overlay.*` as umoci
@@ -172,9 +187,9 @@ function errnoOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
 }
 
-async function lstatOrUndefined(path: Buffer): Promise<Stats | undefined> {
+function lstatOrUndefined(path: Buffer): Stats | undefined {
   try {
-    return await lstat(path);
+    return lstatSync(path);
   } catch (err) {
     if (errnoOf(err) === 'ENOENT') return undefined;
     throw err;
@@ -200,6 +215,12 @@ class Unpacker {
   private readonly whiteouts = new Set<string>();
   /** Directories this layer made opaque. */
   private readonly opaque = new Set<string>();
+  /**
+   * Paths known to be real directories (keys). Every replacement goes through remove(), which
+   * forgets the path and all below it, so a directory later replaced by a symlink is never trusted
+   * from here (node-tar CVE-2021-32803 was a cache that missed exactly that).
+   */
+  private readonly knownDirs = new Set<string>();
   private warnedChown = false;
 
   constructor(root: string, options: UnpackOptions) {
@@ -255,14 +276,14 @@ class Unpacker {
       await this.hardlink(parts, path, key, entry);
       return;
     }
-    const existing = await lstatOrUndefined(path);
+    const existing = lstatOrUndefined(path);
     if (existing !== undefined && !(entry.type === 'dir' && existing.isDirectory())) {
       await this.remove(path, key);
     }
     switch (entry.type) {
       case 'dir':
-        if (existing === undefined || !existing.isDirectory()) await mkdir(path, 0o700);
-        await this.setXattrs(path, entry, false);
+        if (existing === undefined || !existing.isDirectory()) mkdirSync(path, 0o700);
+        this.setXattrs(path, entry, false);
         this.recordDir(key, entry);
         return;
       case 'file':
@@ -272,9 +293,9 @@ class Unpacker {
         if (entry.linkname.length === 0) throw invalidLayer(this.what, entry.name, 'symlink with an empty target');
         // The target is stored verbatim: absolute targets are legitimate inside the container;
         // nothing here ever follows it.
-        await symlink(entry.linkname, path);
-        await this.chown(path, entry);
-        await this.setXattrs(path, entry, true);
+        symlinkSync(entry.linkname, path);
+        this.chown(path, entry);
+        this.setXattrs(path, entry, true);
         this.times(path, entry);
         return;
       case 'char':
@@ -295,11 +316,16 @@ class Unpacker {
   private async ensureParents(parts: readonly Buffer[], name: Buffer): Promise<void> {
     for (let i = 1; i < parts.length; i++) {
       const prefix = parts.slice(0, i);
+      const key = keyOf(prefix);
+      if (this.knownDirs.has(key)) continue;
       const path = this.abs(prefix);
-      const st = await lstatOrUndefined(path);
+      const st = lstatOrUndefined(path);
       if (st === undefined) {
         await this.impliedDir(prefix, path);
-      } else if (!st.isDirectory()) {
+        this.knownDirs.add(key);
+      } else if (st.isDirectory()) {
+        this.knownDirs.add(key);
+      } else {
         const kind = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
         throw unsafe(this.what, name, `its parent "${printable(Buffer.concat(prefix.flatMap((p, j) => (j ? [Buffer.from('/'), p] : [p]))))}" is ${kind}`);
       }
@@ -308,7 +334,7 @@ class Unpacker {
 
   /** A parent the tar did not list: same metadata as in the lower layers, else 0755 root. */
   private async impliedDir(prefix: readonly Buffer[], path: Buffer): Promise<void> {
-    await mkdir(path, 0o700);
+    mkdirSync(path, 0o700);
     const key = keyOf(prefix);
     const lower = await this.lowerDir(prefix);
     if (lower === undefined) {
@@ -320,7 +346,7 @@ class Unpacker {
       const ns = BigInt(ms);
       return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
     };
-    const big = await lstat(lower.path, { bigint: true });
+    const big = lstatSync(lower.path, { bigint: true });
     this.dirs.set(key, {
       mode: st.mode & 0o7777,
       uid: st.uid,
@@ -344,7 +370,7 @@ class Unpacker {
       let complete = true;
       for (const part of prefix) {
         path = Buffer.concat([path, Buffer.from('/'), part]);
-        const st = await lstatOrUndefined(path);
+        const st = lstatOrUndefined(path);
         if (st === undefined) {
           complete = false;
           break;
@@ -353,7 +379,7 @@ class Unpacker {
         if (!st.isDirectory()) return undefined;
         if (this.native.lgetxattr(path, this.opaqueXattr)?.toString() === 'y') hidden = true;
       }
-      if (complete) return { stat: await lstat(path), path };
+      if (complete) return { stat: lstatSync(path), path };
       if (hidden) return undefined;
     }
     return undefined;
@@ -361,11 +387,12 @@ class Unpacker {
 
   /** Remove what is at `path` (this layer's), and forget metadata recorded under it. */
   private async remove(path: Buffer, key: string): Promise<void> {
-    await rm(path, { recursive: true, force: true });
+    rmSync(path, { recursive: true, force: true });
     const prefix = `${key}/`;
     for (const k of [...this.dirs.keys()]) if (k === key || k.startsWith(prefix)) this.dirs.delete(k);
     for (const k of [...this.whiteouts]) if (k === key || k.startsWith(prefix)) this.whiteouts.delete(k);
     for (const k of [...this.opaque]) if (k === key || k.startsWith(prefix)) this.opaque.delete(k);
+    for (const k of [...this.knownDirs]) if (k === key || k.startsWith(prefix)) this.knownDirs.delete(k);
   }
 
   private async opaqueMarker(dirParts: Buffer[], entry: TarEntry): Promise<void> {
@@ -381,7 +408,7 @@ class Unpacker {
     for (const k of [...this.whiteouts]) {
       const rest = k.slice(prefix.length);
       if (k.startsWith(prefix) && !rest.includes('/')) {
-        await rm(this.abs(k.split('/').map((p) => Buffer.from(p, 'latin1'))), { force: true });
+        rmSync(this.abs(k.split('/').map((p) => Buffer.from(p, 'latin1'))), { force: true });
         this.whiteouts.delete(k);
       }
     }
@@ -398,31 +425,29 @@ class Unpacker {
     if (this.opaque.has(keyOf(dirParts))) return;
     const path = this.abs(targetParts);
     // A whiteout applies only to lower layers: an entry this layer made stays.
-    if ((await lstatOrUndefined(path)) !== undefined) return;
+    if ((lstatOrUndefined(path)) !== undefined) return;
     this.native.mknod(path, fsConstants.S_IFCHR, 0, 0);
     this.whiteouts.add(keyOf(targetParts));
   }
 
   private async file(path: Buffer, entry: TarEntry, reader: TarReader): Promise<void> {
     const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
-    const handle = await open(path, flags, 0o600);
+    const fd = openSync(path, flags, 0o600);
     let written = 0;
     try {
       for await (const chunk of reader.body()) {
         let offset = 0;
-        while (offset < chunk.length) {
-          const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
-          offset += bytesWritten;
-        }
+        while (offset < chunk.length) offset += writeSync(fd, chunk, offset, chunk.length - offset);
         written += chunk.length;
       }
       if (written !== entry.size) throw invalidLayer(this.what, entry.name, `wrote ${written} of ${entry.size} bytes`);
-      await this.chownHandle(handle, entry);
-      await this.setXattrs(path, entry, false);
-      // After chown, which clears setuid/setgid.
-      await handle.chmod(entry.mode);
+      if (this.rootless) this.skipChown();
+      else fchownSync(fd, entry.uid, entry.gid);
+      this.setXattrs(path, entry, false);
+      // After chown, which clears setuid/setgid (and file capabilities: xattrs go in between).
+      fchmodSync(fd, entry.mode);
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
     this.times(path, entry);
   }
@@ -441,10 +466,10 @@ class Unpacker {
       const type = entry.type === 'char' ? fsConstants.S_IFCHR : fsConstants.S_IFBLK;
       this.native.mknod(path, type | 0o600, entry.devmajor, entry.devminor);
     }
-    await this.chown(path, entry);
-    await this.setXattrs(path, entry, false);
+    this.chown(path, entry);
+    this.setXattrs(path, entry, false);
     // mknod just made this node in the private staging dir: chmod by path reaches it, not a link.
-    await chmod(path, entry.mode);
+    chmodSync(path, entry.mode);
     this.times(path, entry);
   }
 
@@ -456,32 +481,27 @@ class Unpacker {
     if (targetKey === key) throw invalidLayer(this.what, entry.name, 'a hardlink to itself');
     let missing = false;
     for (let i = 1; i < targetParts.length && !missing; i++) {
-      const st = await lstatOrUndefined(this.abs(targetParts.slice(0, i)));
+      const st = lstatOrUndefined(this.abs(targetParts.slice(0, i)));
       if (st === undefined) missing = true;
       else if (!st.isDirectory()) throw unsafe(this.what, entry.name, `hardlink target "${printable(entry.linkname)}" goes through a symlink or file`);
     }
     const target = this.abs(targetParts);
-    const st = missing ? undefined : await lstatOrUndefined(target);
+    const st = missing ? undefined : lstatOrUndefined(target);
     if (st === undefined || this.whiteouts.has(targetKey)) {
       throw new FerryError('INVALID_LAYER', `${this.what}: hardlink "${printable(entry.name)}" -> "${printable(entry.linkname)}": the target is not in this layer (yet)`, {
         hint: 'a hardlink must follow its target in the same layer; links to lower layers are not supported',
       });
     }
     if (st.isDirectory()) throw unsafe(this.what, entry.name, 'a hardlink to a directory');
-    const existing = await lstatOrUndefined(path);
+    const existing = lstatOrUndefined(path);
     if (existing !== undefined) await this.remove(path, key);
     // link(2) links a symlink itself, never what it points to; no metadata is applied through it.
-    await link(target, path);
+    linkSync(target, path);
   }
 
-  private async chown(path: Buffer, entry: TarEntry): Promise<void> {
+  private chown(path: Buffer, entry: TarEntry): void {
     if (this.rootless) return this.skipChown();
-    await lchown(path, entry.uid, entry.gid);
-  }
-
-  private async chownHandle(handle: FileHandle, entry: TarEntry): Promise<void> {
-    if (this.rootless) return this.skipChown();
-    await handle.chown(entry.uid, entry.gid);
+    lchownSync(path, entry.uid, entry.gid);
   }
 
   private skipChown(): void {
@@ -490,7 +510,7 @@ class Unpacker {
     this.warn(`${this.what}: not root: files are owned by the unpacking user, not the image's owners`);
   }
 
-  private async setXattrs(path: Buffer, entry: TarEntry, isSymlink: boolean): Promise<void> {
+  private setXattrs(path: Buffer, entry: TarEntry, isSymlink: boolean): void {
     for (const [name, value] of entry.xattrs) {
       const plan = xattrPlan(name);
       if ('drop' in plan) {
@@ -532,15 +552,15 @@ class Unpacker {
       const meta = this.dirs.get(key)!;
       const path = key === '' ? this.root : this.abs(key.split('/').map((p) => Buffer.from(p, 'latin1')));
       // O_NOFOLLOW|O_DIRECTORY: whatever happened, this only ever touches a real directory.
-      const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+      const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
       try {
         if (meta.uid !== undefined && meta.gid !== undefined) {
           if (this.rootless) this.skipChown();
-          else await handle.chown(meta.uid, meta.gid);
+          else fchownSync(fd, meta.uid, meta.gid);
         }
-        await handle.chmod(meta.mode);
+        fchmodSync(fd, meta.mode);
       } finally {
-        await handle.close();
+        closeSync(fd);
       }
       if (meta.mtime !== undefined) {
         const mtime = boundTime(meta.mtime);

@@ -165,6 +165,32 @@ describe('symlinks', () => {
     expect(await exists(join(outside, 'pwned'))).toBe(false);
   });
 
+  it('dir cache poisoning: a/x caches a, then a becomes a symlink, then a/pwned is refused (CVE-2021-32803)', async () => {
+    await refused(
+      [
+        { name: 'a/', type: 'dir' },
+        { name: 'a/x', body: 'x' },
+        { name: 'a', type: 'symlink', linkname: outside },
+        { name: 'a/pwned', body: 'x' },
+      ],
+      'UNSAFE_PATH',
+      /symlink/,
+    );
+    expect(await exists(join(outside, 'pwned'))).toBe(false);
+  });
+
+  it('dir cache poisoning via a hardlink replacing the dir is refused too', async () => {
+    await refused(
+      [
+        { name: 's', type: 'symlink', linkname: outside },
+        { name: 'a/x', body: 'x' },
+        { name: 'a', type: 'hardlink', linkname: 's' },
+        { name: 'a/pwned', body: 'x' },
+      ],
+      'UNSAFE_PATH',
+    );
+  });
+
   it('symlink then file through it (l -> /etc, l/passwd) is refused', async () => {
     await refused(
       [
