@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fsck, openStore } from '../../src/store/index.js';
@@ -59,6 +60,31 @@ describe('concurrent imports', () => {
     expect(sa.layersSkipped + sb.layersSkipped).toBe(2);
     const store = await openStore({ root });
     expect(await store.refs.list()).toHaveLength(1);
+    expect((await fsck(store)).problems).toEqual([]);
+  });
+});
+
+describe('crash safety', () => {
+  it('an import killed midway leaves no ref and nothing fsck objects to once tmp/ is swept', async () => {
+    const root = join(base, 'killed');
+    const p = spawn(process.execPath, [VITE_NODE, CHILD, root, 'big'], { cwd: REPO_ROOT, stdio: 'ignore' });
+    // Kill it while it unpacks: once a staging dir exists in tmp/.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const entries = await readdir(join(root, 'tmp')).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return [] as string[];
+        throw err;
+      });
+      if (entries.some((e) => e.endsWith('-layer'))) break;
+      if (Date.now() > deadline) throw new Error('the child never started unpacking');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    p.kill('SIGKILL');
+    await new Promise((r) => p.on('close', r));
+    const before = await openStore({ root, readOnly: true });
+    expect((await fsck(before)).problems.map((x) => x.kind)).toContain('tmp-leftover');
+    const store = await openStore({ root });
+    expect(await store.refs.list()).toEqual([]);
     expect((await fsck(store)).problems).toEqual([]);
   });
 });

@@ -53,10 +53,10 @@ beforeEach(async () => {
   before = await snapshot(outside);
 });
 
-async function unpack(entries: TarSpec[] | Buffer, lowerDirs: string[] = []): Promise<UnpackResult> {
+async function unpack(entries: TarSpec[] | Buffer, lowerDirs: string[] = [], rootless?: boolean): Promise<UnpackResult> {
   const tar = Buffer.isBuffer(entries) ? entries : buildTar(entries);
   try {
-    const result = await unpackLayerTar(Readable.from([tar]), root, { what: 'test layer', lowerDirs });
+    const result = await unpackLayerTar(Readable.from([tar]), root, { what: 'test layer', lowerDirs, ...(rootless === undefined ? {} : { rootless }) });
     expect(result.diffId).toBe(sha256(tar));
     return result;
   } finally {
@@ -491,5 +491,25 @@ describe('malformed archives', () => {
   it('base-256 numbers (GNU) are read: uid 2^21+5', async () => {
     await unpack([{ name: 'f', body: 'x', uid: 2 ** 21 + 5 }]);
     expect((await lstat(join(root, 'f'))).uid).toBe(2 ** 21 + 5);
+  });
+});
+
+describe('rootless unpack (what a non-root user gets)', () => {
+  it('skips devices and chown with warnings and marks opaque dirs with user.overlay.opaque', async () => {
+    const r = await unpack(
+      [
+        { name: 'dev/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666 },
+        { name: 'd/.wh..wh..opq', body: '' },
+        { name: 'f', body: 'x', uid: 1000 },
+      ],
+      [],
+      true,
+    );
+    expect(await exists(join(root, 'dev/null'))).toBe(false);
+    expect(native.lgetxattr(join(root, 'd'), 'user.overlay.opaque')?.toString()).toBe('y');
+    expect(native.lgetxattr(join(root, 'd'), 'trusted.overlay.opaque')).toBeNull();
+    expect((await lstat(join(root, 'f'))).uid).toBe(process.getuid!());
+    expect(r.warnings.join('\n')).toMatch(/skipped device/);
+    expect(r.warnings.join('\n')).toMatch(/not root/);
   });
 });
