@@ -6,6 +6,8 @@ import type { BundleHeaderInfo } from './read-bundle.js';
 /** What `ferry ls` shows, computed from the header alone (no blob is read). */
 export interface BundleDescription {
   bundle: string;
+  /** Where it was read from: one file, volumes, or stdin. */
+  source: 'file' | 'volumes' | 'stdin';
   formatVersion: number;
   ferryVersion: string;
   created: string;
@@ -19,8 +21,8 @@ export interface BundleDescription {
     blobs: number;
     /** The uncompressed content of the blobs in the bundle. */
     uncompressedBytes: number;
-    /** The bundle on disk (all volumes). */
-    compressedBytes: number;
+    /** The bundle on disk (all volumes); undefined when read from stdin. */
+    compressedBytes: number | undefined;
     /** What the same images weigh pulled from a registry. */
     pulledBytes: number;
   };
@@ -61,7 +63,8 @@ export function describeBundle(info: BundleHeaderInfo): BundleDescription {
     .filter(([, list]) => list.length > 1)
     .map(([blob, list]) => ({ blob, size: blobSize.get(blob) ?? 0, images: list }));
   return {
-    bundle: location.kind === 'file' ? location.path : location.base,
+    bundle: location === undefined ? 'stdin' : location.kind === 'file' ? location.path : location.base,
+    source: location === undefined ? 'stdin' : location.kind,
     formatVersion: header.formatVersion,
     ferryVersion: header.ferryVersion,
     created: header.created,
@@ -76,7 +79,7 @@ export function describeBundle(info: BundleHeaderInfo): BundleDescription {
       compressedBytes: info.compressedSize,
       pulledBytes: header.totals.pulledBytes,
     },
-    volumes: location.kind === 'volumes' ? location.volumes.map((v) => ({ path: v.path, size: v.size })) : [],
+    volumes: location?.kind === 'volumes' ? location.volumes.map((v) => ({ path: v.path, size: v.size })) : [],
     requires: header.requires,
     requiredBytes: header.totals.requiredBytes,
     window: {

@@ -265,12 +265,13 @@ export interface BundleHeaderInfo {
   headerBytes: Buffer;
   signature: Buffer | undefined;
   signatureVerified: boolean;
-  location: BundleLocation;
-  /** Bytes on disk: the file, or every volume together. */
-  compressedSize: number;
+  /** Undefined when read from stdin. */
+  location: BundleLocation | undefined;
+  /** Bytes on disk: the file, or every volume together; undefined for stdin. */
+  compressedSize: number | undefined;
 }
 
-/** Read only the start of a bundle: its header and signature (for ls, and delta planning). */
+/** Read only the start of a bundle (a path, or `-` for stdin): its header and signature (for ls, and delta planning). */
 export async function readBundleHeader(path: string, options: { publicKey?: KeyObject | string; signal?: AbortSignal } = {}): Promise<BundleHeaderInfo> {
   const stream = openBundleStream(path, options);
   try {
@@ -279,9 +280,8 @@ export async function readBundleHeader(path: string, options: { publicKey?: KeyO
       throw new FerryError('BUNDLE_INVALID', `${basename(path)}: no header`);
     }
     const { header, headerBytes, signature, signatureVerified, location } = first.value;
-    const loc = location!;
-    const compressedSize = loc.kind === 'file' ? loc.size : loc.volumes.reduce((s, v) => s + v.size, 0);
-    return { header, headerBytes, signature, signatureVerified, location: loc, compressedSize };
+    const compressedSize = location === undefined ? undefined : location.kind === 'file' ? location.size : location.volumes.reduce((s, v) => s + v.size, 0);
+    return { header, headerBytes, signature, signatureVerified, location, compressedSize };
   } finally {
     await stream.return(undefined);
   }

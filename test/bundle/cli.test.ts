@@ -1,4 +1,4 @@
-import { open, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPrivateKey } from '../../src/bundle/sign.js';
@@ -61,6 +61,13 @@ describe('ferry ls', () => {
     expect(r.stdout).toContain(`delta: requires 1 layer (`);
     expect(r.stdout).toContain(base.digest);
     expect(r.stdout).toContain('plain tools need `zstd -d --long=30`');
+  });
+
+  it('reads a bundle from stdin', async () => {
+    const r = await runFerry(['ls', '-'], { input: await readFile(bundle) });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^stdin: ferry bundle v1 .* read from stdin/);
+    expect(r.stdout).toContain(refOf('tools'));
   });
 
   it('names a missing bundle', async () => {

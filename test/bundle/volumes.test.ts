@@ -57,7 +57,7 @@ describe('volumes (--split 16M of an image with a 64 MiB layer)', () => {
   it('are found from the base name or from the first volume, and read in one pass', async () => {
     for (const input of [base, `${base}.001`]) {
       const info = await readBundleHeader(input);
-      expect(info.location.kind).toBe('volumes');
+      expect(info.location?.kind).toBe('volumes');
       expect(info.compressedSize).toBe(summary.bytes);
       let bytes = 0;
       for await (const event of openBundleStream(input)) if (event.type === 'blob') bytes += (await drain(event.stream)).length;

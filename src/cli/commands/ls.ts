@@ -20,7 +20,7 @@ function table(rows: string[][]): string[] {
 /** The human form of `ferry ls`. */
 export function formatDescription(d: BundleDescription): string {
   const lines: string[] = [];
-  const where = d.volumes.length > 0 ? count(d.volumes.length, 'volume') : 'one file';
+  const where = d.source === 'volumes' ? count(d.volumes.length, 'volume') : d.source === 'file' ? 'one file' : 'read from stdin';
   lines.push(`${d.bundle}: ferry bundle v${d.formatVersion} (ferry ${d.ferryVersion}), created ${d.created}, layers ${d.layers}, ${d.signed ? 'signed' : 'unsigned'}, ${where}`);
   lines.push('');
   lines.push(
@@ -36,7 +36,7 @@ export function formatDescription(d: BundleDescription): string {
   const t = d.totals;
   lines.push(
     '',
-    `total: ${count(t.images, 'image')}, ${count(t.blobs, 'blob')}, ${formatBytes(t.uncompressedBytes)} uncompressed, ${formatBytes(t.compressedBytes)} compressed (${formatBytes(t.pulledBytes)} as pulled from a registry)`,
+    `total: ${count(t.images, 'image')}, ${count(t.blobs, 'blob')}, ${formatBytes(t.uncompressedBytes)} uncompressed, ${t.compressedBytes === undefined ? '' : `${formatBytes(t.compressedBytes)} compressed `}(${formatBytes(t.pulledBytes)} as pulled from a registry)`,
   );
   if (d.requires.length > 0) {
     lines.push(`delta: requires ${count(d.requires.length, 'layer')} (${formatBytes(d.requiredBytes)}) already on the target:`);
@@ -55,7 +55,7 @@ export const registerLs: Register = (program) => {
   program
     .command('ls')
     .description('list what a bundle holds, reading only its start')
-    .argument('<bundle>', 'bundle file, base name of its volumes, or its first volume (b.tar.zst.001)')
+    .argument('<bundle>', 'bundle file, base name of its volumes, its first volume (b.tar.zst.001), or - for stdin')
     .option('--json', 'print machine-readable JSON')
     .action(async (bundle: string, flags: LsFlags) => {
       const description = describeBundle(await readBundleHeader(bundle));

@@ -20,7 +20,7 @@ export const registerVerify: Register = (program) => {
   program
     .command('verify')
     .description('verify a bundle: volumes, blob digests, completeness, signature')
-    .argument('<bundle>', 'bundle file, base name of its volumes, or its first volume (b.tar.zst.001)')
+    .argument('<bundle>', 'bundle file, base name of its volumes, its first volume (b.tar.zst.001), or - for stdin')
     .option('--key <pub.pem>', 'require a valid signature by this ed25519 public key')
     .option('--json', 'print the report as JSON')
     .action(async (bundle: string, flags: VerifyFlags) => {
