@@ -10,17 +10,28 @@ export function buildProgram(): Command {
     .description('carry container images across an air gap: export, import, run')
     .version(VERSION, '--version')
     .option('--root <dir>', 'store root (default $FERRY_ROOT, /var/lib/ferry as root, else $XDG_DATA_HOME/ferry)')
-    .option('--insecure-registry <host>', 'use plain HTTP for this registry host (repeatable)', collect, [])
+    .option('--insecure-registry <host>', 'use plain HTTP for this registry host (repeatable)', collect)
     .option('--ca-file <file>', 'extra CA certificates (PEM) for registry TLS')
     .showHelpAfterError(false)
     .exitOverride()
-    .configureOutput({ outputError: () => undefined });
+    .configureOutput({ outputError: () => undefined })
+    // `ferry run IMAGE CMD --flag`: what follows the image is the container's (passThroughOptions),
+    // which commander allows only when global options are positional.
+    .enablePositionalOptions();
   for (const register of COMMANDS) register(program);
+  // ...but every other command still takes the global options after its name too.
+  for (const sub of program.commands) {
+    if ((sub as unknown as { _passThroughOptions?: boolean })._passThroughOptions === true) continue;
+    const has = (flag: string): boolean => sub.options.some((o) => o.long === flag);
+    if (!has('--root')) sub.option('--root <dir>', 'store root (as the global option)');
+    if (!has('--insecure-registry')) sub.option('--insecure-registry <host>', 'plain HTTP for this registry host (as the global option)', collect);
+    if (!has('--ca-file')) sub.option('--ca-file <file>', 'extra CA certificates (as the global option)');
+  }
   return program;
 }
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 /** Run the CLI; resolves to the process exit code. Never throws. */
