@@ -28,6 +28,7 @@ import {
   locationName,
   openLocationStream,
   type BundleLocation,
+  type VolumeInfo,
 } from './volumes.js';
 
 /**
@@ -79,13 +80,17 @@ interface Opened {
   name: string;
   location: BundleLocation | undefined;
   compressed: Readable;
+  /** The volume being read (to limit the search for a damaged one to those read so far). */
+  current: () => VolumeInfo | undefined;
 }
 
 async function openInput(input: BundleInput, signal: AbortSignal | undefined): Promise<Opened> {
-  if (typeof input !== 'string') return { name: 'bundle stream', location: undefined, compressed: input };
-  if (input === '-') return { name: 'bundle on stdin', location: undefined, compressed: process.stdin };
+  const none = (): undefined => undefined;
+  if (typeof input !== 'string') return { name: 'bundle stream', location: undefined, compressed: input, current: none };
+  if (input === '-') return { name: 'bundle on stdin', location: undefined, compressed: process.stdin, current: none };
   const location = await locateBundle(input);
-  return { name: locationName(location), location, compressed: openLocationStream(location, signal === undefined ? {} : { signal }).stream };
+  const { stream, current } = openLocationStream(location, signal === undefined ? {} : { signal });
+  return { name: locationName(location), location, compressed: stream, current };
 }
 
 /** Pass chunks through, failing at once when the stream does not start with a zstd frame. */
@@ -119,7 +124,10 @@ async function explain(err: unknown, opened: Opened, signal: AbortSignal | undef
   if (isFerryError(err, 'DIGEST_MISMATCH') && /is damaged: copy it again$/.test(err.message)) return err;
   if (signal?.aborted === true) return err;
   if (opened.location?.kind === 'volumes') {
-    const bad = await damagedVolumes(opened.location, signal);
+    // The damage is in a volume read so far: the decoder fails at it, or soon after.
+    const current = opened.current();
+    const upTo = current === undefined ? opened.location.volumes.length : opened.location.volumes.indexOf(current) + 1;
+    const bad = await damagedVolumes({ ...opened.location, volumes: opened.location.volumes.slice(0, upTo) }, signal);
     if (bad.length > 0) return damagedVolumeError(bad[0]!.path, err);
   }
   if (err instanceof FerryError) return err;

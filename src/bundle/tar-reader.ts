@@ -178,8 +178,8 @@ export class TarReader {
   }
 
   /**
-   * The body of the current entry as chunks, read as the consumer pulls them. `onChunk` sees
-   * every chunk (for hashing). The entry is finished when the iterator completes.
+   * The body of the current entry as chunks, read as the consumer pulls them. Left unfinished,
+   * the rest is skipped by the next `nextEntry()`.
    */
   async *bodyChunks(): AsyncGenerator<Buffer> {
     this.bodyOpen = true;
