@@ -669,8 +669,8 @@ static int setup_container(const struct spec *s, int ttysock) {
   if (umount2(".", MNT_DETACH) < 0) fail("detach the host's root");
   if (chdir("/") < 0) fail("chdir /");
   close(root);
-  if (s->readonly && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0) fail("remount the root read-only");
   if (s->mkcwd) mkdir_p(s->cwd);
+  if (s->readonly && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0) fail("remount the root read-only");
   int slave = -1;
   if (s->tty) {
     int master;

@@ -1,0 +1,97 @@
+import type { Command } from 'commander';
+import { UsageError } from '../../errors.js';
+import { parsePlatform } from '../../oci/platform.js';
+import { runContainer, type RunOptions } from '../../runtime/containers.js';
+import { LaunchError } from '../../runtime/launcher.js';
+import { reportError } from '../output.js';
+import { storeFromCommand } from '../store-options.js';
+import type { Register } from './index.js';
+
+interface RunFlags {
+  detach?: boolean;
+  interactive?: boolean;
+  tty?: boolean;
+  rm?: boolean;
+  name?: string;
+  env: string[];
+  envFile: string[];
+  volume: string[];
+  workdir?: string;
+  user?: string;
+  entrypoint?: string;
+  hostname?: string;
+  network: string;
+  readOnly?: boolean;
+  platform?: string;
+}
+
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * A start failure inside the launcher exits as docker does (125 setup, 126 cannot execute, 127
+ * not found) instead of ferry's usual 1, after the usual error lines.
+ */
+export function reportLaunchError(err: unknown): void {
+  if (!(err instanceof LaunchError)) throw err;
+  reportError(err, (line) => process.stderr.write(`${line}\n`));
+  process.exitCode = err.exitCode;
+}
+
+/** `ferry run [flags] IMAGE [COMMAND...]`: flags after the image belong to the command. */
+export const registerRun: Register = (program) => {
+  program
+    .command('run')
+    .description('run a command in a new container from a store image')
+    .argument('<image>', 'image name or digest in the store')
+    .argument('[command...]', 'command and arguments (default: the image\'s Entrypoint and Cmd)')
+    .option('-d, --detach', 'run in the background and print the container ID; output goes to its log')
+    .option('-i, --interactive', 'keep stdin attached')
+    .option('-t, --tty', 'give the container a terminal (pty)')
+    .option('--rm', 'remove the container when it exits')
+    .option('--name <name>', 'name the container')
+    .option('-e, --env <NAME[=VALUE]>', 'set an environment variable (NAME alone takes the host value; repeatable)', collect, [])
+    .option('--env-file <file>', 'read NAME=VALUE lines from a file (repeatable)', collect, [])
+    .option('-v, --volume <HOST:CONTAINER[:ro]>', 'bind a host directory or file (repeatable)', collect, [])
+    .option('-w, --workdir <dir>', 'working directory inside the container')
+    .option('-u, --user <user[:group]>', 'user (name or uid) and group, looked up in the image')
+    .option('--entrypoint <command>', 'replace the image\'s Entrypoint ("" clears it; the image\'s Cmd is dropped)')
+    .option('--hostname <name>', 'hostname (default: the short container ID)')
+    .option('--network <mode>', 'host (share the host\'s network) or none (loopback only)', 'host')
+    .option('--read-only', 'mount the container\'s root filesystem read-only')
+    .option('--platform <os/arch[/variant]>', 'which platform of a multi-platform image (default: this host\'s)')
+    .passThroughOptions()
+    .action(async (image: string, command: string[], flags: RunFlags, cmd: Command) => {
+      if (flags.network !== 'host' && flags.network !== 'none') {
+        throw new UsageError(`--network ${flags.network}: expected host or none`);
+      }
+      const store = await storeFromCommand(cmd);
+      const options: RunOptions = {
+        image,
+        command,
+        env: flags.env,
+        envFiles: flags.envFile,
+        volumes: flags.volume,
+        network: flags.network,
+        readOnly: flags.readOnly === true,
+        interactive: flags.interactive === true,
+        tty: flags.tty === true,
+        detach: flags.detach === true,
+        remove: flags.rm === true,
+      };
+      if (flags.name !== undefined) options.name = flags.name;
+      if (flags.workdir !== undefined) options.workdir = flags.workdir;
+      if (flags.user !== undefined) options.user = flags.user;
+      if (flags.entrypoint !== undefined) options.entrypoint = flags.entrypoint;
+      if (flags.hostname !== undefined) options.hostname = flags.hostname;
+      if (flags.platform !== undefined) options.platform = parsePlatform(flags.platform);
+      try {
+        const result = await runContainer(store, options);
+        if (result.exitCode === undefined) process.stdout.write(`${result.id}\n`);
+        else process.exitCode = result.exitCode;
+      } catch (err) {
+        reportLaunchError(err);
+      }
+    });
+};

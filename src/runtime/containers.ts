@@ -1,0 +1,587 @@
+import { constants as fsConstants } from 'node:fs';
+import { chmod, chown, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, posix, relative } from 'node:path';
+import { FerryError, UsageError, messageOf } from '../errors.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
+import { parseReference } from '../oci/reference.js';
+import { findStoreImage, openStoreImageByDigest, rootfsPlan, type Store } from '../store/index.js';
+import { ownedName } from '../store/owner.js';
+import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
+import { lookupLayered, readLayeredFile } from './layered-fs.js';
+import { launch, type LaunchBind, type LaunchStdio, type Launched } from './launcher.js';
+import { killArgument, parseSignal } from './signals.js';
+import {
+  checkName,
+  containerPaths,
+  findContainer,
+  generateName,
+  isAlive,
+  listContainers,
+  loadContainer,
+  newContainerId,
+  processStartTime,
+  shortId,
+  writeRecord,
+  writeRunState,
+  type ContainerInfo,
+  type ContainerRecord,
+} from './state.js';
+import { resolveUser, type ExecUser } from './users.js';
+
+/**
+ * The container lifecycle (DESIGN "Runtime"): create (files on disk), start (the launcher),
+ * stop / kill / rm, exec, logs. A container's status comes from its files and live processes
+ * (state.ts), so it survives ferry exiting.
+ */
+export interface RunOptions extends RunFlags {
+  /** Image name or digest in the store. */
+  image: string;
+  platform?: Platform;
+  envFiles?: readonly string[];
+  /** -v HOST:CONTAINER[:ro|rw] */
+  volumes?: readonly string[];
+  network?: 'host' | 'none';
+  readOnly?: boolean;
+  name?: string;
+  interactive?: boolean;
+  detach?: boolean;
+  remove?: boolean;
+  /** For bare `-e NAME` entries; default process.env. */
+  hostEnv?: NodeJS.ProcessEnv;
+  /** A foreground run's stdin/stdout/stderr; default ferry's own (stdin only with -i). */
+  stdio?: [LaunchStdio, LaunchStdio, LaunchStdio];
+}
+
+export interface RunResult {
+  id: string;
+  name: string;
+  /** Foreground runs: the container's exit code (128+N when killed by signal N). */
+  exitCode?: number;
+}
+
+/** Signals a foreground ferry passes on to the container (ferry's terminal sends them to ferry). */
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+/** -v HOST:CONTAINER[:ro|rw]: absolute paths only (no named volumes); the host dir is created when missing, as docker does. */
+export function parseVolume(text: string): LaunchBind {
+  const parts = text.split(':');
+  if (parts.length < 2 || parts.length > 3) {
+    throw new UsageError(`volume "${text}": expected HOST:CONTAINER[:ro]`);
+  }
+  const [host, ctr, opts = ''] = parts as [string, string, string?];
+  if (!isAbsolute(host)) {
+    throw new UsageError(`volume "${text}": the host path must be absolute`, { hint: 'named volumes are not supported: give a host directory, e.g. -v /srv/data:/data' });
+  }
+  if (!ctr.startsWith('/')) throw new UsageError(`volume "${text}": the container path must be absolute`);
+  const destination = posix.normalize(ctr).replace(/\/+$/, '');
+  if (destination === '' || destination === '/') throw new UsageError(`volume "${text}": cannot mount over the container's root`);
+  let readOnly = false;
+  for (const o of opts === '' ? [] : opts.split(',')) {
+    if (o === 'ro') readOnly = true;
+    else if (o === 'rw') readOnly = false;
+    else throw new UsageError(`volume "${text}": unknown option "${o}" (ro or rw)`);
+  }
+  return { source: posix.normalize(host), destination, readOnly };
+}
+
+function depth(path: string): number {
+  return path.split('/').filter((c) => c !== '').length;
+}
+
+async function readHostFile(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
+/**
+ * Mount points the launcher needs but the image lacks (/proc, /sys, /dev, /etc/hosts, ...) go into
+ * `init/`, a lower layer above the image's (docker's "-init" layer): the container's upper layer
+ * then holds only what the container itself changed. A created /etc copies the image's /etc
+ * metadata, so the merged directory looks exactly as in the image.
+ */
+async function makeInitLayer(initDir: string, layers: readonly string[]): Promise<void> {
+  await mkdir(initDir, { mode: 0o755 });
+  for (const dir of ['proc', 'sys', 'dev']) {
+    if ((await lookupLayered(layers, `/${dir}`, false)) === undefined) await mkdir(join(initDir, dir), { mode: 0o755 });
+  }
+  const etc = await lookupLayered(layers, '/etc', false);
+  if (etc !== undefined && !etc.stat.isDirectory()) return; // a symlinked /etc: the launcher resolves inside the root
+  const missing: string[] = [];
+  for (const f of ['hosts', 'hostname', 'resolv.conf']) if ((await lookupLayered(layers, `/etc/${f}`, false)) === undefined) missing.push(f);
+  if (missing.length === 0) return;
+  const etcDir = join(initDir, 'etc');
+  await mkdir(etcDir, { mode: 0o755 });
+  for (const f of missing) await writeFile(join(etcDir, f), '', { mode: 0o644 });
+  if (etc !== undefined) {
+    await chown(etcDir, etc.stat.uid, etc.stat.gid);
+    await chmod(etcDir, etc.stat.mode & 0o7777);
+    await utimes(etcDir, etc.stat.atime, etc.stat.mtime);
+  }
+}
+
+async function writeNetworkFiles(record: ContainerRecord, root: string): Promise<void> {
+  const paths = containerPaths(root, record.id);
+  const name = record.hostname;
+  let hosts: string;
+  let resolv: string;
+  if (record.network === 'host') {
+    hosts = await readHostFile('/etc/hosts');
+    if (hosts !== '' && !hosts.endsWith('\n')) hosts += '\n';
+    if (!hosts.split('\n').some((l) => l.split(/\s+/).slice(1).includes(name))) hosts += `127.0.0.1\t${name}\n`;
+    resolv = await readHostFile('/etc/resolv.conf');
+  } else {
+    hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t${name}\n`;
+    resolv = '# ferry: --network none\n';
+  }
+  await writeFile(paths.hosts, hosts, { mode: 0o644 });
+  await writeFile(paths.hostname, `${name}\n`, { mode: 0o644 });
+  await writeFile(paths.resolvConf, resolv, { mode: 0o644 });
+}
+
+/** The image's (or a container's) user, resolved from its own /etc/passwd and /etc/group. */
+export async function resolveUserInLayers(layers: readonly string[], spec: string, where: string): Promise<ExecUser> {
+  const passwd = await readLayeredFile(layers, '/etc/passwd');
+  const group = await readLayeredFile(layers, '/etc/group');
+  return resolveUser(spec, passwd?.toString('utf8'), group?.toString('utf8'), where);
+}
+
+/** Layer diff dirs of a container's image, top first (host paths). */
+async function imageLayerDirs(store: Store, record: ContainerRecord): Promise<string[]> {
+  const plan = JSON.parse(await readFile(containerPaths(store.root, record.id).rootfsPlan, 'utf8')) as { chainIds: string[] };
+  return [...plan.chainIds].reverse().map((c) => store.layers.diffDir(c as Parameters<Store['layers']['diffDir']>[0]));
+}
+
+/** The container's files as it sees them now, minus mounts: upper first, then the image. */
+export async function containerLayerDirs(store: Store, record: ContainerRecord): Promise<string[]> {
+  return [containerPaths(store.root, record.id).upper, ...(await imageLayerDirs(store, record))];
+}
+
+/** Write a container's files (nothing runs yet). */
+export async function createContainer(store: Store, options: RunOptions): Promise<ContainerRecord> {
+  const entry = await findStoreImage(store, options.image, options.platform);
+  const image = await openStoreImageByDigest(store, entry.manifestDigest, parseReference(entry.name));
+  const id = newContainerId();
+  const plan = rootfsPlan({ storeRoot: store.root, diffIds: image.config.rootfs.diff_ids, containerId: id });
+  for (const [i, chainId] of plan.chainIds.entries()) {
+    if (!(await store.layers.has(chainId))) {
+      throw new FerryError('STORE_ERROR', `image ${entry.name}: layer ${i} (${chainId}) is not unpacked in the store`, {
+        hint: 'import the image again; ferry fsck lists what is missing',
+      });
+    }
+  }
+  const layers = [...plan.chainIds].reverse().map((c) => store.layers.diffDir(c));
+
+  const hostEnv = options.hostEnv ?? process.env;
+  const fileEntries: string[] = [];
+  for (const f of options.envFiles ?? []) {
+    let text: string;
+    try {
+      text = await readFile(f, 'utf8');
+    } catch (err) {
+      throw new UsageError(`--env-file ${f}: ${messageOf(err)}`, { cause: err });
+    }
+    fileEntries.push(...parseEnvFile(text));
+  }
+  const env = expandEnv([...fileEntries, ...(options.env ?? [])], hostEnv);
+  const flags: RunFlags = { ...options, env };
+  const spec = buildProcessSpec(image.config.config, flags, shortId(id));
+  const user = await resolveUserInLayers(layers, spec.user, `image ${entry.name}`);
+  const volumes = (options.volumes ?? []).map(parseVolume);
+  const stopSignal = parseSignal(image.config.config?.StopSignal ?? 'SIGTERM').name;
+  const img = image.config.config ?? {};
+
+  const record: ContainerRecord = {
+    schemaVersion: 1,
+    id,
+    name: options.name === undefined ? '' : checkName(options.name),
+    created: new Date().toISOString(),
+    image: { name: entry.name, digest: image.digest, configDigest: image.configDigest, platform: formatPlatform(image.platform) },
+    process: {
+      argv: spec.argv,
+      env: spec.env,
+      cwd: spec.cwd,
+      user: spec.user,
+      uid: user.uid,
+      gid: user.gid,
+      groups: user.groups,
+      home: user.home,
+      tty: options.tty ?? false,
+      interactive: options.interactive ?? false,
+    },
+    config: {
+      ...spec.config,
+      ...(img.StopSignal !== undefined ? { StopSignal: img.StopSignal } : {}),
+      ...(img.Labels !== undefined ? { Labels: img.Labels } : {}),
+      ...(img.ExposedPorts !== undefined ? { ExposedPorts: img.ExposedPorts } : {}),
+      ...(img.Volumes !== undefined ? { Volumes: img.Volumes } : {}),
+    },
+    hostname: spec.hostname,
+    network: options.network ?? 'host',
+    readOnly: options.readOnly ?? false,
+    volumes,
+    stopSignal,
+    autoRemove: options.remove ?? false,
+    detached: options.detach ?? false,
+  };
+
+  for (const v of volumes) await mkdir(v.source, { recursive: true });
+  const paths = containerPaths(store.root, id);
+  await store.lock.with(async () => {
+    const all = await listContainers(store.root);
+    const taken = new Set(all.map((c) => c.record.name));
+    if (record.name === '') record.name = generateName(taken);
+    else if (taken.has(record.name)) {
+      const other = all.find((c) => c.record.name === record.name)!;
+      throw new FerryError('IN_USE', `container name "${record.name}" is already used by container ${shortId(other.record.id)}`, {
+        hint: 'remove that container (ferry rm) or choose another name',
+      });
+    }
+    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    // The plan first: from here on gc keeps the image's layers.
+    await writeFile(paths.rootfsPlan, `${JSON.stringify(plan, null, 2)}\n`, { mode: 0o600 });
+    await writeRecord(store.root, record);
+  });
+  try {
+    for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
+    await makeInitLayer(paths.init, layers);
+    await writeNetworkFiles(record, store.root);
+  } catch (err) {
+    await removeContainerFiles(store, id);
+    throw err;
+  }
+  return record;
+}
+
+async function launchRecord(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<Launched> {
+  const paths = containerPaths(store.root, record.id);
+  const plan = JSON.parse(await readFile(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
+  const rel = (p: string): string => relative(store.root, p);
+  const binds: LaunchBind[] = [
+    { source: paths.hostname, destination: '/etc/hostname', readOnly: false },
+    { source: paths.hosts, destination: '/etc/hosts', readOnly: false },
+    { source: paths.resolvConf, destination: '/etc/resolv.conf', readOnly: false },
+    ...record.volumes,
+  ];
+  // Shallow first, so a volume inside another volume (or inside /etc) lands on top (docker sorts the same way).
+  const sorted = binds.map((b, i) => ({ b, i })).sort((x, y) => depth(x.b.destination) - depth(y.b.destination) || x.i - y.i).map((x) => x.b);
+  const p = record.process;
+  return launch(
+    {
+      mode: 'run',
+      rootfsDir: paths.rootfs,
+      mountCwd: store.root,
+      // Relative to the store root: short options, and no ':' or ',' from the root's own path.
+      lowerDirs: [rel(paths.init), ...plan.lowerDirs],
+      upperDir: rel(paths.upper),
+      workDir: rel(paths.work),
+      readOnly: record.readOnly,
+      hostname: record.hostname,
+      network: record.network,
+      binds: sorted,
+      exitFile: paths.exit,
+      makeCwd: true,
+      argv: p.argv,
+      env: withHome(p.env, p.home),
+      cwd: p.cwd,
+      uid: p.uid,
+      gid: p.gid,
+      groups: p.groups,
+      tty: p.tty,
+      interactive: p.interactive,
+    },
+    { stdio, detached: record.detached },
+  );
+}
+
+/** Pass the signals ferry receives on to `pid` until the returned function is called. */
+function forwardSignals(pid: number): () => void {
+  const handlers = FORWARDED.map((sig) => {
+    const handler = (): void => {
+      try {
+        process.kill(pid, sig);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      }
+    };
+    process.on(sig, handler);
+    return [sig, handler] as const;
+  });
+  return () => {
+    for (const [sig, handler] of handlers) process.off(sig, handler);
+  };
+}
+
+/**
+ * `ferry run`: create and start a container. Foreground: waits and returns the exit code
+ * (a start failure is a LaunchError carrying 125/126/127). Detached: returns once the command runs.
+ */
+export async function runContainer(store: Store, options: RunOptions): Promise<RunResult> {
+  await removeFinishedAutoRemove(store);
+  const record = await createContainer(store, options);
+  const paths = containerPaths(store.root, record.id);
+  if (record.detached) {
+    const log = await open(paths.log, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND | fsConstants.O_NOFOLLOW, 0o640);
+    try {
+      return await startDetached(store, record, ['ignore', log.fd, log.fd]);
+    } finally {
+      await log.close();
+    }
+  }
+  const stdio = options.stdio ?? [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'];
+  let launched: Launched;
+  try {
+    launched = await launchRecord(store, record, stdio);
+  } catch (err) {
+    if (record.autoRemove) await removeContainerFiles(store, record.id);
+    throw err;
+  }
+  await recordStarted(store.root, record.id, launched);
+  const stop = forwardSignals(launched.monitorPid);
+  let exitCode: number;
+  try {
+    exitCode = await launched.exited;
+  } finally {
+    stop();
+  }
+  if (record.autoRemove) await removeContainerFiles(store, record.id);
+  return { id: record.id, name: record.name, exitCode };
+}
+
+async function startDetached(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<RunResult> {
+  const launched = await launchRecord(store, record, stdio);
+  await recordStarted(store.root, record.id, launched);
+  // The monitor lives on (its own session); ferry may exit.
+  launched.child.unref();
+  return { id: record.id, name: record.name };
+}
+
+async function recordStarted(root: string, id: string, launched: Launched): Promise<void> {
+  await writeRunState(root, id, {
+    monitorPid: launched.monitorPid,
+    monitorStart: processStartTime(launched.monitorPid) ?? '',
+    pid: launched.pid,
+    pidStart: processStartTime(launched.pid) ?? '',
+    startedAt: new Date().toISOString(),
+  });
+}
+
+/** Containers run with `-d --rm` that have exited since: removed the next time ferry looks. */
+async function removeFinishedAutoRemove(store: Store): Promise<void> {
+  for (const c of await listContainers(store.root)) {
+    if (c.record.autoRemove && c.status === 'exited') await removeContainerFiles(store, c.record.id);
+  }
+}
+
+export async function listAllContainers(store: Store): Promise<ContainerInfo[]> {
+  await removeFinishedAutoRemove(store);
+  return listContainers(store.root);
+}
+
+function signalInit(info: ContainerInfo, signal: NodeJS.Signals | number): boolean {
+  const s = info.state;
+  if (s === undefined || !isAlive(s.pid, s.pidStart)) return false;
+  try {
+    process.kill(s.pid, signal);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** Poll until the container is no longer running (monitor gone or exit recorded). */
+async function waitStopped(root: string, id: string, timeoutMs: number): Promise<ContainerInfo | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await loadContainer(root, id);
+    if (info === undefined || info.status !== 'running') return info;
+    if (Date.now() >= deadline) return info;
+    await sleep(50);
+  }
+}
+
+/** Until the monitor process itself is gone (it writes the exit file just before exiting). */
+async function waitMonitorGone(info: ContainerInfo, timeoutMs: number): Promise<void> {
+  const s = info.state;
+  if (s === undefined) return;
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(s.monitorPid, s.monitorStart) && Date.now() < deadline) await sleep(20);
+}
+
+/** `ferry stop`: the image's StopSignal (SIGTERM by default), then SIGKILL after `timeoutSeconds`. */
+export async function stopContainer(store: Store, text: string, timeoutSeconds = 10): Promise<ContainerInfo> {
+  const info = await findContainer(store.root, text);
+  if (info.status !== 'running') return info;
+  const signal = parseSignal(info.record.stopSignal);
+  signalInit(info, killArgument(signal));
+  let after = await waitStopped(store.root, info.record.id, timeoutSeconds * 1000);
+  if (after !== undefined && after.status === 'running') {
+    signalInit(after, 'SIGKILL');
+    after = await waitStopped(store.root, info.record.id, 10_000);
+  }
+  if (after?.status === 'running') {
+    throw new FerryError('RUNTIME_ERROR', `stop container ${info.record.name}: still running after SIGKILL`);
+  }
+  await waitMonitorGone(info, 5000);
+  return (await loadContainer(store.root, info.record.id)) ?? info;
+}
+
+/** `ferry kill`: send a signal (default SIGKILL) to the container's init, which passes it to the command. */
+export async function killContainer(store: Store, text: string, signalText = 'SIGKILL'): Promise<ContainerInfo> {
+  const signal = parseSignal(signalText);
+  const info = await findContainer(store.root, text);
+  if (info.status !== 'running' || !signalInit(info, killArgument(signal))) {
+    throw new FerryError('RUNTIME_ERROR', `kill container ${info.record.name}: it is not running`, { hint: 'ferry ps -a shows its status' });
+  }
+  return info;
+}
+
+/** `ferry rm`: drop the container and its writable layer; the image is untouched. */
+export async function removeContainer(store: Store, text: string, force = false): Promise<ContainerInfo> {
+  const info = await findContainer(store.root, text);
+  if (info.status === 'running') {
+    if (!force) {
+      throw new FerryError('IN_USE', `remove container ${info.record.name}: it is running`, { hint: 'stop it first (ferry stop), or use ferry rm -f' });
+    }
+    signalInit(info, 'SIGKILL');
+    const after = await waitStopped(store.root, info.record.id, 10_000);
+    if (after?.status === 'running') throw new FerryError('RUNTIME_ERROR', `remove container ${info.record.name}: still running after SIGKILL`);
+  }
+  await waitMonitorGone(info, 5000);
+  await removeContainerFiles(store, info.record.id);
+  return info;
+}
+
+/** Take the directory out of containers/ in one rename (under the lock gc uses), then delete it. */
+async function removeContainerFiles(store: Store, id: string): Promise<void> {
+  const dir = containerPaths(store.root, id).dir;
+  const trash = join(store.tmpDir, ownedName('container'));
+  await mkdir(store.tmpDir, { recursive: true });
+  const moved = await store.lock.with(async () => {
+    try {
+      await rename(dir, trash);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  });
+  if (moved) await rm(trash, { recursive: true, force: true });
+}
+
+export interface ExecOptions {
+  argv: readonly string[];
+  env?: readonly string[];
+  user?: string;
+  workdir?: string;
+  tty?: boolean;
+  interactive?: boolean;
+  hostEnv?: NodeJS.ProcessEnv;
+  stdio?: [LaunchStdio, LaunchStdio, LaunchStdio];
+}
+
+/** `ferry exec`: run a command in a running container (its namespaces, env, workdir); returns its exit code. */
+export async function execInContainer(store: Store, text: string, options: ExecOptions): Promise<number> {
+  const info = await findContainer(store.root, text);
+  const s = info.state;
+  if (info.status !== 'running' || s === undefined || !isAlive(s.pid, s.pidStart)) {
+    throw new FerryError('RUNTIME_ERROR', `exec in container ${info.record.name}: it is not running`, { hint: 'start a new one with ferry run' });
+  }
+  if (options.argv.length === 0) throw new UsageError('exec: no command given');
+  if (options.workdir !== undefined && !options.workdir.startsWith('/')) {
+    throw new UsageError(`the working directory "${options.workdir}" is invalid: it must be an absolute path`);
+  }
+  const p = info.record.process;
+  let user: ExecUser = { uid: p.uid, gid: p.gid, groups: p.groups, home: p.home, name: undefined };
+  if (options.user !== undefined) {
+    user = await resolveUserInLayers(await containerLayerDirs(store, info.record), options.user, `container ${info.record.name}`);
+  }
+  const env = mergeEnv(p.env, expandEnv(options.env ?? [], options.hostEnv ?? process.env));
+  const tty = options.tty ?? false;
+  const interactive = options.interactive ?? false;
+  const launched = await launch(
+    {
+      mode: 'exec',
+      targetPid: s.pid,
+      targetStart: s.pidStart,
+      argv: options.argv,
+      env: withHome(tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env, user.home),
+      cwd: options.workdir ?? p.cwd,
+      uid: user.uid,
+      gid: user.gid,
+      groups: user.groups,
+      tty,
+      interactive,
+    },
+    { stdio: options.stdio ?? [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'], detached: false },
+  );
+  const stop = forwardSignals(launched.monitorPid);
+  try {
+    return await launched.exited;
+  } finally {
+    stop();
+  }
+}
+
+/**
+ * `ferry logs`: write the log of a detached container; with `follow`, keep writing what it adds
+ * until the container stops (or `signal` aborts).
+ */
+export async function containerLogs(
+  store: Store,
+  text: string,
+  write: (chunk: Buffer) => Promise<void> | void,
+  options: { follow?: boolean; signal?: AbortSignal } = {},
+): Promise<void> {
+  const info = await findContainer(store.root, text);
+  const path = containerPaths(store.root, info.record.id).log;
+  let handle;
+  try {
+    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!info.record.detached) {
+      throw new FerryError('NOT_FOUND', `logs of container ${info.record.name}: it ran in the foreground, its output went to the terminal`, {
+        hint: 'run it with -d to keep a log',
+      });
+    }
+    return;
+  }
+  try {
+    let offset = 0;
+    const buf = Buffer.alloc(64 * 1024);
+    const drain = async (): Promise<void> => {
+      for (;;) {
+        const { bytesRead } = await handle.read(buf, 0, buf.length, offset);
+        if (bytesRead === 0) return;
+        offset += bytesRead;
+        await write(Buffer.from(buf.subarray(0, bytesRead)));
+      }
+    };
+    await drain();
+    if (!options.follow) return;
+    for (;;) {
+      if (options.signal?.aborted) return;
+      const now = await loadContainer(store.root, info.record.id);
+      await drain();
+      if (now === undefined || now.status !== 'running') return;
+      await sleep(100);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** For `ps`: how the container was started, as one line. */
+export function commandLine(record: ContainerRecord): string {
+  return record.process.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+}
+

@@ -1,0 +1,201 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import type { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { FerryError } from '../errors.js';
+
+/**
+ * Driving native/ferry-launch.c: the spec goes to its fd 3 as NUL-terminated key=value records,
+ * status lines come back on the same socket ("pid N", "error CODE MESSAGE"); EOF without an
+ * error means the command was exec'd.
+ */
+export interface LaunchBind {
+  source: string;
+  destination: string;
+  readOnly: boolean;
+}
+
+export interface LaunchProcess {
+  argv: readonly string[];
+  env: readonly string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  groups: readonly number[];
+  tty: boolean;
+  /** Relay stdin to the pty (-i with -t). Without -t, stdin is simply inherited. */
+  interactive: boolean;
+  noNewPrivileges?: boolean;
+}
+
+export interface RunLaunch extends LaunchProcess {
+  mode: 'run';
+  /** The empty directory the overlay is mounted on (inside the container's namespace only). */
+  rootfsDir: string;
+  /** lowerdir/upperdir/workdir may be relative to this directory (the store root). */
+  mountCwd: string;
+  lowerDirs: readonly string[];
+  upperDir: string;
+  workDir: string;
+  readOnly: boolean;
+  hostname: string;
+  network: 'host' | 'none';
+  binds: readonly LaunchBind[];
+  /** The monitor writes the exit status here when the container ends. */
+  exitFile: string;
+  /** Create the working directory when missing (docker does for run, not for exec). */
+  makeCwd: boolean;
+}
+
+export interface ExecLaunch extends LaunchProcess {
+  mode: 'exec';
+  /** Host pid of the container's init and its start time (/proc/PID/stat field 22). */
+  targetPid: number;
+  targetStart: string;
+}
+
+export type LaunchSpec = RunLaunch | ExecLaunch;
+
+/** 'inherit' (ferry's own), 'ignore' (/dev/null) or an open fd (a log file). */
+export type LaunchStdio = 'inherit' | 'ignore' | number;
+
+export interface LaunchOptions {
+  /** stdin, stdout, stderr of the launcher (and, without a pty, of the command). */
+  stdio: [LaunchStdio, LaunchStdio, LaunchStdio];
+  /** Keep running after ferry exits (-d); otherwise the container dies with ferry. */
+  detached: boolean;
+}
+
+export interface Launched {
+  child: ChildProcess;
+  /** The launcher (monitor) process. */
+  monitorPid: number;
+  /** run: the container init's host pid; exec: the process's host pid. */
+  pid: number;
+  /** The launcher's exit: the container's (or exec'd process's) exit code, 128+N on signal N. */
+  exited: Promise<number>;
+}
+
+/** A start that failed inside the launcher: the code is what docker would exit with (125/126/127). */
+export class LaunchError extends FerryError {
+  readonly exitCode: number;
+  constructor(message: string, exitCode: number) {
+    super('RUNTIME_ERROR', message, {
+      hint:
+        exitCode === 127 ? 'check the command and the image\'s PATH' :
+        exitCode === 126 ? 'the command exists but cannot be executed (permissions, format)' :
+        'see the message; the container was not started',
+    });
+    this.name = 'LaunchError';
+    this.exitCode = exitCode;
+  }
+}
+
+/** build/Release/ferry-launch of this package (src/runtime and dist/runtime are two levels down). */
+export function launcherPath(): string {
+  const path = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'ferry-launch');
+  if (!existsSync(path)) {
+    throw new FerryError('UNSUPPORTED', `container launcher ${path} is missing: it was not built`, {
+      hint: 'run `npm ci` (or `npm rebuild`) in the ferry package; it needs a C compiler, make and python3 for node-gyp',
+    });
+  }
+  return path;
+}
+
+function record(key: string, value: string | number | boolean): string {
+  const text = typeof value === 'boolean' ? (value ? '1' : '0') : String(value);
+  if (text.includes('\0')) throw new FerryError('USAGE', `${key} holds a NUL byte`);
+  return `${key}=${text}\0`;
+}
+
+/** The spec as the launcher reads it. */
+export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
+  const r: string[] = [];
+  if (spec.mode === 'run') {
+    r.push(record('rootfs', spec.rootfsDir), record('mountcwd', spec.mountCwd));
+    for (const l of spec.lowerDirs) r.push(record('lower', l));
+    r.push(record('upper', spec.upperDir), record('work', spec.workDir), record('readonly', spec.readOnly));
+    r.push(record('hostname', spec.hostname), record('net', spec.network), record('exitfile', spec.exitFile), record('mkcwd', spec.makeCwd));
+    for (const b of spec.binds) r.push(record('bind.src', b.source), record('bind.dst', b.destination), record('bind.ro', b.readOnly));
+  } else {
+    r.push(record('target', spec.targetPid), record('targetstart', spec.targetStart));
+  }
+  r.push(record('uid', spec.uid), record('gid', spec.gid));
+  for (const g of spec.groups) r.push(record('group', g));
+  r.push(record('cwd', spec.cwd), record('tty', spec.tty), record('stdin', spec.interactive), record('nonewprivs', spec.noNewPrivileges ?? false));
+  if (parentPid > 0) r.push(record('ppid', parentPid));
+  for (const e of spec.env) r.push(record('env', e));
+  for (const a of spec.argv) r.push(record('arg', a));
+  return Buffer.from(r.join(''));
+}
+
+/** Parse the status lines; throws LaunchError on "error". */
+function parseStatus(text: string): number | undefined {
+  let pid: number | undefined;
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const m = /^pid (\d+)$/.exec(line);
+    if (m) {
+      pid = Number(m[1]);
+      continue;
+    }
+    const e = /^error (\d+) (.*)$/.exec(line);
+    if (e) throw new LaunchError(e[2]!, Number(e[1]));
+    throw new FerryError('RUNTIME_ERROR', `container launcher: unexpected status "${line}"`);
+  }
+  return pid;
+}
+
+function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  return 128 + (signal === null ? 0 : constants.signals[signal]);
+}
+
+/**
+ * Start the launcher and wait until the command was exec'd (or failed to be). Rejects with a
+ * LaunchError when the start failed; the launcher has exited (or is exiting) with its code then.
+ */
+export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<Launched> {
+  const child = spawn(launcherPath(), [spec.mode], {
+    stdio: [...options.stdio, 'pipe'],
+    // Always its own session: a terminal's signals reach ferry, which forwards them once.
+    detached: true,
+    env: {},
+  });
+  const exited = new Promise<number>((resolvePromise, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => resolvePromise(exitCodeOf(code, signal)));
+  });
+  // Nobody may be left with an unhandled rejection when the caller only awaits the status.
+  exited.catch(() => undefined);
+  const sock = child.stdio[3] as Socket | null;
+  if (sock === null) throw new FerryError('RUNTIME_ERROR', 'container launcher: no status channel');
+  const chunks: Buffer[] = [];
+  const status = new Promise<string>((resolvePromise, reject) => {
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.once('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      // The launcher exiting before reading the whole spec (a usage error) resets the socket.
+      if (err.code === 'EPIPE' || err.code === 'ECONNRESET') resolvePromise(Buffer.concat(chunks).toString('utf8'));
+      else reject(err);
+    });
+    child.once('error', reject);
+  });
+  sock.end(encodeSpec(spec, options.detached ? 0 : process.pid));
+  let pid: number | undefined;
+  try {
+    pid = parseStatus(await status);
+  } catch (err) {
+    await exited.catch(() => undefined);
+    throw err;
+  } finally {
+    sock.destroy();
+  }
+  if (pid === undefined || child.pid === undefined) {
+    const code = await exited;
+    throw new LaunchError(`container launcher exited with status ${code} before starting the container`, 125);
+  }
+  return { child, monitorPid: child.pid, pid, exited };
+}

@@ -1,0 +1,264 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError, UsageError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
+import type { ContainerProcessConfig } from './container-spec.js';
+import type { LaunchBind } from './launcher.js';
+
+/**
+ * A container on disk, `ROOT/containers/<id>/`:
+ *   config.json   what it runs (written once, at create)
+ *   rootfs.json   the store's rootfs plan (gc keeps the layers it names)
+ *   state.json    the launcher's pids once started
+ *   exit          the exit status, written by the launcher's monitor when the container ends, so
+ *                 it is known even when ferry is long gone
+ *   upper/ work/  the writable layer; init/ mount points ferry adds (a lower layer, so they never
+ *                 show in diff or commit); rootfs/ the mount point (empty on the host)
+ *   hosts hostname resolv.conf   bound onto /etc in the container
+ *   log           stdout and stderr of a detached container
+ */
+export interface ContainerRecord {
+  schemaVersion: 1;
+  id: string;
+  name: string;
+  created: string;
+  image: { name: string; digest: Digest; configDigest: Digest; platform: string };
+  process: {
+    argv: string[];
+    env: string[];
+    cwd: string;
+    /** As given (-u or the image's User). */
+    user: string;
+    uid: number;
+    gid: number;
+    groups: number[];
+    /** The user's home from the image's passwd: HOME when the env has none. */
+    home: string;
+    tty: boolean;
+    interactive: boolean;
+  };
+  /** The docker-style config `commit` writes into a new image. */
+  config: ContainerProcessConfig & {
+    StopSignal?: string;
+    Labels?: Record<string, string>;
+    ExposedPorts?: Record<string, object>;
+    Volumes?: Record<string, object>;
+  };
+  hostname: string;
+  network: 'host' | 'none';
+  readOnly: boolean;
+  /** -v volumes (the /etc files are not listed). */
+  volumes: LaunchBind[];
+  stopSignal: string;
+  autoRemove: boolean;
+  detached: boolean;
+}
+
+export interface ContainerRunState {
+  /** The launcher's monitor (host namespaces) and its start time, against pid reuse. */
+  monitorPid: number;
+  monitorStart: string;
+  /** The container's init (PID 1 inside), host pid. */
+  pid: number;
+  pidStart: string;
+  startedAt: string;
+}
+
+export type ContainerStatus = 'created' | 'running' | 'exited';
+
+export interface ContainerInfo {
+  record: ContainerRecord;
+  state: ContainerRunState | undefined;
+  status: ContainerStatus;
+  /** Set when exited; null when the monitor died without recording it (killed, host reboot). */
+  exitCode: number | null | undefined;
+  finishedAt: string | undefined;
+}
+
+export interface ContainerPaths {
+  dir: string;
+  config: string;
+  rootfsPlan: string;
+  state: string;
+  exit: string;
+  log: string;
+  upper: string;
+  work: string;
+  init: string;
+  rootfs: string;
+  hosts: string;
+  hostname: string;
+  resolvConf: string;
+}
+
+export const ID_LENGTH = 64;
+export const SHORT_ID_LENGTH = 12;
+
+export function containersDir(root: string): string {
+  return join(root, 'containers');
+}
+
+export function containerPaths(root: string, id: string): ContainerPaths {
+  const dir = join(containersDir(root), id);
+  return {
+    dir,
+    config: join(dir, 'config.json'),
+    rootfsPlan: join(dir, 'rootfs.json'),
+    state: join(dir, 'state.json'),
+    exit: join(dir, 'exit'),
+    log: join(dir, 'log'),
+    upper: join(dir, 'upper'),
+    work: join(dir, 'work'),
+    init: join(dir, 'init'),
+    rootfs: join(dir, 'rootfs'),
+    hosts: join(dir, 'hosts'),
+    hostname: join(dir, 'hostname'),
+    resolvConf: join(dir, 'resolv.conf'),
+  };
+}
+
+export function newContainerId(): string {
+  return randomBytes(ID_LENGTH / 2).toString('hex');
+}
+
+export function shortId(id: string): string {
+  return id.slice(0, SHORT_ID_LENGTH);
+}
+
+const ADJECTIVES = ['brave', 'calm', 'eager', 'fond', 'gentle', 'happy', 'keen', 'lucid', 'merry', 'nimble', 'proud', 'quiet', 'sharp', 'steady', 'swift', 'tidy'];
+const NOUNS = ['barge', 'canoe', 'dinghy', 'ferry', 'galley', 'junk', 'ketch', 'launch', 'punt', 'raft', 'schooner', 'skiff', 'sloop', 'tender', 'tug', 'yawl'];
+
+/** docker-style names, adjective_noun, with a number when those are taken. */
+export function generateName(taken: ReadonlySet<string>): string {
+  for (let attempt = 0; ; attempt++) {
+    const bytes = randomBytes(2);
+    const base = `${ADJECTIVES[bytes[0]! % ADJECTIVES.length]}_${NOUNS[bytes[1]! % NOUNS.length]}`;
+    const name = attempt < 20 ? base : `${base}${attempt}`;
+    if (!taken.has(name)) return name;
+  }
+}
+
+/** docker's rule for --name. */
+export function checkName(name: string): string {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name) || name.length > 128) {
+    throw new UsageError(`container name "${name}" is invalid`, { hint: 'use letters, digits, "_", "." and "-", starting with a letter or digit' });
+  }
+  return name;
+}
+
+/** Start time of a process in clock ticks since boot (/proc/PID/stat field 22), or undefined when it is gone. */
+export function processStartTime(pid: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    throw err;
+  }
+  // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+  return text.slice(text.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** Is `pid` still the process that started at `start`? */
+export function isAlive(pid: number, start: string): boolean {
+  const now = processStartTime(pid);
+  if (now === undefined || now !== start) return false;
+  // A zombie (exited, not yet reaped by its parent) is not running.
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return text.slice(text.lastIndexOf(')') + 2, text.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function readJson<T>(path: string, what: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new FerryError('IO_ERROR', `read ${what} (${path}): ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (err) {
+    throw new FerryError('STORE_ERROR', `${what} (${path}) is not valid JSON`, { cause: err, hint: 'remove the container with ferry rm -f' });
+  }
+}
+
+export async function writeRecord(root: string, record: ContainerRecord): Promise<void> {
+  await writeFileAtomic(containerPaths(root, record.id).config, `${JSON.stringify(record, null, 2)}\n`, 0o600);
+}
+
+export async function writeRunState(root: string, id: string, state: ContainerRunState): Promise<void> {
+  await writeFileAtomic(containerPaths(root, id).state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
+}
+
+/** The recorded exit status, when the monitor wrote one. */
+async function readExit(path: string): Promise<{ code: number; at: string } | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const code = Number(text.trim());
+  if (!Number.isInteger(code)) return undefined;
+  return { code, at: (await stat(path)).mtime.toISOString() };
+}
+
+/** A container's record and live status; undefined when it does not exist (or is half-created). */
+export async function loadContainer(root: string, id: string): Promise<ContainerInfo | undefined> {
+  const paths = containerPaths(root, id);
+  const record = await readJson<ContainerRecord>(paths.config, `container ${shortId(id)} config`);
+  if (record === undefined) return undefined;
+  const state = await readJson<ContainerRunState>(paths.state, `container ${shortId(id)} state`);
+  const exit = await readExit(paths.exit);
+  if (exit !== undefined) return { record, state, status: 'exited', exitCode: exit.code, finishedAt: exit.at };
+  if (state === undefined) return { record, state, status: 'created', exitCode: undefined, finishedAt: undefined };
+  if (isAlive(state.monitorPid, state.monitorStart)) return { record, state, status: 'running', exitCode: undefined, finishedAt: undefined };
+  // The monitor is gone without writing the exit file: it was killed (or the host rebooted).
+  // It may also have written it just now, between the two reads.
+  const late = await readExit(paths.exit);
+  if (late !== undefined) return { record, state, status: 'exited', exitCode: late.code, finishedAt: late.at };
+  return { record, state, status: 'exited', exitCode: null, finishedAt: undefined };
+}
+
+/** Every container, newest first. */
+export async function listContainers(root: string): Promise<ContainerInfo[]> {
+  let ids: string[];
+  try {
+    ids = await readdir(containersDir(root));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: ContainerInfo[] = [];
+  for (const id of ids) {
+    if (!/^[0-9a-f]{64}$/.test(id)) continue;
+    const info = await loadContainer(root, id);
+    if (info !== undefined) out.push(info);
+  }
+  return out.sort((a, b) => (a.record.created < b.record.created ? 1 : a.record.created > b.record.created ? -1 : 0));
+}
+
+/** By full id, name, or unique id prefix (docker's rules). */
+export async function findContainer(root: string, text: string): Promise<ContainerInfo> {
+  const all = await listContainers(root);
+  const exact = all.find((c) => c.record.id === text || c.record.name === text || c.record.name === text.replace(/^\//, ''));
+  if (exact !== undefined) return exact;
+  const byPrefix = /^[0-9a-f]+$/.test(text) ? all.filter((c) => c.record.id.startsWith(text)) : [];
+  if (byPrefix.length === 1) return byPrefix[0]!;
+  if (byPrefix.length > 1) {
+    throw new UsageError(`container id prefix ${text} is ambiguous: ${byPrefix.map((c) => shortId(c.record.id)).join(', ')}`, {
+      hint: 'give more characters of the id, or the name',
+    });
+  }
+  throw new FerryError('NOT_FOUND', `no such container: ${text}`, { hint: 'ferry ps -a lists the containers' });
+}
