@@ -152,24 +152,47 @@ async function measureTarSizes(sources: readonly BundleSource[], options: WriteB
     }
   }
   for (const d of sizes.keys()) toMeasure.delete(d);
+  options.signal?.throwIfAborted();
   const limit = pLimit(jobs);
-  await Promise.all(
-    [...toMeasure].map(([diffId, { layer, ref }]) =>
-      limit(async () => {
-        options.signal?.throwIfAborted();
-        const open = options.signal === undefined ? {} : { signal: options.signal };
-        const stream = await layer.tar(open);
-        let bytes = 0;
-        for await (const chunk of stream) {
-          bytes += (chunk as Buffer).length;
-          options.onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: 0, done: false });
-        }
-        sizes.set(diffId, bytes);
-        options.onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: bytes, done: true });
-      }),
-    ),
-  );
+  // The first failure stops the other measurements too, instead of letting them run on unseen.
+  const stop = new AbortController();
+  const forward = (): void => stop.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', forward, { once: true });
+  try {
+    await Promise.all(
+      [...toMeasure].map(([diffId, { layer, ref }]) =>
+        limit(async () => {
+          stop.signal.throwIfAborted();
+          try {
+            sizes.set(diffId, await measureLayer(diffId, layer, ref, stop.signal, options.onProgress));
+          } catch (err) {
+            stop.abort(err);
+            throw err;
+          }
+        }),
+      ),
+    );
+  } finally {
+    options.signal?.removeEventListener('abort', forward);
+  }
   return sizes;
+}
+
+/** Stream one layer's tar to learn its size (Layer.tar() verifies the diffId on the way). */
+async function measureLayer(diffId: Digest, layer: Layer, ref: string, signal: AbortSignal, onProgress: WriteBundleOptions['onProgress']): Promise<number> {
+  const stream = await layer.tar({ signal });
+  let bytes = 0;
+  try {
+    for await (const chunk of stream) {
+      signal.throwIfAborted();
+      bytes += (chunk as Buffer).length;
+      onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: 0, done: false });
+    }
+  } finally {
+    stream.destroy();
+  }
+  onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: bytes, done: true });
+  return bytes;
 }
 
 function fileEntry(name: string, bytes: Buffer, mtime: number): Buffer[] {

@@ -210,38 +210,31 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     expect(await readdir(join(dir, 'aborted'))).toEqual([]);
   });
 
-  it('a source that fails midway leaves no file behind and names the layer', async () => {
+  it('a source that fails midway (measuring or writing) leaves no file behind', async () => {
     const image = sources.find((s) => s.ref === refOf('app'))!.image;
     const broken = image.layers[1]!;
-    const failing: BundleSource = {
-      ref: refOf('app'),
-      image: {
-        ...image,
-        layers: [
-          image.layers[0]!,
-          {
-            ...broken,
-            tarSize: 11264,
-            tar: async () => {
-              const stream = await broken.tar();
-              let n = 0;
-              return stream.pipe(
-                new Transform({
-                  transform(chunk: Buffer, _enc, done) {
-                    n += chunk.length;
-                    done(n > 4096 ? new Error('connection reset') : null, chunk);
-                  },
-                }),
-              );
-            },
-          },
-        ],
-      },
-    };
-    const target = join(dir, 'failed', 'b.tar.zst');
-    await mkdir(join(dir, 'failed'));
-    await expect(writeBundle([failing], target)).rejects.toThrow(/connection reset/);
-    expect(await readdir(join(dir, 'failed'))).toEqual([]);
+    for (const [i, tarSize] of [11264, undefined].entries()) {
+      const layer = {
+        ...broken,
+        tar: async () => {
+          const stream = await broken.tar();
+          let n = 0;
+          return stream.pipe(
+            new Transform({
+              transform(chunk: Buffer, _enc, done) {
+                n += chunk.length;
+                done(n > 4096 ? new Error('connection reset') : null, chunk);
+              },
+            }),
+          );
+        },
+      };
+      const failing: BundleSource = { ref: refOf('app'), image: { ...image, layers: [image.layers[0]!, tarSize === undefined ? layer : { ...layer, tarSize }] } };
+      const target = join(dir, `failed-${i}`, 'b.tar.zst');
+      await mkdir(join(dir, `failed-${i}`));
+      await expect(writeBundle([failing], target)).rejects.toThrow(/connection reset/);
+      expect(await readdir(join(dir, `failed-${i}`))).toEqual([]);
+    }
   });
 
   it('verifies', async () => {
