@@ -311,6 +311,20 @@ describe('as-pulled bundle', () => {
   });
 });
 
+describe('window', () => {
+  it('over 2^27: plain tar --zstd refuses it, zstd --long=N and ferry read it', async () => {
+    const bundle = join(dir, 'w30.tar.zst');
+    const summary = await writeBundle(sources.filter((s) => s.ref === refOf('tools')), bundle, { windowLog: 30 });
+    expect(summary.header.compression).toMatchObject({ windowLog: 30, decodeMemory: 2 ** 30 + 256 * 1024 });
+    const plain = await runFailing('tar', ['--zstd', '-tf', bundle]);
+    expect(plain.code).not.toBe(0);
+    expect(plain.stderr).toMatch(/--long=30/);
+    const { stdout } = await run('sh', ['-c', `zstd -dc --long=30 '${bundle}' | tar -tf - | head -1`]);
+    expect(stdout.trim()).toBe('ferry-bundle.json');
+    expect((await verifyBundle(bundle)).problems).toEqual([]);
+  });
+});
+
 describe('delta bundles', () => {
   it('leave out what an old bundle holds and list it in requires', async () => {
     const old = join(dir, 'old-base.tar.zst');
