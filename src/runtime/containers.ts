@@ -6,6 +6,7 @@ import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
 import { findStoreImage, openStoreImageByDigest, rootfsPlan, type Store } from '../store/index.js';
 import { ownedName } from '../store/owner.js';
+import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered, readLayeredFile } from './layered-fs.js';
 import { launch, type LaunchBind, type LaunchStdio, type Launched } from './launcher.js';
@@ -585,3 +586,9 @@ export function commandLine(record: ContainerRecord): string {
   return record.process.argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
 }
 
+
+/** `ferry diff`: the container's changes against its image. */
+export async function containerDiff(store: Store, text: string): Promise<Change[]> {
+  const info = await findContainer(store.root, text);
+  return containerChanges(containerPaths(store.root, info.record.id).upper, await imageLayerDirs(store, info.record));
+}

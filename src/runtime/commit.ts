@@ -1,0 +1,243 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { FerryError, UsageError } from '../errors.js';
+import { Digester, digestOf, type Digest } from '../oci/digest.js';
+import type { Descriptor } from '../oci/descriptor.js';
+import type { Image, Layer } from '../oci/image.js';
+import type { ContainerConfig, HistoryEntry, ImageConfig, ImageManifest } from '../oci/manifest.js';
+import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
+import { parseReference, withTag, type Reference } from '../oci/reference.js';
+import { layerFromBlob } from '../io/layer-forms.js';
+import { importImage, openStoreImageByDigest, type Store } from '../store/index.js';
+import { ownedName } from '../store/owner.js';
+import { commandLine } from './containers.js';
+import { upperLayerTar } from './layer-tar.js';
+import { containerPaths, findContainer } from './state.js';
+
+/**
+ * `ferry commit`: a container's upper layer becomes a new layer on top of its image (overlay
+ * whiteouts back to `.wh.` entries, see layer-tar.ts), the config gets the container's settings,
+ * the -c changes, the new diff_id and a history entry, and the result is imported into the store
+ * like any other image, so it runs, exports and pushes.
+ */
+export interface CommitOptions {
+  /** IMAGE[:TAG] to name the result; none: the image is stored by digest only. */
+  ref?: string;
+  /** Dockerfile instructions: CMD, ENTRYPOINT, ENV, LABEL, USER, WORKDIR, EXPOSE, VOLUME, STOPSIGNAL. */
+  changes?: readonly string[];
+  message?: string;
+  author?: string;
+  /** The creation time (default now); fixed in tests. */
+  created?: Date;
+}
+
+export interface CommitResult {
+  manifestDigest: Digest;
+  name: string | undefined;
+  diffId: Digest;
+  layerDigest: Digest;
+  layerSize: number;
+}
+
+class Hash extends Transform {
+  readonly digester = new Digester('sha256');
+  size = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.digester.update(chunk);
+    this.size += chunk.length;
+    callback(null, chunk);
+  }
+}
+
+/** Dockerfile-style arguments: a JSON array (exec form) or a shell command (shell form). */
+function execOrShell(rest: string, what: string): string[] {
+  if (rest.startsWith('[')) {
+    let v: unknown;
+    try {
+      v = JSON.parse(rest);
+    } catch (err) {
+      throw new UsageError(`--change ${what}: ${rest} is not a JSON array`, { cause: err });
+    }
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new UsageError(`--change ${what}: expected a JSON array of strings`);
+    return v as string[];
+  }
+  return ['/bin/sh', '-c', rest];
+}
+
+/** `K=V K2="V 2"` pairs (or the legacy `K V` form), with double quotes and backslash escapes. */
+function keyValues(rest: string, what: string): Array<[string, string]> {
+  const words: string[] = [];
+  let cur = '';
+  let quoted = false;
+  let started = false;
+  for (let i = 0; i < rest.length; i++) {
+    const c = rest[i]!;
+    if (c === '\\' && i + 1 < rest.length) {
+      cur += rest[++i];
+      started = true;
+    } else if (c === '"') {
+      quoted = !quoted;
+      started = true;
+    } else if (/\s/.test(c) && !quoted) {
+      if (started) words.push(cur);
+      cur = '';
+      started = false;
+    } else {
+      cur += c;
+      started = true;
+    }
+  }
+  if (quoted) throw new UsageError(`--change ${what}: unterminated quote`);
+  if (started) words.push(cur);
+  if (words.length === 0) throw new UsageError(`--change ${what}: nothing to set`);
+  if (!words[0]!.includes('=')) {
+    // Legacy form: ENV KEY value with spaces
+    const m = /^\s*(\S+)\s+(.*)$/.exec(rest);
+    if (!m) throw new UsageError(`--change ${what}: expected KEY=VALUE`);
+    return [[m[1]!, m[2]!]];
+  }
+  return words.map((w) => {
+    const eq = w.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--change ${what}: "${w}" is not KEY=VALUE`);
+    return [w.slice(0, eq), w.slice(eq + 1)] as [string, string];
+  });
+}
+
+/** Apply `docker commit --change` instructions to a container config. */
+export function applyChanges(config: ContainerConfig, changes: readonly string[]): ContainerConfig {
+  const out: ContainerConfig = { ...config };
+  for (const change of changes) {
+    const m = /^\s*(\w+)\s*(.*?)\s*$/s.exec(change);
+    if (!m) throw new UsageError(`--change "${change}": expected an instruction such as CMD ["sh"]`);
+    const instruction = m[1]!.toUpperCase();
+    const rest = m[2]!;
+    switch (instruction) {
+      case 'CMD':
+        out.Cmd = execOrShell(rest, instruction);
+        break;
+      case 'ENTRYPOINT':
+        out.Entrypoint = execOrShell(rest, instruction);
+        break;
+      case 'ENV': {
+        let env = [...(out.Env ?? [])];
+        for (const [k, v] of keyValues(rest, instruction)) env = [...env.filter((e) => !e.startsWith(`${k}=`)), `${k}=${v}`];
+        out.Env = env;
+        break;
+      }
+      case 'LABEL':
+        out.Labels = { ...(out.Labels ?? {}), ...Object.fromEntries(keyValues(rest, instruction)) };
+        break;
+      case 'USER':
+        out.User = rest;
+        break;
+      case 'WORKDIR':
+        out.WorkingDir = rest;
+        break;
+      case 'STOPSIGNAL':
+        out.StopSignal = rest;
+        break;
+      case 'EXPOSE': {
+        const ports = { ...(out.ExposedPorts ?? {}) };
+        for (const p of rest.split(/\s+/).filter((x) => x !== '')) ports[p.includes('/') ? p : `${p}/tcp`] = {};
+        out.ExposedPorts = ports;
+        break;
+      }
+      case 'VOLUME': {
+        const vols = { ...(out.Volumes ?? {}) };
+        const list = rest.startsWith('[') ? execOrShell(rest, instruction) : rest.split(/\s+/).filter((x) => x !== '');
+        for (const v of list) vols[v] = {};
+        out.Volumes = vols;
+        break;
+      }
+      default:
+        throw new UsageError(`--change "${change}": ${instruction} cannot be changed by commit`, {
+          hint: 'supported: CMD, ENTRYPOINT, ENV, LABEL, USER, WORKDIR, EXPOSE, VOLUME, STOPSIGNAL',
+        });
+    }
+  }
+  return out;
+}
+
+function commitRef(text: string): Reference {
+  const ref = parseReference(text);
+  if (ref.digest !== undefined) throw new UsageError(`commit: name the new image with a tag, not a digest (${text})`);
+  return ref.tag === undefined ? withTag(ref, 'latest') : ref;
+}
+
+export async function commitContainer(store: Store, text: string, options: CommitOptions = {}): Promise<CommitResult> {
+  const ref = options.ref === undefined ? undefined : commitRef(options.ref);
+  const info = await findContainer(store.root, text);
+  const record = info.record;
+  const base = await openStoreImageByDigest(store, record.image.digest);
+  const docker = base.mediaType === MediaType.dockerManifest;
+  const created = (options.created ?? new Date()).toISOString();
+
+  await mkdir(store.tmpDir, { recursive: true });
+  const blobPath = join(store.tmpDir, ownedName('commit-layer'));
+  try {
+    // One pass: tar (diffId) -> gzip (digest, size) -> file.
+    const diff = new Hash();
+    const blob = new Hash();
+    await pipeline(Readable.from(upperLayerTar(containerPaths(store.root, record.id).upper)), diff, createGzip({ level: 6 }), blob, createWriteStream(blobPath, { mode: 0o600 }));
+    const diffId = diff.digester.digest();
+    const descriptor: Descriptor = { mediaType: layerMediaTypeFor('gzip', docker), digest: blob.digester.digest(), size: blob.size };
+    const newLayer = layerFromBlob({ descriptor, diffId, what: `commit of container ${record.name}`, openBlob: async () => createReadStream(blobPath) });
+
+    // The base's layers as the store holds them: a layer kept only unpacked must not be asked for its blob.
+    const baseLayers: Layer[] = [];
+    for (const l of base.layers) baseLayers.push((await store.blobs.has(l.descriptor.digest)) ? l : { ...l, stored: 'tar' });
+
+    const parsedConfig = JSON.parse(base.rawConfig.toString('utf8')) as ImageConfig;
+    const containerConfig: ContainerConfig = {
+      ...(parsedConfig.config ?? {}),
+      Entrypoint: record.config.Entrypoint,
+      Cmd: record.config.Cmd,
+      Env: record.config.Env,
+      WorkingDir: record.config.WorkingDir,
+      User: record.config.User,
+    };
+    const history: HistoryEntry = { created, created_by: commandLine(record) };
+    if (options.message !== undefined) history.comment = options.message;
+    if (options.author !== undefined) history.author = options.author;
+    const config: ImageConfig = {
+      ...parsedConfig,
+      created,
+      ...(options.author !== undefined ? { author: options.author } : {}),
+      config: applyChanges(containerConfig, options.changes ?? []),
+      rootfs: { type: 'layers', diff_ids: [...parsedConfig.rootfs.diff_ids, diffId] },
+      history: [...(parsedConfig.history ?? []), history],
+    };
+    const rawConfig = Buffer.from(JSON.stringify(config));
+    const configDigest = digestOf(rawConfig);
+    const manifest: ImageManifest = {
+      schemaVersion: 2,
+      mediaType: docker ? MediaType.dockerManifest : MediaType.ociManifest,
+      config: { mediaType: docker ? MediaType.dockerConfig : MediaType.ociConfig, digest: configDigest, size: rawConfig.length },
+      layers: [...base.manifest.layers, descriptor],
+    };
+    const rawManifest = Buffer.from(JSON.stringify(manifest));
+    const image: Image = {
+      ref,
+      digest: digestOf(rawManifest),
+      mediaType: manifest.mediaType,
+      rawManifest,
+      manifest,
+      configDigest,
+      rawConfig,
+      config,
+      platform: base.platform,
+      layers: [...baseLayers, newLayer],
+    };
+    const summary = await importImage(store, image, ref === undefined ? {} : { ref });
+    return { manifestDigest: image.digest, name: summary.name, diffId, layerDigest: descriptor.digest, layerSize: descriptor.size };
+  } catch (err) {
+    if (err instanceof FerryError) throw err;
+    throw new FerryError('IO_ERROR', `commit container ${record.name}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await rm(blobPath, { force: true });
+  }
+}
