@@ -20,7 +20,7 @@ import {
   type BundleHeader,
 } from './format.js';
 import { publicKeyFrom, verifyHeaderSignature } from './sign.js';
-import { ChunkReader, TarReader, lazyReadable, type TarEntry } from './tar-reader.js';
+import { ChunkReader, LazyReadable, TarReader, type TarEntry } from './tar-reader.js';
 import {
   damagedVolumeError,
   damagedVolumes,
@@ -240,7 +240,12 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
           );
         }
       };
-      yield { type: 'blob', digest, size: blob.size, mediaType: blob.mediaType, kind: blob.kind, encoding: blob.encoding, stream: lazyReadable(verified) };
+      const stream = new LazyReadable(verified);
+      yield { type: 'blob', digest, size: blob.size, mediaType: blob.mediaType, kind: blob.kind, encoding: blob.encoding, stream };
+      // Untouched: it is skipped, and must never read later (the tar has moved on). Abandoned
+      // midway: wait until it has let go of the tar, then the rest of the body is skipped.
+      if (!stream.started) stream.destroy();
+      else if (stream.destroyed && !stream.closed) await new Promise<void>((resolve) => stream.once('close', () => resolve()));
     }
     if (!sawLayout || !sawIndex) {
       throw new FerryError('BUNDLE_INVALID', `${opened.name}: no ${sawLayout ? INDEX_ENTRY : OCI_LAYOUT_ENTRY} entry`, {

@@ -201,28 +201,40 @@ export class TarReader {
 }
 
 /** A Readable over an async iterator of chunks that pulls only when read (no eager prefetch). */
-export function lazyReadable(chunks: () => AsyncGenerator<Buffer>): Readable {
-  let it: AsyncGenerator<Buffer> | undefined;
-  return new Readable({
-    read() {
-      it ??= chunks();
-      it.next().then(
-        (r) => {
-          if (r.done === true) this.push(null);
-          else this.push(r.value);
-        },
-        (err: unknown) => this.destroy(err as Error),
-      );
-    },
-    destroy(err, cb) {
-      if (it === undefined) {
-        cb(err);
-        return;
-      }
-      it.return(undefined).then(
-        () => cb(err),
-        (e: unknown) => cb((err ?? e) as Error),
-      );
-    },
-  });
+export class LazyReadable extends Readable {
+  private readonly chunks: () => AsyncGenerator<Buffer>;
+  private it: AsyncGenerator<Buffer> | undefined;
+
+  constructor(chunks: () => AsyncGenerator<Buffer>) {
+    super();
+    this.chunks = chunks;
+  }
+
+  /** Has anyone read from it yet? */
+  get started(): boolean {
+    return this.it !== undefined;
+  }
+
+  override _read(): void {
+    this.it ??= this.chunks();
+    this.it.next().then(
+      (r) => {
+        if (r.done === true) this.push(null);
+        else this.push(r.value);
+      },
+      (err: unknown) => this.destroy(err as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (this.it === undefined) {
+      cb(err);
+      return;
+    }
+    // Returning the generator runs its `finally`: the tar reader learns the body was abandoned.
+    this.it.return(undefined).then(
+      () => cb(err),
+      (e: unknown) => cb(err ?? (e as Error)),
+    );
+  }
 }

@@ -154,10 +154,34 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     expect(seen).toEqual(raw.header.blobs.map((b) => b.digest));
   });
 
-  it('skips blobs the consumer leaves untouched', async () => {
+  it('skips blobs the consumer leaves untouched or abandons midway', async () => {
     let blobs = 0;
-    for await (const event of openBundleStream(rawBundle)) if (event.type === 'blob') blobs += 1;
+    const untouched: Readable[] = [];
+    for await (const event of openBundleStream(rawBundle)) {
+      if (event.type !== 'blob') continue;
+      blobs += 1;
+      untouched.push(event.stream);
+    }
     expect(blobs).toBe(raw.header.blobs.length);
+    // Left behind, they never read the tar later.
+    expect(untouched.every((s) => s.destroyed)).toBe(true);
+
+    const read: string[] = [];
+    for await (const event of openBundleStream(rawBundle)) {
+      if (event.type !== 'blob') continue;
+      if (event.size > 100_000) {
+        // Take one chunk of the big base layer, then drop it.
+        for await (const chunk of event.stream) {
+          expect((chunk as Buffer).length).toBeGreaterThan(0);
+          break;
+        }
+        continue;
+      }
+      const bytes = await drain(event.stream);
+      expect(`sha256:${createHash('sha256').update(bytes).digest('hex')}`).toBe(event.digest);
+      read.push(event.digest);
+    }
+    expect(read).toEqual(raw.header.blobs.filter((b) => b.size <= 100_000).map((b) => b.digest));
   });
 
   it('streams to a Writable (stdout) and is read back from a Readable (stdin), same bytes', async () => {
