@@ -2,7 +2,7 @@
 // ferry's offline demo: build a tiny image from files already on this host, serve it from ferry's
 // own registry server on loopback, then walk the main job: inspect -> export -> ls/verify -> import
 // -> run, as far as those parts are built. Needs no network and nothing but Node.js.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, realpathSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
@@ -67,6 +67,7 @@ async function buildRootfs(root) {
 
 /** Write a one-layer OCI image layout for the rootfs; returns the manifest digest. */
 async function writeLayout(root, layoutDir, refName) {
+  await mkdir(layoutDir, { recursive: true });
   const tarPath = join(layoutDir, 'layer.tar');
   await create({ cwd: root, file: tarPath, portable: true, mtime: new Date('2026-01-01T00:00:00Z') }, ['.']);
   const tarBytes = await readFile(tarPath);
@@ -111,11 +112,14 @@ async function writeLayout(root, layoutDir, refName) {
   return sha256(manifest);
 }
 
-/** Run ferry, echoing the command; returns its exit code (the demo goes on only while parts exist). */
+/** Run ferry, echoing the command; resolves to its exit code. Async: the registry is served from this process. */
 function ferry(args, env) {
   console.log(`$ ferry ${args.join(' ')}`);
-  const r = spawnSync(process.execPath, [ferryBin, ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
-  return r.status ?? 1;
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [ferryBin, ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolvePromise(code ?? (signal ? 128 : 1)));
+  });
 }
 
 async function main() {
@@ -144,20 +148,20 @@ async function main() {
     console.log(`serving ${ref}`);
 
     step('inspect the image in the registry');
-    if (ferry(['inspect', ref], env) !== 0) throw new Error('inspect failed');
+    if (await ferry(['inspect', ref], env) !== 0) throw new Error('inspect failed');
 
     const bundle = join(work, 'hello.tar.zst');
     step('export it to a bundle');
-    if (ferry(['export', '-o', bundle, ref], env) !== 0) return stop('export');
-    if (ferry(['ls', bundle], env) !== 0) return stop('ls');
-    if (ferry(['verify', bundle], env) !== 0) return stop('verify');
+    if (await ferry(['export', '-o', bundle, ref], env) !== 0) return stop('export');
+    if (await ferry(['ls', bundle], env) !== 0) return stop('ls');
+    if (await ferry(['verify', bundle], env) !== 0) return stop('verify');
 
     step('import the bundle into a fresh store (the air-gapped side)');
-    if (ferry(['import', bundle], env) !== 0) return stop('import');
-    if (ferry(['images'], env) !== 0) return stop('images');
+    if (await ferry(['import', bundle], env) !== 0) return stop('import');
+    if (await ferry(['images'], env) !== 0) return stop('images');
 
     step('run a container from the store');
-    if (ferry(['run', '--rm', ref, 'sh', '-c', 'cat /etc/motd; echo "pid $$ on $(hostname)"'], env) !== 0) return stop('run');
+    if (await ferry(['run', '--rm', ref, 'sh', '-c', 'cat /etc/motd; echo "pid $$ on $(hostname)"'], env) !== 0) return stop('run');
     step('done: export -> import -> run worked end to end');
   } finally {
     if (server) await server.close();

@@ -4,7 +4,7 @@ import { loadPrivateKey } from '../../bundle/sign.js';
 import { UsageError } from '../../errors.js';
 import { shortDigest } from '../../oci/digest.js';
 import type { Image } from '../../oci/image.js';
-import { parsePlatformList } from '../../oci/platform.js';
+import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { RegistryClient } from '../../registry/client.js';
 import { cacheImages, defaultCacheDir } from '../../transfer/pull-cache.js';
 import { loadBundleDefinition } from '../bundle-file.js';
@@ -141,7 +141,7 @@ export const registerExport: Register = (program) => {
         const result = {
           bundle: outputPath,
           files: summary.files,
-          images: header.images.map((i) => ({ ref: i.ref, platform: i.platform, digest: i.manifestDigest })),
+          images: header.images.map((i) => ({ ref: i.ref, platform: formatPlatform(i.platform), digest: i.manifestDigest })),
           blobs: header.blobs.length,
           requires: header.requires.length,
           uncompressedBytes: summary.tarBytes,
@@ -151,7 +151,7 @@ export const registerExport: Register = (program) => {
         if (flags.json === true) {
           process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
         } else if (!quiet && outputPath !== '-') {
-          for (const i of header.images) process.stderr.write(`  ${i.ref} ${i.platform} ${i.manifestDigest}\n`);
+          for (const i of header.images) process.stderr.write(`  ${i.ref} ${formatPlatform(i.platform)} ${i.manifestDigest}\n`);
           const where = summary.files.length > 1 ? `${summary.files.length} files (${summary.files.join(', ')})` : outputPath;
           process.stderr.write(
             `wrote ${where}: ${header.images.length} images, ${header.blobs.length} unique blobs, ` +
