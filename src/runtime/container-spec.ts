@@ -126,7 +126,7 @@ export function buildProcessSpec(image: ContainerConfig | undefined, flags: RunF
   // moby CreateDaemonEnvironment: PATH, HOSTNAME (and TERM with a tty) are defaults the image
   // and the flags override.
   const defaults = [
-    ...(configEnv.some((e) => envKey(e) === 'PATH') ? [] : [`PATH=${DEFAULT_PATH}`]),
+    `PATH=${DEFAULT_PATH}`,
     `HOSTNAME=${hostname}`,
     ...(flags.tty === true ? ['TERM=xterm'] : []),
   ];
