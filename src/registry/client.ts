@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { FerryError, isFerryError, messageOf, type ErrorCode } from '../errors.js';
@@ -87,6 +87,13 @@ export interface PushBlobOptions extends CallOptions {
 }
 
 export type PushBlobResult = 'exists' | 'mounted' | 'uploaded';
+
+/** What a streamed push found out: the blob's digest and size, and whether it was sent. */
+export interface StreamedBlobResult {
+  digest: Digest;
+  size: number;
+  result: PushBlobResult;
+}
 
 /** What one registry exchange is. */
 interface Exchange extends CallOptions {
@@ -691,6 +698,73 @@ export class RegistryClient {
       });
       this.remember(repo, blob.digest);
       return 'uploaded';
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Push a blob whose digest is known only once its last byte has passed (a layer compressed on
+   * the way): POST, one streamed PATCH (chunked, no length), then PUT ?digest= with the digest
+   * hashed while sending. On a temporary failure `open` is called again and must give the same
+   * bytes (a spool replays them); after one whole pass the digest is known, so a retry first
+   * checks whether the blob is there already.
+   */
+  async pushBlobStream(repo: Repository, open: (signal?: AbortSignal) => Promise<Readable>, options: CallOptions = {}): Promise<StreamedBlobResult> {
+    const { signal } = options;
+    const call = signal ? { signal } : {};
+    const what = `upload a streamed blob to ${repo.registry}/${repo.repository}`;
+    const release = await this.acquire(this.pushLimit);
+    try {
+      let known: BlobTarget | undefined;
+      const result = await withRetry(this.retry, call, async (): Promise<PushBlobResult> => {
+        if (known !== undefined && (await this.headBlob(repo, known.digest, { ...call, push: true })) !== undefined) return 'exists';
+        const started = await this.exchange({ repo, method: 'POST', path: this.repoPath(repo, 'blobs/uploads/'), scopes: this.pushScopes(repo), what: `start ${what}`, ok: [202], ...call });
+        discard(started);
+        const location = this.uploadUrl(started, repo, what);
+        const source = await open(signal);
+        const digester = new Digester();
+        const counted = new Transform({
+          transform(chunk: Buffer, _enc, done): void {
+            digester.update(chunk);
+            done(null, chunk);
+          },
+        });
+        source.on('error', (err) => counted.destroy(err));
+        source.pipe(counted);
+        let next: URL;
+        try {
+          const res = await this.exchange(
+            { repo, method: 'PATCH', path: location, headers: { 'content-type': 'application/octet-stream' }, body: counted, scopes: this.pushScopes(repo), what, ok: [202, 204], ...call },
+            false,
+          );
+          discard(res);
+          next = this.uploadUrl(res, repo, what);
+          // The registry answers after the last chunk, so the hash is complete; check anyway.
+          if (!counted.readableEnded) throw new FerryError('REGISTRY_ERROR', `${what}: the registry answered before the upload ended`);
+        } finally {
+          source.destroy();
+          counted.destroy();
+        }
+        const pass: BlobTarget = { digest: digester.digest(), size: digester.size };
+        if (known !== undefined && (known.digest !== pass.digest || known.size !== pass.size)) {
+          throw new FerryError('DIGEST_MISMATCH', `${what}: the source gave ${pass.digest} (${pass.size} bytes) on a retry, ${known.digest} (${known.size} bytes) before`);
+        }
+        known = pass;
+        const done = new URL(next);
+        done.searchParams.set('digest', pass.digest);
+        const finishWhat = this.finishWhat(repo, pass.digest);
+        const res = await this.exchange(
+          { repo, method: 'PUT', path: done, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(0), scopes: this.pushScopes(repo), what: finishWhat, ok: [201, 204], ...call },
+          false,
+        );
+        discard(res);
+        this.checkCommitted(res, pass.digest, finishWhat);
+        return 'uploaded';
+      });
+      const blob = known!;
+      this.remember(repo, blob.digest);
+      return { digest: blob.digest, size: blob.size, result };
     } finally {
       release();
     }

@@ -1,0 +1,154 @@
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { openBundleStream } from '../../bundle/index.js';
+import { FerryError, UsageError } from '../../errors.js';
+import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
+import { familiarReference, formatReference, parseReference, type Reference } from '../../oci/reference.js';
+import { RegistryClient } from '../../registry/client.js';
+import { pushImages, type PushRequest, type PushResult } from '../../transfer/push-images.js';
+import { pushStreamedImages, type StreamedBlob } from '../../transfer/push-stream.js';
+import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
+import { ProgressView } from '../progress.js';
+import { registryClientOptions } from '../registry-options.js';
+import { openSource, parseSourceSpec } from '../sources.js';
+import { openAllStoreNames, openStoreName, storeLayerCache } from '../store-images.js';
+import { storeFromCommand } from '../store-options.js';
+import type { Register } from './index.js';
+
+interface PushFlags {
+  all?: boolean;
+  bundle?: string;
+  key?: string;
+  compress?: string;
+  platform?: string;
+  jobs?: string;
+  tmpDir?: string;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+function jobsFlag(text: string | undefined): number {
+  if (text === undefined) return 4;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 32) throw new UsageError(`--jobs "${text}": expected a whole number from 1 to 32`);
+  return n;
+}
+
+function report(results: PushResult[], flags: PushFlags, compression: string): void {
+  if (flags.json === true) {
+    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+    return;
+  }
+  for (const r of results) {
+    if (flags.quiet === true) {
+      process.stdout.write(`${r.digest}\n`);
+      continue;
+    }
+    const name = familiarReference(parseReference(r.target));
+    const blobs = `${r.uploaded} blobs uploaded, ${r.present} present, ${r.mounted} mounted`;
+    process.stdout.write(`pushed ${name} ${r.digest} (${blobs})\n`);
+    for (const i of r.images) {
+      if (i.rewritten) {
+        process.stdout.write(`  ${formatPlatform(i.platform)}: ${i.sourceDigest} -> ${i.digest} (layers compressed with ${compression}: new manifest digest)\n`);
+      } else if (r.images.length > 1) {
+        process.stdout.write(`  ${formatPlatform(i.platform)}: ${i.digest}\n`);
+      }
+    }
+    if (r.index !== undefined && r.index.rewritten) {
+      process.stdout.write(`  index: ${r.index.sourceDigest === undefined ? 'new' : `${r.index.sourceDigest} ->`} ${r.index.digest}\n`);
+    }
+  }
+}
+
+/**
+ * `ferry push IMAGE [DEST]`, `ferry push --all REGISTRY[/PREFIX]`, `ferry push --bundle B.tar.zst
+ * REGISTRY[/PREFIX]`: store or bundle images into a registry.
+ */
+export const registerPush: Register = (program) => {
+  program
+    .command('push')
+    .description('push store images (or a bundle, streaming, without a store) to a registry')
+    .argument('[image]', 'store image (redis:7), or oci:DIR[:REF], docker-archive:FILE[:REF], oci-archive:FILE[:REF]; with --all/--bundle: REGISTRY[/PREFIX]')
+    .argument('[dest]', 'destination reference (default: the image\'s own name)')
+    .option('--all', 'push every store image, re-rooted under REGISTRY[/PREFIX] (docker.io/library/redis:7 -> REGISTRY/PREFIX/library/redis:7)')
+    .option('--bundle <file>', 'push the images of a bundle straight to REGISTRY[/PREFIX], streaming, without importing')
+    .option('--key <public.pem>', 'with --bundle: refuse a bundle not signed with this key')
+    .option('--compress <gzip|zstd>', 'compression for layers held uncompressed (default gzip: every engine reads it)')
+    .option('--platform <list>', 'platforms of IMAGE to push (default: every platform the store has)')
+    .option('-j, --jobs <n>', 'blobs uploaded at once', '4')
+    .option('--tmp-dir <dir>', 'where --bundle spools layers while they upload (default $TMPDIR)')
+    .option('-q, --quiet', 'print only the pushed digests')
+    .option('--json', 'print machine-readable JSON')
+    .action(async (image: string | undefined, dest: string | undefined, flags: PushFlags, command: Command) => {
+      const compression = parseCompression(flags.compress);
+      const jobs = jobsFlag(flags.jobs);
+      if (flags.all === true && flags.bundle !== undefined) throw new UsageError('push: --all and --bundle cannot be combined', { hint: '--bundle already pushes every image of the bundle' });
+      if (flags.key !== undefined && flags.bundle === undefined) throw new UsageError('push: --key applies to --bundle only');
+      const view = new ProgressView(process.stderr, flags.quiet === true || flags.json === true);
+      const client = new RegistryClient({ ...registryClientOptions(command), concurrency: jobs });
+      try {
+        let results: PushResult[];
+        if (flags.bundle !== undefined || flags.all === true) {
+          if (image === undefined || dest !== undefined) {
+            throw new UsageError(`push ${flags.all === true ? '--all' : '--bundle'}: give exactly one REGISTRY[/PREFIX]`, { hint: 'e.g. ferry push --all registry.internal:5000/mirror' });
+          }
+          const destination = parseDestination(image);
+          const retarget = (ref: string): Reference => reroot(parseReference(ref), destination);
+          if (flags.bundle !== undefined) {
+            const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
+            const events = openBundleStream(flags.bundle, publicKey === undefined ? {} : { publicKey });
+            const first = await events.next();
+            if (first.done === true || first.value.type !== 'header') throw new FerryError('BUNDLE_INVALID', `${flags.bundle}: no header`);
+            const header = first.value.header;
+            const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
+              for await (const event of events) if (event.type === 'blob') yield event;
+            })();
+            results = await pushStreamedImages(client, header.images, blobs, {
+              retarget,
+              compression,
+              jobs,
+              onProgress: view.listener,
+              ...(flags.tmpDir !== undefined ? { spoolDir: flags.tmpDir } : {}),
+            });
+          } else {
+            const store = await storeFromCommand(command, { readOnly: true });
+            const names = await openAllStoreNames(store);
+            if (names.length === 0) throw new FerryError('NOT_FOUND', 'push --all: the store holds no images', { hint: 'ferry import loads images' });
+            const requests: PushRequest[] = names.map((n) => ({ target: retarget(formatReference(n.ref)), images: n.images, sourceDigests: n.sourceDigests, ...(n.index ? { index: n.index } : {}) }));
+            results = await pushImages(client, requests, { compression, jobs, cache: storeLayerCache(store), onProgress: view.listener });
+          }
+        } else {
+          if (image === undefined) throw new UsageError('push: name an image (or use --all / --bundle)', { hint: 'ferry push redis:7 registry.internal:5000/library/redis:7' });
+          const platforms = flags.platform === undefined ? undefined : parsePlatformList(flags.platform);
+          const target = dest === undefined ? undefined : parseReference(dest);
+          if (parseSourceSpec(image).kind !== 'registry') {
+            const source = await openSource(image, {
+              platforms: platforms ?? 'all',
+              client: () => {
+                throw new UsageError('push reads images from the store or local files; to copy between registries use skopeo copy');
+              },
+            });
+            try {
+              const first = source.images[0];
+              const to = target ?? (first?.image.ref ? parseReference(first.ref) : undefined);
+              if (to === undefined) throw new UsageError(`push ${image}: the source names no image: give DEST`);
+              const request: PushRequest = { target: to, images: source.images.map((s) => s.image), ...(source.index ? { index: source.index } : {}) };
+              results = await pushImages(client, [request], { compression, jobs, onProgress: view.listener });
+            } finally {
+              await source.close();
+            }
+          } else {
+            const store = await storeFromCommand(command, { readOnly: true });
+            const name = await openStoreName(store, image, platforms === 'all' ? undefined : platforms);
+            const request: PushRequest = { target: target ?? name.ref, images: name.images, sourceDigests: name.sourceDigests, ...(name.index ? { index: name.index } : {}) };
+            results = await pushImages(client, [request], { compression, jobs, cache: storeLayerCache(store), onProgress: view.listener });
+          }
+        }
+        view.finish();
+        report(results, flags, compression);
+      } finally {
+        view.finish();
+        client.close();
+      }
+    });
+};

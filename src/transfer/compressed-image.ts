@@ -1,0 +1,105 @@
+import { FerryError } from '../errors.js';
+import { digestOf } from '../oci/digest.js';
+import type { Image, Layer, OpenOptions } from '../oci/image.js';
+import { parseImageConfig, parseManifest } from '../oci/manifest.js';
+import { MediaType, layerCompression } from '../oci/media-types.js';
+import { formatReference } from '../oci/reference.js';
+import { layerFromBlob } from '../io/layer-forms.js';
+import type { CompressedLayerCache } from './compressed-cache.js';
+import type { PushCompression } from './push-target.js';
+import { rewriteManifest } from './rewrite-manifest.js';
+
+/**
+ * Images with some layers in another form, so that every location can serve them as a registry
+ * does: compressed blobs, a manifest naming them, raw bytes kept beside the parsed form.
+ */
+
+function nameOf(image: Image): string {
+  return image.ref ? formatReference(image.ref) : image.digest;
+}
+
+function rebuild(image: Image, rawManifest: Buffer, mediaType: string, rawConfig: Buffer, layers: readonly Layer[]): Image {
+  const what = `manifest of ${nameOf(image)}`;
+  const parsed = parseManifest(rawManifest, mediaType, what);
+  if (parsed.kind !== 'image') throw new FerryError('INVALID_MANIFEST', `${what}: not an image manifest`);
+  const config = rawConfig === image.rawConfig ? image.config : parseImageConfig(rawConfig, `config of ${nameOf(image)}`);
+  return {
+    ref: image.ref,
+    digest: digestOf(rawManifest),
+    mediaType: parsed.mediaType,
+    rawManifest,
+    manifest: parsed.manifest,
+    configDigest: parsed.manifest.config.digest,
+    rawConfig,
+    config,
+    platform: image.platform,
+    layers,
+  };
+}
+
+/**
+ * The image with `replacements[i]` in place of layer i where given: a layer made anew (another
+ * tar, so another diffId) changes the config's `rootfs.diff_ids` too, and so the config digest.
+ * The manifest lists each replacement's descriptor; everything else in both JSONs is kept.
+ */
+export function replaceLayers(image: Image, replacements: ReadonlyArray<Layer | undefined>): Image {
+  const name = nameOf(image);
+  if (replacements.length !== image.layers.length) throw new FerryError('INVALID_MANIFEST', `${name}: ${replacements.length} replacements for ${image.layers.length} layers`);
+  if (replacements.every((r) => r === undefined)) return image;
+  const layers = image.layers.map((l, i) => replacements[i] ?? l);
+  let rawConfig = image.rawConfig;
+  if (replacements.some((r, i) => r !== undefined && r.diffId !== image.layers[i]!.diffId)) {
+    const json = JSON.parse(image.rawConfig.toString('utf8')) as Record<string, unknown>;
+    const rootfs = { ...(json.rootfs as Record<string, unknown>), diff_ids: layers.map((l) => l.diffId) };
+    json.rootfs = rootfs;
+    rawConfig = Buffer.from(JSON.stringify(json));
+  }
+  const manifest = JSON.parse(image.rawManifest.toString('utf8')) as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(manifest)) {
+    if (key === 'config') out.config = { ...(value as Record<string, unknown>), digest: digestOf(rawConfig), size: rawConfig.length };
+    else if (key === 'layers') {
+      out.layers = (value as Array<Record<string, unknown>>).map((d, i) => {
+        const r = replacements[i];
+        if (r === undefined) return d;
+        const { urls: _urls, ...rest } = d;
+        return { ...rest, mediaType: r.descriptor.mediaType, digest: r.descriptor.digest, size: r.descriptor.size };
+      });
+    } else out[key] = value;
+  }
+  return rebuild(image, Buffer.from(JSON.stringify(out)), image.mediaType, rawConfig, layers);
+}
+
+/** A layer goes to a registry as it is when the location holds its compressed blob. */
+export function holdsCompressedBlob(layer: Layer): boolean {
+  const compression = layerCompression(layer.descriptor.mediaType);
+  return layer.stored === 'blob' && compression !== undefined && compression !== 'none';
+}
+
+/**
+ * The image with every layer it holds only as a tar compressed into `cache` (once; later calls
+ * find it there): what `ferry serve` offers, and what a push from the store sends. Compression
+ * is deterministic, so the new manifest digest is the same each time for the same compression.
+ */
+export async function compressImage(image: Image, cache: CompressedLayerCache, compression: PushCompression, options: OpenOptions = {}): Promise<Image> {
+  const name = nameOf(image);
+  const replacements: Array<Layer | undefined> = [];
+  const digests: Array<{ digest: Layer['descriptor']['digest']; size: number; compression: PushCompression } | undefined> = [];
+  for (const layer of image.layers) {
+    if (holdsCompressedBlob(layer)) {
+      replacements.push(undefined);
+      digests.push(undefined);
+      continue;
+    }
+    const c = await cache.ensure(layer, compression, options);
+    const docker = image.mediaType === MediaType.dockerManifest && compression === 'gzip';
+    const descriptor = { mediaType: docker ? MediaType.dockerLayerGzip : compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayerZstd, digest: c.digest, size: c.size };
+    replacements.push(
+      layerFromBlob({ descriptor, diffId: layer.diffId, what: `${name} (compressed from the cache)`, openBlob: async () => c.open() }),
+    );
+    digests.push({ digest: c.digest, size: c.size, compression });
+  }
+  if (replacements.every((r) => r === undefined)) return image;
+  const rewritten = rewriteManifest(image.rawManifest, image.mediaType, digests, `manifest of ${name}`);
+  return rebuild(image, rewritten.raw, rewritten.mediaType, image.rawConfig, image.layers.map((l, i) => replacements[i] ?? l));
+}
