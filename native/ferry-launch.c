@@ -388,11 +388,15 @@ static int lookup(int root, const char *path, enum resolve_mode mode) {
   return walk_nofollow(root, rel);
 }
 
-/* Like lookup, creating a missing path (parents as 0755 directories; the last one a directory or an empty file). */
-static int ensure(int root, const char *path, bool file, enum resolve_mode mode) {
+/*
+ * Like lookup, creating a missing path (parents as 0755 directories; the last one a directory or
+ * an empty file). A dangling symlink on the way gets its target made, inside the root, as docker's
+ * FollowSymlinkInScope does; `depth` bounds symlink loops.
+ */
+static int ensure_at_depth(int root, const char *path, bool file, enum resolve_mode mode, int depth) {
   int fd = lookup(root, path, mode);
   if (fd >= 0) return fd;
-  if (errno != ENOENT) fail("resolve %s in the container", path);
+  if (errno != ENOENT || depth > 40) fail("resolve %s in the container", path);
   char parent[PATH_MAX];
   if (strlen(path) >= sizeof parent) failx("path too long: %s", path);
   strcpy(parent, path);
@@ -401,14 +405,27 @@ static int ensure(int root, const char *path, bool file, enum resolve_mode mode)
   const char *base = path + (slash - parent) + 1;
   if (slash == parent) slash[1] = '\0';
   else *slash = '\0';
-  int pfd = ensure(root, parent, false, mode);
+  int pfd = ensure_at_depth(root, parent, false, mode, depth + 1);
   int r = file ? openat(pfd, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644) : mkdirat(pfd, base, 0755);
   if (r < 0 && errno != EEXIST) fail("create mount point %s in the container", path);
   if (file && r >= 0) close(r);
+  if (r < 0 && mode == IN_ROOT) {
+    char link[PATH_MAX], target[PATH_MAX * 2];
+    ssize_t n = readlinkat(pfd, base, link, sizeof link - 1);
+    if (n > 0) {
+      link[n] = '\0';
+      snprintf(target, sizeof target, link[0] == '/' ? "%s%s" : "%s/%s", link[0] == '/' ? "" : parent, link);
+      close(ensure_at_depth(root, target, file, mode, depth + 1));
+    }
+  }
   close(pfd);
   fd = lookup(root, path, mode);
   if (fd < 0) fail("resolve %s in the container", path);
   return fd;
+}
+
+static int ensure(int root, const char *path, bool file, enum resolve_mode mode) {
+  return ensure_at_depth(root, path, file, mode, 0);
 }
 
 static void mount_at(int root, const char *dst, bool file, enum resolve_mode mode, const char *src, const char *type,
