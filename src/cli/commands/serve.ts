@@ -1,0 +1,83 @@
+import type { Command } from 'commander';
+import { UsageError } from '../../errors.js';
+import { parseReference } from '../../oci/reference.js';
+import { startRegistryServer, type RegistryContent } from '../../registry/server.js';
+import { contentFromImages, type ServedImage } from '../serve-content.js';
+import { storeContent } from '../serve-store.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import { storeFromCommand } from '../store-options.js';
+import type { Register } from './index.js';
+
+interface ServeFlags {
+  listen: string;
+  quiet?: boolean;
+}
+
+/** Loopback by default: the server has no authentication and speaks plain HTTP. */
+export const DEFAULT_LISTEN = '127.0.0.1:5000';
+
+/** `ADDR:PORT`, `[IPv6]:PORT`, or `:PORT` for every address (Go's convention). */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(\d{1,5})$/.exec(text.trim());
+  const port = m === null ? NaN : Number(m[2]);
+  if (m === null || port > 65535) {
+    throw new UsageError(`--listen "${text}": expected ADDR:PORT`, { hint: `e.g. ${DEFAULT_LISTEN}, 0.0.0.0:5000 to serve other hosts, or :5000` });
+  }
+  const addr = m[1]!;
+  return { host: addr === '' ? '0.0.0.0' : addr.replace(/^\[|\]$/g, ''), port };
+}
+
+/** `ferry serve [SOURCE...] [--listen ADDR:PORT]`: the store (or archives, layouts) as a read-only registry. */
+export const registerServe: Register = (program) => {
+  program
+    .command('serve')
+    .description('serve the store (or OCI layouts and archives) as a read-only registry')
+    .argument('[sources...]', 'instead of the store: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]')
+    .option('--listen <addr:port>', `address to listen on (0.0.0.0:5000 serves other hosts)`, DEFAULT_LISTEN)
+    .option('-q, --quiet', 'print only the address')
+    .action(async (sources: string[], flags: ServeFlags, command: Command) => {
+      const listen = parseListen(flags.listen);
+      const opened: OpenedSource[] = [];
+      const warn = (m: string): void => void process.stderr.write(`warning: ${m}\n`);
+      let content: RegistryContent;
+      let what: string;
+      if (sources.length === 0) {
+        const store = await storeFromCommand(command, { readOnly: true });
+        const fromStore = storeContent(store, { onWarning: warn });
+        // Compress what needs it before the first client waits for it.
+        const names = await fromStore.prepare();
+        content = fromStore;
+        what = `store ${store.root} (${names} images)`;
+      } else {
+        const served: ServedImage[] = [];
+        for (const text of sources) {
+          if (parseSourceSpec(text).kind === 'registry') throw new UsageError(`serve ${text}: give oci:DIR, oci-archive:FILE or docker-archive:FILE (the store is served when no source is given)`);
+          const source = await openSource(text, {
+            platforms: 'all',
+            client: () => {
+              throw new UsageError('serve reads local images only');
+            },
+          });
+          opened.push(source);
+          const first = source.images[0];
+          if (first === undefined) continue;
+          served.push({ ref: parseReference(first.ref), images: source.images.map((s) => s.image), ...(source.index ? { index: source.index } : {}) });
+        }
+        content = contentFromImages(served);
+        what = `${served.length} images`;
+      }
+      const server = await startRegistryServer(content, listen);
+      process.stdout.write(flags.quiet === true ? `${server.host}\n` : `serving ${what} read-only at http://${server.host}/v2/ (Ctrl-C stops)\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      await server.close();
+      for (const s of opened) await s.close();
+    });
+};
