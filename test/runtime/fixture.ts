@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { expect } from 'vitest';
 import { nativeFs } from '../../src/io/native.js';
 import { runFerry, type FerryResult, type RunFerryOptions } from '../helpers/ferry.js';
@@ -82,3 +84,59 @@ export async function waitFor(fn: () => Promise<boolean>, timeoutMs = 10_000, wh
     await sleep(50);
   }
 }
+
+const run = promisify(execFile);
+
+export function sha256(bytes: Buffer | string): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/**
+ * Import an image `name` = the test `base` image + one layer made with GNU tar from what `populate`
+ * puts in a staging directory (for hostile or special images).
+ */
+export async function addImage(f: RuntimeFixture, name: string, populate: (rootfs: string) => Promise<void>, config: Record<string, unknown> = {}): Promise<void> {
+  const dir = join(f.work, `layout-${name}`);
+  const blobs = join(dir, 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  const base = f.layout.images.base!;
+  const baseLayer = base.layers[0]!;
+  await copyFile(join(f.layout.dir, 'blobs', 'sha256', baseLayer.digest.slice(7)), join(blobs, baseLayer.digest.slice(7)));
+  const staging = join(f.work, `staging-${name}`);
+  await mkdir(staging);
+  await populate(staging);
+  const tarPath = join(f.work, `${name}.tar`);
+  await run('tar', ['--sort=name', '--numeric-owner', '--mtime=2024-01-01', '-C', staging, '-cf', tarPath, '.']);
+  const tar = await readFile(tarPath);
+  const layerDigest = sha256(tar);
+  await writeFile(join(blobs, layerDigest.slice(7)), tar);
+  const put = async (value: unknown): Promise<{ digest: string; size: number }> => {
+    const bytes = Buffer.from(JSON.stringify(value));
+    const digest = sha256(bytes);
+    await writeFile(join(blobs, digest.slice(7)), bytes);
+    return { digest, size: bytes.length };
+  };
+  const arch = process.arch === 'x64' ? 'amd64' : process.arch;
+  const cfg = await put({
+    architecture: arch,
+    os: 'linux',
+    config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'], ...config },
+    rootfs: { type: 'layers', diff_ids: [baseLayer.diffId, layerDigest] },
+  });
+  const manifest = await put({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...cfg },
+    layers: [
+      { mediaType: baseLayer.mediaType, digest: baseLayer.digest, size: baseLayer.size },
+      { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: tar.length },
+    ],
+  });
+  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(dir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': name } }],
+  }));
+  await f.ok(['import', `oci:${dir}:${name}`]);
+}
+

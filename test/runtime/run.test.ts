@@ -2,7 +2,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APP_EXPECTATIONS } from '../helpers/test-images.js';
-import { mountsMentioning, setupRuntime, type RuntimeFixture } from './fixture.js';
+import { addImage, mountsMentioning, setupRuntime, type RuntimeFixture } from './fixture.js';
 
 /**
  * `ferry run` as a user runs it (bin/ferry, dist/ built by `npm test`), on the busybox test images
@@ -43,6 +43,17 @@ describe('ferry run: the image config and its overrides', () => {
     const r = await f.ferry(['run', '--rm', '-u', 'nosuchuser', 'base', 'true']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/user nosuchuser: no such user in image docker\.io\/library\/base:latest's \/etc\/passwd/);
+  });
+
+  it('supplementary groups are the image\'s /etc/group entries that list the user', async () => {
+    await addImage(f, 'groups', async (r) => {
+      await mkdir(join(r, 'etc'));
+      await writeFile(join(r, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\nweb:x:500:500:web:/srv:/bin/sh\n');
+      await writeFile(join(r, 'etc', 'group'), 'root:x:0:\nweb:x:500:\nwheel:x:10:web\naudio:x:29:other,web\n');
+    }, { User: 'web' });
+    expect(await f.ok(['run', '--rm', 'groups', 'sh', '-c', 'id; echo $HOME'])).toBe('uid=500(web) gid=500(web) groups=10(wheel),29(audio)\n/srv\n');
+    // An explicit group drops them (runc).
+    expect(await f.ok(['run', '--rm', '-u', 'web:wheel', 'groups', 'id'])).toBe('uid=500(web) gid=10(wheel)\n');
   });
 
   it('creates a missing working directory, as docker does', async () => {

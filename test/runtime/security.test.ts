@@ -1,69 +1,15 @@
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../helpers/ferry.js';
-import { mountsMentioning, setupRuntime, type RuntimeFixture } from './fixture.js';
+import { addImage, mountsMentioning, setupRuntime, sha256, type RuntimeFixture } from './fixture.js';
 
 /**
  * Hostile images and flags, named after the attacks they repeat (research/runtime-and-unpack.md
- * §5): each image is busybox `base` plus one layer made with GNU tar from a staging directory.
+ * §5): each image is busybox `base` plus one layer (see addImage).
  */
-const run = promisify(execFile);
 let f: RuntimeFixture;
-
-function sha256(bytes: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
-
-/** Write an OCI layout `dir` holding `name` = base + a layer of what `populate` puts in a staging dir. */
-async function hostileImage(name: string, populate: (rootfs: string) => Promise<void>, config: Record<string, unknown> = {}): Promise<void> {
-  const dir = join(f.work, `layout-${name}`);
-  const blobs = join(dir, 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  const base = f.layout.images.base!;
-  const baseLayer = base.layers[0]!;
-  await copyFile(join(f.layout.dir, 'blobs', 'sha256', baseLayer.digest.slice(7)), join(blobs, baseLayer.digest.slice(7)));
-  const staging = join(f.work, `staging-${name}`);
-  await mkdir(staging);
-  await populate(staging);
-  const tarPath = join(f.work, `${name}.tar`);
-  await run('tar', ['--sort=name', '--numeric-owner', '--mtime=2024-01-01', '-C', staging, '-cf', tarPath, '.']);
-  const tar = await readFile(tarPath);
-  const layerDigest = sha256(tar);
-  await writeFile(join(blobs, layerDigest.slice(7)), tar);
-  const put = async (value: unknown): Promise<{ digest: string; size: number }> => {
-    const bytes = Buffer.from(JSON.stringify(value));
-    const digest = sha256(bytes);
-    await writeFile(join(blobs, digest.slice(7)), bytes);
-    return { digest, size: bytes.length };
-  };
-  const arch = process.arch === 'x64' ? 'amd64' : process.arch;
-  const cfg = await put({
-    architecture: arch,
-    os: 'linux',
-    config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'], ...config },
-    rootfs: { type: 'layers', diff_ids: [baseLayer.diffId, layerDigest] },
-  });
-  const manifest = await put({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...cfg },
-    layers: [
-      { mediaType: baseLayer.mediaType, digest: baseLayer.digest, size: baseLayer.size },
-      { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: tar.length },
-    ],
-  });
-  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  await writeFile(join(dir, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': name } }],
-  }));
-  await f.ok(['import', `oci:${dir}:${name}`]);
-}
 
 beforeAll(async () => {
   f = await setupRuntime('rt-sec', ['base']);
@@ -75,7 +21,7 @@ afterAll(async () => {
 describe('hostile images', () => {
   it('runc CVE-2019-19921: an image whose /proc is a symlink is refused, nothing is mounted through it', async () => {
     const target = join(f.work, 'proc-target');
-    await hostileImage('symlinked-proc', async (r) => {
+    await addImage(f, 'symlinked-proc', async (r) => {
       await symlink(target, join(r, 'proc'));
     });
     const r = await f.ferry(['run', '--rm', 'symlinked-proc', 'true']);
@@ -88,7 +34,7 @@ describe('hostile images', () => {
   it('docker cp CVE-2019-14271 family: /etc/passwd symlinked to a host path resolves inside the image, never on the host', async () => {
     const hostPasswd = join(f.work, 'host-passwd');
     await writeFile(hostPasswd, 'evil:x:0:0:evil:/:/bin/sh\n');
-    await hostileImage('symlinked-passwd', async (r) => {
+    await addImage(f, 'symlinked-passwd', async (r) => {
       await mkdir(join(r, 'etc'));
       await symlink(hostPasswd, join(r, 'etc', 'passwd'));
       await symlink(`../../../../../../../..${hostPasswd}`, join(r, 'etc', 'group'));
@@ -103,7 +49,7 @@ describe('hostile images', () => {
   it('a volume target through an image symlink lands inside the container root, not on the host', async () => {
     const hostDir = join(f.work, 'escape-target');
     await mkdir(hostDir);
-    await hostileImage('symlinked-volume', async (r) => {
+    await addImage(f, 'symlinked-volume', async (r) => {
       await symlink(hostDir, join(r, 'evil'));
     });
     const data = join(f.work, 'vol-data');
@@ -115,7 +61,7 @@ describe('hostile images', () => {
   });
 
   it('runc CVE-2024-21626: a working directory of /proc/self/fd/N stays inside the container or fails', async () => {
-    await hostileImage('fd-workdir', async (r) => {
+    await addImage(f, 'fd-workdir', async (r) => {
       await mkdir(join(r, 'tmp'), { recursive: true });
     }, { WorkingDir: '/proc/self/fd/3' });
     for (const flags of [[], ['-w', '/proc/self/fd/4'], ['-w', '/proc/self/fd/7']]) {
