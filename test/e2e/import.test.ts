@@ -97,6 +97,23 @@ describe('ferry import', () => {
     expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
   });
 
+  it('a delta bundle made against the store inventory imports on top; without the base it is refused clearly', async () => {
+    const root = join(work, 'store-delta');
+    const base = join(work, 'base.tar.zst');
+    expect((await runFerry(['export', '-q', '-o', base, oci('base')])).code).toBe(0);
+    await ferry(root, ['import', base]);
+    const inv = join(work, 'delta-inventory.json');
+    await ferry(root, ['inventory', '-o', inv]);
+    const delta = join(work, 'delta.tar.zst');
+    const e = await runFerry(['export', '-q', '--since', inv, '-o', delta, oci('app')]);
+    expect(e.code, e.stderr).toBe(0);
+    expect(await ferry(root, ['import', delta])).toMatch(/1 layers unpacked, 1 already present/);
+    expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
+    const r = await runFerry(['--root', join(work, 'store-empty'), 'import', delta]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/not in this delta bundle and not in the store/);
+  });
+
   it('a bundle signed with another key is refused before anything is named', async () => {
     const keys = join(work, 'keys');
     await mkdir(keys);
