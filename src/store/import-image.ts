@@ -4,7 +4,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import { formatReference, type Reference } from '../oci/reference.js';
 import { decompressLayer } from '../io/layer-forms.js';
-import { chainIdOf } from './layers.js';
+import { chainIdOf, type UnpackLayerResult } from './layers.js';
 import { ensureFreeSpace } from './space.js';
 import type { Store } from './store.js';
 
@@ -111,7 +111,7 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
         options.onLayer?.({ index, diffId: layer.diffId, chainId, skipped: true, bytes: 0 });
       } else {
         const unpackOptions = { what: layerWhat, onWarning: warn };
-        let result;
+        let result: UnpackLayerResult;
         if (keepBlob && !(await store.blobs.has(layer.descriptor.digest))) {
           // One read of the blob feeds both the content store and the unpacker.
           const blob = await layer.blob(options);

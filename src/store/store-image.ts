@@ -73,7 +73,7 @@ export async function findStoreImage(store: Store, text: string, platform?: Plat
     throw new FerryError('NOT_FOUND', `image ${text} is not in the store`, { hint: 'ferry images lists what is there; ferry import loads images' });
   }
   const want = platform ?? hostPlatform();
-  const matching = (await store.refs.find(name, want));
+  const matching = await store.refs.find(name, want);
   if (matching.length > 0) return matching[0]!;
   if (platform === undefined && entries.length === 1) return entries[0]!;
   throw new FerryError('PLATFORM_NOT_FOUND', `image ${text} is in the store for ${entries.map((e) => `${e.platform.os}/${e.platform.architecture}`).join(', ')}, not for ${want.os}/${want.architecture}`);
