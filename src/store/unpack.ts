@@ -545,6 +545,18 @@ class Unpacker {
     this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
   }
 
+  /**
+   * Overlay shows the topmost layer's root directory, so a layer without a `./` entry inherits the
+   * root metadata of the layer below (else a base layer's 0700 root would turn 0755).
+   */
+  inheritRoot(): void {
+    const lower = this.lowers[0];
+    if (lower === undefined) return;
+    const st = lstatSync(lower, { bigint: true });
+    const time = (ns: bigint): TarTime => ({ sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) });
+    this.dirs.set('', { mode: Number(st.mode) & 0o7777, uid: Number(st.uid), gid: Number(st.gid), atime: time(st.atimeNs), mtime: time(st.mtimeNs) });
+  }
+
   /** Directory owners, modes and times, deepest first, once every entry is in. */
   async finish(): Promise<void> {
     const keys = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a));
@@ -590,6 +602,7 @@ export async function unpackLayerTar(tar: Readable, root: string, options: Unpac
   let entries = 0;
   let current: TarEntry | undefined;
   try {
+    unpacker.inheritRoot();
     for (;;) {
       current = await reader.next();
       if (current === undefined) break;

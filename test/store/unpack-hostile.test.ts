@@ -341,6 +341,14 @@ describe('whiteouts', () => {
     expect((await lstat(join(root, 'tmp'))).mode & 0o7777).toBe(0o1777);
   });
 
+  it('a layer without a ./ entry keeps the lower root mode (overlay shows the top root)', async () => {
+    const lower = join(base, `lower-root${n}`);
+    await mkdir(lower, { mode: 0o700 });
+    await chmod(lower, 0o700);
+    await unpack([{ name: 'f', body: 'x' }], [lower]);
+    expect((await lstat(root)).mode & 0o7777).toBe(0o700);
+  });
+
   it('aufs metadata (.wh..wh.plnk/...) is skipped with a warning', async () => {
     const r = await unpack([{ name: '.wh..wh.plnk/123.456', body: 'x' }, { name: 'ok', body: 'y' }]);
     expect(await readdir(root)).toEqual(['ok']);
