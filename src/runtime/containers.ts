@@ -165,6 +165,15 @@ export async function containerLayerDirs(store: Store, record: ContainerRecord):
   return [containerPaths(store.root, record.id).upper, ...(await imageLayerDirs(store, record))];
 }
 
+/** Namespaces, overlay mounts and pivot_root need root here: there is no rootless mode (yet). */
+function requireRoot(what: string): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new FerryError('UNSUPPORTED', `${what}: running containers needs root`, {
+      hint: 'run ferry as root (e.g. with sudo); rootless containers are not supported',
+    });
+  }
+}
+
 /** Write a container's files (nothing runs yet). */
 export async function createContainer(store: Store, options: RunOptions): Promise<ContainerRecord> {
   const entry = await findStoreImage(store, options.image, options.platform);
@@ -325,6 +334,7 @@ function forwardSignals(pid: number): () => void {
  * (a start failure is a LaunchError carrying 125/126/127). Detached: returns once the command runs.
  */
 export async function runContainer(store: Store, options: RunOptions): Promise<RunResult> {
+  requireRoot(`run ${options.image}`);
   await removeFinishedAutoRemove(store);
   const record = await createContainer(store, options);
   const paths = containerPaths(store.root, record.id);
@@ -491,6 +501,7 @@ export interface ExecOptions {
 
 /** `ferry exec`: run a command in a running container (its namespaces, env, workdir); returns its exit code. */
 export async function execInContainer(store: Store, text: string, options: ExecOptions): Promise<number> {
+  requireRoot(`exec in ${text}`);
   const info = await findContainer(store.root, text);
   const s = info.state;
   if (info.status !== 'running' || s === undefined || !isAlive(s.pid, s.pidStart)) {

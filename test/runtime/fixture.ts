@@ -91,25 +91,32 @@ export function sha256(bytes: Buffer | string): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
 
+/** What a layer holds: `populate` fills a staging directory that GNU tar then archives. */
+export type Populate = (rootfs: string) => Promise<void>;
+
 /**
- * Import an image `name` = the test `base` image + one layer made with GNU tar from what `populate`
- * puts in a staging directory (for hostile or special images).
+ * Import an image `name` = the test `base` image + layers made with GNU tar from what each
+ * `populate` puts in its staging directory (for hostile or special images).
  */
-export async function addImage(f: RuntimeFixture, name: string, populate: (rootfs: string) => Promise<void>, config: Record<string, unknown> = {}): Promise<void> {
+export async function addImage(f: RuntimeFixture, name: string, populate: Populate | Populate[], config: Record<string, unknown> = {}): Promise<void> {
   const dir = join(f.work, `layout-${name}`);
   const blobs = join(dir, 'blobs', 'sha256');
   await mkdir(blobs, { recursive: true });
   const base = f.layout.images.base!;
   const baseLayer = base.layers[0]!;
   await copyFile(join(f.layout.dir, 'blobs', 'sha256', baseLayer.digest.slice(7)), join(blobs, baseLayer.digest.slice(7)));
-  const staging = join(f.work, `staging-${name}`);
-  await mkdir(staging);
-  await populate(staging);
-  const tarPath = join(f.work, `${name}.tar`);
-  await run('tar', ['--sort=name', '--numeric-owner', '--mtime=2024-01-01', '-C', staging, '-cf', tarPath, '.']);
-  const tar = await readFile(tarPath);
-  const layerDigest = sha256(tar);
-  await writeFile(join(blobs, layerDigest.slice(7)), tar);
+  const layers: Array<{ digest: string; size: number }> = [];
+  for (const [i, fill] of (Array.isArray(populate) ? populate : [populate]).entries()) {
+    const staging = join(f.work, `staging-${name}-${i}`);
+    await mkdir(staging);
+    await fill(staging);
+    const tarPath = join(f.work, `${name}-${i}.tar`);
+    await run('tar', ['--sort=name', '--numeric-owner', '--mtime=2024-01-01', '-C', staging, '-cf', tarPath, '.']);
+    const tar = await readFile(tarPath);
+    const digest = sha256(tar);
+    await writeFile(join(blobs, digest.slice(7)), tar);
+    layers.push({ digest, size: tar.length });
+  }
   const put = async (value: unknown): Promise<{ digest: string; size: number }> => {
     const bytes = Buffer.from(JSON.stringify(value));
     const digest = sha256(bytes);
@@ -121,7 +128,7 @@ export async function addImage(f: RuntimeFixture, name: string, populate: (rootf
     architecture: arch,
     os: 'linux',
     config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'], ...config },
-    rootfs: { type: 'layers', diff_ids: [baseLayer.diffId, layerDigest] },
+    rootfs: { type: 'layers', diff_ids: [baseLayer.diffId, ...layers.map((l) => l.digest)] },
   });
   const manifest = await put({
     schemaVersion: 2,
@@ -129,7 +136,7 @@ export async function addImage(f: RuntimeFixture, name: string, populate: (rootf
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...cfg },
     layers: [
       { mediaType: baseLayer.mediaType, digest: baseLayer.digest, size: baseLayer.size },
-      { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size: tar.length },
+      ...layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
     ],
   });
   await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
@@ -139,4 +146,3 @@ export async function addImage(f: RuntimeFixture, name: string, populate: (rootf
   }));
   await f.ok(['import', `oci:${dir}:${name}`]);
 }
-

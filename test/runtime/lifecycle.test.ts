@@ -78,6 +78,11 @@ describe('detached containers', () => {
     await f.ok(['rm', 'short']);
   });
 
+  it('run -d --rm: the container is removed once it has exited', async () => {
+    await f.ok(['run', '-d', '--rm', '--name', 'gone-soon', 'base', 'sh', '-c', 'sleep 0.2']);
+    await waitFor(async () => (await statusOf('gone-soon')) === undefined, 10_000, 'removal');
+  });
+
   it('stop sends SIGKILL after the timeout when SIGTERM is ignored; kill -s delivers a signal', async () => {
     await f.ok(['run', '-d', '--name', 'stubborn', 'base', 'sh', '-c', 'trap "" TERM; trap "echo got USR1" USR1; echo ready; while true; do sleep 0.1; done']);
     await waitFor(async () => (await f.ok(['logs', 'stubborn'])) === 'ready\n', 5000, 'ready');

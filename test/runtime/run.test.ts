@@ -148,6 +148,17 @@ describe('ferry run: isolation', () => {
     expect(interactive).toMatchObject({ code: 4, stdout: 'from stdin\n' });
   });
 
+  it('an image of 125 layers fits one overlay mount (short l/ links, relative to the store root)', async () => {
+    const layers = Array.from({ length: 124 }, (_, i) => async (r: string): Promise<void> => {
+      await mkdir(join(r, 'layers'));
+      await writeFile(join(r, 'layers', `n${String(i).padStart(3, '0')}`), `${i}\n`);
+      // Each layer also replaces the previous one's /top: only the last must show.
+      await writeFile(join(r, 'top'), `${i}\n`);
+    });
+    await addImage(f, 'many-layers', layers);
+    expect(await f.ok(['run', '--rm', 'many-layers', 'sh', '-c', 'ls /layers | wc -l; cat /top /layers/n000 /layers/n123'])).toBe('124\n123\n0\n123\n');
+  });
+
   it('leaves nothing in the host mount table, and --rm leaves no container behind', async () => {
     expect(await mountsMentioning(f.root)).toEqual([]);
     const ps = JSON.parse(await f.ok(['ps', '-a', '--json'])) as unknown[];
