@@ -211,6 +211,19 @@ describe('importImage', () => {
     expect(await readdir(store.tmpDir)).toEqual([]);
   });
 
+  it('a corrupt layer blob fails both the blob ingest and the unpack it feeds; nothing is left', async () => {
+    const img = memoryImage([baseTar], { ref: 'badblob:1' });
+    const other = memoryImage([upperTar]);
+    const layer = img.layers[0]!;
+    // The blob bytes of another layer under this layer's descriptor: digest and diffId both fail.
+    const lying = { ...img, layers: [{ ...layer, blob: async () => (await other.layers[0]!.blob()) }] };
+    await expect(importImage(store, lying)).rejects.toThrow(FerryError);
+    expect(await store.blobs.has(layer.descriptor.digest)).toBe(false);
+    expect(await store.layers.list()).toEqual([]);
+    expect(await store.refs.list()).toEqual([]);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
   it('one name holds one image per platform', async () => {
     await importImage(store, memoryImage([baseTar], { ref: 'multi:1', architecture: 'amd64' }));
     await importImage(store, memoryImage([baseTar], { ref: 'multi:1', architecture: 'arm64' }));
