@@ -50,3 +50,21 @@ export {
   type PruneResult,
 } from './store/index.js';
 export * from './bundle/index.js';
+export {
+  runContainer,
+  createContainer,
+  stopContainer,
+  killContainer,
+  removeContainer,
+  execInContainer,
+  containerLogs,
+  containerDiff,
+  listAllContainers as listContainers,
+  type RunOptions,
+  type RunResult,
+  type ExecOptions,
+} from './runtime/containers.js';
+export { commitContainer, type CommitOptions, type CommitResult } from './runtime/commit.js';
+export { LaunchError } from './runtime/launcher.js';
+export { findContainer, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './runtime/state.js';
+export type { Change, ChangeKind } from './runtime/changes.js';
