@@ -109,6 +109,19 @@ describe('detached containers', () => {
     await f.ok(['rm', 'dup']);
   });
 
+  it('signals sent to a foreground ferry reach the container\'s command once', async () => {
+    const child = spawn(process.execPath, [FERRY_BIN, '--root', f.root, 'run', '--rm', '--name', 'fg', 'base', 'sh', '-c', `trap 'echo INT; n=$((n+1))' INT; trap 'echo TERM $n; exit 4' TERM; n=0; echo up; while true; do sleep 0.1; done`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    await waitFor(async () => out === 'up\n', 10_000, 'up');
+    child.kill('SIGINT');
+    await waitFor(async () => out.includes('INT'), 5000, 'INT');
+    child.kill('SIGTERM');
+    expect(await exited).toBe(4);
+    expect(out).toBe('up\nINT\nTERM 1\n');
+  });
+
   it('a foreground container dies with a killed ferry, and shows exited', async () => {
     const child = spawn(process.execPath, [FERRY_BIN, '--root', f.root, 'run', '--name', 'orphan', 'base', 'sleep', '100'], { cwd: REPO_ROOT, stdio: 'ignore' });
     await waitFor(async () => (await statusOf('orphan'))?.status === 'running', 10_000, 'running');
