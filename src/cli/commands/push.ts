@@ -45,7 +45,7 @@ function report(results: PushResult[], flags: PushFlags, compression: string): v
       continue;
     }
     const name = familiarReference(parseReference(r.target));
-    const blobs = `${r.uploaded} blobs uploaded, ${r.present} present, ${r.mounted} mounted`;
+    const blobs = `${r.uploaded} uploaded, ${r.present} present, ${r.mounted} mounted`;
     process.stdout.write(`pushed ${name} ${r.digest} (${blobs})\n`);
     for (const i of r.images) {
       if (i.rewritten) {
@@ -55,7 +55,7 @@ function report(results: PushResult[], flags: PushFlags, compression: string): v
       }
     }
     if (r.index !== undefined && r.index.rewritten) {
-      process.stdout.write(`  index: ${r.index.sourceDigest === undefined ? 'new' : `${r.index.sourceDigest} ->`} ${r.index.digest}\n`);
+      process.stdout.write(`  index: ${r.index.sourceDigest === undefined ? `${r.index.digest} (made for these images)` : `${r.index.sourceDigest} -> ${r.index.digest}`}\n`);
     }
   }
 }
