@@ -3,9 +3,10 @@ import { PassThrough, type Readable } from 'node:stream';
 import { openBundleStream, type BundleInput } from '../bundle/read-bundle.js';
 import type { BundleHeader, BundleImage } from '../bundle/format.js';
 import { FerryError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import { shortDigest, type Digest } from '../oci/digest.js';
 import { platformMatches, type Platform } from '../oci/platform.js';
 import { decompressLayer } from '../io/layer-forms.js';
+import type { ProgressListener } from '../io/progress.js';
 import { chainIdOf, ensureFreeSpace, type Store } from '../store/index.js';
 
 /**
@@ -23,6 +24,7 @@ export interface ImportBundleOptions {
   signal?: AbortSignal;
   onWarning?: (message: string) => void;
   onImage?: (image: BundleImage) => void;
+  onProgress?: ProgressListener;
 }
 
 export interface ImportBundleSummary {
@@ -40,6 +42,7 @@ interface LayerUse {
   diffId: Digest;
   /** The layer's digest in its original manifest (recorded as a compressed form). */
   digest: Digest;
+  tarSize: number | undefined;
   what: string;
 }
 
@@ -79,7 +82,7 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
         }
         planned.add(chainId);
         const list = uses.get(layer.blob) ?? [];
-        list.push({ chainId, parent, diffId: layer.diffId, digest: layer.digest, what: `${image.ref} layer ${i} (${layer.digest})` });
+        list.push({ chainId, parent, diffId: layer.diffId, digest: layer.digest, tarSize: layer.tarSize, what: `${image.ref} layer ${i} (${layer.digest})` });
         uses.set(layer.blob, list);
         needed += layer.tarSize ?? layer.size * 3;
       }
@@ -91,7 +94,15 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
   const lease = await store.lease();
   const deferred: Array<{ use: LayerUse; blob: Digest; mediaType: string }> = [];
   const unpack = async (tar: Readable, use: LayerUse): Promise<void> => {
-    const r = await store.unpackLayer(tar, use.diffId, use.parent, { what: use.what, onWarning: warn });
+    const progress = options.onProgress;
+    const label = `layer ${shortDigest(use.diffId)}`;
+    progress?.({ kind: 'start', id: use.chainId, label, ...(use.tarSize === undefined ? {} : { total: use.tarSize }) });
+    const r = await store.unpackLayer(tar, use.diffId, use.parent, {
+      what: use.what,
+      onWarning: warn,
+      ...(progress ? { onBytes: (bytes: number) => progress({ kind: 'advance', id: use.chainId, bytes }) } : {}),
+    });
+    progress?.({ kind: 'done', id: use.chainId, label, bytes: r.size, skipped: r.skipped });
     if (r.skipped) summary.layersSkipped++;
     else {
       summary.layersUnpacked++;

@@ -1,9 +1,10 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import { shortDigest, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import { formatReference, type Reference } from '../oci/reference.js';
 import { decompressLayer } from '../io/layer-forms.js';
+import type { ProgressListener } from '../io/progress.js';
 import { chainIdOf, type UnpackLayerResult } from './layers.js';
 import { ensureFreeSpace } from './space.js';
 import type { Store } from './store.js';
@@ -19,6 +20,8 @@ export interface ImportOptions {
   onWarning?: (message: string) => void;
   /** Per-layer progress: bytes are of what was read for that layer. */
   onLayer?: (event: { index: number; diffId: Digest; chainId: Digest; skipped: boolean; bytes: number }) => void;
+  /** Live progress per layer (start, bytes of tar unpacked, done). */
+  onProgress?: ProgressListener;
 }
 
 export interface ImportSummary {
@@ -109,8 +112,16 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
           count(await store.blobs.ingest(await layer.blob(options), layer.descriptor.digest, layer.descriptor.size, ingestOptions(`blob of ${layerWhat}`)), layer.descriptor.size);
         }
         options.onLayer?.({ index, diffId: layer.diffId, chainId, skipped: true, bytes: 0 });
+        options.onProgress?.({ kind: 'done', id: chainId, label: `layer ${shortDigest(layer.diffId)}`, bytes: layer.tarSize ?? 0, skipped: true });
       } else {
-        const unpackOptions = { what: layerWhat, onWarning: warn };
+        const label = `layer ${shortDigest(layer.diffId)}`;
+        const progress = options.onProgress;
+        progress?.({ kind: 'start', id: chainId, label, ...(layer.tarSize === undefined ? {} : { total: layer.tarSize }) });
+        const unpackOptions = {
+          what: layerWhat,
+          onWarning: warn,
+          ...(progress ? { onBytes: (bytes: number) => progress({ kind: 'advance', id: chainId, bytes }) } : {}),
+        };
         let result: UnpackLayerResult;
         if (keepBlob && !(await store.blobs.has(layer.descriptor.digest))) {
           // One read of the blob feeds both the content store and the unpacker.
@@ -135,6 +146,7 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
           summary.bytesWritten += result.size;
         }
         options.onLayer?.({ index, diffId: layer.diffId, chainId, skipped: result.skipped, bytes: result.size });
+        progress?.({ kind: 'done', id: chainId, label, bytes: result.size, skipped: result.skipped });
       }
       await store.layers.addCompressedDigest(chainId, layer.descriptor.digest);
       parent = chainId;

@@ -60,6 +60,8 @@ export interface UnpackLayerOptions {
   /** Names the layer in errors and warnings. */
   what?: string;
   onWarning?: (message: string) => void;
+  /** Progress: bytes of tar read so far, chunk by chunk. */
+  onBytes?: (bytes: number) => void;
   rootless?: boolean;
 }
 
@@ -165,6 +167,7 @@ export class LayerStore {
       await mkdir(diff, { mode: 0o755 });
       const unpackOptions: Parameters<typeof unpackLayerTar>[2] = { what, lowerDirs };
       if (options.onWarning) unpackOptions.onWarning = options.onWarning;
+      if (options.onBytes) unpackOptions.onBytes = options.onBytes;
       if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
       const result = await unpackLayerTar(tar, diff, unpackOptions);
       if (result.diffId !== expectedDiffId) {

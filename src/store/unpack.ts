@@ -14,7 +14,7 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { chain } from '../io/layer-forms.js';
@@ -60,6 +60,8 @@ export interface UnpackOptions {
   /** Default: root when running as uid 0. Rootless skips devices and chown, uses user.overlay.*. */
   rootless?: boolean;
   onWarning?: (message: string) => void;
+  /** Called with the size of each chunk of tar read (progress). */
+  onBytes?: (bytes: number) => void;
 }
 
 export interface UnpackResult {
@@ -597,7 +599,9 @@ function depth(key: string): number {
  */
 export async function unpackLayerTar(tar: Readable, root: string, options: UnpackOptions): Promise<UnpackResult> {
   const measure = new MeasureDigest();
-  const reader = new TarReader(chain(tar, measure), options.what);
+  const onBytes = options.onBytes;
+  const counted = onBytes === undefined ? [] : [new Transform({ transform(chunk: Buffer, _enc, done) { onBytes(chunk.length); done(null, chunk); } })];
+  const reader = new TarReader(chain(tar, measure, ...counted), options.what);
   const unpacker = new Unpacker(root, options);
   let entries = 0;
   let current: TarEntry | undefined;

@@ -8,6 +8,7 @@ import { familiarReference, parseReference } from '../../oci/reference.js';
 import { importImage } from '../../store/index.js';
 import { ZSTD_MAGIC } from '../../io/zstd.js';
 import { importBundle } from '../import-bundle.js';
+import { ProgressView } from '../progress.js';
 import { openSource } from '../sources.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
@@ -74,7 +75,11 @@ export const registerImport: Register = (program) => {
       const store = await storeFromCommand(command);
       const { kind, spec } = await detect(source);
       const keepBlobs = flags.keepBlobs !== false;
-      const warn = (m: string): void => void process.stderr.write(`warning: ${m}\n`);
+      const quiet = flags.quiet === true || flags.json === true;
+      const view = new ProgressView(process.stderr, quiet);
+      // Warnings always reach stderr; with -q/--json there is no progress block to print above.
+      const warn = (m: string): void => (quiet ? void process.stderr.write(`warning: ${m}\n`) : view.handle({ kind: 'note', message: `warning: ${m}` }));
+      const onProgress = view.listener;
       const rows: Array<{ ref: string; platform: string; manifestDigest: string; layersUnpacked: number; layersSkipped: number; bytesWritten: number }> = [];
       if (kind === 'bundle') {
         if (flags.platform === 'all') throw new UsageError('import: --platform all is the default for bundles; leave it out');
@@ -83,9 +88,11 @@ export const registerImport: Register = (program) => {
         const s = await importBundle(store, spec, {
           keepBlobs,
           onWarning: warn,
+          onProgress,
           ...(platforms ? { platforms } : {}),
           ...(publicKey ? { publicKey } : {}),
         });
+        view.finish();
         if (flags.json === true) {
           process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
           return;
@@ -107,13 +114,14 @@ export const registerImport: Register = (program) => {
         });
         try {
           for (const { ref, image } of opened.images) {
-            const s = await importImage(store, image, { ref: parseReference(ref), keepBlobs, onWarning: warn, ...(opened.index ? { index: opened.index } : {}) });
+            const s = await importImage(store, image, { ref: parseReference(ref), keepBlobs, onWarning: warn, onProgress, ...(opened.index ? { index: opened.index } : {}) });
             rows.push({ ref, platform: formatPlatform(image.platform), manifestDigest: s.manifestDigest, layersUnpacked: s.layersUnpacked, layersSkipped: s.layersSkipped, bytesWritten: s.bytesWritten });
           }
         } finally {
           await opened.close();
         }
       }
+      view.finish();
       if (flags.json === true) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       else if (flags.quiet === true) process.stdout.write(rows.map((r) => `${r.manifestDigest}\n`).join(''));
       else for (const r of rows) process.stdout.write(`imported ${familiarReference(parseReference(r.ref))} (${r.platform}) ${r.manifestDigest}: ${r.layersUnpacked} layers unpacked, ${r.layersSkipped} present, ${formatBytes(r.bytesWritten)} written\n`);
