@@ -139,7 +139,7 @@ export async function fsck(store: Store, options: { repair?: boolean } = {}): Pr
     if (!isFerryError(err, 'STORE_ERROR')) throw err;
     const p = add('refs-unreadable', store.refs.path, messageOf(err));
     if (repair) {
-      await store.refs.update(() => []);
+      p.message += ` (kept as ${await store.refs.reset()}; import the images again)`;
       p.repaired = true;
     }
     refs = [];

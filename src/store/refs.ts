@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
@@ -100,6 +100,17 @@ export class RefStore {
       return refs.filter((e) => !removed.includes(e));
     });
     return removed;
+  }
+
+  /** Replace a damaged refs.json with an empty one, keeping the damaged bytes beside it. */
+  async reset(): Promise<string> {
+    const kept = `${this.path}.damaged-${Date.now()}`;
+    await this.lock.with(async () => {
+      await rename(this.path, kept);
+      const file: RefsFile = { schemaVersion: 1, refs: [] };
+      await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`);
+    });
+    return kept;
   }
 
   /** Read-modify-write under the store lock, written atomically. */

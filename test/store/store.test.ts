@@ -291,6 +291,28 @@ describe('prune, fsck, inventory', () => {
     expect(await store.refs.list()).toEqual([]);
   });
 
+  it('a damaged refs.json is a clear STORE_ERROR; fsck --repair resets it', async () => {
+    await writeFile(join(store.root, 'refs.json'), '{"schemaVersion": 1, "refs": [{"name": 1}]}');
+    await expect(store.refs.list()).rejects.toMatchObject({ code: 'STORE_ERROR', message: /refs\.json: not a ferry refs file/ });
+    const found = await fsck(store);
+    expect(found.problems.map((p) => p.kind)).toEqual(['refs-unreadable']);
+    await fsck(store, { repair: true });
+    expect(await store.refs.list()).toEqual([]);
+  });
+
+  it('refs: set replaces the same name and platform, keeps others, and the file stays sorted', async () => {
+    const a = memoryImage([baseTar], { ref: 'z:1' });
+    const b = memoryImage([baseTar], { ref: 'a:1', labels: { v: '2' } });
+    await importImage(store, a);
+    await importImage(store, b);
+    await importImage(store, memoryImage([baseTar], { ref: 'z:1', labels: { v: '3' } }));
+    const refs = await store.refs.list();
+    expect(refs.map((r) => r.name)).toEqual(['docker.io/library/a:1', 'docker.io/library/z:1']);
+    expect(refs[1]!.manifestDigest).not.toBe(a.digest);
+    expect(await store.refs.remove(refName('a:1'))).toHaveLength(1);
+    expect((await store.refs.list()).map((r) => r.name)).toEqual(['docker.io/library/z:1']);
+  });
+
   it('inventory lists blobs, diffIds and layers in the shape export --since reads', async () => {
     const img = memoryImage([baseTar, upperTar], { ref: 'inv:1' });
     await importImage(store, img);
