@@ -177,6 +177,19 @@ export function xattrPlan(name: string): XattrPlan {
   return { drop: 'unknown xattr namespace' };
 }
 
+/**
+ * The reverse of xattrPlan, for writing a layer back from a directory (commit, export): overlay
+ * control attributes (opaque, origin, redirect...) are not image data and give undefined; escaped
+ * image attributes `*.overlay.overlay.X` become `*.overlay.X` again.
+ */
+export function xattrForLayer(name: string): string | undefined {
+  for (const ns of ['trusted.overlay.', 'user.overlay.']) {
+    if (name.startsWith(`${ns}overlay.`)) return `${ns}${name.slice(ns.length + 'overlay.'.length)}`;
+    if (name.startsWith(ns)) return undefined;
+  }
+  return name;
+}
+
 /** Is this lower-layer xattr one the kernel interprets for overlay (not image data)? */
 function isOverlayControlXattr(name: string): boolean {
   for (const ns of ['trusted.overlay.', 'user.overlay.']) {

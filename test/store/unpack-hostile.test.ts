@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
 import { nativeFs } from '../../src/io/native.js';
-import { unpackLayerTar, type UnpackResult } from '../../src/store/unpack.js';
+import { unpackLayerTar, xattrForLayer, xattrPlan, type UnpackResult } from '../../src/store/unpack.js';
 import { buildTar, entryBytes, sha256, type TarSpec } from '../helpers/tar-builder.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
@@ -367,6 +367,15 @@ describe('xattrs, owners, modes, devices, times', () => {
     expect(native.lgetxattr(join(root, 'f'), 'user.overlay.redirect')).toBeNull();
     expect(native.lgetxattr(join(root, 'f'), 'user.overlay.overlay.redirect')?.toString()).toBe('/etc');
     expect(native.lgetxattr(join(root, 'f'), 'trusted.overlay.overlay.metacopy')?.length).toBe(0);
+  });
+
+  it('escaping round-trips: xattrForLayer undoes xattrPlan and drops overlay control attributes', () => {
+    for (const name of ['trusted.overlay.opaque', 'user.overlay.redirect', 'user.mime', 'security.capability']) {
+      const plan = xattrPlan(name);
+      expect('set' in plan && xattrForLayer(plan.set)).toBe(name);
+    }
+    expect(xattrForLayer('trusted.overlay.opaque')).toBeUndefined();
+    expect(xattrForLayer('user.overlay.origin')).toBeUndefined();
   });
 
   it('other trusted.* and security.selinux are dropped with a warning', async () => {
