@@ -2,6 +2,7 @@ import { constants as fsConstants } from 'node:fs';
 import { chmod, chown, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
+import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
 import { findStoreImage, openStoreImageByDigest, rootfsPlan, type Store } from '../store/index.js';
@@ -157,7 +158,7 @@ export async function resolveUserInLayers(layers: readonly string[], spec: strin
 /** Layer diff dirs of a container's image, top first (host paths). */
 async function imageLayerDirs(store: Store, record: ContainerRecord): Promise<string[]> {
   const plan = JSON.parse(await readFile(containerPaths(store.root, record.id).rootfsPlan, 'utf8')) as { chainIds: string[] };
-  return [...plan.chainIds].reverse().map((c) => store.layers.diffDir(c as Parameters<Store['layers']['diffDir']>[0]));
+  return [...plan.chainIds].reverse().map((c) => store.layers.diffDir(parseDigest(c, `container ${record.name} layer`)));
 }
 
 /** The container's files as it sees them now, minus mounts: upper first, then the image. */
