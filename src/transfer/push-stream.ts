@@ -250,14 +250,22 @@ export async function pushStreamedImages(
       progress.settle(r, rawConfig.length);
       count(repo, r);
       let manifest: BuiltManifest = { raw: rawManifest, mediaType: image.manifestMediaType, digest: image.manifestDigest };
-      const replacements = image.layers.map((layer, i) => {
+      const replacements: Array<{ digest: Digest; size: number; compression: PushCompression } | undefined> = [];
+      for (const [i, layer] of image.layers.entries()) {
         if (layer.blob === layer.digest) {
           if (!seen.has(layer.blob) && !homes.get(layer.digest)?.has(repo.repository)) {
-            throw new FerryError('NOT_FOUND', `push ${name}: layer ${i} (${layer.digest}) is neither in the bundle nor in ${repoText(repo)}`, {
+            // A delta leaves layers out: another repository of this registry may have them to mount.
+            const missing = new FerryError('NOT_FOUND', `push ${name}: layer ${i} (${layer.digest}) is neither in the bundle nor in ${repoText(repo)}`, {
               hint: 'this is a delta bundle: push the bundle it was made against first',
             });
+            const mountFrom = [...(homes.get(layer.digest) ?? [])];
+            if (mountFrom.length === 0) throw missing;
+            const r = await target.pushBlob(repo, { digest: layer.digest, size: layer.size }, () => Promise.reject(missing), { ...call, mountFrom });
+            count(repo, r);
+            home(layer.digest, repo);
           }
-          return undefined;
+          replacements.push(undefined);
+          continue;
         }
         const c = compressed.get(layer.diffId);
         if (c === undefined) {
@@ -265,8 +273,8 @@ export async function pushStreamedImages(
             hint: 'a delta bundle with raw layers cannot be pushed on its own: import it into the store of the bundle it was made against and push from there',
           });
         }
-        return { digest: c.digest, size: c.size, compression };
-      });
+        replacements.push({ digest: c.digest, size: c.size, compression });
+      }
       if (replacements.some((x) => x !== undefined)) manifest = rewriteManifest(rawManifest, image.manifestMediaType, replacements, `manifest of ${name}`);
       const put: Reference = multi || ref.tag === undefined ? withDigest(repo, manifest.digest) : { ...repo, tag: ref.tag };
       await target.putManifest(put, manifest.raw, manifest.mediaType, call);

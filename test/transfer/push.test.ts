@@ -155,3 +155,37 @@ describe('push of images with uncompressed layers', () => {
     expect(sha256(await rawManifest(`${registry.host}/other/multi:1`))).toBe(layout.refs.multi);
   });
 });
+
+describe('push from a bundle stream with token auth', () => {
+  it('streams uploads with push-scoped tokens, renewed as they expire during the push', async () => {
+    const secured = await startRegistry({ auth: 'token', tokenTtlSeconds: 1 });
+    const authed = new RegistryClient({
+      retry: { baseDelayMs: 20, maxDelayMs: 200 },
+      credentials: () => Promise.resolve({ username: secured.username!, password: secured.password! }),
+    });
+    try {
+      const resolved = await openOciLayout(layout.dir, 'app', 'all');
+      const bundle = join(work, 'token.tar.zst');
+      await writeBundle(resolved.images.map((image) => ({ ref: 'docker.io/library/app:1', image })), bundle, {});
+      const events = openBundleStream(bundle);
+      const first = await events.next();
+      if (first.done === true || first.value.type !== 'header') throw new Error('no header');
+      const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
+        for await (const e of events) {
+          if (e.type !== 'blob') continue;
+          // Let the 1 s token run out between blobs: later uploads need a new one.
+          await new Promise((r) => setTimeout(r, 600));
+          yield e;
+        }
+      })();
+      const [result] = await pushStreamedImages(authed, first.value.header.images, blobs, { retarget: (r) => reroot(parseReference(r), parseDestination(`${secured.host}/t`)) });
+      expect(result!.digest).toBe(layout.refs.app);
+      expect(secured.tokenRequests!.length).toBeGreaterThan(1);
+      const { stdout } = await run('skopeo', ['inspect', '--tls-verify=false', '--creds', `${secured.username}:${secured.password}`, `docker://${secured.host}/t/library/app:1`]);
+      expect((JSON.parse(stdout) as { Digest: string }).Digest).toBe(layout.refs.app);
+    } finally {
+      authed.close();
+      await secured.stop();
+    }
+  });
+});
