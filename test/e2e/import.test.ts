@@ -8,7 +8,10 @@ import { runFerry } from '../helpers/ferry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { openStore, overlayMountOptions, rootfsPlan } from '../../src/store/index.js';
-import type { Digest } from '../../src/oci/digest.js';
+import { digestHex, type Digest } from '../../src/oci/digest.js';
+import { chainIds } from '../../src/store/index.js';
+import { memoryImage, type MemoryImage } from '../helpers/memory-image.js';
+import { buildTar } from '../helpers/tar-builder.js';
 
 /** `ferry import` and the store commands, through bin/ferry as a user runs them (dist/ is built by `npm test`). */
 const run = promisify(execFile);
@@ -112,6 +115,33 @@ describe('ferry import', () => {
     const r = await runFerry(['--root', join(work, 'store-empty'), 'import', delta]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/not in this delta bundle and not in the store/);
+  });
+
+  it('one layer on top of two different parents is unpacked once per stack', async () => {
+    const a = buildTar([{ name: 'a', body: 'a' }]);
+    const b = buildTar([{ name: 'b', body: 'b' }]);
+    const top = buildTar([{ name: 'etc/', type: 'dir' }, { name: 'etc/top', body: 'top' }, { name: '.wh.a', body: '' }, { name: '.wh.b', body: '' }]);
+    const images: Record<string, MemoryImage> = { one: memoryImage([a, top], { stored: 'tar' }), two: memoryImage([b, top], { stored: 'tar' }) };
+    const dir = join(work, 'two-parents');
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    const manifests = [];
+    for (const [name, img] of Object.entries(images)) {
+      for (const [digest, bytes] of img.blobs) await writeFile(join(dir, 'blobs', 'sha256', digestHex(digest as Digest)), bytes);
+      manifests.push({ mediaType: img.mediaType, digest: img.digest, size: img.rawManifest.length, annotations: { 'org.opencontainers.image.ref.name': name } });
+    }
+    await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
+    const bundle = join(work, 'two-parents.tar.zst');
+    const e = await runFerry(['export', '-q', '-o', bundle, `oci:${dir}:one`, `oci:${dir}:two`]);
+    expect(e.code, e.stderr).toBe(0);
+    const root = join(work, 'store-two-parents');
+    expect(await ferry(root, ['import', bundle])).toMatch(/4 layers unpacked/);
+    const store = await openStore({ root, readOnly: true });
+    for (const img of Object.values(images)) {
+      const top = chainIds(img.config.rootfs.diff_ids)[1]!;
+      expect(await readFile(join(store.layers.diffDir(top), 'etc/top'), 'utf8')).toBe('top');
+    }
+    expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
   });
 
   it('a bundle signed with another key is refused before anything is named', async () => {
