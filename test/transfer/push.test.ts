@@ -173,8 +173,8 @@ describe('push from a bundle stream with token auth', () => {
       const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
         for await (const e of events) {
           if (e.type !== 'blob') continue;
-          // Let the 1 s token run out between blobs: later uploads need a new one.
-          await new Promise((r) => setTimeout(r, 600));
+          // Let the 1 s token run out between layers: the later upload needs a new one.
+          if (e.kind === 'layer') await new Promise((r) => setTimeout(r, 1100));
           yield e;
         }
       })();
