@@ -88,7 +88,7 @@ export async function fsck(store: Store, options: { repair?: boolean } = {}): Pr
     if (why !== undefined) {
       const p = add('layer-incomplete', chainId, `layer ${hex}: ${why}`);
       if (repair) {
-        await store.lock.with(() => store.layers.deleteUnlocked(hex));
+        await store.layers.dispose(await store.lock.with(() => store.layers.detachUnlocked(hex)));
         p.repaired = true;
       }
     } else {
@@ -127,7 +127,7 @@ export async function fsck(store: Store, options: { repair?: boolean } = {}): Pr
   // Orphans: a layer whose parent is gone can never be used; repair removes it (and above it).
   if (repair) {
     for (const p of problems.filter((x) => x.kind === 'layer-orphan')) {
-      await store.lock.with(() => store.layers.deleteUnlocked(p.subject.slice(7)));
+      await store.layers.dispose(await store.lock.with(() => store.layers.detachUnlocked(p.subject.slice(7))));
       p.repaired = true;
     }
   }

@@ -74,7 +74,8 @@ export interface PruneResult {
  */
 export async function prune(store: Store, options: { dryRun?: boolean } = {}): Promise<PruneResult> {
   const dryRun = options.dryRun ?? false;
-  return store.lock.with(async () => {
+  const trash: string[] = [];
+  const result = await store.lock.with(async () => {
     const leases = await store.liveLeases();
     if (leases.length > 0) {
       throw new FerryError('IN_USE', `prune ${store.root}: an import is in progress (process ${leases[0]!.split('.')[0]})`, {
@@ -111,11 +112,17 @@ export async function prune(store: Store, options: { dryRun?: boolean } = {}): P
     for (const chainId of result.layersRemoved) {
       const hex = chainId.slice('sha256:'.length);
       if (dryRun) result.bytesFreed += byId.get(chainId)?.size ?? 0;
-      else result.bytesFreed += await store.layers.deleteUnlocked(hex);
+      else {
+        const t = await store.layers.detachUnlocked(hex);
+        if (t !== undefined) trash.push(t);
+      }
     }
     if (!dryRun) await removeDanglingLinks(store);
     return result;
   });
+  // Out of layers/ already: the slow deletion runs without the lock.
+  for (const t of trash) result.bytesFreed += await store.layers.dispose(t);
+  return result;
 }
 
 /** l/ entries whose layer is gone. */

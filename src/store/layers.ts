@@ -270,10 +270,12 @@ export class LayerStore {
   }
 
   /**
-   * Remove a layer (callers hold the lock and know it is unreferenced): first renamed into tmp/
-   * so it vanishes from layers/ at once, then deleted. Returns bytes freed.
+   * Take a layer out of layers/ (callers hold the lock and know it is unreferenced): renamed
+   * into tmp/ so it vanishes at once, its l/ link removed. Returns the trash path to dispose of
+   * after the lock is released (deleting a big tree must not hold up other ferry processes), or
+   * undefined when the layer was not there.
    */
-  async deleteUnlocked(hex: string): Promise<number> {
+  async detachUnlocked(hex: string): Promise<string | undefined> {
     const dir = join(this.dir, hex);
     // A half-written or corrupt record still names its link; a missing one means no link was made.
     const meta = await readFile(join(dir, 'meta.json'), 'utf8').then(
@@ -290,11 +292,17 @@ export class LayerStore {
     try {
       await rename(dir, trash);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
     await syncDir(this.dir);
     if (meta !== undefined) await rm(join(this.linkDir, meta.link), { force: true });
+    return trash;
+  }
+
+  /** Delete a detached layer; returns the bytes it took. */
+  async dispose(trash: string | undefined): Promise<number> {
+    if (trash === undefined) return 0;
     const bytes = await diskUsage(trash);
     await rm(trash, { recursive: true, force: true });
     return bytes;
