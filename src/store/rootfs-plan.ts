@@ -6,8 +6,9 @@ import { chainIds, shortLinkOf } from './layers.js';
  * The overlay mount for a container, as a value (containerd's snapshotter returns mounts as
  * data; only the runtime mounts). lowerDirs are relative to `cwd` (the store root), short
  * `l/<id>` links, top layer first as overlayfs wants, so 128 layers fit in one page of mount
- * options. The runtime writes this plan to `containers/<id>/rootfs.json`; gc keeps the layers
- * every plan there names.
+ * options. The runtime writes this plan to `containers/<id>/rootfs.json` (under `store.lock`,
+ * after checking the layers are present, before mounting); gc keeps the layers every plan there
+ * names, so a prune can never pull layers from under a container.
  */
 export interface RootfsPlan {
   /** Store root: mount from here so relative lowerdirs resolve. */
