@@ -1,6 +1,10 @@
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 import { chainIds, shortLinkOf } from './layers.js';
+import type { Store } from './store.js';
 
 /**
  * The overlay mount for a container, as a value (containerd's snapshotter returns mounts as
@@ -44,4 +48,29 @@ export function rootfsPlan(input: RootfsPlanInput): RootfsPlan {
 export function overlayMountOptions(plan: RootfsPlan): string {
   const escape = (p: string): string => p.replace(/([\\:,])/g, '\\$1');
   return `lowerdir=${plan.lowerDirs.map(escape).join(':')},upperdir=${escape(plan.upperDir)},workdir=${escape(plan.workDir)},index=off`;
+}
+
+/**
+ * The runtime's one call before mounting: check every layer of the image is in the store (and its
+ * l/ link is there), then record the plan in `containers/<id>/rootfs.json`, all under the store
+ * lock so a concurrent prune either ran before (and the check fails clearly) or keeps the layers.
+ */
+export async function claimRootfs(store: Store, containerId: string, diffIds: readonly Digest[]): Promise<RootfsPlan> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(containerId)) {
+    throw new FerryError('USAGE', `container id "${containerId}": use letters, digits, '.', '_' or '-'`);
+  }
+  const plan = rootfsPlan({ storeRoot: store.root, diffIds, containerId });
+  const dir = join(store.containersDir, containerId);
+  await store.lock.with(async () => {
+    for (const chainId of plan.chainIds) {
+      const meta = await store.layers.meta(chainId);
+      if (meta === undefined) {
+        throw new FerryError('NOT_FOUND', `layer ${chainId} of container ${containerId} is not in the store`, { hint: 'import the image again; ferry fsck lists what is missing' });
+      }
+      await store.layers.ensureLink(chainId, meta.link);
+    }
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(join(dir, 'rootfs.json'), `${JSON.stringify(plan, null, 2)}\n`);
+  });
+  return plan;
 }

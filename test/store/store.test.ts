@@ -9,6 +9,7 @@ import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { nativeFs } from '../../src/io/native.js';
 import {
   chainIds,
+  claimRootfs,
   fsck,
   importImage,
   inventory,
@@ -340,6 +341,21 @@ describe('rootfs plan', () => {
     // 128 layers fit in one 4 KB page of mount options.
     const many = rootfsPlan({ storeRoot: '/var/lib/ferry', diffIds: Array.from({ length: 128 }, (_, i) => digestOf(String(i))), containerId: 'x'.repeat(64) });
     expect(overlayMountOptions(many).length).toBeLessThan(4096);
+  });
+});
+
+describe('claimRootfs', () => {
+  it('records the plan under the lock; prune keeps the layers of a container after rmi', async () => {
+    const img = memoryImage([baseTar, upperTar], { ref: 'run:1' });
+    await importImage(store, img);
+    const plan = await claimRootfs(store, 'c1', img.config.rootfs.diff_ids);
+    expect(JSON.parse(await readFile(join(store.containersDir, 'c1', 'rootfs.json'), 'utf8'))).toEqual(plan);
+    await store.refs.remove(refName('run:1'));
+    const r = await prune(store);
+    expect(r.layersRemoved).toEqual([]);
+    expect(r.blobsRemoved).toContain(img.digest);
+    await expect(claimRootfs(store, 'c2', [digestOf('missing')])).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(claimRootfs(store, '../escape', img.config.rootfs.diff_ids)).rejects.toMatchObject({ code: 'USAGE' });
   });
 });
 
