@@ -1,10 +1,11 @@
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
-import { FerryError } from '../errors.js';
+import { FerryError, isFerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { MAX_MANIFEST_BYTES } from '../oci/manifest.js';
-import { formatPlatform, type Platform } from '../oci/platform.js';
+import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
+import { layerCompression } from '../oci/media-types.js';
+import { formatPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, withDigest, type Reference } from '../oci/reference.js';
 import type { ProgressListener } from '../io/progress.js';
 import type { PushResult } from './push-images.js';
@@ -89,6 +90,48 @@ function addRepo(list: Repository[], repo: Repository): void {
   if (!list.some((r) => r.registry === repo.registry && r.repository === repo.repository)) list.push(repo);
 }
 
+/**
+ * diffId -> compressed blob, from images an earlier push left under the same tags: a manifest
+ * there whose config is this image's config names, as its layer i, a compressed form of
+ * `diff_ids[i]` (in the chosen compression). A second push of the same raw bundle then sends
+ * only what changed, as docker does with its layer digest cache.
+ */
+async function earlierForms(target: PushTarget, groups: ReadonlyArray<{ target: Reference; images: StreamedImage[] }>, compression: PushCompression, call: { signal: AbortSignal }): Promise<Map<string, BlobSize>> {
+  const out = new Map<string, BlobSize>();
+  for (const group of groups) {
+    const ref = group.target;
+    if (ref.tag === undefined || !group.images.some((image) => image.layers.some((l) => l.blob !== l.digest))) continue;
+    const what = `manifest of ${formatReference(ref)} (an earlier push)`;
+    let top: { digest: Digest; mediaType: string; raw: Buffer };
+    try {
+      top = await target.getManifest(ref, call);
+    } catch (err) {
+      if (isFerryError(err, 'NOT_FOUND')) continue; // never pushed: nothing to reuse
+      throw err;
+    }
+    const manifests: Buffer[] = [];
+    const parsed = parseManifest(top.raw, top.mediaType, what);
+    if (parsed.kind === 'image') manifests.push(top.raw);
+    else {
+      for (const entry of parsed.manifest.manifests) {
+        if (entry.platform === undefined || !group.images.some((image) => platformMatches(image.platform, entry.platform!))) continue;
+        manifests.push((await target.getManifest(withDigest(repoOf(ref), entry.digest), call)).raw);
+      }
+    }
+    for (const raw of manifests) {
+      const m = parseManifest(raw, undefined, what);
+      if (m.kind !== 'image') continue;
+      const image = group.images.find((i) => i.configDigest === m.manifest.config.digest && i.layers.length === m.manifest.layers.length);
+      if (image === undefined) continue;
+      for (const [i, layer] of image.layers.entries()) {
+        const d = m.manifest.layers[i]!;
+        if (layer.blob !== layer.digest && layerCompression(d.mediaType) === compression) out.set(layer.diffId, { digest: d.digest, size: d.size });
+      }
+    }
+  }
+  return out;
+}
+
 export async function pushStreamedImages(
   target: PushTarget,
   images: readonly StreamedImage[],
@@ -152,10 +195,40 @@ export async function pushStreamedImages(
     if (!need.raw) need.repos = need.repos.filter((r) => !homes.get(digest)?.has(r.repository));
   }
 
+  // Raw layers a previous push compressed are not compressed and sent again: see earlierForms.
+  const earlier = await earlierForms(target, [...groups.values()], compression, call);
+  const compressed = new Map<string, BlobSize>();
+  for (const need of needs.values()) {
+    const known = need.raw ? earlier.get(need.diffId) : undefined;
+    if (known === undefined) continue;
+    const lacking: Repository[] = [];
+    for (const repo of need.repos) {
+      if ((await target.headBlob(repo, known.digest, { ...call, push: true })) === undefined) lacking.push(repo);
+      else {
+        home(known.digest, repo);
+        count(repo, 'exists');
+      }
+    }
+    if (lacking.length === need.repos.length) continue; // gone everywhere: compress and send it again
+    const still: Repository[] = [];
+    for (const repo of lacking) {
+      const notMounted = new FerryError('NOT_FOUND', `mount ${known.digest} into ${repoText(repo)}`);
+      try {
+        count(repo, await target.pushBlob(repo, known, () => Promise.reject(notMounted), { ...call, mountFrom: [...(homes.get(known.digest) ?? [])] }));
+        home(known.digest, repo);
+      } catch (err) {
+        // Only the refused mount is expected here: that repository gets the layer from the stream.
+        if (err !== notMounted) throw err;
+        still.push(repo);
+      }
+    }
+    need.repos = still;
+    if (still.length === 0) compressed.set(need.diffId, known);
+  }
+
   // ---- stream: keep manifests and configs, send layers as they pass
   const manifests = new Map<string, Buffer>();
   const configs = new Map<string, Buffer>();
-  const compressed = new Map<string, BlobSize>();
   const seen = new Set<string>();
   const tasks: Array<Promise<void>> = [];
   let failure: unknown;

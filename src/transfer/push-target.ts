@@ -34,6 +34,8 @@ export interface PushTarget {
   /** Push a blob whose digest is known only at its end (compressed on the way). */
   pushBlobStream(repo: Repository, open: OpenBlob, options?: { signal?: AbortSignal }): Promise<BlobSize & { result: BlobPushResult }>;
   putManifest(ref: Reference, raw: Buffer, mediaType: string, options?: { signal?: AbortSignal }): Promise<Digest>;
+  /** A manifest or index as the registry holds it; rejects with NOT_FOUND when there is none. */
+  getManifest(ref: Reference, options?: { signal?: AbortSignal }): Promise<{ digest: Digest; mediaType: string; raw: Buffer }>;
 }
 
 /** How layers held uncompressed are compressed for a registry. */

@@ -103,6 +103,19 @@ describe('push from a bundle stream', () => {
     const appRoot = await unpack(`${registry.host}/mirror/library/app:1`, 'app');
     expect(await readFile(join(appRoot, 'opt/app/run.sh'), 'utf8')).toContain('app says');
     expect((await readdirSafe(join(work, 'spool')))).toEqual([]);
+
+    // Pushed again: the earlier push's manifests name the compressed layers, so nothing is compressed or sent.
+    const again = openBundleStream(bundle);
+    const header = await again.next();
+    if (header.done === true || header.value.type !== 'header') throw new Error('no header');
+    const blobs2 = (async function* (): AsyncGenerator<StreamedBlob> {
+      for await (const e of again) if (e.type === 'blob') yield e;
+    })();
+    proxy.requests.length = 0;
+    const second = await pushStreamedImages(client, header.value.header.images, blobs2, { retarget: (r) => reroot(parseReference(r), destination) });
+    expect(second.map((r) => r.uploaded)).toEqual([0, 0, 0]);
+    expect(second.map((r) => r.digest).sort()).toEqual(results.map((r) => r.digest).sort());
+    expect(proxy.requests.filter((r) => r.method === 'PATCH' || r.method === 'POST')).toEqual([]);
   });
 });
 
