@@ -45,6 +45,7 @@ export const registerServe: Register = (program) => {
         const store = await storeFromCommand(command, { readOnly: true });
         const fromStore = storeContent(store, { onWarning: warn });
         // Compress what needs it before the first client waits for it.
+        if (flags.quiet !== true) process.stderr.write(`preparing the store's images (layers kept only unpacked are compressed once, into ${store.root}/cache)\n`);
         const names = await fromStore.prepare();
         content = fromStore;
         what = `store ${store.root} (${names} images)`;
