@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { writeDockerArchive, type SaveImage } from '../../archive/docker-archive-writer.js';
 import { FerryError, UsageError } from '../../errors.js';
-import { hostPlatform, parsePlatform, type Platform } from '../../oci/platform.js';
+import { formatPlatform, hostPlatform, parsePlatform, platformMatches, type Platform } from '../../oci/platform.js';
 import { familiarReference, parseReference, type Reference } from '../../oci/reference.js';
 import { ProgressView } from '../progress.js';
 import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
@@ -54,9 +54,9 @@ export const registerSave: Register = (program) => {
           }
           store ??= await storeFromCommand(command, { readOnly: true });
           const name = await openStoreName(store, text);
-          const image = name.images.find((i) => i.platform.os === platform.os && i.platform.architecture === platform.architecture) ?? (name.images.length === 1 && flags.platform === undefined ? name.images[0] : undefined);
+          const image = name.images.find((i) => platformMatches(platform, i.platform)) ?? (name.images.length === 1 && flags.platform === undefined ? name.images[0] : undefined);
           if (image === undefined) {
-            throw new FerryError('PLATFORM_NOT_FOUND', `save ${text}: the store has it for ${name.images.map((i) => `${i.platform.os}/${i.platform.architecture}`).join(', ')}, not ${platform.os}/${platform.architecture}`, {
+            throw new FerryError('PLATFORM_NOT_FOUND', `save ${text}: the store has it for ${name.images.map((i) => formatPlatform(i.platform)).join(', ')}, not ${formatPlatform(platform)}`, {
               hint: 'choose one with --platform',
             });
           }
