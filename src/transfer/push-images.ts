@@ -86,8 +86,11 @@ export class ImagePusher {
     this.compression = options.compression ?? 'gzip';
   }
 
-  private signal(): { signal?: AbortSignal } {
-    return this.options.signal ? { signal: this.options.signal } : {};
+  /** Aborted on the first failure, so the other uploads of the push stop too. */
+  private readonly controller = new AbortController();
+
+  private signal(): { signal: AbortSignal } {
+    return { signal: this.options.signal ? AbortSignal.any([this.options.signal, this.controller.signal]) : this.controller.signal };
   }
 
   private home(digest: Digest, repo: Repository): void {
@@ -184,7 +187,15 @@ export class ImagePusher {
     if (images.length === 0) throw new FerryError('NOT_FOUND', `push ${formatReference(target)}: no images to push`);
     const counts: Counts = { uploaded: 0, present: 0, mounted: 0 };
     const multi = images.length > 1 || request.index !== undefined;
-    const pushed = await Promise.all(images.map((image) => this.pushImage(target, image, multi, counts, request.sourceDigests?.get(image.digest))));
+    const jobs = images.map((image) => this.pushImage(target, image, multi, counts, request.sourceDigests?.get(image.digest)));
+    let pushed: Awaited<(typeof jobs)[number]>[];
+    try {
+      pushed = await Promise.all(jobs);
+    } catch (err) {
+      this.controller.abort(err);
+      await Promise.allSettled(jobs);
+      throw err;
+    }
     const result: PushResult = {
       target: formatReference(target),
       digest: pushed[0]!.digest,
