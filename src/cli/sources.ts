@@ -1,11 +1,13 @@
 import { resolve as resolvePath } from 'node:path';
 import { openDockerArchive, openOciArchive, openOciLayout } from '../archive/index.js';
-import { UsageError } from '../errors.js';
+import { isFerryError, UsageError } from '../errors.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import type { Platform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import type { RegistryClient } from '../registry/client.js';
 import { resolveRemote } from '../registry/remote-image.js';
+import type { Store } from '../store/index.js';
+import { openStoreName, type StoreName } from './store-images.js';
 
 /**
  * Where images come from, as the user names them (skopeo's transport prefixes):
@@ -37,6 +39,8 @@ export interface SourceImage {
 export interface OpenedSource {
   images: SourceImage[];
   index?: IndexInfo;
+  /** True when a bare reference was found in the local store rather than pulled. */
+  fromStore?: boolean;
   close(): Promise<void>;
 }
 
@@ -44,6 +48,26 @@ export interface OpenSourceOptions {
   platforms: Platform[] | 'all';
   /** Registry client, created on first need. */
   client: () => RegistryClient;
+  /** The local store, consulted first for a bare reference (docker habit); absent with --pull. */
+  store?: Store;
+}
+
+/**
+ * The images a store holds under this name, or undefined when it has none, so the caller falls
+ * back to the registry. Layers the store keeps only unpacked are read back as tars.
+ */
+async function fromStore(store: Store, text: string, platforms: Platform[] | 'all'): Promise<OpenedSource | undefined> {
+  let name: StoreName;
+  try {
+    name = await openStoreName(store, text, platforms === 'all' ? undefined : platforms);
+  } catch (err) {
+    if (isFerryError(err, 'NOT_FOUND') || isFerryError(err, 'PLATFORM_NOT_FOUND')) return undefined;
+    throw err;
+  }
+  const ref = formatReference(name.ref);
+  const out: OpenedSource = { images: name.images.map((image) => ({ ref, image })), close: async () => undefined, fromStore: true };
+  if (name.index) out.index = name.index;
+  return out;
 }
 
 function nameFor(image: Image, fallback: string): string {
@@ -62,6 +86,10 @@ export async function openSource(text: string, options: OpenSourceOptions): Prom
   switch (spec.kind) {
     case 'registry': {
       const ref = parseReference(spec.text);
+      if (options.store) {
+        const local = await fromStore(options.store, spec.text, options.platforms);
+        if (local) return local;
+      }
       const resolved = await resolveRemote(options.client(), ref, options.platforms);
       const name = formatReference(ref.tag === undefined ? ref : { registry: ref.registry, repository: ref.repository, tag: ref.tag });
       const out: OpenedSource = { images: resolved.images.map((image) => ({ ref: name, image })), close: none };

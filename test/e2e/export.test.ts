@@ -163,3 +163,31 @@ describe('export through a faulty network', () => {
     expect(v.code, v.stderr).toBe(0);
   });
 });
+
+describe('export from the local store', () => {
+  it('takes a bare reference from the store first, and --pull goes to the registry', async () => {
+    const root = join(work, 'store-for-export');
+    const first = join(work, 'to-store.tar.zst');
+    expect((await runFerry(['export', '-q', '-o', first, ref('app')], { env })).code).toBe(0);
+    const imp = await runFerry(['import', first], { env: { ...env, FERRY_ROOT: root } });
+    expect(imp.code, imp.stderr).toBe(0);
+    const before = countBlobGets(await registry.log(), layout.images.app!.layers[1]!.digest);
+    const manifestsBefore = (await registry.log()).split('\n').filter((l) => l.includes('/manifests/')).length;
+    const out = join(work, 'from-store.tar.zst');
+    const r = await runFerry(['export', '-o', out, ref('app')], { env: { ...env, FERRY_ROOT: root, FERRY_CACHE_DIR: join(work, 'cache-store') } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('taken from the local store');
+    const log = await registry.log();
+    expect(log.split('\n').filter((l) => l.includes('/manifests/')).length).toBe(manifestsBefore);
+    expect(countBlobGets(log, layout.images.app!.layers[1]!.digest)).toBe(before);
+    // The bundle from the store imports elsewhere and holds the same image identity.
+    const ls = JSON.parse((await runFerry(['ls', '--json', out])).stdout) as { images: Array<{ ref: string }> };
+    expect(ls.images.map((i) => i.ref)).toEqual([ref('app')]);
+    const other = join(work, 'store-other');
+    const imp2 = await runFerry(['import', out], { env: { ...env, FERRY_ROOT: other } });
+    expect(imp2.code, imp2.stderr).toBe(0);
+    const pulled = await runFerry(['export', '--pull', '-q', '-o', join(work, 'pulled.tar.zst'), ref('app')], { env: { ...env, FERRY_ROOT: root } });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect((await registry.log()).split('\n').filter((l) => l.includes('/manifests/')).length).toBeGreaterThan(manifestsBefore);
+  });
+});

@@ -10,6 +10,7 @@ import { cacheImages, defaultCacheDir } from '../../transfer/pull-cache.js';
 import { loadBundleDefinition } from '../bundle-file.js';
 import { humanBytes, ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
+import { existingStore } from '../store-options.js';
 import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
 import type { Register } from './index.js';
 
@@ -29,6 +30,7 @@ interface ExportFlags {
   cacheDir?: string;
   quiet?: boolean;
   json?: boolean;
+  pull?: boolean;
 }
 
 function intFlag(value: string | undefined, name: string): number | undefined {
@@ -55,6 +57,7 @@ export const registerExport: Register = (program) => {
     .option('--split <size>', 'write volumes of at most SIZE (700M, 4G, fat32) plus a .sha256 file')
     .option('--since <bundle|inventory.json>', 'delta: leave out blobs the old bundle or target inventory has')
     .option('--sign <key.pem>', 'sign ferry-bundle.json with this ed25519 private key')
+    .option('--pull', 'always pull from the registry, even when the local store has the image')
     .option('--no-cache', 'do not keep pulled blobs in the local pull cache')
     .option('--cache-dir <dir>', 'pull cache directory (default $FERRY_CACHE_DIR, /var/cache/ferry as root, else ~/.cache/ferry)')
     .option('-q, --quiet', 'no progress output')
@@ -78,15 +81,22 @@ export const registerExport: Register = (program) => {
       let client: RegistryClient | undefined;
       const getClient = (): RegistryClient => (client ??= new RegistryClient(registryClientOptions(command)));
       const opened: OpenedSource[] = [];
+      // The local store answers bare references first (images imported or committed here), unless --pull.
+      const store = flags.pull === true ? undefined : await existingStore(command);
       try {
         const sources: BundleSource[] = [];
         const fromRegistry = new Set<Image>();
         for (const request of requests) {
-          const source = await openSource(request.text, { platforms: parsePlatformList(request.platforms), client: getClient });
+          const source = await openSource(request.text, {
+            platforms: parsePlatformList(request.platforms),
+            client: getClient,
+            ...(store === undefined ? {} : { store }),
+          });
           opened.push(source);
+          if (source.fromStore === true) view.handle({ kind: 'note', message: `${request.text}: taken from the local store (--pull to fetch it from the registry)` });
           for (const entry of source.images) {
             sources.push(entry);
-            if (parseSourceSpec(request.text).kind === 'registry') fromRegistry.add(entry.image);
+            if (parseSourceSpec(request.text).kind === 'registry' && source.fromStore !== true) fromRegistry.add(entry.image);
           }
         }
 
