@@ -11,7 +11,8 @@ import { Agent, createServer, request as httpRequest, type IncomingMessage, type
 export type Fault =
   | { kind: 'drop'; match: RegExp; afterBytes: number; times?: number }     // send headers + N body bytes then destroy the socket
   | { kind: 'status'; match: RegExp; status: number; retryAfter?: number; times?: number } // answer with this status (e.g. 500, 429 + Retry-After seconds) instead of forwarding
-  | { kind: 'flip'; match: RegExp; offset: number; times?: number };        // forward, but flip one byte of the body at offset
+  | { kind: 'flip'; match: RegExp; offset: number; times?: number }         // forward, but flip one byte of the body at offset
+  | { kind: 'cut'; match: RegExp; afterBytes: number; times?: number };    // forward N bytes of the *request* body, then cut both connections (a dropped upload)
 
 export interface ProxiedRequest {
   method: string;
@@ -74,6 +75,10 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       answerStatus(req, res, record, fault);
       return;
     }
+    if (fault?.kind === 'cut') {
+      cutUpload(req, res, fault.afterBytes);
+      return;
+    }
     forward(req, res, record, fault);
   });
   // Keep-alive connections from clients must not keep stop() waiting.
@@ -102,6 +107,34 @@ export async function startFaultProxy(target: string): Promise<FaultProxy> {
       if (!res.writableFinished) upstream.destroy();
     });
     req.pipe(upstream);
+  }
+
+  /** The registry gets the first `afterBytes` of the body, then both connections break mid-upload. */
+  function cutUpload(req: IncomingMessage, res: ServerResponse, afterBytes: number): void {
+    const upstream = httpRequest({ host: targetHost, port: targetPort, method: req.method, path: req.url, headers: endToEnd(req.rawHeaders) });
+    upstream.on('error', () => undefined); // destroyed on purpose below
+    upstream.on('response', (r) => r.resume());
+    let sent = 0;
+    let cut = false;
+    const cutNow = (): void => {
+      if (cut) return;
+      cut = true;
+      upstream.destroy();
+      req.socket.destroy();
+      res.destroy();
+    };
+    req.on('data', (chunk: Buffer) => {
+      if (cut) return;
+      const room = afterBytes - sent;
+      if (chunk.length < room) {
+        sent += chunk.length;
+        upstream.write(chunk);
+        return;
+      }
+      upstream.write(chunk.subarray(0, room), () => setTimeout(cutNow, 50));
+      sent = afterBytes;
+    });
+    req.on('end', () => setTimeout(cutNow, 50));
   }
 
   function relay(upstreamRes: IncomingMessage, res: ServerResponse, record: ProxiedRequest, fault: Fault | undefined): void {

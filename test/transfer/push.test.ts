@@ -68,7 +68,7 @@ async function rawManifest(ref: string): Promise<Buffer> {
 }
 
 describe('push from a bundle stream', () => {
-  it('streams a raw bundle into the registry through refused and dropped uploads; every image verifies', async () => {
+  it('streams a raw bundle into the registry through uploads cut mid-body, refused and dropped; every image verifies', async () => {
     const sources = [];
     for (const name of ['app', 'big', 'multi']) {
       const resolved = await openOciLayout(layout.dir, name, 'all');
@@ -77,6 +77,8 @@ describe('push from a bundle stream', () => {
     const bundle = join(work, 'raw.tar.zst');
     await writeBundle(sources, bundle, {});
     proxy.setFaults([
+      // Layers come by depth: the first upload is the 1 MB base layer, broken off after 64 kB.
+      { kind: 'cut', match: /^PATCH /, afterBytes: 64 * 1024 },
       { kind: 'status', match: /^PATCH /, status: 500 },
       { kind: 'drop', match: /^PATCH /, afterBytes: 0 },
       { kind: 'status', match: /^PUT .*[?&]digest=/, status: 503 },
