@@ -5,7 +5,7 @@ import { FerryError, UsageError, messageOf } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
-import { findStoreImage, openStoreImageByDigest, rootfsPlan, type Store } from '../store/index.js';
+import { chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
 import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
@@ -180,15 +180,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const entry = await findStoreImage(store, options.image, options.platform);
   const image = await openStoreImageByDigest(store, entry.manifestDigest, parseReference(entry.name));
   const id = newContainerId();
-  const plan = rootfsPlan({ storeRoot: store.root, diffIds: image.config.rootfs.diff_ids, containerId: id });
-  for (const [i, chainId] of plan.chainIds.entries()) {
-    if (!(await store.layers.has(chainId))) {
-      throw new FerryError('STORE_ERROR', `image ${entry.name}: layer ${i} (${chainId}) is not unpacked in the store`, {
-        hint: 'import the image again; ferry fsck lists what is missing',
-      });
-    }
-  }
-  const layers = [...plan.chainIds].reverse().map((c) => store.layers.diffDir(c));
+  const diffIds = image.config.rootfs.diff_ids;
+  const layers = chainIds(diffIds).reverse().map((c) => store.layers.diffDir(c));
 
   const hostEnv = options.hostEnv ?? process.env;
   const fileEntries: string[] = [];
@@ -245,22 +238,22 @@ export async function createContainer(store: Store, options: RunOptions): Promis
 
   for (const v of volumes) await mkdir(v.source, { recursive: true });
   const paths = containerPaths(store.root, id);
-  await store.lock.with(async () => {
-    const all = await listContainers(store.root);
-    const taken = new Set(all.map((c) => c.record.name));
-    if (record.name === '') record.name = generateName(taken);
-    else if (taken.has(record.name)) {
-      const other = all.find((c) => c.record.name === record.name)!;
-      throw new FerryError('IN_USE', `container name "${record.name}" is already used by container ${shortId(other.record.id)}`, {
-        hint: 'remove that container (ferry rm) or choose another name',
-      });
-    }
-    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-    // The plan first: from here on gc keeps the image's layers.
-    await writeFile(paths.rootfsPlan, `${JSON.stringify(plan, null, 2)}\n`, { mode: 0o600 });
-    await writeRecord(store.root, record);
-  });
+  // The plan first (checked and recorded under the store lock): from here on prune keeps the
+  // image's layers. The container stays invisible until config.json exists.
+  await claimRootfs(store, id, diffIds);
   try {
+    await store.lock.with(async () => {
+      const all = await listContainers(store.root);
+      const taken = new Set(all.map((c) => c.record.name));
+      if (record.name === '') record.name = generateName(taken);
+      else if (taken.has(record.name)) {
+        const other = all.find((c) => c.record.name === record.name)!;
+        throw new FerryError('IN_USE', `container name "${record.name}" is already used by container ${shortId(other.record.id)}`, {
+          hint: 'remove that container (ferry rm) or choose another name',
+        });
+      }
+      await writeRecord(store.root, record);
+    });
     for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
     await makeInitLayer(paths.init, layers);
     await writeNetworkFiles(record, store.root);
