@@ -4,6 +4,7 @@ import { lstat, mkdir, readFile, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { runFerry } from '../helpers/ferry.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { buildTestLayout, pushTestImages, type TestLayout } from '../helpers/test-images.js';
@@ -132,6 +133,30 @@ describe('ferry push', () => {
       expect(one.trim()).toBe(await registryDigest(`${dest.host}/site/test/app:latest`));
       expect(await registryDigest(`${dest.host}/team/app:v2`)).toBe(one.trim());
     } finally {
+      await dest.stop();
+    }
+  });
+
+  it('push --all through registry faults (an upload cut mid-body, 500s): retried, and every image verifies', async () => {
+    const root = join(work, 'store-faults');
+    await ferry(['--root', root, 'import', pulledBundle]);
+    const dest = await startRegistry();
+    const proxy = await startFaultProxy(dest.host);
+    try {
+      proxy.setFaults([
+        { kind: 'cut', match: /^(PATCH|PUT) .*\/blobs\/uploads\//, afterBytes: 16 * 1024 },
+        { kind: 'status', match: /^PUT .*\/blobs\/uploads\//, status: 500 },
+        { kind: 'status', match: /^PUT .*\/manifests\//, status: 503 },
+      ]);
+      await ferry(['--root', root, 'push', '-q', '--all', proxy.host]);
+      expect(proxy.pendingFaults()).toEqual([]);
+      for (const name of ['app', 'tools'] as const) {
+        // As pulled: the same digests, and skopeo's copy checks every blob.
+        expect(await registryDigest(`${dest.host}/test/${name}:latest`)).toBe(layout.refs[name]);
+        await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${dest.host}/test/${name}:latest`, `oci:${join(work, 'fault-copies')}:${name}`]);
+      }
+    } finally {
+      await proxy.stop();
       await dest.stop();
     }
   });
