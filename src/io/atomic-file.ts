@@ -18,9 +18,11 @@ export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
 
-/** Write a whole file atomically: temp file, fsync, rename, fsync the directory. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const tmp = tempPathFor(path);
+/**
+ * Write a whole file atomically: temp file, fsync, rename, fsync the directory. `tmp` may name
+ * another place on the same filesystem (the store keeps its temp files in tmp/, swept at start).
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644, tmp = tempPathFor(path)): Promise<void> {
   try {
     const handle = await open(tmp, 'wx', mode);
     try {

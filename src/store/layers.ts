@@ -240,7 +240,8 @@ export class LayerStore {
       const meta = await this.meta(chainId);
       if (meta === undefined || meta.compressedDigests.includes(digest)) return;
       meta.compressedDigests = [...meta.compressedDigests, digest].sort();
-      await writeFileAtomic(join(this.layerDir(chainId), 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
+      // Via tmp/: a crash mid-write leaves a leftover the next open sweeps, not litter in the layer.
+      await writeFileAtomic(join(this.layerDir(chainId), 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, 0o644, join(this.tmpDir, ownedName('meta')));
     });
   }
 

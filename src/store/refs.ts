@@ -6,6 +6,7 @@ import { formatPlatform, normalizePlatform, platformMatches, type Platform } fro
 import { formatReference, parseReference } from '../oci/reference.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { StoreLock } from './lock.js';
+import { ownedName } from './owner.js';
 
 /**
  * Image names in the store: `refs.json`, replaced atomically, written last in an import so a
@@ -49,11 +50,18 @@ function validEntry(v: unknown): v is RefEntry {
 
 export class RefStore {
   readonly path: string;
+  private readonly tmpDir: string;
   private readonly lock: StoreLock;
 
   constructor(root: string, lock: StoreLock) {
     this.path = join(root, 'refs.json');
+    this.tmpDir = join(root, 'tmp');
     this.lock = lock;
+  }
+
+  /** Written via tmp/, so a crash mid-write leaves a leftover the next open sweeps. */
+  private async write(file: RefsFile): Promise<void> {
+    await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`, 0o644, join(this.tmpDir, ownedName('refs')));
   }
 
   async list(): Promise<RefEntry[]> {
@@ -107,8 +115,7 @@ export class RefStore {
     const kept = `${this.path}.damaged-${Date.now()}`;
     await this.lock.with(async () => {
       await rename(this.path, kept);
-      const file: RefsFile = { schemaVersion: 1, refs: [] };
-      await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`);
+      await this.write({ schemaVersion: 1, refs: [] });
     });
     return kept;
   }
@@ -119,8 +126,7 @@ export class RefStore {
       const next = change(await this.list()).sort((a, b) =>
         a.name === b.name ? platformKey(a.platform).localeCompare(platformKey(b.platform)) : a.name.localeCompare(b.name),
       );
-      const file: RefsFile = { schemaVersion: 1, refs: next };
-      await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`);
+      await this.write({ schemaVersion: 1, refs: next });
     });
   }
 }
