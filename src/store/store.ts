@@ -3,9 +3,10 @@ import { mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
-import { BlobStore, type IngestOptions, type IngestResult } from './blobs.js';
-import { LayerStore, type UnpackLayerOptions, type UnpackLayerResult } from './layers.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import { BlobStore, readdirOrEmpty, type IngestOptions, type IngestResult } from './blobs.js';
+import { danglingLinks } from './gc.js';
+import { LayerStore, shortLinkOf, type UnpackLayerOptions, type UnpackLayerResult } from './layers.js';
 import { StoreLock } from './lock.js';
 import { isOwnerAlive, ownedName, ownerOf } from './owner.js';
 import { RefStore, type RefEntry } from './refs.js';
@@ -122,9 +123,27 @@ export class Store {
     for (const name of dead) await rm(join(this.tmpDir, name), { recursive: true, force: true });
     return dead;
   }
+
+  /**
+   * Mend l/ after a crash: a layer is renamed into layers/ and then linked, and removed the other
+   * way round, so a process killed in between leaves a layer without its link or a link without
+   * its layer. A quick look without the lock; only a mismatch takes it (a live commit may be
+   * between its two steps) and fixes both kinds.
+   */
+  async mendLinks(): Promise<void> {
+    const ids = (await this.layers.ids()).filter((hex) => isDigest(`sha256:${hex}`));
+    const want = new Set(ids.map((hex) => shortLinkOf(`sha256:${hex}` as Digest)));
+    const have = await readdirOrEmpty(this.layers.linkDir);
+    if (have.length === want.size && have.every((name) => want.has(name))) return;
+    await this.lock.with(async () => {
+      for (const name of await danglingLinks(this)) await rm(join(this.layers.linkDir, name), { force: true });
+      const present = new Set(await readdirOrEmpty(this.layers.linkDir));
+      for (const meta of await this.layers.list()) if (!present.has(meta.link)) await this.layers.ensureLink(meta.chainId, meta.link);
+    });
+  }
 }
 
-/** Open (and, unless read-only, create and sweep) the store. */
+/** Open (and, unless read-only, create, sweep tmp/ and mend l/) the store. */
 export async function openStore(options: OpenStoreOptions = {}): Promise<Store> {
   const root = resolveStoreRoot(options);
   const store = new Store(root, options.lockTimeoutMs);
@@ -140,5 +159,6 @@ export async function openStore(options: OpenStoreOptions = {}): Promise<Store> 
     });
   }
   await store.sweepTmp();
+  await store.mendLinks();
   return store;
 }

@@ -23,6 +23,7 @@ import {
   shortLinkOf,
   type Store,
 } from '../../src/store/index.js';
+import { ownerToken } from '../../src/store/owner.js';
 import { buildTar } from '../helpers/tar-builder.js';
 import { memoryImage } from '../helpers/memory-image.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
@@ -290,6 +291,38 @@ describe('prune, fsck, inventory', () => {
     expect(fixed.problems.every((p) => p.repaired)).toBe(true);
     expect((await fsck(store)).problems).toEqual([]);
     expect(await store.refs.list()).toEqual([]);
+  });
+
+  it('what a kill between two steps leaves is mended by the next open: layer without link, link without layer, refs/meta temp files', async () => {
+    const img = memoryImage([baseTar, upperTar], { ref: 'k:1' });
+    await importImage(store, img);
+    const [bottom, top] = chainIds(img.config.rootfs.diff_ids) as [Digest, Digest];
+    // Killed between the rename into layers/ and the symlink (commit), and between detach and unlink (prune).
+    await rm(join(store.layers.linkDir, shortLinkOf(top)));
+    await rm(store.layers.layerDir(bottom), { recursive: true });
+    // The refs.json and meta.json rewrites go through tmp/ under an owner name: a dead writer's are swept.
+    await writeFile(join(store.tmpDir, '999999999.1-0123456789ab-refs'), '{"schemaVersion":');
+    await writeFile(join(store.tmpDir, '999999999.1-0123456789ac-meta'), '{');
+    const before = (await fsck(store)).problems.map((p) => p.kind).sort();
+    expect(before).toEqual(['layer-link', 'layer-link', 'layer-orphan', 'ref-broken', 'tmp-leftover', 'tmp-leftover']);
+    const reopened = await openStore({ root: store.root });
+    // The bottom layer is really gone (fsck --repair's business), but l/ and tmp/ are mended.
+    expect((await fsck(reopened)).problems.map((p) => p.kind).sort()).toEqual(['layer-orphan', 'ref-broken']);
+    expect(await readlink(join(store.layers.linkDir, shortLinkOf(top)))).toBe(`../layers/${top.slice(7)}/diff`);
+    expect(await exists(join(store.layers.linkDir, shortLinkOf(bottom)))).toBe(false);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+    // A store opened with nothing to mend does not take the lock (no lock file to wait on).
+    await writeFile(join(store.root, 'lock'), `${ownerToken()}\n`);
+    await openStore({ root: store.root, lockTimeoutMs: 200 });
+    await rm(join(store.root, 'lock'));
+  });
+
+  it('refs.json and meta.json are rewritten through tmp/, never beside themselves', async () => {
+    const img = memoryImage([baseTar], { ref: 'w:1' });
+    await importImage(store, img);
+    await store.layers.addCompressedDigest(img.config.rootfs.diff_ids[0]!, digestOf('another form'));
+    expect((await readdir(store.root)).filter((n) => n.includes('.tmp'))).toEqual([]);
+    expect(await readdir(store.layers.layerDir(img.config.rootfs.diff_ids[0]!))).toEqual(['diff', 'meta.json']);
   });
 
   it('a damaged refs.json is a clear STORE_ERROR; fsck --repair resets it', async () => {
