@@ -1,14 +1,14 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { FerryError, UsageError } from '../errors.js';
+import { FerryError, UsageError, isFerryError } from '../errors.js';
 import { Digester, digestOf, type Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import type { Image, Layer } from '../oci/image.js';
-import type { ContainerConfig, HistoryEntry, ImageConfig, ImageManifest } from '../oci/manifest.js';
+import { configPlatform, parseImageConfig, parseManifest, type ContainerConfig, type HistoryEntry, type ImageConfig, type ImageManifest } from '../oci/manifest.js';
 import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
 import { parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
@@ -16,7 +16,7 @@ import { importImage, openStoreImageByDigest, type Store } from '../store/index.
 import { ownedName } from '../store/owner.js';
 import { commandLine } from './containers.js';
 import { upperLayerTar } from './layer-tar.js';
-import { containerPaths, findContainer } from './state.js';
+import { containerPaths, findContainer, type ContainerRecord } from './state.js';
 
 /**
  * `ferry commit`: a container's upper layer becomes a new layer on top of its image (overlay
@@ -168,11 +168,50 @@ function commitRef(text: string): Reference {
   return ref.tag === undefined ? withTag(ref, 'latest') : ref;
 }
 
+/**
+ * The container's image: from the store, or, when it was removed from the store since (rmi and
+ * prune keep a container's layers but not the image's blobs), from the raw manifest and config
+ * the container kept, its layers then usable only unpacked.
+ */
+async function baseImage(store: Store, record: ContainerRecord): Promise<Image> {
+  try {
+    return await openStoreImageByDigest(store, record.image.digest);
+  } catch (err) {
+    if (!isFerryError(err, 'NOT_FOUND')) throw err;
+  }
+  const paths = containerPaths(store.root, record.id);
+  const rawManifest = await readFile(paths.imageManifest);
+  const rawConfig = await readFile(paths.imageConfig);
+  if (digestOf(rawManifest) !== record.image.digest || digestOf(rawConfig) !== record.image.configDigest) {
+    throw new FerryError('STORE_ERROR', `commit container ${record.name}: its copy of image ${record.image.name} does not match ${record.image.digest}`, {
+      hint: 'the container directory was changed; the container cannot be committed',
+    });
+  }
+  const parsed = parseManifest(rawManifest, undefined, `image of container ${record.name}`);
+  if (parsed.kind !== 'image') throw new FerryError('STORE_ERROR', `image ${record.image.digest} of container ${record.name} is not an image manifest`);
+  const config = parseImageConfig(rawConfig, `config of container ${record.name}'s image`);
+  const unpackedOnly = async (): Promise<Readable> => {
+    throw new FerryError('NOT_FOUND', `image ${record.image.name} is no longer in the store: its layers exist only unpacked`);
+  };
+  return {
+    ref: undefined,
+    digest: record.image.digest,
+    mediaType: parsed.mediaType,
+    rawManifest,
+    manifest: parsed.manifest,
+    configDigest: record.image.configDigest,
+    rawConfig,
+    config,
+    platform: configPlatform(config),
+    layers: parsed.manifest.layers.map((descriptor, i) => ({ descriptor, diffId: config.rootfs.diff_ids[i]!, stored: 'tar' as const, blob: unpackedOnly, tar: unpackedOnly })),
+  };
+}
+
 export async function commitContainer(store: Store, text: string, options: CommitOptions = {}): Promise<CommitResult> {
   const ref = options.ref === undefined ? undefined : commitRef(options.ref);
   const info = await findContainer(store.root, text);
   const record = info.record;
-  const base = await openStoreImageByDigest(store, record.image.digest);
+  const base = await baseImage(store, record);
   const docker = base.mediaType === MediaType.dockerManifest;
   const created = (options.created ?? new Date()).toISOString();
 

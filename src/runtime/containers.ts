@@ -254,6 +254,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
       }
       await writeRecord(store.root, record);
     });
+    await writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 });
+    await writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 });
     for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
     await makeInitLayer(paths.init, layers);
     await writeNetworkFiles(record, store.root);

@@ -12,6 +12,8 @@ import type { LaunchBind } from './launcher.js';
  * A container on disk, `ROOT/containers/<id>/`:
  *   config.json   what it runs (written once, at create)
  *   rootfs.json   the store's rootfs plan (gc keeps the layers it names)
+ *   image-manifest.json image-config.json   the image's raw manifest and config, so `commit`
+ *                 works even after the image was removed from the store
  *   state.json    the launcher's pids once started
  *   exit          the exit status, written by the launcher's monitor when the container ends, so
  *                 it is known even when ferry is long gone
@@ -82,6 +84,8 @@ export interface ContainerPaths {
   dir: string;
   config: string;
   rootfsPlan: string;
+  imageManifest: string;
+  imageConfig: string;
   state: string;
   exit: string;
   log: string;
@@ -107,6 +111,8 @@ export function containerPaths(root: string, id: string): ContainerPaths {
     dir,
     config: join(dir, 'config.json'),
     rootfsPlan: join(dir, 'rootfs.json'),
+    imageManifest: join(dir, 'image-manifest.json'),
+    imageConfig: join(dir, 'image-config.json'),
     state: join(dir, 'state.json'),
     exit: join(dir, 'exit'),
     log: join(dir, 'log'),

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importImage, openStore, openStoreImage } from '../../src/store/index.js';
@@ -130,6 +131,24 @@ describe('detached containers', () => {
     expect(await statusOf('orphan')).toMatchObject({ status: 'exited', exitCode: 137 });
     expect(await mountsMentioning(f.root)).toEqual([]);
     await f.ok(['rm', 'orphan']);
+  });
+});
+
+describe('containers and the store', () => {
+  it('a container outlives its image: rmi + prune keep its layers; exec, diff and commit still work; rm + prune free them', async () => {
+    const before = await readdir(join(f.root, 'layers'));
+    await f.ok(['import', `oci:${f.layout.dir}:tools`]);
+    await f.ok(['run', '-d', '--name', 'keeper', 'tools', 'sh', '-c', 'echo kept > /tmp/k; sleep 100']);
+    await f.ok(['rmi', 'tools']);
+    await f.ok(['prune']);
+    expect(await f.ok(['exec', 'keeper', 'cat', '/etc/tools.conf'])).toBe('tools=1\n');
+    await waitFor(async () => (await f.ok(['diff', 'keeper'])).includes('A /tmp/k'), 5000, 'the change');
+    await f.ok(['commit', 'keeper', 'kept:1']);
+    await f.ok(['rm', '-f', 'keeper']);
+    expect(await f.ok(['run', '--rm', 'kept:1', 'cat', '/tmp/k', '/etc/tools.conf'])).toBe('kept\ntools=1\n');
+    await f.ok(['rmi', 'kept:1']);
+    await f.ok(['prune']);
+    expect((await readdir(join(f.root, 'layers'))).sort()).toEqual(before.sort());
   });
 });
 
