@@ -414,7 +414,8 @@ static int ensure_at_depth(int root, const char *path, bool file, enum resolve_m
     ssize_t n = readlinkat(pfd, base, link, sizeof link - 1);
     if (n > 0) {
       link[n] = '\0';
-      snprintf(target, sizeof target, link[0] == '/' ? "%s%s" : "%s/%s", link[0] == '/' ? "" : parent, link);
+      if (link[0] == '/') snprintf(target, sizeof target, "%s", link);
+      else snprintf(target, sizeof target, "%s/%s", parent, link);
       close(ensure_at_depth(root, target, file, mode, depth + 1));
     }
   }
