@@ -13,13 +13,14 @@
     },
     {
       # The container launcher (src/runtime/launcher.ts spawns it): namespaces, pivot_root and
-      # exec cannot be done from inside the multi-threaded node process. Static, so it loads no
-      # library after it has entered a container's root.
+      # exec cannot be done from inside the multi-threaded node process. Linked dynamically (a
+      # static glibc is not installed everywhere); it loads nothing once inside a container's
+      # root: no NSS lookups, no dlopen, libraries are mapped at exec on the host.
       'target_name': 'ferry-launch',
       'type': 'executable',
       'sources': ['native/ferry-launch.c'],
       'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-O2'],
-      'ldflags': ['-static', '-Wl,-z,noexecstack', '-Wl,-z,relro', '-Wl,-z,now'],
+      'ldflags': ['-Wl,-z,noexecstack', '-Wl,-z,relro', '-Wl,-z,now'],
     },
   ],
 }
