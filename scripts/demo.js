@@ -134,17 +134,14 @@ async function main() {
     const digest = await writeLayout(rootfs, layout, 'demo/hello:1');
     console.log(`OCI layout ${layout}, manifest ${digest}`);
 
-    step("serve it from ferry's own registry server on loopback");
-    const { startRegistryServer } = await import(join(repo, 'dist/registry/server.js'));
-    const { contentFromImages } = await import(join(repo, 'dist/cli/serve-content.js'));
-    const { openOciLayout } = await import(join(repo, 'dist/archive/index.js'));
-    const { parseReference } = await import(join(repo, 'dist/oci/reference.js'));
-    const resolved = await openOciLayout(layout, 'demo/hello:1', 'all');
-    server = await startRegistryServer(contentFromImages([{ ref: parseReference('localhost/demo/hello:1'), images: resolved.images }]), {
-      host: '127.0.0.1',
-      port: 0,
+    step("serve it with ferry's own registry server (ferry serve) on loopback");
+    console.log(`$ ferry serve -q --listen 127.0.0.1:0 oci:${layout}`);
+    server = spawn(process.execPath, [ferryBin, 'serve', '-q', '--listen', '127.0.0.1:0', `oci:${layout}`], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...env },
     });
-    const ref = `${server.host}/demo/hello:1`;
+    const host = await firstLine(server);
+    const ref = `${host}/demo/hello:1`;
     console.log(`serving ${ref}`);
 
     step('inspect the image in the registry');
@@ -164,11 +161,34 @@ async function main() {
     // Shell builtins only, so the same command works with busybox or with the host's bare sh.
     const script = 'while read -r l; do echo "$l"; done < /etc/motd; read -r h < /proc/sys/kernel/hostname; echo "shell pid $$ in its own PID namespace, hostname $h"';
     await must(['run', '--rm', ref, '/bin/sh', '-c', script], env);
-    step('done: export -> import -> run worked end to end');
+    step('copy-on-write: change a container, see the diff, commit it as a new image');
+    await must(['run', '--name', 'demo-c1', ref, '/bin/sh', '-c', 'echo "changed inside a container" > /etc/motd'], env);
+    await must(['diff', 'demo-c1'], env);
+    await must(['commit', '-m', 'demo change', 'demo-c1', 'demo/hello:2'], env);
+    await must(['rm', 'demo-c1'], env);
+    const show = 'while read -r l; do echo "$l"; done < /etc/motd';
+    await must(['run', '--rm', 'demo/hello:2', '/bin/sh', '-c', show], env);
+    await must(['run', '--rm', ref, '/bin/sh', '-c', show], env);
+    await must(['images'], env);
+    await must(['fsck'], env);
+    step('done: export -> import -> run -> commit worked end to end');
   } finally {
-    if (server) await server.close();
+    if (server) server.kill('SIGTERM');
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The first line a child prints (ferry serve -q prints its address once it listens). */
+function firstLine(child) {
+  return new Promise((resolvePromise, reject) => {
+    let text = '';
+    child.stdout.on('data', (chunk) => {
+      text += chunk;
+      const nl = text.indexOf('\n');
+      if (nl >= 0) resolvePromise(text.slice(0, nl).trim());
+    });
+    child.once('exit', (code) => reject(new Error(`ferry serve exited with ${code} before listening`)));
+  });
 }
 
 /** Run a ferry step; the demo fails loudly at the first step that fails. */
