@@ -1,0 +1,54 @@
+import { access } from 'node:fs/promises';
+import { buildTestLayout } from '../helpers/test-images.js';
+import { Bench, FERRY, ferryHas, rss } from './context.js';
+import { note, sh, type Contender } from './measure.js';
+import { missing, type Value } from './report.js';
+
+const SIZES: ReadonlyArray<readonly [label: string, bytes: number]> = [
+  ['64 MiB', 64 * 2 ** 20],
+  ['1 GiB', 2 ** 30],
+];
+
+/** A layout with one image whose top layer is one file of pseudo-random bytes (built once, kept). */
+async function bigLayout(b: Bench, label: string, bytes: number): Promise<string> {
+  const dir = b.path(`big-${label.replace(' ', '')}`);
+  try {
+    await access(`${dir}/index.json`);
+  } catch {
+    note(`memory: building a layout with a ${label} layer`);
+    await sh(`rm -rf ${dir}`);
+    await buildTestLayout(dir, { bigLayerBytes: bytes });
+  }
+  return dir;
+}
+
+/**
+ * Peak RSS of export and import as one layer grows from 64 MiB to 1 GiB: memory must be bounded by
+ * the zstd window and stream buffers, never by the layer. At the default window (2^27 = 128 MiB)
+ * a 64 MiB layer does not fill the window, so a smaller peak there is expected; `--window-log 24`
+ * (16 MiB, filled by both) isolates buffering anywhere else.
+ */
+export async function memorySection(b: Bench): Promise<void> {
+  const s = 'memory: peak RSS, one 64 MiB vs one 1 GiB layer';
+  const importBuilt = await ferryHas('import');
+  const contenders: Contender[] = [];
+  for (const [label, bytes] of SIZES) {
+    const dir = await bigLayout(b, label, bytes);
+    const id = label.replace(' ', '');
+    const out = b.path(`big-${id}.tar.zst`);
+    contenders.push({ id: `memory.export-${id}`, prep: `rm -f ${out}`, command: `${FERRY} export -q -o ${out} oci:${dir}:big && sync` });
+    contenders.push({ id: `memory.export-w24-${id}`, prep: `rm -f ${out}.w24`, command: `${FERRY} export -q --window-log 24 -o ${out}.w24 oci:${dir}:big && sync` });
+    if (importBuilt) {
+      const store = b.path(`store-big-${id}`);
+      contenders.push({ id: `memory.import-${id}`, prep: `rm -rf ${store}; [ -f ${out} ] || ${FERRY} export -q -o ${out} oci:${dir}:big`, command: `${FERRY} --root ${store} import -q ${out} >/dev/null && sync` });
+    }
+  }
+  const m = await b.race(contenders);
+  const row = (figure: string, small: Value, large: Value, target?: { max: number; text: string }): void => {
+    b.add({ section: s, figure, unit: 'MB', ferry: large, peer: { name: 'same, 64 MiB layer', value: small }, target: { of: 'ratio', max: target?.max ?? 1.2, text: target?.text ?? '<= 1.2x (flat)' } });
+  };
+  row('export, 1 GiB layer, default', rss(m.get('memory.export-64MiB')), rss(m.get('memory.export-1GiB')));
+  row('export, 1 GiB layer, --window-log 24', rss(m.get('memory.export-w24-64MiB')), rss(m.get('memory.export-w24-1GiB')));
+  row('import, 1 GiB layer', importBuilt ? rss(m.get('memory.import-64MiB')) : missing('not built'), importBuilt ? rss(m.get('memory.import-1GiB')) : missing('not built'));
+  await sh(`rm -rf ${b.path('store-big-*')} ${b.path('big-*.tar.zst*')}`);
+}

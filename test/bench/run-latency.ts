@@ -1,0 +1,73 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { corpusDir, fullRef } from './corpus.js';
+import { Bench, FERRY, FERRY_BIN, ferryHas } from './context.js';
+import { PODMAN_SRC, defaultBundle, preparePodman } from './export.js';
+import { importStore } from './import.js';
+import { latencyOnce, median, note, sh, summarise } from './measure.js';
+import { missing, type Value } from './report.js';
+
+interface Runner {
+  id: string;
+  argv: (i: number) => string[];
+}
+
+/**
+ * Start-to-exit latency of `true` in the redis image: ferry run --rm from the imported store,
+ * runc run on the same rootfs unpacked by umoci, podman run --rm (runc: crun cannot start
+ * containers on this machine's hybrid cgroups). Two warm-up runs each, then interleaved runs.
+ */
+export async function runSection(b: Bench): Promise<void> {
+  const s = 'run: `true` in redis:7, start to exit';
+  const ref = fullRef('library/redis:7');
+  const built = await ferryHas('run');
+  const runners: Runner[] = [];
+  if (built) {
+    const store = importStore(b);
+    await sh(`[ -f ${store}/refs.json ] || { [ -f ${defaultBundle(b)} ] || ${FERRY} export -q --cache-dir ${b.path('cache-cold')} -o ${defaultBundle(b)} ${ref}; ${FERRY} --root ${store} import -q ${defaultBundle(b)}; }`);
+    runners.push({ id: 'run.ferry', argv: () => [process.execPath, FERRY_BIN, '--root', store, 'run', '--rm', ref, 'true'] });
+  }
+  const rb = b.path('runc-redis');
+  await sh(`rm -rf ${rb}; umoci unpack --image ${corpusDir}/oci-src:redis-7 ${rb} >/dev/null`);
+  const config = JSON.parse(await readFile(`${rb}/config.json`, 'utf8')) as { process: { args: string[]; terminal: boolean }; root: { readonly: boolean } };
+  config.process.args = ['/bin/true'];
+  config.process.terminal = false;
+  config.root.readonly = false;
+  await writeFile(`${rb}/config.json`, JSON.stringify(config));
+  runners.push({ id: 'run.runc', argv: (i) => ['runc', 'run', '--bundle', rb, `ferry-bench-runc-${process.pid}-${i}`] });
+  const podmanBroken = await preparePodman(b);
+  if (podmanBroken === undefined) {
+    const pod = b.podman(PODMAN_SRC).split(' ');
+    runners.push({ id: 'run.podman', argv: () => [...pod, 'run', '--rm', '--runtime', 'runc', '--ulimit', 'nofile=1024:4096', '--ulimit', 'nproc=4096:4096', '--network', 'host', ref, 'true'] });
+  }
+
+  const times = new Map<string, number[]>(runners.map((r) => [r.id, []]));
+  const failed = new Map<string, string>();
+  for (const r of runners) b.commands.set(r.id, b.display(r.argv(0).join(' ')));
+  for (let i = -2; i < b.runRuns; i++) {
+    for (const r of runners) {
+      if (failed.has(r.id)) continue;
+      try {
+        const t = await latencyOnce(r.argv(i + 2));
+        if (i >= 0) times.get(r.id)!.push(t);
+      } catch (err) {
+        note(`${r.id} FAILED: ${(err as Error).message.slice(0, 600)}`);
+        failed.set(r.id, (err as Error).message.split('\n')[0] ?? 'failed');
+      }
+    }
+  }
+  const value = (id: string): Value => {
+    if (failed.has(id)) return missing('failed');
+    const t = times.get(id);
+    return t === undefined || t.length === 0 ? missing('not run') : median(t);
+  };
+  for (const r of runners) {
+    const t = times.get(r.id)!;
+    if (t.length > 0) b.measured.set(r.id, summarise(t.map((wall) => ({ wall, cpu: Number.NaN, rss: Number.NaN }))));
+    else if (failed.has(r.id)) b.measured.set(r.id, new Error(failed.get(r.id)));
+    note(`${r.id}: median ${(median(t) * 1000).toFixed(0)} ms over ${t.length} runs`);
+  }
+  const ferry = built ? value('run.ferry') : missing('not built');
+  b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'runc run, same rootfs', value: value('run.runc') }, target: { of: 'ratio', max: 2, text: '<= 2x' } });
+  b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'podman run --rm', value: podmanBroken === undefined ? value('run.podman') : missing(podmanBroken) }, target: { of: 'ratio', max: 1, text: '< 1x' } });
+  await sh(`rm -rf ${rb}`);
+}
