@@ -307,21 +307,44 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
   );
 }
 
-/** Pass the signals ferry receives on to `pid` until the returned function is called. */
-function forwardSignals(pid: number): () => void {
+interface SignalForwarder {
+  /** From now on signals go to `pid`; those that arrived before are sent now. */
+  target(pid: number): void;
+  stop(): void;
+}
+
+/**
+ * Pass the signals ferry receives on to the launcher. Installed BEFORE the launch: a signal that
+ * arrives while the container starts must not kill ferry (its default action), it is held and
+ * delivered once the launcher's pid is known.
+ */
+function forwardSignals(): SignalForwarder {
+  let pid: number | undefined;
+  const pending: NodeJS.Signals[] = [];
+  const send = (sig: NodeJS.Signals): void => {
+    if (pid === undefined) {
+      pending.push(sig);
+      return;
+    }
+    try {
+      process.kill(pid, sig);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  };
   const handlers = FORWARDED.map((sig) => {
-    const handler = (): void => {
-      try {
-        process.kill(pid, sig);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-      }
-    };
+    const handler = (): void => send(sig);
     process.on(sig, handler);
     return [sig, handler] as const;
   });
-  return () => {
-    for (const [sig, handler] of handlers) process.off(sig, handler);
+  return {
+    target(p) {
+      pid = p;
+      for (const sig of pending.splice(0)) send(sig);
+    },
+    stop() {
+      for (const [sig, handler] of handlers) process.off(sig, handler);
+    },
   };
 }
 
@@ -343,20 +366,21 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
     }
   }
   const stdio = options.stdio ?? [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'];
-  let launched: Launched;
-  try {
-    launched = await launchRecord(store, record, stdio);
-  } catch (err) {
-    if (record.autoRemove) await removeContainerFiles(store, record.id);
-    throw err;
-  }
-  await recordStarted(store.root, record.id, launched);
-  const stop = forwardSignals(launched.monitorPid);
+  const forwarder = forwardSignals();
   let exitCode: number;
   try {
+    let launched: Launched;
+    try {
+      launched = await launchRecord(store, record, stdio);
+    } catch (err) {
+      if (record.autoRemove) await removeContainerFiles(store, record.id);
+      throw err;
+    }
+    forwarder.target(launched.monitorPid);
+    await recordStarted(store.root, record.id, launched);
     exitCode = await launched.exited;
   } finally {
-    stop();
+    forwarder.stop();
   }
   if (record.autoRemove) await removeContainerFiles(store, record.id);
   return { id: record.id, name: record.name, exitCode };
@@ -515,27 +539,28 @@ export async function execInContainer(store: Store, text: string, options: ExecO
   const env = mergeEnv(p.env, expandEnv(options.env ?? [], options.hostEnv ?? process.env));
   const tty = options.tty ?? false;
   const interactive = options.interactive ?? false;
-  const launched = await launch(
-    {
-      mode: 'exec',
-      targetPid: s.pid,
-      targetStart: s.pidStart,
-      argv: options.argv,
-      env: withHome(tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env, user.home),
-      cwd: options.workdir ?? p.cwd,
-      uid: user.uid,
-      gid: user.gid,
-      groups: user.groups,
-      tty,
-      interactive,
-    },
-    { stdio: options.stdio ?? [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'], detached: false },
-  );
-  const stop = forwardSignals(launched.monitorPid);
+  const forwarder = forwardSignals();
   try {
+    const launched = await launch(
+      {
+        mode: 'exec',
+        targetPid: s.pid,
+        targetStart: s.pidStart,
+        argv: options.argv,
+        env: withHome(tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env, user.home),
+        cwd: options.workdir ?? p.cwd,
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        tty,
+        interactive,
+      },
+      { stdio: options.stdio ?? [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'], detached: false },
+    );
+    forwarder.target(launched.monitorPid);
     return await launched.exited;
   } finally {
-    stop();
+    forwarder.stop();
   }
 }
 

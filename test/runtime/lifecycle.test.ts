@@ -128,7 +128,8 @@ describe('detached containers', () => {
     await waitFor(async () => (await statusOf('orphan'))?.status === 'running', 10_000, 'running');
     child.kill('SIGKILL');
     await waitFor(async () => (await statusOf('orphan'))?.status === 'exited', 10_000, 'the container to die with ferry');
-    expect(await statusOf('orphan')).toMatchObject({ status: 'exited', exitCode: 137 });
+    const after = await statusOf('orphan');
+    expect(after, JSON.stringify(after)).toMatchObject({ status: 'exited', exitCode: 137 });
     expect(await mountsMentioning(f.root)).toEqual([]);
     await f.ok(['rm', 'orphan']);
   });
