@@ -90,7 +90,8 @@ export class ProgressView {
     if (!force && now - this.lastDraw < 100) return;
     this.lastDraw = now;
     this.clear();
-    const width = this.out.columns ?? 80;
+    // A pty nobody sized (script(1) without a terminal, some CI runners) reports 0 columns.
+    const width = this.out.columns || 80;
     const lines: string[] = [];
     for (const item of [...this.items.values()].slice(0, 8)) {
       const seconds = (now - item.started) / 1000;
