@@ -33,6 +33,8 @@ export interface ImportBundleSummary {
   layersSkipped: number;
   blobsWritten: number;
   bytesWritten: number;
+  /** Bytes the store had already: skipped layers (their tar size) and blobs. */
+  bytesPresent: number;
   warnings: string[];
 }
 
@@ -48,7 +50,7 @@ interface LayerUse {
 
 export async function importBundle(store: Store, input: BundleInput, options: ImportBundleOptions = {}): Promise<ImportBundleSummary> {
   const keepBlobs = options.keepBlobs ?? true;
-  const summary: ImportBundleSummary = { images: [], layersUnpacked: 0, layersSkipped: 0, blobsWritten: 0, bytesWritten: 0, warnings: [] };
+  const summary: ImportBundleSummary = { images: [], layersUnpacked: 0, layersSkipped: 0, blobsWritten: 0, bytesWritten: 0, bytesPresent: 0, warnings: [] };
   const warn = (m: string): void => {
     summary.warnings.push(m);
     options.onWarning?.(m);
@@ -71,9 +73,11 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
     let parent: Digest | undefined;
     for (const [i, layer] of image.layers.entries()) {
       const chainId = chainIdOf(parent, layer.diffId);
-      if (!planned.has(chainId) && (await store.layers.has(chainId))) {
+      const present = planned.has(chainId) ? undefined : await store.layers.meta(chainId);
+      if (present !== undefined) {
         planned.add(chainId);
         summary.layersSkipped++;
+        summary.bytesPresent += present.size;
       } else if (!planned.has(chainId)) {
         if (!inBundle.has(layer.blob)) {
           throw new FerryError('NOT_FOUND', `import ${image.ref}: layer ${i} (${layer.digest}) is not in this delta bundle and not in the store`, {
@@ -103,8 +107,10 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
       ...(progress ? { onBytes: (bytes: number) => progress({ kind: 'advance', id: use.chainId, bytes }) } : {}),
     });
     progress?.({ kind: 'done', id: use.chainId, label, bytes: r.size, skipped: r.skipped });
-    if (r.skipped) summary.layersSkipped++;
-    else {
+    if (r.skipped) {
+      summary.layersSkipped++;
+      summary.bytesPresent += use.tarSize ?? r.size;
+    } else {
       summary.layersUnpacked++;
       summary.bytesWritten += r.size;
     }
@@ -129,7 +135,7 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
         if (!r.existed) {
           summary.blobsWritten++;
           summary.bytesWritten += r.written;
-        }
+        } else summary.bytesPresent += event.size;
       };
       if (event.kind !== 'layer') {
         // Rewritten manifests only serve the bundle's own OCI layout; the original is kept.

@@ -4,7 +4,7 @@ import { lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/pr
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runFerry } from '../helpers/ferry.js';
+import { FERRY_BIN, runFerry } from '../helpers/ferry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { openStore, overlayMountOptions, rootfsPlan } from '../../src/store/index.js';
@@ -60,7 +60,7 @@ describe('ferry import', () => {
     expect(images.map((i) => i.name).sort()).toEqual(['docker.io/library/app:latest', 'docker.io/library/tools:latest']);
     expect(images.find((i) => i.name.includes('app'))?.manifestDigest).toBe(layout.refs.app);
     // Importing again changes nothing.
-    expect(await ferry(root, ['import', bundle])).toMatch(/0 layers unpacked, 3 already present, 0 B written/);
+    expect(await ferry(root, ['import', bundle])).toMatch(/0 B written, [\d.]+ [kM]B already present; 0 layers unpacked, 3 already present/);
     await ferry(root, ['tag', 'app', 'registry.example:5000/team/app:1.0']);
     expect(await ferry(root, ['images'])).toMatch(/registry\.example:5000\/team\/app:1\.0/);
     const invPath = join(work, 'inventory.json');
@@ -142,6 +142,44 @@ describe('ferry import', () => {
       expect(await readFile(join(store.layers.diffDir(top), 'etc/top'), 'utf8')).toBe('top');
     }
     expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
+  });
+
+  it('ends with a summary (images, bytes written, bytes already present, time); one plain line per layer off a TTY', async () => {
+    const bundle = join(work, 'summary.tar.zst');
+    expect((await runFerry(['export', '-q', '-o', bundle, oci('app'), oci('tools')])).code).toBe(0);
+    const root = join(work, 'store-summary');
+    const r = await runFerry(['--root', root, 'import', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    const last = r.stdout.trim().split('\n').at(-1);
+    expect(last).toMatch(/^imported 2 images in \d+\.\d s: [\d.]+ [kM]B written, 0 B already present; 3 layers unpacked, 0 already present$/);
+    // Progress goes to stderr: without a TTY, one finished line per layer and no escape codes.
+    const layerLines = r.stderr.split('\n').filter((l) => /^layer [0-9a-f]{12}: [\d.]+ (B|kB|MB) \((done|[\d.]+ (B|kB|MB)\/s)\)$/.test(l));
+    expect(layerLines, r.stderr).toHaveLength(3);
+    expect(r.stderr).not.toContain('\x1b[');
+    const again = JSON.parse(await ferry(root, ['import', '--json', bundle])) as { bytesWritten: number; bytesPresent: number; seconds: number; layersSkipped: number };
+    expect(again.bytesWritten).toBe(0);
+    expect(again.layersSkipped).toBe(3);
+    // The layers' tars and the manifests and configs: all there already.
+    const layers = new Map([layout.images.app!, layout.images.tools!].flatMap((i) => i.layers.map((l) => [l.diffId, l.size] as const)));
+    expect(again.bytesPresent).toBeGreaterThan([...layers.values()].reduce((a, b) => a + b, 0));
+    expect(again.seconds).toBeGreaterThan(0);
+    // Archives end with the same summary.
+    const archive = join(work, 'summary-docker.tar');
+    await run('skopeo', ['copy', '-q', `oci:${layout.dir}:tools`, `docker-archive:${archive}:example.com/tools:s`]);
+    const a = await ferry(root, ['import', archive]);
+    expect(a.trim().split('\n').at(-1)).toMatch(/^imported 1 image in \d+\.\d s: [\d.]+ (B|kB) written, [\d.]+ [kM]B already present; 0 layers unpacked, 2 already present$/);
+  });
+
+  it('shows live per-layer progress on a TTY (script(1) gives it one)', async () => {
+    const bundle = join(work, 'summary.tar.zst');
+    const root = join(work, 'store-tty');
+    const command = [process.execPath, FERRY_BIN, '--root', root, 'import', bundle].map((a) => `'${a}'`).join(' ');
+    const { stdout } = await run('script', ['-qefc', command, '/dev/null'], { env: { ...process.env, TERM: 'xterm' } });
+    // A live line per layer in flight (bytes / total, speed), redrawn: cursor up, clear below.
+    expect(stdout).toMatch(/layer [0-9a-f]{12}: [\d.]+ (B|kB|MB) \/ [\d.]+ (kB|MB) [\d.]+ (B|kB|MB)\/s/);
+    expect(stdout).toMatch(/\x1b\[\d+A\x1b\[J/);
+    expect(stdout).toMatch(/imported 2 images in \d+\.\d s: /);
+    expect(JSON.parse(await ferry(root, ['images', '--json']))).toHaveLength(2);
   });
 
   it('a bundle signed with another key is refused before anything is named', async () => {

@@ -60,6 +60,21 @@ async function detect(source: string): Promise<{ kind: Kind; spec: string }> {
   });
 }
 
+interface Totals {
+  images: number;
+  bytesWritten: number;
+  bytesPresent: number;
+  layersUnpacked: number;
+  layersSkipped: number;
+  ms: number;
+}
+
+/** The last line of an import: what it added, what the store had already, how long it took. */
+function summaryLine(t: Totals): string {
+  const images = `${t.images} image${t.images === 1 ? '' : 's'}`;
+  return `imported ${images} in ${(t.ms / 1000).toFixed(1)} s: ${formatBytes(t.bytesWritten)} written, ${formatBytes(t.bytesPresent)} already present; ${t.layersUnpacked} layers unpacked, ${t.layersSkipped} already present\n`;
+}
+
 /** `ferry import SOURCE`: load a bundle, docker-archive or OCI archive/layout into the store. */
 export const registerImport: Register = (program) => {
   program
@@ -72,6 +87,7 @@ export const registerImport: Register = (program) => {
     .option('--json', 'print machine-readable JSON')
     .option('-q, --quiet', 'print only the imported manifest digests')
     .action(async (source: string, flags: ImportFlags, command: Command) => {
+      const started = Date.now();
       const store = await storeFromCommand(command);
       const { kind, spec } = await detect(source);
       const keepBlobs = flags.keepBlobs !== false;
@@ -80,7 +96,7 @@ export const registerImport: Register = (program) => {
       // Warnings always reach stderr; with -q/--json there is no progress block to print above.
       const warn = (m: string): void => (quiet ? void process.stderr.write(`warning: ${m}\n`) : view.handle({ kind: 'note', message: `warning: ${m}` }));
       const onProgress = view.listener;
-      const rows: Array<{ ref: string; platform: string; manifestDigest: string; layersUnpacked: number; layersSkipped: number; bytesWritten: number }> = [];
+      const rows: Array<{ ref: string; platform: string; manifestDigest: string; layersUnpacked: number; layersSkipped: number; bytesWritten: number; bytesPresent: number }> = [];
       if (kind === 'bundle') {
         if (flags.platform === 'all') throw new UsageError('import: --platform all is the default for bundles; leave it out');
         const platforms: Platform[] | undefined = flags.platform === undefined ? undefined : (parsePlatformList(flags.platform) as Platform[]);
@@ -93,8 +109,9 @@ export const registerImport: Register = (program) => {
           ...(publicKey ? { publicKey } : {}),
         });
         view.finish();
+        const ms = Date.now() - started;
         if (flags.json === true) {
-          process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+          process.stdout.write(`${JSON.stringify({ ...s, seconds: ms / 1000 }, null, 2)}\n`);
           return;
         }
         if (flags.quiet === true) {
@@ -102,7 +119,7 @@ export const registerImport: Register = (program) => {
           return;
         }
         for (const i of s.images) process.stdout.write(`imported ${familiarReference(parseReference(i.ref))} (${formatPlatform(i.platform)}) ${i.manifestDigest}\n`);
-        process.stdout.write(`${s.layersUnpacked} layers unpacked, ${s.layersSkipped} already present, ${formatBytes(s.bytesWritten)} written\n`);
+        process.stdout.write(summaryLine({ ...s, images: s.images.length, ms }));
         return;
       } else {
         if (flags.key !== undefined) throw new UsageError('import: --key applies to bundles only');
@@ -115,7 +132,7 @@ export const registerImport: Register = (program) => {
         try {
           for (const { ref, image } of opened.images) {
             const s = await importImage(store, image, { ref: parseReference(ref), keepBlobs, onWarning: warn, onProgress, ...(opened.index ? { index: opened.index } : {}) });
-            rows.push({ ref, platform: formatPlatform(image.platform), manifestDigest: s.manifestDigest, layersUnpacked: s.layersUnpacked, layersSkipped: s.layersSkipped, bytesWritten: s.bytesWritten });
+            rows.push({ ref, platform: formatPlatform(image.platform), manifestDigest: s.manifestDigest, layersUnpacked: s.layersUnpacked, layersSkipped: s.layersSkipped, bytesWritten: s.bytesWritten, bytesPresent: s.bytesPresent });
           }
         } finally {
           await opened.close();
@@ -124,6 +141,12 @@ export const registerImport: Register = (program) => {
       view.finish();
       if (flags.json === true) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       else if (flags.quiet === true) process.stdout.write(rows.map((r) => `${r.manifestDigest}\n`).join(''));
-      else for (const r of rows) process.stdout.write(`imported ${familiarReference(parseReference(r.ref))} (${r.platform}) ${r.manifestDigest}: ${r.layersUnpacked} layers unpacked, ${r.layersSkipped} present, ${formatBytes(r.bytesWritten)} written\n`);
+      else {
+        for (const r of rows) process.stdout.write(`imported ${familiarReference(parseReference(r.ref))} (${r.platform}) ${r.manifestDigest}: ${r.layersUnpacked} layers unpacked, ${r.layersSkipped} present, ${formatBytes(r.bytesWritten)} written\n`);
+        const sum = (k: 'bytesWritten' | 'bytesPresent' | 'layersUnpacked' | 'layersSkipped'): number => rows.reduce((n, r) => n + r[k], 0);
+        process.stdout.write(
+          summaryLine({ images: rows.length, bytesWritten: sum('bytesWritten'), bytesPresent: sum('bytesPresent'), layersUnpacked: sum('layersUnpacked'), layersSkipped: sum('layersSkipped'), ms: Date.now() - started }),
+        );
+      }
     });
 };
