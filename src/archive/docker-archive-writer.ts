@@ -8,6 +8,7 @@ import type { Image, Layer } from '../oci/image.js';
 import { MediaType } from '../oci/media-types.js';
 import { familiarReference, formatReference, type Reference } from '../oci/reference.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import type { ProgressListener } from '../io/progress.js';
 
 /**
@@ -35,48 +36,10 @@ export interface WriteDockerArchiveOptions {
   mtime?: number;
 }
 
-const BLOCK = 512;
-const USTAR_MAX_SIZE = 0o77777777777;
-
-function field(block: Buffer, offset: number, length: number, text: string): void {
-  Buffer.from(text, 'utf8').copy(block, offset, 0, length);
-}
-
-function octal(block: Buffer, offset: number, length: number, value: number): void {
-  field(block, offset, length, `${value.toString(8).padStart(length - 1, '0')}\0`);
-}
-
-/** One ustar header block; sizes over 8 GiB in GNU base-256 so the header stays one block (rewritten in place). */
+/** One ustar block (never a PAX header: streamed entries' headers are rewritten in place); sizes over 8 GiB in GNU base-256. */
 function header(name: string, size: number, mtime: number, type: '0' | '5'): Buffer {
   if (Buffer.byteLength(name) > 100) throw new FerryError('UNSUPPORTED', `docker-archive entry name too long: ${name}`);
-  const block = Buffer.alloc(BLOCK);
-  field(block, 0, 100, name);
-  octal(block, 100, 8, type === '5' ? 0o755 : 0o644);
-  octal(block, 108, 8, 0);
-  octal(block, 116, 8, 0);
-  if (size <= USTAR_MAX_SIZE) octal(block, 124, 12, size);
-  else {
-    block[124] = 0x80;
-    let v = BigInt(size);
-    for (let i = 135; i > 124; i--) {
-      block[i] = Number(v & 0xffn);
-      v >>= 8n;
-    }
-  }
-  octal(block, 136, 12, mtime);
-  block.fill(0x20, 148, 156);
-  field(block, 156, 1, type);
-  field(block, 257, 6, 'ustar\0');
-  field(block, 263, 2, '00');
-  let sum = 0;
-  for (const byte of block) sum += byte;
-  field(block, 148, 8, `${sum.toString(8).padStart(6, '0')}\0 `);
-  return block;
-}
-
-function padding(size: number): Buffer {
-  const rest = size % BLOCK;
-  return Buffer.alloc(rest === 0 ? 0 : BLOCK - rest);
+  return encodeTarHeader({ name, typeflag: type, mode: type === '5' ? 0o755 : 0o644, size, mtime }, { extensions: 'none' });
 }
 
 /** Where the tar goes: a file (headers of streamed entries are patched in place) or a stream. */
@@ -162,7 +125,7 @@ class ArchiveWriter {
   }
 
   async end(): Promise<void> {
-    await this.sink.write(Buffer.alloc(2 * BLOCK));
+    await this.sink.write(TAR_END);
   }
 }
 

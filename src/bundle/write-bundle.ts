@@ -9,13 +9,13 @@ import { FerryError, messageOf } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, Layer } from '../oci/image.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
 import { ExcludeSet } from './delta.js';
 import { HEADER_ENTRY, SIGNATURE_ENTRY, type BlobKind, type BundleHeader, type LayerEncoding } from './format.js';
 import { planBundle, type BundlePlan, type PlannedEntry } from './plan.js';
 import { privateKeyFrom, signHeader } from './sign.js';
 import { MIN_VOLUME_SIZE } from './size.js';
-import { encodeTarHeader, padding, TAR_END } from './tar-header.js';
 import { VolumeWriter, checksumPath, type VolumeInfo } from './volumes.js';
 
 /** One image to write, under the full normalised reference it will be known by on the other side. */
@@ -195,8 +195,15 @@ async function measureLayer(diffId: Digest, layer: Layer, ref: string, signal: A
   return bytes;
 }
 
+/** A bundle entry's header: only files and directories, root-owned, 0644 and 0755, one mtime. */
+export function bundleEntryHeader(name: string, type: 'file' | 'directory', size: number, mtime: number): Buffer {
+  if (!Number.isSafeInteger(size) || size < 0) throw new FerryError('BUNDLE_INVALID', `tar entry ${name}: invalid size ${size}`);
+  const directory = type === 'directory';
+  return encodeTarHeader({ name, typeflag: directory ? '5' : '0', mode: directory ? 0o755 : 0o644, size, mtime });
+}
+
 function fileEntry(name: string, bytes: Buffer, mtime: number): Buffer[] {
-  return [encodeTarHeader({ name, type: 'file', size: bytes.length, mtime }), bytes, padding(bytes.length)];
+  return [bundleEntryHeader(name, 'file', bytes.length, mtime), bytes, padding(bytes.length)];
 }
 
 /** The uncompressed tar stream of a plan, produced as zstd asks for it (backpressure). */
@@ -210,7 +217,7 @@ async function* tarStream(plan: BundlePlan, signature: Buffer | undefined, optio
 
 async function* entryChunks(entry: PlannedEntry, mtime: number, options: WriteBundleOptions): AsyncGenerator<Buffer> {
   if (entry.type === 'directory') {
-    yield encodeTarHeader({ name: entry.name, type: 'directory', size: 0, mtime });
+    yield bundleEntryHeader(entry.name, 'directory', 0, mtime);
     return;
   }
   const { content } = entry;
@@ -220,7 +227,7 @@ async function* entryChunks(entry: PlannedEntry, mtime: number, options: WriteBu
   }
   const digest = entry.digest!;
   const kind = entry.blobKind ?? 'layer';
-  yield encodeTarHeader({ name: entry.name, type: 'file', size: entry.size, mtime });
+  yield bundleEntryHeader(entry.name, 'file', entry.size, mtime);
   const open = options.signal === undefined ? {} : { signal: options.signal };
   // Layer.tar()/blob() verify diffId/digest as they stream; the size must match the tar header exactly.
   const stream = content.form === 'tar' ? await content.layer.tar(open) : await content.layer.blob(open);

@@ -3,6 +3,7 @@ import { constants as fsConstants } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { FerryError } from '../errors.js';
 import { nativeFs } from '../io/native.js';
+import { encodeTarHeader, padding, TAR_END, type TarHeader } from '../io/tar-format.js';
 
 /**
  * A container's upper layer as an OCI layer tar (`commit`), the inverse of the store's unpack:
@@ -14,81 +15,14 @@ import { nativeFs } from '../io/native.js';
  * Deterministic: entries sorted bytewise, parents first; no uname/gname, no atime/ctime; the
  * same upper directory always gives the same bytes. Names stay raw bytes (Buffers).
  */
-const BLOCK = 512;
 const WHITEOUT_PREFIX = Buffer.from('.wh.');
 const OPAQUE = Buffer.from('.wh..wh..opq');
 
-interface HeaderFields {
-  name: Buffer;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  type: '0' | '1' | '2' | '3' | '4' | '5' | '6' | 'x';
-  linkname?: Buffer;
-  devmajor?: number;
-  devminor?: number;
-  xattrs?: Array<[string, Buffer]>;
-}
+type HeaderFields = TarHeader & { name: Buffer };
 
-/** Writes `value` as octal into a field, or returns false when it does not fit. */
-function octal(block: Buffer, offset: number, length: number, value: number): boolean {
-  const text = value.toString(8);
-  if (text.length > length - 1 || value < 0) return false;
-  block.write(text.padStart(length - 1, '0'), offset, length - 1, 'latin1');
-  block[offset + length - 1] = 0;
-  return true;
-}
-
-function paxRecord(key: string, value: Buffer): Buffer {
-  // "LEN key=value\n" where LEN counts itself.
-  const rest = Buffer.byteLength(key) + value.length + 3; // ' ', '=', '\n'
-  let len = rest + String(rest).length;
-  if (String(len).length !== String(rest).length) len = rest + String(len).length;
-  return Buffer.concat([Buffer.from(`${len} ${key}=`), value, Buffer.from('\n')]);
-}
-
-function pad(size: number): Buffer {
-  const n = (BLOCK - (size % BLOCK)) % BLOCK;
-  return Buffer.alloc(n);
-}
-
-function ustar(f: HeaderFields, overflow: Buffer[]): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  if (f.name.length > 100) overflow.push(paxRecord('path', f.name));
-  f.name.copy(b, 0, 0, Math.min(100, f.name.length));
-  octal(b, 100, 8, f.mode & 0o7777);
-  if (!octal(b, 108, 8, f.uid)) overflow.push(paxRecord('uid', Buffer.from(String(f.uid))));
-  if (!octal(b, 116, 8, f.gid)) overflow.push(paxRecord('gid', Buffer.from(String(f.gid))));
-  if (!octal(b, 124, 12, f.size)) overflow.push(paxRecord('size', Buffer.from(String(f.size))));
-  octal(b, 136, 12, Math.max(0, f.mtime));
-  b.write(f.type, 156, 1, 'latin1');
-  if (f.linkname !== undefined) {
-    if (f.linkname.length > 100) overflow.push(paxRecord('linkpath', f.linkname));
-    f.linkname.copy(b, 157, 0, Math.min(100, f.linkname.length));
-  }
-  b.write('ustar\u000000', 257, 8, 'latin1');
-  octal(b, 329, 8, f.devmajor ?? 0);
-  octal(b, 337, 8, f.devminor ?? 0);
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of b) sum += byte;
-  b.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, 148, 8, 'latin1');
-  return b;
-}
-
-/** Header block(s) for one entry: a PAX 'x' header first when a field does not fit ustar, or for xattrs. */
-export function tarHeader(f: HeaderFields): Buffer {
-  const records: Buffer[] = [];
-  const main = ustar(f, records);
-  for (const [name, value] of f.xattrs ?? []) records.push(paxRecord(`SCHILY.xattr.${name}`, value));
-  if (records.length === 0) return main;
-  const body = Buffer.concat(records);
-  const base = f.name.subarray(Math.max(0, f.name.lastIndexOf(0x2f) + 1)).subarray(0, 80);
-  const paxName = Buffer.concat([Buffer.from('PaxHeaders/'), base]);
-  const pax = ustar({ name: paxName, mode: 0o644, uid: 0, gid: 0, size: body.length, mtime: 0, type: 'x' }, []);
-  return Buffer.concat([pax, body, pad(body.length), main]);
+/** Header block(s) for one entry; device fields are written (as 0) on every entry, as before. */
+function tarHeader(f: HeaderFields): Buffer {
+  return encodeTarHeader({ ...f, devmajor: f.devmajor ?? 0, devminor: f.devminor ?? 0 });
 }
 
 function keptXattrs(path: Buffer): Array<[string, Buffer]> {
@@ -131,45 +65,45 @@ export async function* upperLayerTar(upper: string): AsyncGenerator<Buffer> {
       const path = Buffer.concat([dirPath, Buffer.from('/'), name]);
       const st = await lstat(path, { bigint: true });
       if (st.isCharacterDevice() && st.rdev === 0n) {
-        yield tarHeader({ name: joinName(rel, Buffer.concat([WHITEOUT_PREFIX, name])), mode: 0o600, uid: 0, gid: 0, size: 0, mtime: 0, type: '0' });
+        yield tarHeader({ name: joinName(rel, Buffer.concat([WHITEOUT_PREFIX, name])), mode: 0o600, uid: 0, gid: 0, size: 0, mtime: 0, typeflag: '0' });
         continue;
       }
       const fields = baseFields(st, entryName);
       const xattrs = keptXattrs(path);
       if (st.isDirectory()) {
-        yield tarHeader({ ...fields, name: Buffer.concat([entryName, Buffer.from('/')]), size: 0, type: '5', xattrs });
+        yield tarHeader({ ...fields, name: Buffer.concat([entryName, Buffer.from('/')]), size: 0, typeflag: '5', xattrs });
         if (isOpaque(path)) {
-          yield tarHeader({ name: joinName(entryName, OPAQUE), mode: 0o600, uid: 0, gid: 0, size: 0, mtime: 0, type: '0' });
+          yield tarHeader({ name: joinName(entryName, OPAQUE), mode: 0o600, uid: 0, gid: 0, size: 0, mtime: 0, typeflag: '0' });
         }
         yield* walk(entryName);
       } else if (st.isSymbolicLink()) {
-        yield tarHeader({ ...fields, size: 0, type: '2', linkname: await readlink(path, { encoding: 'buffer' }), xattrs });
+        yield tarHeader({ ...fields, size: 0, typeflag: '2', linkname: await readlink(path, { encoding: 'buffer' }), xattrs });
       } else if (st.isFile()) {
         const key = `${st.dev}:${st.ino}`;
         const first = st.nlink > 1n ? links.get(key) : undefined;
         if (first !== undefined) {
-          yield tarHeader({ ...fields, size: 0, type: '1', linkname: first });
+          yield tarHeader({ ...fields, size: 0, typeflag: '1', linkname: first });
           continue;
         }
         if (st.nlink > 1n) links.set(key, entryName);
         const size = Number(st.size);
-        yield tarHeader({ ...fields, size, type: '0', xattrs });
+        yield tarHeader({ ...fields, size, typeflag: '0', xattrs });
         yield* fileBytes(path, size, entryName);
-        yield pad(size);
+        yield padding(size);
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
         // glibc's major/minor encoding of dev_t.
         const rdev = st.rdev;
         const devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
         const devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
-        yield tarHeader({ ...fields, size: 0, type: st.isCharacterDevice() ? '3' : '4', devmajor, devminor, xattrs });
+        yield tarHeader({ ...fields, size: 0, typeflag: st.isCharacterDevice() ? '3' : '4', devmajor, devminor, xattrs });
       } else if (st.isFIFO()) {
-        yield tarHeader({ ...fields, size: 0, type: '6', xattrs });
+        yield tarHeader({ ...fields, size: 0, typeflag: '6', xattrs });
       }
       // Sockets are not layer content (docker skips them too).
     }
   };
   yield* walk(Buffer.alloc(0));
-  yield Buffer.alloc(2 * BLOCK);
+  yield TAR_END;
 }
 
 async function* fileBytes(path: Buffer, size: number, name: Buffer): AsyncGenerator<Buffer> {

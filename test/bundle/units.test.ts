@@ -12,9 +12,9 @@ import { excludeSetFromInventory, loadExcludeSet } from '../../src/bundle/delta.
 import { parseHeader, serializeHeader } from '../../src/bundle/format.js';
 import { planBundle, type PlanOptions } from '../../src/bundle/plan.js';
 import { FAT32_MAX_FILE, parseSize } from '../../src/bundle/size.js';
-import { BLOCK, decodeTarHeader, encodeTarHeader, padding, parsePaxRecords, TAR_END } from '../../src/bundle/tar-header.js';
+import { BLOCK, checksumMatches, decodeHeader, padding, parsePaxRecords, TAR_END } from '../../src/io/tar-format.js';
 import { ChunkReader, TarReader } from '../../src/bundle/tar-reader.js';
-import { bundleTime } from '../../src/bundle/write-bundle.js';
+import { bundleEntryHeader, bundleTime } from '../../src/bundle/write-bundle.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { drain, run } from './fixtures.js';
 
@@ -31,11 +31,11 @@ describe('tar headers', () => {
     const long = `blobs/${'d'.repeat(120)}/file`;
     const body = Buffer.from('hello\n');
     const tar = Buffer.concat([
-      encodeTarHeader({ name: 'dir/', type: 'directory', size: 0, mtime: 1704067200 }),
-      encodeTarHeader({ name: 'dir/short', type: 'file', size: body.length, mtime: 1704067200 }),
+      bundleEntryHeader('dir/', 'directory', 0, 1704067200),
+      bundleEntryHeader('dir/short', 'file', body.length, 1704067200),
       body,
       padding(body.length),
-      encodeTarHeader({ name: long, type: 'file', size: body.length, mtime: 1704067200 }),
+      bundleEntryHeader(long, 'file', body.length, 1704067200),
       body,
       padding(body.length),
       TAR_END,
@@ -61,24 +61,24 @@ describe('tar headers', () => {
 
   it('sizes over 8 GiB go in a PAX size record', () => {
     const size = 9 * 1024 ** 3 + 5;
-    const header = encodeTarHeader({ name: 'big', type: 'file', size, mtime: 0 });
+    const header = bundleEntryHeader('big', 'file', size, 0);
     expect(header.length).toBe(3 * BLOCK);
-    const pax = decodeTarHeader(header.subarray(0, BLOCK))!;
+    const pax = decodeHeader(header.subarray(0, BLOCK));
     expect(pax.typeflag).toBe('x');
-    expect(parsePaxRecords(header.subarray(BLOCK, BLOCK + pax.size)).get('size')).toBe(String(size));
-    expect(decodeTarHeader(header.subarray(2 * BLOCK))).toMatchObject({ name: 'big', typeflag: '0' });
+    expect(parsePaxRecords(header.subarray(BLOCK, BLOCK + pax.size)).get('size')?.toString()).toBe(String(size));
+    expect(decodeHeader(header.subarray(2 * BLOCK))).toMatchObject({ name: Buffer.from('big'), typeflag: '0' });
   });
 
   it('a header with a bad checksum is refused (not a tar)', async () => {
-    const block = encodeTarHeader({ name: 'x', type: 'file', size: 0, mtime: 0 });
+    const block = bundleEntryHeader('x', 'file', 0, 0);
     block[0] = 0x79;
-    expect(decodeTarHeader(block)).toBeUndefined();
+    expect(checksumMatches(block)).toBe(false);
     const reader = new TarReader(new ChunkReader(Readable.from([block, TAR_END])), 'test tar');
     await expect(reader.nextEntry()).rejects.toThrow(/bad tar header at byte 0/);
   });
 
   it('symlinks, devices and hardlinks are refused: a bundle holds only files and directories', async () => {
-    const block = encodeTarHeader({ name: 'blobs/sha256/evil', type: 'file', size: 0, mtime: 0 });
+    const block = bundleEntryHeader('blobs/sha256/evil', 'file', 0, 0);
     block.write('2', 156, 'ascii'); // symlink
     block.fill(0x20, 148, 156);
     let sum = 0;
@@ -90,7 +90,7 @@ describe('tar headers', () => {
 
   it('a stream that ends inside an entry is a truncated bundle', async () => {
     const body = Buffer.alloc(2000, 1);
-    const tar = Buffer.concat([encodeTarHeader({ name: 'f', type: 'file', size: body.length, mtime: 0 }), body.subarray(0, 700)]);
+    const tar = Buffer.concat([bundleEntryHeader('f', 'file', body.length, 0), body.subarray(0, 700)]);
     const reader = new TarReader(new ChunkReader(Readable.from([tar])), 'test tar');
     await reader.nextEntry();
     await expect(drain(reader.bodyChunks())).rejects.toThrow(/ends early/);
