@@ -20,7 +20,7 @@ import {
   type BundleHeader,
 } from './format.js';
 import { publicKeyFrom, verifyHeaderSignature } from './sign.js';
-import { ChunkReader, LazyReadable, TarReader, type TarEntry } from './tar-reader.js';
+import { BundleTarReader, LazyReadable, type TarEntry } from './tar-reader.js';
 import {
   damagedVolumeError,
   damagedVolumes,
@@ -162,7 +162,7 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
     Readable.from(requireZstd(opened.compressed, opened.name), { objectMode: false }),
     zstdDecompressStream(31),
   );
-  const tar = new TarReader(new ChunkReader(decompressed), opened.name);
+  const tar = new BundleTarReader(decompressed, opened.name);
   const withExplain = async <T>(p: Promise<T>): Promise<T> => {
     try {
       return await p;

@@ -13,7 +13,7 @@ import { parseHeader, serializeHeader } from '../../src/bundle/format.js';
 import { planBundle, type PlanOptions } from '../../src/bundle/plan.js';
 import { FAT32_MAX_FILE, parseSize } from '../../src/bundle/size.js';
 import { BLOCK, checksumMatches, decodeHeader, padding, parsePaxRecords, TAR_END } from '../../src/io/tar-format.js';
-import { ChunkReader, TarReader } from '../../src/bundle/tar-reader.js';
+import { BundleTarReader } from '../../src/bundle/tar-reader.js';
 import { bundleEntryHeader, bundleTime } from '../../src/bundle/write-bundle.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { drain, run } from './fixtures.js';
@@ -50,7 +50,7 @@ describe('tar headers', () => {
     // And ferry's own reader, chunk boundaries anywhere.
     const chunks: Buffer[] = [];
     for (let i = 0; i < tar.length; i += 77) chunks.push(tar.subarray(i, i + 77));
-    const reader = new TarReader(new ChunkReader(Readable.from(chunks)), 'test tar');
+    const reader = new BundleTarReader(Readable.from(chunks), 'test tar');
     const seen: string[] = [];
     for (let e = await reader.nextEntry(); e !== undefined; e = await reader.nextEntry()) {
       seen.push(`${e.type} ${e.name}`);
@@ -73,7 +73,7 @@ describe('tar headers', () => {
     const block = bundleEntryHeader('x', 'file', 0, 0);
     block[0] = 0x79;
     expect(checksumMatches(block)).toBe(false);
-    const reader = new TarReader(new ChunkReader(Readable.from([block, TAR_END])), 'test tar');
+    const reader = new BundleTarReader(Readable.from([block, TAR_END]), 'test tar');
     await expect(reader.nextEntry()).rejects.toThrow(/bad tar header at byte 0/);
   });
 
@@ -84,14 +84,14 @@ describe('tar headers', () => {
     let sum = 0;
     for (const b of block) sum += b;
     block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'ascii');
-    const reader = new TarReader(new ChunkReader(Readable.from([block, TAR_END])), 'test tar');
+    const reader = new BundleTarReader(Readable.from([block, TAR_END]), 'test tar');
     await expect(reader.nextEntry()).rejects.toThrow(/tar type "2"; a bundle holds only files and directories/);
   });
 
   it('a stream that ends inside an entry is a truncated bundle', async () => {
     const body = Buffer.alloc(2000, 1);
     const tar = Buffer.concat([bundleEntryHeader('f', 'file', body.length, 0), body.subarray(0, 700)]);
-    const reader = new TarReader(new ChunkReader(Readable.from([tar])), 'test tar');
+    const reader = new BundleTarReader(Readable.from([tar]), 'test tar');
     await reader.nextEntry();
     await expect(drain(reader.bodyChunks())).rejects.toThrow(/ends early/);
   });

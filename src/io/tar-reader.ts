@@ -1,0 +1,501 @@
+import type { FileHandle } from 'node:fs/promises';
+import { FerryError } from '../errors.js';
+import {
+  BLOCK,
+  TarFormatError,
+  checksumMatches,
+  decodeHeader,
+  entryTypeOf,
+  isAllZero,
+  paddingSize,
+  parsePaxDecimal,
+  parsePaxRecords,
+  parsePaxTime,
+  readBytes,
+  readNumber,
+  typeflagOf,
+  type TarEntryType,
+  type TarProblemKind,
+  type TarTime,
+} from './tar-format.js';
+
+/**
+ * The one streaming tar reader: ustar, GNU (long names and links, base-256 numbers) and PAX
+ * (including binary SCHILY.xattr values), byte-exact. Names stay Buffers, because a tar name is
+ * any bytes but NUL, and two names that differ only in invalid UTF-8 are two files. It faces
+ * hostile input (layer unpack): every header is checked, extended headers are capped, and with
+ * the strict end the whole stream is read and only zeros may follow the end marker.
+ *
+ * Memory is constant: bodies are handed out chunk by chunk as the stream delivers them (no
+ * copies); only extended headers (PAX, GNU L/K) are buffered, under a cap. Each entry reports the
+ * byte offsets of its header and body, so a file can be indexed without reading the bodies
+ * (TarFileSource skips them with a seek).
+ *
+ * The reader knows the format, not a consumer's policy: it returns every entry type (unknown
+ * ones as 'other') with all its PAX records, and reports problems through the consumer's `error`.
+ */
+
+export interface TarEntry {
+  /** Raw path bytes, after PAX `path` / GNU long name overrides; not cleaned. */
+  name: Buffer;
+  /** The header's typeflag ('0' for an old NUL one). */
+  typeflag: string;
+  /** 'dir' also for an old-style (v7) file entry whose name ends in '/'. */
+  type: TarEntryType;
+  /** Permission bits and setuid/setgid/sticky (07777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Bytes of body that follow the header. */
+  size: number;
+  mtime: TarTime;
+  atime: TarTime | undefined;
+  /** Target of a symlink or hardlink, raw bytes. */
+  linkname: Buffer;
+  devmajor: number;
+  devminor: number;
+  /** From PAX SCHILY.xattr.* (and LIBARCHIVE.xattr.*): name -> raw value. */
+  xattrs: Map<string, Buffer>;
+  /** Every PAX record that applied to this entry, raw (a consumer may refuse some, e.g. GNU.sparse.*). */
+  pax: ReadonlyMap<string, Buffer>;
+  /** Offset in the archive of the entry's own header block (after any extended headers). */
+  headerOffset: number;
+  /** Offset in the archive of the entry's body. */
+  bodyOffset: number;
+}
+
+/** A problem found in the archive, for the consumer to turn into its own error. */
+export interface TarProblem {
+  kind: TarProblemKind;
+  /** What is wrong, in words ("header checksum mismatch (corrupt or not a tar)"). */
+  why: string;
+  /** Where: a header block, an extended header's data, an entry's body (with padding), or after the end marker. */
+  part: 'header' | 'extended' | 'body' | 'end';
+  /** Offset of the header concerned: the block being read, or the header of the extended data or body. */
+  header: number;
+  /** Size of that extended header or body (0 for a header block). */
+  size: number;
+  /** For 'limit': the limit. */
+  limit: number;
+  /** Bytes of the archive read so far. */
+  offset: number;
+}
+
+export interface TarReaderOptions {
+  /** Names the archive in the consumer's errors. */
+  what: string;
+  /** The consumer's error for a problem in the archive. */
+  error: (problem: TarProblem) => Error;
+  /**
+   * 'strict' (default): the end-of-archive marker is required, the stream is read to its end (so
+   * a digest over it covers every byte) and only zeros may follow the marker. 'lenient': the
+   * archive may end between entries, and reading stops at the marker.
+   */
+  end?: 'strict' | 'lenient';
+  /** Largest extended header (PAX, GNU long name) buffered; a real one is a few KB. Default 1 MiB. */
+  maxExtendedHeader?: number;
+}
+
+/** Where a reader's bytes come from. */
+interface ByteSource {
+  /** Bytes consumed so far. */
+  readonly offset: number;
+  /** Exactly n bytes, or fewer only at the end. */
+  read(n: number): Promise<Buffer>;
+  /** Up to n bytes (at least 1 unless at the end), without copying when possible. */
+  readSome(n: number): Promise<Buffer>;
+  /** Pass over n bytes; returns how many there were. */
+  skip(n: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Pulls exact byte counts out of a stream's chunks without copying bodies. */
+class StreamSource implements ByteSource {
+  offset = 0;
+  private readonly iterator: AsyncIterator<unknown>;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private ended = false;
+
+  constructor(stream: AsyncIterable<unknown>) {
+    this.iterator = stream[Symbol.asyncIterator]();
+  }
+
+  private async fill(): Promise<boolean> {
+    if (this.ended) return false;
+    const next = await this.iterator.next();
+    if (next.done === true) {
+      this.ended = true;
+      return false;
+    }
+    const chunk = next.value as Uint8Array;
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (buf.length > 0) {
+      this.pending.push(buf);
+      this.pendingBytes += buf.length;
+    }
+    return true;
+  }
+
+  /** Copies only when n spans chunks. */
+  async read(n: number): Promise<Buffer> {
+    while (this.pendingBytes < n && (await this.fill()));
+    const take = Math.min(n, this.pendingBytes);
+    const parts: Buffer[] = [];
+    let need = take;
+    while (need > 0) {
+      const first = this.pending[0]!;
+      if (first.length <= need) {
+        parts.push(first);
+        this.pending.shift();
+        need -= first.length;
+      } else {
+        parts.push(first.subarray(0, need));
+        this.pending[0] = first.subarray(need);
+        need = 0;
+      }
+    }
+    this.pendingBytes -= take;
+    this.offset += take;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, take);
+  }
+
+  /** Reuses the stream's own chunk. */
+  async readSome(n: number): Promise<Buffer> {
+    if (this.pendingBytes === 0) {
+      while (this.pendingBytes === 0 && (await this.fill()));
+      if (this.pendingBytes === 0) return EMPTY;
+    }
+    const first = this.pending[0]!;
+    let out: Buffer;
+    if (first.length <= n) {
+      this.pending.shift();
+      out = first;
+    } else {
+      this.pending[0] = first.subarray(n);
+      out = first.subarray(0, n);
+    }
+    this.pendingBytes -= out.length;
+    this.offset += out.length;
+    return out;
+  }
+
+  async skip(n: number): Promise<number> {
+    let done = 0;
+    while (done < n) {
+      const chunk = await this.readSome(n - done);
+      if (chunk.length === 0) break;
+      done += chunk.length;
+    }
+    return done;
+  }
+
+  async close(): Promise<void> {
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (!this.ended) {
+      this.ended = true;
+      await this.iterator.return?.();
+    }
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+/** Bodies read from a file come in pieces of at most this. */
+const FILE_CHUNK = 1024 * 1024;
+
+/**
+ * A tar file read at positions: skipping a body is a seek, so indexing a many-GB archive reads
+ * only its headers. The caller owns the handle (the reader does not close it).
+ */
+export class TarFileSource implements ByteSource {
+  offset = 0;
+  private readonly handle: FileHandle;
+  private readonly size: number;
+
+  constructor(handle: FileHandle, size: number) {
+    this.handle = handle;
+    this.size = size;
+  }
+
+  async read(n: number): Promise<Buffer> {
+    const length = Math.max(0, Math.min(n, this.size - this.offset));
+    const buf = Buffer.alloc(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await this.handle.read(buf, got, length - got, this.offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    this.offset += got;
+    return got === length ? buf : buf.subarray(0, got);
+  }
+
+  readSome(n: number): Promise<Buffer> {
+    return this.read(Math.min(n, FILE_CHUNK));
+  }
+
+  async skip(n: number): Promise<number> {
+    const done = Math.max(0, Math.min(n, this.size - this.offset));
+    this.offset += done;
+    return done;
+  }
+
+  async close(): Promise<void> {}
+}
+
+const NO_PAX: ReadonlyMap<string, Buffer> = new Map();
+
+/**
+ * Read a tar entry by entry. Each entry's body may be read (`body()`, `readBody()`) or is
+ * skipped when the next entry is requested.
+ */
+export class TarReader {
+  private readonly source: ByteSource;
+  private readonly what: string;
+  private readonly error: (problem: TarProblem) => Error;
+  private readonly strictEnd: boolean;
+  private readonly maxExtended: number;
+  /** Body bytes of the current entry not yet consumed, and its padding. */
+  private remaining = 0;
+  private padding = 0;
+  /** The header and size of what is being read, for problems. */
+  private header = 0;
+  private size = 0;
+  private bodyOpen = false;
+  private done = false;
+
+  constructor(input: AsyncIterable<unknown> | TarFileSource, options: TarReaderOptions) {
+    this.source = input instanceof TarFileSource ? input : new StreamSource(input);
+    this.what = options.what;
+    this.error = options.error;
+    this.strictEnd = (options.end ?? 'strict') === 'strict';
+    this.maxExtended = options.maxExtendedHeader ?? 1024 * 1024;
+  }
+
+  /** Bytes of the archive read so far. */
+  get offset(): number {
+    return this.source.offset;
+  }
+
+  private problem(kind: TarProblemKind, part: TarProblem['part'], why: string, limit = 0): Error {
+    const size = part === 'header' || part === 'end' ? 0 : this.size;
+    return this.error({ kind, why, part, header: this.header, size, limit, offset: this.source.offset });
+  }
+
+  /** Run a decoding step, turning format errors into the consumer's. */
+  private decode<T>(part: TarProblem['part'], step: () => T): T {
+    try {
+      return step();
+    } catch (err) {
+      if (err instanceof TarFormatError) throw this.problem(err.kind, part, err.why);
+      throw err;
+    }
+  }
+
+  /** The next entry, or undefined at the end of the archive. */
+  async next(): Promise<TarEntry | undefined> {
+    if (this.done) return undefined;
+    if (this.bodyOpen) {
+      throw new FerryError('IO_ERROR', `${this.what}: internal error: the next tar entry was requested while an entry body was still being read`);
+    }
+    await this.skipBody();
+    let pax: Map<string, Buffer> | undefined;
+    let longName: Buffer | undefined;
+    let longLink: Buffer | undefined;
+    for (;;) {
+      this.header = this.source.offset;
+      this.size = 0;
+      const block = await this.source.read(BLOCK);
+      if (block.length === 0) {
+        if (this.strictEnd) throw this.problem('no-end', 'header', 'archive ends without an end-of-archive marker');
+        this.done = true;
+        return undefined;
+      }
+      if (block.length < BLOCK) throw this.problem('truncated', 'header', 'archive is truncated inside a header');
+      if (isAllZero(block)) {
+        this.done = true;
+        if (this.strictEnd) await this.finish();
+        return undefined;
+      }
+      if (!this.decode('header', () => checksumMatches(block))) {
+        throw this.problem('checksum', 'header', 'header checksum mismatch (corrupt or not a tar)');
+      }
+      const typeflag = typeflagOf(block);
+      const size = this.decode('header', () => readNumber(block, 124, 12, 'size'));
+      if (size < 0) throw this.problem('field', 'header', 'negative entry size');
+      switch (typeflag) {
+        case 'x': {
+          const data = await this.readExtended(size, 'PAX header');
+          pax ??= new Map();
+          for (const [k, v] of this.decode('extended', () => parsePaxRecords(data))) pax.set(k, v);
+          continue;
+        }
+        case 'g':
+          // Global PAX headers carry nothing an entry needs (Go and containerd skip them too).
+          await this.readExtended(size, 'PAX global header');
+          continue;
+        case 'L': {
+          const data = await this.readExtended(size, 'GNU long name');
+          longName = readBytes(data, 0, size);
+          continue;
+        }
+        case 'K': {
+          const data = await this.readExtended(size, 'GNU long link');
+          longLink = readBytes(data, 0, size);
+          continue;
+        }
+        default:
+          return this.entry(block, pax, longName, longLink);
+      }
+    }
+  }
+
+  private entry(block: Buffer, pax: Map<string, Buffer> | undefined, longName: Buffer | undefined, longLink: Buffer | undefined): TarEntry {
+    const fields = this.decode('header', () => decodeHeader(block));
+    const entry: TarEntry = {
+      name: longName ?? fields.name,
+      typeflag: fields.typeflag,
+      type: entryTypeOf(fields.typeflag),
+      mode: fields.mode,
+      uid: fields.uid,
+      gid: fields.gid,
+      size: fields.size,
+      mtime: { sec: fields.mtime, nsec: 0 },
+      atime: undefined,
+      linkname: longLink ?? fields.linkname,
+      devmajor: fields.devmajor,
+      devminor: fields.devminor,
+      xattrs: new Map(),
+      pax: pax ?? NO_PAX,
+      headerOffset: this.header,
+      bodyOffset: this.source.offset,
+    };
+    if (pax !== undefined) this.decode('extended', () => applyPax(entry, pax));
+    // An old-style (v7) directory is a regular-file entry whose (final) name ends in '/'.
+    if (entry.type === 'file' && entry.name.length > 0 && entry.name[entry.name.length - 1] === 0x2f) entry.type = 'dir';
+    if (entry.uid < 0 || entry.gid < 0) throw this.problem('field', 'header', `negative owner on "${entry.name.toString('utf8')}"`);
+    if (entry.size < 0) throw this.problem('field', 'header', 'negative entry size');
+    this.remaining = entry.size;
+    this.padding = paddingSize(entry.size);
+    this.size = entry.size;
+    return entry;
+  }
+
+  private async readExtended(size: number, kind: string): Promise<Buffer> {
+    this.size = size;
+    if (size > this.maxExtended) {
+      throw this.problem('limit', 'extended', `${kind} of ${size} bytes is over the ${this.maxExtended}-byte limit`, this.maxExtended);
+    }
+    const padded = size + paddingSize(size);
+    const data = await this.source.read(padded);
+    if (data.length < padded) throw this.problem('truncated', 'extended', `archive is truncated inside a ${kind}`);
+    return data.subarray(0, size);
+  }
+
+  /** The current entry's body, chunk by chunk as the source delivers it; fails if the archive ends early. */
+  async *body(): AsyncGenerator<Buffer> {
+    this.bodyOpen = true;
+    try {
+      while (this.remaining > 0) {
+        const chunk = await this.source.readSome(this.remaining);
+        if (chunk.length === 0) throw this.problem('truncated', 'body', 'archive is truncated inside a file');
+        this.remaining -= chunk.length;
+        yield chunk;
+      }
+      await this.skipPadding();
+    } finally {
+      this.bodyOpen = false;
+    }
+  }
+
+  /** The whole body of the current entry, for small entries; a 'limit' problem when over `max` bytes. */
+  async readBody(max: number): Promise<Buffer> {
+    if (this.remaining > max) {
+      throw this.problem('limit', 'body', `entry of ${this.remaining} bytes is over the ${max}-byte limit`, max);
+    }
+    const data = await this.source.read(this.remaining);
+    if (data.length < this.remaining) throw this.problem('truncated', 'body', 'archive is truncated inside a file');
+    this.remaining = 0;
+    await this.skipPadding();
+    return data;
+  }
+
+  private async skipBody(): Promise<void> {
+    const n = this.remaining + this.padding;
+    if (n === 0) return;
+    const skipped = await this.source.skip(n);
+    if (skipped < n) throw this.problem('truncated', 'body', 'archive is truncated inside a file');
+    this.remaining = 0;
+    this.padding = 0;
+  }
+
+  private async skipPadding(): Promise<void> {
+    if (this.padding === 0) return;
+    const skipped = await this.source.skip(this.padding);
+    if (skipped < this.padding) throw this.problem('truncated', 'body', 'archive is truncated inside a file');
+    this.padding = 0;
+  }
+
+  /**
+   * After the first zero block: read to the end of the stream so digest checks downstream of
+   * the source run, and refuse data after the end marker (tar tools pad with zeros only).
+   */
+  private async finish(): Promise<void> {
+    for (;;) {
+      const chunk = await this.source.readSome(64 * 1024);
+      if (chunk.length === 0) return;
+      if (!isAllZero(chunk)) throw this.problem('trailing', 'end', 'data after the end-of-archive marker');
+    }
+  }
+
+  /** Stop reading (after an error, or when only the start was wanted): releases the stream. */
+  async close(): Promise<void> {
+    await this.source.close();
+  }
+}
+
+/** Apply the PAX records that change an entry; the others stay in `entry.pax` for the consumer. */
+function applyPax(entry: TarEntry, records: ReadonlyMap<string, Buffer>): void {
+  for (const [key, value] of records) {
+    const text = (): string => value.toString('utf8');
+    switch (key) {
+      case 'path':
+        entry.name = value;
+        continue;
+      case 'linkpath':
+        entry.linkname = value;
+        continue;
+      case 'size':
+        entry.size = parsePaxDecimal(text(), key);
+        continue;
+      case 'uid':
+        entry.uid = parsePaxDecimal(text(), key);
+        continue;
+      case 'gid':
+        entry.gid = parsePaxDecimal(text(), key);
+        continue;
+      case 'mtime':
+        entry.mtime = parsePaxTime(text());
+        continue;
+      case 'atime':
+        entry.atime = parsePaxTime(text());
+        continue;
+      case 'SCHILY.devmajor':
+        entry.devmajor = parsePaxDecimal(text(), key);
+        continue;
+      case 'SCHILY.devminor':
+        entry.devminor = parsePaxDecimal(text(), key);
+        continue;
+      default:
+        break;
+    }
+    if (key.startsWith('SCHILY.xattr.')) {
+      entry.xattrs.set(key.slice('SCHILY.xattr.'.length), value);
+    } else if (key.startsWith('LIBARCHIVE.xattr.')) {
+      // libarchive: URL-encoded name, base64 value.
+      entry.xattrs.set(decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(text(), 'base64'));
+    }
+    // Other keys (ctime, uname, gname, comment, charset, vendor keys) do not change the entry.
+  }
+}

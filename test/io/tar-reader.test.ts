@@ -1,0 +1,131 @@
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { BLOCK, TAR_END, encodeTarHeader, padding } from '../../src/io/tar-format.js';
+import { TarReader, type TarProblem, type TarReaderOptions } from '../../src/io/tar-reader.js';
+
+/** Problems become errors that carry them, so tests can look at every field. */
+class ProblemError extends Error {
+  constructor(readonly problem: TarProblem) {
+    super(problem.why);
+  }
+}
+
+function reader(chunks: Buffer | Buffer[], options: Partial<TarReaderOptions> = {}): TarReader {
+  return new TarReader(Readable.from(Array.isArray(chunks) ? chunks : [chunks]), {
+    what: 'test tar',
+    error: (p) => new ProblemError(p),
+    ...options,
+  });
+}
+
+async function problemOf(p: Promise<unknown>): Promise<TarProblem> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ProblemError);
+  return (err as ProblemError).problem;
+}
+
+async function drain(body: AsyncIterable<Buffer>): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const c of body) out.push(c);
+  return Buffer.concat(out);
+}
+
+function file(name: string, body: string | Buffer, extra: Partial<Parameters<typeof encodeTarHeader>[0]> = {}): Buffer {
+  const data = Buffer.from(body);
+  return Buffer.concat([encodeTarHeader({ name, typeflag: '0', mode: 0o644, size: data.length, mtime: 0, ...extra }), data, padding(data.length)]);
+}
+
+describe('TarReader offsets and bodies', () => {
+  it('reports where each header and body is, also after a PAX header', async () => {
+    const a = file('a', 'x'.repeat(600));
+    const b = file(`long/${'n'.repeat(120)}`, 'bee');
+    const r = reader(Buffer.concat([a, b, TAR_END]));
+    const first = (await r.next())!;
+    expect([first.headerOffset, first.bodyOffset, first.size]).toEqual([0, BLOCK, 600]);
+    const second = (await r.next())!;
+    // a: header + 2 blocks of body; b: PAX header + its records block, then its own header.
+    expect(second.headerOffset).toBe(3 * BLOCK + 2 * BLOCK);
+    expect(second.bodyOffset).toBe(second.headerOffset + BLOCK);
+    expect(second.name.toString()).toBe(`long/${'n'.repeat(120)}`);
+    expect((await drain(r.body())).toString()).toBe('bee');
+    expect(await r.next()).toBeUndefined();
+    expect(r.offset).toBe(a.length + b.length + TAR_END.length);
+  });
+
+  it('hands out an unknown entry type as "other" and skips its body', async () => {
+    const odd = file('vendor', 'data', { typeflag: 'Q' });
+    const r = reader(Buffer.concat([odd, file('next', 'n'), TAR_END]));
+    expect(await r.next()).toMatchObject({ type: 'other', typeflag: 'Q', size: 4 });
+    expect((await r.next())!.name.toString()).toBe('next');
+  });
+
+  it('readBody reads a small body whole and refuses one over its limit', async () => {
+    const r = reader(Buffer.concat([file('small', 'abc'), file('large', 'x'.repeat(100)), TAR_END]));
+    await r.next();
+    expect((await r.readBody(10)).toString()).toBe('abc');
+    await r.next();
+    expect(await problemOf(r.readBody(10))).toMatchObject({ kind: 'limit', part: 'body', size: 100, limit: 10 });
+  });
+
+  it('asking for the next entry while a body is being read is an error', async () => {
+    const r = reader(Buffer.concat([file('a', 'x'.repeat(2000)), TAR_END]), { end: 'lenient' });
+    await r.next();
+    const body = r.body();
+    await body.next();
+    await expect(r.next()).rejects.toThrow(/internal error/);
+    await body.return(undefined);
+    expect(await r.next()).toBeUndefined();
+  });
+});
+
+describe('TarReader ends', () => {
+  it('strict (default): the end marker is required and only zeros may follow it', async () => {
+    const noEnd = file('f', 'x');
+    const r = reader(noEnd);
+    await r.next();
+    expect(await problemOf(r.next())).toMatchObject({ kind: 'no-end', part: 'header', header: 2 * BLOCK });
+    const trailing = reader(Buffer.concat([noEnd, TAR_END, Buffer.alloc(5000), Buffer.from('junk')]));
+    await trailing.next();
+    expect(await problemOf(trailing.next())).toMatchObject({ kind: 'trailing', part: 'end' });
+  });
+
+  it('lenient: the archive may stop between entries, and reading stops at the marker', async () => {
+    const r = reader(file('f', 'x'), { end: 'lenient' });
+    expect((await r.next())!.name.toString()).toBe('f');
+    expect(await r.next()).toBeUndefined();
+    const marked = reader(Buffer.concat([TAR_END, Buffer.from('not read')]), { end: 'lenient' });
+    expect(await marked.next()).toBeUndefined();
+    expect(marked.offset).toBe(BLOCK);
+  });
+
+  it('truncation is reported with the part, the header and the size concerned', async () => {
+    const whole = Buffer.concat([file('a', 'a'), file('b', 'y'.repeat(3000)), TAR_END]);
+    const inBody = reader(whole.subarray(0, 2 * BLOCK + BLOCK + 1000));
+    await inBody.next();
+    await inBody.next();
+    expect(await problemOf(drain(inBody.body()))).toMatchObject({ kind: 'truncated', part: 'body', header: 2 * BLOCK, size: 3000, offset: 3 * BLOCK + 1000 });
+    const skipped = reader(whole.subarray(0, 2 * BLOCK + BLOCK + 1000));
+    await skipped.next();
+    await skipped.next();
+    expect(await problemOf(skipped.next())).toMatchObject({ kind: 'truncated', part: 'body', header: 2 * BLOCK });
+    const inHeader = reader(whole.subarray(0, 2 * BLOCK + 100));
+    await inHeader.next();
+    expect(await problemOf(inHeader.next())).toMatchObject({ kind: 'truncated', part: 'header', header: 2 * BLOCK });
+  });
+
+  it('a bad checksum is a checksum problem at its header', async () => {
+    const tar = Buffer.concat([file('a', 'a'), file('b', 'b'), TAR_END]);
+    tar[2 * BLOCK + 5] = 0x41;
+    const r = reader(tar);
+    await r.next();
+    expect(await problemOf(r.next())).toMatchObject({ kind: 'checksum', header: 2 * BLOCK });
+  });
+
+  it('an oversized extended header is a limit problem, before it is buffered', async () => {
+    const pax = encodeTarHeader({ name: 'PaxHeaders/x', typeflag: 'x', mode: 0o644, size: 2 * 1024 * 1024, mtime: 0 });
+    expect(await problemOf(reader(pax).next())).toMatchObject({ kind: 'limit', part: 'extended', size: 2 * 1024 * 1024, limit: 1024 * 1024 });
+  });
+});
