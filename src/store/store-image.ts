@@ -1,12 +1,12 @@
 import type { Readable } from 'node:stream';
-import { FerryError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import { FerryError, isFerryError, UsageError } from '../errors.js';
+import { digestHex, shortDigest, type Digest } from '../oci/digest.js';
 import type { Image, Layer, OpenOptions } from '../oci/image.js';
 import { configPlatform, parseImageConfig, parseManifest } from '../oci/manifest.js';
-import { hostPlatform, type Platform } from '../oci/platform.js';
-import { formatReference, parseReference, type Reference } from '../oci/reference.js';
+import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
+import { formatReference, parseReference, referenceName, type Reference } from '../oci/reference.js';
 import { layerFromBlob, layerFromTar } from '../io/layer-forms.js';
-import { refName, type RefEntry } from './refs.js';
+import type { RefEntry } from './refs.js';
 import type { Store } from './store.js';
 
 /**
@@ -65,18 +65,89 @@ function unpackedOnlyLayer(descriptor: Layer['descriptor'], diffId: Digest, what
   return { descriptor, diffId, stored: 'blob', blob: missing, tar: missing };
 }
 
-/** The ref entry a user means by `text` (a name, or a manifest digest), for `platform` or the host's. */
-export async function findStoreImage(store: Store, text: string, platform?: Platform): Promise<RefEntry> {
-  const name = refName(text);
-  const entries = await store.refs.find(name);
-  if (entries.length === 0) {
-    throw new FerryError('NOT_FOUND', `image ${text} is not in the store`, { hint: 'ferry images lists what is there; ferry import loads images' });
+/** What a user's IMAGE argument found in the store: every ref entry of that image. */
+export interface StoreMatch {
+  /** One per name and platform (an image ID may have several names; a name several platforms). */
+  entries: RefEntry[];
+  /** How it matched: by name, or as an image ID (a prefix of this kind of digest). */
+  by: 'name' | 'manifest' | 'config' | 'index';
+}
+
+/** An image ID as docker takes it: a hex prefix, `sha256:` optional. */
+const ID_RE = /^(?:sha256:)?([0-9a-f]{1,64})$/;
+
+/**
+ * Find what a user means by IMAGE, as docker does: a name first, normalised (`redis` is
+ * docker.io/library/redis:latest; `name@sha256:...` is also the image under that name with that
+ * manifest or index digest), else an image ID: a prefix of a manifest digest (as `ferry images`
+ * shows), a config digest (docker's and podman's image ID) or an index digest. A prefix that fits
+ * two different images is refused rather than guessed.
+ */
+export async function matchStoreImages(store: Store, text: string): Promise<StoreMatch> {
+  const all = await store.refs.list();
+  let ref: Reference | undefined;
+  try {
+    ref = parseReference(text);
+  } catch (err) {
+    if (!isFerryError(err, 'INVALID_REFERENCE')) throw err;
   }
+  if (ref !== undefined) {
+    const name = formatReference(ref);
+    let entries = all.filter((e) => e.name === name);
+    const digest = ref.digest;
+    if (entries.length === 0 && digest !== undefined) {
+      const repository = referenceName(ref);
+      entries = all.filter((e) => (e.manifestDigest === digest || e.indexDigest === digest) && referenceName(parseReference(e.name)) === repository);
+    }
+    if (entries.length > 0) return { entries, by: 'name' };
+  }
+  const id = ID_RE.exec(text)?.[1];
+  if (id !== undefined) {
+    const found: Array<{ entry: RefEntry; by: StoreMatch['by']; digest: Digest; config: Digest | undefined }> = [];
+    for (const entry of all) {
+      const config = await configDigestOf(store, entry.manifestDigest);
+      const kinds: Array<[StoreMatch['by'], Digest | undefined]> = [['manifest', entry.manifestDigest], ['config', config], ['index', entry.indexDigest]];
+      const hit = kinds.find(([, d]) => d !== undefined && digestHex(d).startsWith(id));
+      if (hit) found.push({ entry, by: hit[0], digest: hit[1]!, config });
+    }
+    if (found.length > 0) {
+      // One image: one manifest, or one config (the same image under another manifest), or one index.
+      const one = (values: Array<string | undefined>): boolean => values[0] !== undefined && values.every((v) => v === values[0]);
+      const same = one(found.map((f) => f.entry.manifestDigest)) || one(found.map((f) => f.config)) || one(found.map((f) => f.entry.indexDigest));
+      if (!same) {
+        const images = [...new Set(found.map((f) => `${shortDigest(f.entry.manifestDigest)} (${f.entry.name}, ${formatPlatform(f.entry.platform)})`))];
+        throw new UsageError(`image ID ${text} is ambiguous: it fits ${images.slice(0, 5).join(', ')}${images.length > 5 ? ', ...' : ''}`, {
+          hint: 'give more digits of the ID, or the image name',
+        });
+      }
+      return { entries: found.map((f) => f.entry), by: found[0]!.by };
+    }
+  }
+  throw new FerryError('NOT_FOUND', `image ${text} is not in the store`, { hint: 'ferry images lists what is there (name or image ID); ferry import loads images' });
+}
+
+/** The config digest a stored manifest names; undefined when the manifest is missing or damaged (fsck's business). */
+async function configDigestOf(store: Store, manifestDigest: Digest): Promise<Digest | undefined> {
+  try {
+    const parsed = parseManifest(await store.blobs.read(manifestDigest), undefined, `manifest ${manifestDigest}`);
+    return parsed.kind === 'image' ? parsed.manifest.config.digest : undefined;
+  } catch (err) {
+    if (isFerryError(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The ref entry a user means by `text` (a name or an image ID), for `platform` or the host's. */
+export async function findStoreImage(store: Store, text: string, platform?: Platform): Promise<RefEntry> {
+  const { entries } = await matchStoreImages(store, text);
   const want = platform ?? hostPlatform();
-  const matching = await store.refs.find(name, want);
+  const matching = entries.filter((e) => platformMatches(want, e.platform));
   if (matching.length > 0) return matching[0]!;
-  if (platform === undefined && entries.length === 1) return entries[0]!;
-  throw new FerryError('PLATFORM_NOT_FOUND', `image ${text} is in the store for ${entries.map((e) => `${e.platform.os}/${e.platform.architecture}`).join(', ')}, not for ${want.os}/${want.architecture}`);
+  if (platform === undefined && new Set(entries.map((e) => formatPlatform(e.platform))).size === 1) return entries[0]!;
+  const have = [...new Set(entries.map((e) => formatPlatform(e.platform)))];
+  throw new FerryError('PLATFORM_NOT_FOUND', `image ${text} is in the store for ${have.join(', ')}, not for ${formatPlatform(want)}`, {
+    hint: 'choose one with --platform',
+  });
 }
 
 /** openStoreImage(store, ref): the store image a name refers to, as an Image. */
