@@ -252,7 +252,8 @@ const NO_PAX: ReadonlyMap<string, Buffer> = new Map();
  */
 export class TarReader {
   private readonly source: ByteSource;
-  private readonly what: string;
+  /** Names the archive in errors (for a consumer's own checks too). */
+  protected readonly what: string;
   private readonly error: (problem: TarProblem) => Error;
   private readonly strictEnd: boolean;
   private readonly maxExtended: number;

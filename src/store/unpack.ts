@@ -20,7 +20,9 @@ import type { Digest } from '../oci/digest.js';
 import { chain } from '../io/layer-forms.js';
 import { nativeFs, type NativeFs } from '../io/native.js';
 import { MeasureDigest } from '../io/verify-digest.js';
-import { TarReader, type TarEntry, type TarTime } from './tar-reader.js';
+import type { TarTime } from '../io/tar-format.js';
+import type { TarEntry } from '../io/tar-reader.js';
+import { LayerTarReader } from './tar-reader.js';
 
 /**
  * Unpack one layer tar into a directory in overlay form, safely against hostile input.
@@ -261,7 +263,7 @@ class Unpacker {
     return out;
   }
 
-  async apply(entry: TarEntry, reader: TarReader): Promise<void> {
+  async apply(entry: TarEntry, reader: LayerTarReader): Promise<void> {
     const parts = cleanName(entry.name, this.what);
     if (parts.length === 0) {
       // The layer's root: metadata only; its type can never change (umoci).
@@ -445,7 +447,7 @@ class Unpacker {
     this.whiteouts.add(keyOf(targetParts));
   }
 
-  private async file(path: Buffer, entry: TarEntry, reader: TarReader): Promise<void> {
+  private async file(path: Buffer, entry: TarEntry, reader: LayerTarReader): Promise<void> {
     const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
     const fd = openSync(path, flags, 0o600);
     let written = 0;
@@ -614,7 +616,7 @@ export async function unpackLayerTar(tar: Readable, root: string, options: Unpac
   const measure = new MeasureDigest();
   const onBytes = options.onBytes;
   const counted = onBytes === undefined ? [] : [new Transform({ transform(chunk: Buffer, _enc, done) { onBytes(chunk.length); done(null, chunk); } })];
-  const reader = new TarReader(chain(tar, measure, ...counted), options.what);
+  const reader = new LayerTarReader(chain(tar, measure, ...counted), options.what);
   const unpacker = new Unpacker(root, options);
   let entries = 0;
   let current: TarEntry | undefined;
