@@ -1,0 +1,89 @@
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { zstdDecompressStream } from '../../src/io/zstd.js';
+import { makeTempDir, removeDir } from '../helpers/tmp.js';
+
+const run = promisify(execFile);
+let dir: string;
+let plain: Buffer;
+let compressed: Buffer;
+
+beforeAll(async () => {
+  dir = await makeTempDir('zstd');
+  // 48 MiB that is one random MiB repeated: with long-distance matching the zstd CLI turns it
+  // into a few KiB, so one small input chunk stands for megabytes of output (a decompression
+  // "bomb" in miniature, like a rebuilt layer in a bundle).
+  const block = randomBytes(1 << 20);
+  plain = Buffer.concat(Array.from({ length: 48 }, () => block));
+  await writeFile(join(dir, 'plain'), plain);
+  await run('zstd', ['-q', '-3', '--long=27', '-o', join(dir, 'plain.zst'), join(dir, 'plain')]);
+  compressed = await readFile(join(dir, 'plain.zst'));
+});
+
+afterAll(async () => {
+  await removeDir(dir);
+});
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+describe('zstdDecompressStream', () => {
+  it('gives what zstd compressed, whatever the input chunking and reader speed', async () => {
+    expect(compressed.length).toBeLessThan(2 * 1024 * 1024);
+    for (const piece of [999, 4096, 65536, 1 << 20]) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < compressed.length; i += piece) chunks.push(compressed.subarray(i, i + piece));
+      const hash = createHash('sha256');
+      let n = 0;
+      await pipeline(
+        Readable.from(chunks),
+        zstdDecompressStream(),
+        new Writable({
+          highWaterMark: 1000,
+          write(chunk: Buffer, _enc, done) {
+            hash.update(chunk);
+            n += chunk.length;
+            if (n % 3 === 0) setImmediate(done);
+            else done();
+          },
+        }),
+      );
+      expect(n).toBe(plain.length);
+      expect(hash.digest('hex')).toBe(sha256(plain));
+    }
+  });
+
+  it('holds back the output of one small chunk until the reader wants it (memory stays flat)', async () => {
+    const stream = zstdDecompressStream();
+    let most = 0;
+    let n = 0;
+    await pipeline(Readable.from([compressed]), stream, async (source: AsyncIterable<Buffer>) => {
+      for await (const chunk of source) {
+        n += chunk.length;
+        // What the reader holds plus what waits in the stream (the iterator reads all that is queued).
+        most = Math.max(most, stream.readableLength + chunk.length);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    });
+    expect(n).toBe(plain.length);
+    // zstd-napi's own DecompressStream queues all 48 MiB here (measured: 50331648).
+    expect(most).toBeLessThanOrEqual(1024 * 1024);
+  });
+
+  it('fails a truncated stream and a damaged one', async () => {
+    const drain = async (bytes: Buffer): Promise<void> => {
+      await pipeline(Readable.from([bytes]), zstdDecompressStream(), new Writable({ write: (_c, _e, done) => done() }));
+    };
+    await expect(drain(compressed.subarray(0, compressed.length - 100))).rejects.toThrow(/middle of compressed data frame/);
+    const damaged = Buffer.from(compressed);
+    for (let i = 200; i < 600; i++) damaged[i] = damaged[i]! ^ 0x5a;
+    await expect(drain(damaged)).rejects.toThrow();
+  });
+});
