@@ -4,6 +4,8 @@ import { posix } from 'node:path';
 import { PassThrough, Readable, addAbortSignal } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
 import type { OpenOptions } from '../oci/image.js';
+import type { TarEntryType as TarReaderEntryType } from '../io/tar-format.js';
+import { TarFileSource, TarReader, type TarProblem } from '../io/tar-reader.js';
 
 /**
  * Random access into an uncompressed tar file without extracting it: walk the headers once
@@ -11,9 +13,6 @@ import type { OpenOptions } from '../oci/image.js';
  * can be many GB; this streams every layer straight from the archive and buffers only headers.
  */
 
-const BLOCK = 512;
-/** PAX and GNU long-name payloads are names, not data: anything larger is hostile. */
-const MAX_META_BYTES = 1024 * 1024;
 /** Symlink chains longer than this are loops (Linux stops at 40 too). */
 const MAX_LINK_HOPS = 40;
 
@@ -63,78 +62,6 @@ export function normalizeEntryName(name: string, what: string): string {
   return n === '.' ? '' : n;
 }
 
-function readString(block: Buffer, offset: number, length: number): string {
-  const field = block.subarray(offset, offset + length);
-  const nul = field.indexOf(0);
-  return field.subarray(0, nul === -1 ? length : nul).toString('utf8');
-}
-
-function readNumber(block: Buffer, offset: number, length: number): number {
-  const field = block.subarray(offset, offset + length);
-  if ((field[0]! & 0x80) !== 0) {
-    // GNU base-256, used for sizes over 8 GiB; a negative one (0xff first byte) is invalid here.
-    if (field[0] === 0xff) return Number.NaN;
-    let value = field[0]! & 0x7f;
-    for (let i = 1; i < field.length; i++) value = value * 256 + field[i]!;
-    return value;
-  }
-  const text = readString(block, offset, length).trim();
-  if (text === '') return 0;
-  if (!/^[0-7]+$/.test(text)) return Number.NaN;
-  return Number.parseInt(text, 8);
-}
-
-function checksumOk(block: Buffer): boolean {
-  const stored = readNumber(block, 148, 8);
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const b = i >= 148 && i < 156 ? 0x20 : block[i]!;
-    unsigned += b;
-    signed += b > 127 ? b - 256 : b;
-  }
-  // Old tars summed signed chars; both are accepted, as GNU tar does.
-  return stored === unsigned || stored === signed;
-}
-
-function isZero(block: Buffer): boolean {
-  for (const b of block) if (b !== 0) return false;
-  return true;
-}
-
-function parsePax(data: Buffer): Map<string, string> {
-  const out = new Map<string, string>();
-  let pos = 0;
-  while (pos < data.length) {
-    const space = data.indexOf(0x20, pos);
-    if (space === -1) break;
-    const len = Number.parseInt(data.subarray(pos, space).toString('ascii'), 10);
-    if (!Number.isSafeInteger(len) || len <= 0 || pos + len > data.length) break;
-    const record = data.subarray(space + 1, pos + len - 1).toString('utf8');
-    const eq = record.indexOf('=');
-    if (eq > 0) out.set(record.slice(0, eq), record.slice(eq + 1));
-    pos += len;
-  }
-  return out;
-}
-
-function entryType(flag: string): TarEntryType {
-  switch (flag) {
-    case '0':
-    case '':
-    case '7':
-      return 'file';
-    case '5':
-      return 'directory';
-    case '2':
-      return 'symlink';
-    case '1':
-      return 'hardlink';
-    default:
-      return 'other';
-  }
-}
-
 async function readAt(handle: FileHandle, length: number, position: number): Promise<Buffer> {
   const buf = Buffer.alloc(length);
   let got = 0;
@@ -144,6 +71,46 @@ async function readAt(handle: FileHandle, length: number, position: number): Pro
     got += bytesRead;
   }
   return got === length ? buf : buf.subarray(0, got);
+}
+
+const ENTRY_TYPES: Record<TarReaderEntryType, TarEntryType> = {
+  file: 'file',
+  dir: 'directory',
+  symlink: 'symlink',
+  hardlink: 'hardlink',
+  char: 'other',
+  block: 'other',
+  fifo: 'other',
+  other: 'other',
+};
+
+function truncatedHeader(what: string, at: number, fileSize: number): FerryError {
+  return new FerryError('INVALID_MANIFEST', `${what}: truncated tar (header at byte ${at} runs past the end, ${fileSize} bytes)`, {
+    hint: 'the file was cut short while copying; copy it again',
+  });
+}
+
+/** The archive's errors for problems io's tar reader finds. */
+function archiveTarError(what: string, fileSize: number): (problem: TarProblem) => FerryError {
+  return (problem) => {
+    switch (problem.kind) {
+      case 'truncated':
+        if (problem.part === 'header') return truncatedHeader(what, problem.header, fileSize);
+        return new FerryError('INVALID_MANIFEST', `${what}: truncated tar (entry at byte ${problem.header} needs ${problem.size} bytes, the file ends first)`, {
+          hint: 'the file was cut short while copying; copy it again',
+        });
+      case 'checksum':
+        return problem.header > 0
+          ? new FerryError('INVALID_MANIFEST', `${what}: bad tar header checksum at byte ${problem.header}`, { hint: 'the archive is corrupted; copy it again' })
+          : new FerryError('INVALID_MANIFEST', `${what}: not a tar archive`, {
+              hint: 'expected the output of docker save, podman save or skopeo copy (tar, tar.gz or tar.zst)',
+            });
+      case 'limit':
+        return new FerryError('INVALID_MANIFEST', `${what}: tar metadata entry at byte ${problem.header} is ${problem.size} bytes`);
+      default:
+        return new FerryError('INVALID_MANIFEST', `${what}: bad tar header at byte ${problem.header}: ${problem.why}`, { hint: 'the archive is corrupted; copy it again' });
+    }
+  };
 }
 
 /** Walk the headers of the tar at `file` and index its entries. `what` names the archive in errors. */
@@ -158,69 +125,13 @@ export async function indexTar(file: string, what: string): Promise<TarIndex> {
   const entries = new Map<string, TarEntry>();
   try {
     const fileSize = (await handle.stat()).size;
-    let pos = 0;
-    let pax = new Map<string, string>();
-    let longName: string | undefined;
-    let longLink: string | undefined;
-    let sawHeader = false;
-    for (;;) {
-      if (pos + BLOCK > fileSize) {
-        // Some writers omit the end-of-archive blocks; a tar that stops between entries is complete.
-        if (pos === fileSize && sawHeader) break;
-        throw new FerryError('INVALID_MANIFEST', `${what}: truncated tar (header at byte ${pos} runs past the end, ${fileSize} bytes)`, {
-          hint: 'the file was cut short while copying; copy it again',
-        });
-      }
-      const block = await readAt(handle, BLOCK, pos);
-      if (isZero(block)) break;
-      if (!checksumOk(block)) {
-        throw new FerryError('INVALID_MANIFEST', sawHeader ? `${what}: bad tar header checksum at byte ${pos}` : `${what}: not a tar archive`, {
-          hint: sawHeader ? 'the archive is corrupted; copy it again' : 'expected the output of docker save, podman save or skopeo copy (tar, tar.gz or tar.zst)',
-        });
-      }
-      sawHeader = true;
-      const flag = readString(block, 156, 1);
-      let size = readNumber(block, 124, 12);
-      if (pax.has('size')) size = Number(pax.get('size'));
-      if (!Number.isSafeInteger(size) || size < 0) {
-        throw new FerryError('INVALID_MANIFEST', `${what}: bad entry size in tar header at byte ${pos}`);
-      }
-      const dataStart = pos + BLOCK;
-      const next = dataStart + Math.ceil(size / BLOCK) * BLOCK;
-      if (dataStart + size > fileSize) {
-        throw new FerryError('INVALID_MANIFEST', `${what}: truncated tar (entry at byte ${pos} needs ${size} bytes, the file ends first)`, {
-          hint: 'the file was cut short while copying; copy it again',
-        });
-      }
-      if (flag === 'x' || flag === 'L' || flag === 'K' || flag === 'g') {
-        if (size > MAX_META_BYTES) throw new FerryError('INVALID_MANIFEST', `${what}: tar metadata entry at byte ${pos} is ${size} bytes`);
-        const data = await readAt(handle, size, dataStart);
-        if (flag === 'x') pax = parsePax(data);
-        else if (flag === 'L') longName = readString(data, 0, data.length);
-        else if (flag === 'K') longLink = readString(data, 0, data.length);
-        pos = next;
-        continue;
-      }
-      let rawName = readString(block, 0, 100);
-      const magic = readString(block, 257, 6);
-      if (magic === 'ustar') {
-        // POSIX ustar only; GNU's "ustar  " uses these bytes for times.
-        const prefix = readString(block, 345, 155);
-        if (prefix !== '') rawName = `${prefix}/${rawName}`;
-      }
-      rawName = pax.get('path') ?? longName ?? rawName;
-      const rawLink = pax.get('linkpath') ?? longLink ?? readString(block, 157, 100);
-      pax = new Map();
-      longName = undefined;
-      longLink = undefined;
-
+    const reader = new TarReader(new TarFileSource(handle, fileSize), { what, end: 'lenient', error: archiveTarError(what, fileSize) });
+    for (let e = await reader.next(); e !== undefined; e = await reader.next()) {
+      const rawName = e.name.toString('utf8');
+      const rawLink = e.linkname.toString('utf8');
       const name = normalizeEntryName(rawName, what);
-      // Pre-POSIX tars mark directories only by a trailing slash.
-      const type = rawName.endsWith('/') && entryType(flag) === 'file' ? 'directory' : entryType(flag);
-      if (name === '') {
-        pos = next;
-        continue;
-      }
+      if (name === '') continue;
+      const type = ENTRY_TYPES[e.type];
       let target: string | undefined;
       if (type === 'symlink') {
         if (rawLink.startsWith('/')) throw unsafe(what, name, `is a symlink to the absolute path "${rawLink}"`);
@@ -231,10 +142,11 @@ export async function indexTar(file: string, what: string): Promise<TarIndex> {
         target = normalizeEntryName(rawLink, what);
       }
       // Entries with data only for files; links and directories carry none that matters.
-      const entry: TarEntry = target === undefined ? { name, type, offset: dataStart, size } : { name, type, offset: dataStart, size, target };
+      const entry: TarEntry = target === undefined ? { name, type, offset: e.bodyOffset, size: e.size } : { name, type, offset: e.bodyOffset, size: e.size, target };
       entries.set(name, entry);
-      pos = next;
     }
+    // Some writers omit the end-of-archive blocks (a tar that stops between entries is complete), but an empty file is no tar.
+    if (reader.offset === 0) throw truncatedHeader(what, 0, fileSize);
   } finally {
     await handle.close();
   }
