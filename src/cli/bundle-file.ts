@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { parse } from 'yaml';
 import { FerryError, UsageError, messageOf } from '../errors.js';
 
 /** A declarative bundle definition (`ferry export -f BUNDLE.yaml`); see bundles/databases.yaml. */
@@ -26,6 +25,8 @@ function stringList(v: unknown, where: string): string[] | undefined {
 export async function loadBundleDefinition(path: string): Promise<BundleDefinition> {
   let doc: unknown;
   try {
+    // Loaded here, not at startup: the yaml package costs ~45 ms to load, on every ferry command.
+    const { parse } = await import('yaml');
     doc = parse(await readFile(path, 'utf8'));
   } catch (err) {
     throw new FerryError('USAGE', `read bundle definition ${path}: ${messageOf(err)}`, { cause: err, hint: 'see bundles/databases.yaml for the format' });
