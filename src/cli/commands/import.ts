@@ -1,15 +1,16 @@
 import type { Command } from 'commander';
 import { open, readFile, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { formatBytes } from '../../bundle/size.js';
 import { FerryError, UsageError } from '../../errors.js';
-import { indexTar } from '../../archive/index.js';
+import { indexTar, listDockerArchive } from '../../archive/index.js';
 import { formatPlatform, parsePlatformList, type Platform } from '../../oci/platform.js';
-import { familiarReference, parseReference } from '../../oci/reference.js';
+import { familiarReference, formatReference, parseReference } from '../../oci/reference.js';
 import { importImage } from '../../store/index.js';
 import { ZSTD_MAGIC } from '../../io/zstd.js';
 import { importBundle } from '../import-bundle.js';
 import { ProgressView } from '../progress.js';
-import { openSource } from '../sources.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -60,6 +61,33 @@ async function detect(source: string): Promise<{ kind: Kind; spec: string }> {
   });
 }
 
+/**
+ * The images an archive import loads. A docker-archive named without a selector loads every image
+ * under every tag it has, as docker load does (`docker save` / `podman save -m` of several images);
+ * anything else is what export would read from it.
+ */
+async function openArchiveImports(spec: string, platforms: string | undefined): Promise<OpenedSource> {
+  const parsed = parseSourceSpec(spec);
+  if (parsed.kind === 'docker-archive' && parsed.selector === undefined) {
+    const archive = await listDockerArchive(resolve(parsed.path));
+    const untagged = archive.entries.find((e) => e.repoTags.length === 0);
+    if (untagged !== undefined) {
+      await archive.close();
+      throw new UsageError(`import ${parsed.path}: image @${untagged.index} of the docker-archive has no name (RepoTags is empty)`, {
+        hint: 'tag it before saving (docker tag / podman tag), or import the others one by one with docker-archive:FILE:@N',
+      });
+    }
+    const images = archive.entries.flatMap((e) => e.repoTags.map((tag) => ({ ref: formatReference(parseReference(tag)), image: e.image })));
+    return { images, close: archive.close };
+  }
+  return openSource(spec, {
+    platforms: parsePlatformList(platforms),
+    client: () => {
+      throw new UsageError('import reads local files only');
+    },
+  });
+}
+
 interface Totals {
   images: number;
   bytesWritten: number;
@@ -80,7 +108,7 @@ export const registerImport: Register = (program) => {
   program
     .command('import')
     .description('load a bundle, docker-archive or OCI archive into the store')
-    .argument('<source>', 'bundle (.tar.zst, its volumes, or - for stdin), docker-archive:FILE[:REF], oci-archive:FILE[:REF], oci:DIR[:REF]')
+    .argument('<source>', 'bundle (.tar.zst, its volumes, or - for stdin), docker-archive:FILE[:REF] (every image and tag without REF), oci-archive:FILE[:REF], oci:DIR[:REF]')
     .option('--platform <list>', 'platforms to import, e.g. linux/amd64,linux/arm64 (default: all in a bundle, this host for archives)')
     .option('--key <public.pem>', 'refuse a bundle that is not signed with this key')
     .option('--no-keep-blobs', 'do not keep compressed layer blobs (saves space; push/export from the store then needs them again)')
@@ -123,12 +151,7 @@ export const registerImport: Register = (program) => {
         return;
       } else {
         if (flags.key !== undefined) throw new UsageError('import: --key applies to bundles only');
-        const opened = await openSource(spec, {
-          platforms: parsePlatformList(flags.platform),
-          client: () => {
-            throw new UsageError('import reads local files only');
-          },
-        });
+        const opened = await openArchiveImports(spec, flags.platform);
         try {
           for (const { ref, image } of opened.images) {
             const s = await importImage(store, image, { ref: parseReference(ref), keepBlobs, onWarning: warn, onProgress, ...(opened.index ? { index: opened.index } : {}) });
