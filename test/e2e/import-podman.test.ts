@@ -96,21 +96,24 @@ describe('ferry import of podman save output', () => {
     expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
   });
 
-  it('a docker-archive of several images (podman save -m) imports each under its name', async () => {
+  it('a docker-archive of several images (podman save -m) imports each under each of its names', async () => {
     const archive = join(work, 'both.tar');
-    await podman(['save', '-q', '-m', '-o', archive, `${registry.host}/test/app`, `${registry.host}/test/tools`]);
+    await podman(['tag', `${registry.host}/test/app`, 'example.com/team/app:2']);
+    await podman(['save', '-q', '-m', '-o', archive, `${registry.host}/test/app`, 'example.com/team/app:2', `${registry.host}/test/tools`]);
     const root = join(work, 'store-multi');
     const out = await ferry(root, ['import', archive]);
-    expect(out).toMatch(/imported 2 images in /);
-    const images = JSON.parse(await ferry(root, ['images', '--json'])) as Array<{ name: string }>;
-    expect(images.map((i) => i.name).sort()).toEqual([`${registry.host}/test/app:latest`, `${registry.host}/test/tools:latest`]);
+    expect(out).toMatch(/imported 3 images in /);
+    const images = JSON.parse(await ferry(root, ['images', '--json'])) as Array<{ name: string; manifestDigest: string }>;
+    expect(images.map((i) => i.name).sort()).toEqual([`${registry.host}/test/app:latest`, `${registry.host}/test/tools:latest`, 'example.com/team/app:2'].sort());
+    const digestOf = (name: string): string | undefined => images.find((i) => i.name === name)?.manifestDigest;
+    expect(digestOf('example.com/team/app:2')).toBe(digestOf(`${registry.host}/test/app:latest`));
     for (const name of ['app', 'tools'] as const) {
       const { json, diffIds } = await stored(root, `${registry.host}/test/${name}`);
       expect(json.config, name).toBe(layout.images[name]!.configDigest);
       expect(diffIds, name).toEqual(layout.images[name]!.layers.map((l) => l.diffId));
     }
     // app and tools share the base layer: unpacked once.
-    expect(out).toMatch(/; 3 layers unpacked, 1 already present$/m);
+    expect(out).toMatch(/; 3 layers unpacked, 3 already present$/m);
     expect(await ferry(root, ['fsck'])).toMatch(/0 problems/);
   });
 
