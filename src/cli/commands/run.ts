@@ -44,7 +44,7 @@ export const registerRun: Register = (program) => {
   program
     .command('run')
     .description('run a command in a new container from a store image')
-    .argument('<image>', 'image name or digest in the store')
+    .argument('<image>', 'a store image: name, or image ID (a prefix of its manifest or config digest)')
     .argument('[command...]', 'command and arguments (default: the image\'s Entrypoint and Cmd)')
     .option('-d, --detach', 'run in the background and print the container ID; output goes to its log')
     .option('-i, --interactive', 'keep stdin attached')
