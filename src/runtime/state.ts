@@ -268,3 +268,12 @@ export async function findContainer(root: string, text: string): Promise<Contain
   }
   throw new FerryError('NOT_FOUND', `no such container: ${text}`, { hint: 'ferry ps -a lists the containers' });
 }
+
+/**
+ * Containers made from any of these images (manifest digests), whatever their status: what
+ * `rmi` must not orphan unasked. A `-d --rm` container that has exited does not count (it is
+ * removed the next time ferry looks).
+ */
+export async function containersUsingImages(root: string, manifestDigests: ReadonlySet<string>): Promise<ContainerInfo[]> {
+  return (await listContainers(root)).filter((c) => manifestDigests.has(c.record.image.digest) && !(c.record.autoRemove && c.status === 'exited'));
+}

@@ -3,7 +3,8 @@ import { formatBytes } from '../../bundle/size.js';
 import { FerryError, isFerryError } from '../../errors.js';
 import { formatPlatform, parsePlatform, platformMatches } from '../../oci/platform.js';
 import { familiarReference, parseReference } from '../../oci/reference.js';
-import { matchStoreImages, prune, type StoreMatch } from '../../store/index.js';
+import { containersUsingImages, shortId } from '../../runtime/state.js';
+import { matchStoreImages, prune, type RefEntry, type Store, type StoreMatch } from '../../store/index.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -13,14 +14,34 @@ interface RmiFlags {
   force?: boolean;
 }
 
-/** `ferry rmi IMAGE... [--platform] [--no-prune]`: untag, then remove what no image uses any more. */
+/**
+ * As docker: a name whose image would be left with no name while a container uses it is refused
+ * without -f (the container itself would carry on: its rootfs plan keeps the layers claimed).
+ * Removing one of several names of the image is always fine.
+ */
+async function refuseIfContainersUse(store: Store, image: string, entries: readonly RefEntry[]): Promise<void> {
+  const key = (e: RefEntry): string => `${e.name} ${formatPlatform(e.platform)}`;
+  const removing = new Set(entries.map(key));
+  const remaining = (await store.refs.list()).filter((r) => !removing.has(key(r)));
+  const orphaned = new Set(entries.map((e) => e.manifestDigest).filter((d) => !remaining.some((r) => r.manifestDigest === d)));
+  if (orphaned.size === 0) return;
+  const users = await containersUsingImages(store.root, orphaned);
+  if (users.length === 0) return;
+  const names = [...new Set(entries.map((e) => familiarReference(parseReference(e.name))))].join(', ');
+  const list = users.map((c) => `${c.record.name} (${shortId(c.record.id)}, ${c.status})`).join(', ');
+  throw new FerryError('IN_USE', `rmi ${image}: image ${names} is used by ${users.length === 1 ? 'container' : 'containers'} ${list}`, {
+    hint: `remove the container first (ferry rm ${users[0]!.record.name}), or remove the image name anyway with ferry rmi -f (the container keeps working)`,
+  });
+}
+
+/** `ferry rmi IMAGE... [-f] [--platform] [--no-prune]`: untag, then remove what no image uses any more. */
 export const registerRmi: Register = (program) => {
   program
     .command('rmi')
     .description('remove images from the store')
     .argument('<images...>', 'images in the store: names, or image IDs (a prefix of the manifest or config digest)')
     .option('--platform <os/arch[/variant]>', 'only this platform of each image')
-    .option('-f, --force', 'remove an image ID that has several names (every name)')
+    .option('-f, --force', 'remove an image ID that has several names (every name), and an image containers use (they keep working)')
     .option('--no-prune', 'only remove the names; leave layers and blobs for a later ferry prune')
     .action(async (images: string[], flags: RmiFlags, command: Command) => {
       const store = await storeFromCommand(command);
@@ -42,6 +63,7 @@ export const registerRmi: Register = (program) => {
             hint: 'remove them by name, or all at once with -f',
           });
         }
+        if (flags.force !== true) await refuseIfContainersUse(store, image, entries);
         for (const e of entries) {
           for (const r of await store.refs.remove(e.name, e.platform)) {
             process.stdout.write(`untagged: ${familiarReference(parseReference(r.name))} (${formatPlatform(r.platform)})\n`);
