@@ -55,9 +55,10 @@ const ZEROS = Buffer.alloc(64 * 1024);
 
 /** Are all bytes zero? (memcmp against zeros, no per-byte loop in JS) */
 export function isAllZero(data: Buffer): boolean {
+  if (data.length > 0 && data[0] !== 0) return false; // every real header starts with its name
   for (let at = 0; at < data.length; at += ZEROS.length) {
     const end = Math.min(data.length, at + ZEROS.length);
-    if (!data.subarray(at, end).equals(ZEROS.subarray(0, end - at))) return false;
+    if (data.compare(ZEROS, 0, end - at, at, end) !== 0) return false;
   }
   return true;
 }
@@ -92,30 +93,52 @@ export function entryTypeOf(typeflag: string): TarEntryType {
 
 /** A NUL-terminated field's bytes, copied (so an entry does not keep the stream's chunk alive). */
 export function readBytes(block: Buffer, offset: number, length: number): Buffer {
-  const raw = block.subarray(offset, offset + length);
-  const nul = raw.indexOf(0);
-  return Buffer.from(nul === -1 ? raw : raw.subarray(0, nul));
+  const end = Math.min(block.length, offset + length);
+  let nul = block.indexOf(0, offset);
+  if (nul === -1 || nul > end) nul = end;
+  const out = Buffer.allocUnsafe(nul - offset);
+  block.copy(out, 0, offset, nul);
+  return out;
 }
 
 /** An octal or base-256 (GNU: high bit set, big-endian two's complement) number field. */
 export function readNumber(block: Buffer, offset: number, length: number, name: string): number {
-  const raw = block.subarray(offset, offset + length);
-  const first = raw[0]!;
-  if (first & 0x80) {
-    // 0x80 marks a positive number, 0xff a negative one.
-    const negative = first === 0xff;
-    let value = 0n;
-    for (let i = 0; i < raw.length; i++) {
-      const byte = i === 0 ? (negative ? 0xff : first & 0x7f) : raw[i]!;
-      value = (value << 8n) | BigInt(byte);
-    }
-    if (negative) value -= 1n << BigInt(8 * raw.length);
-    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
-      throw new TarFormatError('field', `${name} of an entry is out of range`);
-    }
-    return Number(value);
+  const first = block[offset]!;
+  if (first & 0x80) return readBase256(block, offset, length, name);
+  // Fast path, the form every writer uses: spaces, octal digits, then spaces up to a NUL or the end.
+  let i = offset;
+  const end = offset + length;
+  while (i < end && block[i] === 0x20) i++;
+  let value = 0;
+  for (; i < end; i++) {
+    const byte = block[i]!;
+    if (byte < 0x30 || byte > 0x37) break;
+    value = value * 8 + (byte - 0x30);
   }
-  const text = raw.toString('latin1').replace(/\0.*$/s, '').trim();
+  while (i < end && block[i] === 0x20) i++;
+  if (i === end || block[i] === 0) return value;
+  return readOctalText(block, offset, length, name);
+}
+
+function readBase256(block: Buffer, offset: number, length: number, name: string): number {
+  // 0x80 marks a positive number, 0xff a negative one.
+  const first = block[offset]!;
+  const negative = first === 0xff;
+  let value = 0n;
+  for (let i = 0; i < length; i++) {
+    const byte = i === 0 ? (negative ? 0xff : first & 0x7f) : block[offset + i]!;
+    value = (value << 8n) | BigInt(byte);
+  }
+  if (negative) value -= 1n << BigInt(8 * length);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
+    throw new TarFormatError('field', `${name} of an entry is out of range`);
+  }
+  return Number(value);
+}
+
+/** Any other octal text (other whitespace, or not a number at all): as text, up to its NUL. */
+function readOctalText(block: Buffer, offset: number, length: number, name: string): number {
+  const text = block.toString('latin1', offset, offset + length).replace(/\0.*$/s, '').trim();
   if (text === '') return 0;
   if (!/^[0-7]+$/.test(text)) throw new TarFormatError(name === 'checksum' ? 'checksum' : 'field', `${name} field "${text}" is not an octal number`);
   const value = Number.parseInt(text, 8);
@@ -166,7 +189,7 @@ export function decodeHeader(block: Buffer): HeaderFields {
   const typeflag = typeflagOf(block);
   let name = readBytes(block, 0, 100);
   // Only POSIX ustar has a prefix field; GNU ("ustar  ") uses those bytes for other things.
-  if (block.toString('latin1', 257, 263) === 'ustar\0') {
+  if (block.compare(USTAR_MAGIC, 0, 6, 257, 263) === 0) {
     const prefix = readBytes(block, 345, 155);
     if (prefix.length > 0) name = Buffer.concat([prefix, SLASH, name]);
   }
@@ -186,6 +209,7 @@ export function decodeHeader(block: Buffer): HeaderFields {
 }
 
 const SLASH = Buffer.from('/');
+const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
 
 /** PAX records "LEN KEY=VALUE\n"; values stay raw bytes (xattr values are binary). */
 export function parsePaxRecords(data: Buffer): Map<string, Buffer> {

@@ -55,7 +55,7 @@ export interface TarEntry {
   devmajor: number;
   devminor: number;
   /** From PAX SCHILY.xattr.* (and LIBARCHIVE.xattr.*): name -> raw value. */
-  xattrs: Map<string, Buffer>;
+  xattrs: ReadonlyMap<string, Buffer>;
   /** Every PAX record that applied to this entry, raw (a consumer may refuse some, e.g. GNU.sparse.*). */
   pax: ReadonlyMap<string, Buffer>;
   /** Offset in the archive of the entry's own header block (after any extended headers). */
@@ -244,7 +244,8 @@ export class TarFileSource implements ByteSource {
   async close(): Promise<void> {}
 }
 
-const NO_PAX: ReadonlyMap<string, Buffer> = new Map();
+/** Shared by the many entries without PAX records or xattrs (read-only). */
+const NONE: ReadonlyMap<string, Buffer> = new Map();
 
 /**
  * Read a tar entry by entry. Each entry's body may be read (`body()`, `readBody()`) or is
@@ -367,8 +368,8 @@ export class TarReader {
       linkname: longLink ?? fields.linkname,
       devmajor: fields.devmajor,
       devminor: fields.devminor,
-      xattrs: new Map(),
-      pax: pax ?? NO_PAX,
+      xattrs: NONE,
+      pax: pax ?? NONE,
       headerOffset: this.header,
       bodyOffset: this.source.offset,
     };
@@ -458,6 +459,7 @@ export class TarReader {
 
 /** Apply the PAX records that change an entry; the others stay in `entry.pax` for the consumer. */
 function applyPax(entry: TarEntry, records: ReadonlyMap<string, Buffer>): void {
+  const xattrs = new Map<string, Buffer>();
   for (const [key, value] of records) {
     const text = (): string => value.toString('utf8');
     switch (key) {
@@ -492,11 +494,12 @@ function applyPax(entry: TarEntry, records: ReadonlyMap<string, Buffer>): void {
         break;
     }
     if (key.startsWith('SCHILY.xattr.')) {
-      entry.xattrs.set(key.slice('SCHILY.xattr.'.length), value);
+      xattrs.set(key.slice('SCHILY.xattr.'.length), value);
     } else if (key.startsWith('LIBARCHIVE.xattr.')) {
       // libarchive: URL-encoded name, base64 value.
-      entry.xattrs.set(decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(text(), 'base64'));
+      xattrs.set(decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(text(), 'base64'));
     }
     // Other keys (ctime, uname, gname, comment, charset, vendor keys) do not change the entry.
   }
+  if (xattrs.size > 0) entry.xattrs = xattrs;
 }

@@ -113,6 +113,31 @@ describe('PAX records', () => {
   });
 });
 
+describe('readNumber', () => {
+  const field = (bytes: string | number[]): Buffer => {
+    const b = Buffer.alloc(12);
+    (typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : Buffer.from(bytes)).copy(b);
+    return b;
+  };
+  it('reads octal as writers write it, and as old tools padded it', () => {
+    expect(readNumber(field('00000000644\0'), 0, 12, 'mode')).toBe(0o644);
+    expect(readNumber(field('     644 \0'), 0, 12, 'mode')).toBe(0o644);
+    expect(readNumber(field('\t644\n'), 0, 12, 'mode')).toBe(0o644);
+    expect(readNumber(field('77777777777 '), 0, 12, 'size')).toBe(8 ** 11 - 1);
+    expect(readNumber(field(''), 0, 12, 'uid')).toBe(0);
+    expect(readNumber(field('\0garbage'), 0, 12, 'uid')).toBe(0);
+  });
+  it('reads GNU base-256, positive and negative', () => {
+    expect(readNumber(field([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]), 0, 12, 'size')).toBe(258);
+    expect(readNumber(field(Array(12).fill(0xff) as number[]), 0, 12, 'mtime')).toBe(-1);
+  });
+  it('refuses what is not a number, naming the field', () => {
+    expect(() => readNumber(field('12 34\0'), 0, 12, 'size')).toThrow('size field "12 34" is not an octal number');
+    expect(() => readNumber(field('0000009\0'), 0, 12, 'uid')).toThrow(/uid field "0000009"/);
+    expect(() => readNumber(field([0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), 0, 12, 'size')).toThrow(/out of range/);
+  });
+});
+
 describe('checksums', () => {
   it('accepts the signed sum old tools wrote, refuses a wrong one', () => {
     const block = encodeTarHeader({ name: Buffer.from([0xe9, 0xe9]), typeflag: '0', mode: 0o644, size: 0, mtime: 0 });
