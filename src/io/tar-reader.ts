@@ -457,47 +457,29 @@ export class TarReader {
   }
 }
 
+/** PAX keys holding a decimal number, and the entry field each one sets. */
+const DECIMAL_KEYS: ReadonlyMap<string, 'size' | 'uid' | 'gid' | 'devmajor' | 'devminor'> = new Map([
+  ['size', 'size'],
+  ['uid', 'uid'],
+  ['gid', 'gid'],
+  ['SCHILY.devmajor', 'devmajor'],
+  ['SCHILY.devminor', 'devminor'],
+]);
+
 /** Apply the PAX records that change an entry; the others stay in `entry.pax` for the consumer. */
 function applyPax(entry: TarEntry, records: ReadonlyMap<string, Buffer>): void {
   const xattrs = new Map<string, Buffer>();
   for (const [key, value] of records) {
-    const text = (): string => value.toString('utf8');
-    switch (key) {
-      case 'path':
-        entry.name = value;
-        continue;
-      case 'linkpath':
-        entry.linkname = value;
-        continue;
-      case 'size':
-        entry.size = parsePaxDecimal(text(), key);
-        continue;
-      case 'uid':
-        entry.uid = parsePaxDecimal(text(), key);
-        continue;
-      case 'gid':
-        entry.gid = parsePaxDecimal(text(), key);
-        continue;
-      case 'mtime':
-        entry.mtime = parsePaxTime(text());
-        continue;
-      case 'atime':
-        entry.atime = parsePaxTime(text());
-        continue;
-      case 'SCHILY.devmajor':
-        entry.devmajor = parsePaxDecimal(text(), key);
-        continue;
-      case 'SCHILY.devminor':
-        entry.devminor = parsePaxDecimal(text(), key);
-        continue;
-      default:
-        break;
-    }
-    if (key.startsWith('SCHILY.xattr.')) {
-      xattrs.set(key.slice('SCHILY.xattr.'.length), value);
-    } else if (key.startsWith('LIBARCHIVE.xattr.')) {
+    const decimal = DECIMAL_KEYS.get(key);
+    if (decimal !== undefined) entry[decimal] = parsePaxDecimal(value.toString('utf8'), key);
+    else if (key === 'path') entry.name = value;
+    else if (key === 'linkpath') entry.linkname = value;
+    else if (key === 'mtime') entry.mtime = parsePaxTime(value.toString('utf8'));
+    else if (key === 'atime') entry.atime = parsePaxTime(value.toString('utf8'));
+    else if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice('SCHILY.xattr.'.length), value);
+    else if (key.startsWith('LIBARCHIVE.xattr.')) {
       // libarchive: URL-encoded name, base64 value.
-      xattrs.set(decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(text(), 'base64'));
+      xattrs.set(decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(value.toString('utf8'), 'base64'));
     }
     // Other keys (ctime, uname, gname, comment, charset, vendor keys) do not change the entry.
   }
