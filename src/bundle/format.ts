@@ -60,6 +60,17 @@ export interface BundleImageLayer {
   blob: Digest;
 }
 
+/**
+ * The multi-platform index an image was resolved from (optional, added within version 1): its
+ * bytes travel as a blob (kind `manifest`, encoding `as-pulled`), so an importer can record it and
+ * a push can send it byte for byte when every platform it lists is in the bundle.
+ */
+export interface BundleIndexRef {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+}
+
 export interface BundleImage {
   /** Full normalised reference, e.g. docker.io/library/redis:7. */
   ref: string;
@@ -76,6 +87,8 @@ export interface BundleImage {
   layers: BundleImageLayer[];
   /** Bytes of the image as distributed: manifest, config and layers. */
   size: number;
+  /** The index the image came from, when it came from one (absent in bundles of older ferries). */
+  index?: BundleIndexRef;
 }
 
 /** A layer a delta bundle leaves out: the target must already hold it (by digest or diffId). */
@@ -244,6 +257,13 @@ export function parseHeader(bytes: Buffer, source: string): BundleHeader {
       digestField(lo, 'blob', source, `${where}.layers[${j}]`);
       sizeField(lo, 'size', source, `${where}.layers[${j}]`);
     });
+    if (o.index !== undefined) {
+      const x = objectAt(o.index, source, `${where}.index`);
+      const d = digestField(x, 'digest', source, `${where}.index`);
+      stringField(x, 'mediaType', source, `${where}.index`);
+      sizeField(x, 'size', source, `${where}.index`);
+      need(seen.has(d), null, source, `${where}.index ${d} is not among the blobs`);
+    }
   });
   objectAt(h.totals, source, 'totals');
   return h as unknown as BundleHeader;

@@ -14,6 +14,7 @@ export {
   type BundleHeader,
   type BundleImage,
   type BundleImageLayer,
+  type BundleIndexRef,
   type BundleRequirement,
   type BundleTotals,
   type LayerEncoding,

@@ -1,7 +1,7 @@
 import { FerryError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
-import type { Image, Layer } from '../oci/image.js';
-import { checkLayers } from '../oci/manifest.js';
+import type { Image, IndexInfo, Layer } from '../oci/image.js';
+import { checkLayers, parseManifest } from '../oci/manifest.js';
 import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { zstdDecodeMemory } from '../io/zstd.js';
@@ -21,6 +21,7 @@ import {
   type BundleBlob,
   type BundleHeader,
   type BundleImage,
+  type BundleIndexRef,
   type BundleRequirement,
   type LayerEncoding,
 } from './format.js';
@@ -35,6 +36,8 @@ export interface PlanSource {
   /** Full normalised reference text, e.g. docker.io/library/redis:7. */
   ref: string;
   image: Image;
+  /** The multi-platform index the image was resolved from: carried byte for byte, recorded per image. */
+  index?: IndexInfo;
 }
 
 export interface PlanOptions {
@@ -112,6 +115,21 @@ function checkImage(source: PlanSource): void {
   });
 }
 
+/**
+ * The index to record for an image: the source's, checked (its bytes hash to its digest, it is an
+ * index), and only when it lists the image's manifest: an image written anew (new digest) from
+ * the store is no longer the one its index names.
+ */
+function indexOf(source: PlanSource): IndexInfo | undefined {
+  const { ref, image, index } = source;
+  if (index === undefined) return undefined;
+  const what = `index ${index.digest} of ${ref}`;
+  if (digestOf(index.raw) !== index.digest) throw new FerryError('DIGEST_MISMATCH', `${what}: its bytes do not hash to its digest`);
+  const parsed = parseManifest(index.raw, index.mediaType, what);
+  if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `${what}: not an index (${index.mediaType})`);
+  return parsed.manifest.manifests.some((d) => d.digest === image.digest) ? { digest: index.digest, mediaType: parsed.mediaType, raw: index.raw } : undefined;
+}
+
 /** The manifest the layout points at in raw mode: same JSON, layers replaced by their raw tars. */
 export function rewriteManifest(image: Image, tarSizes: ReadonlyMap<Digest, number>, ref: string): Buffer {
   const doc = JSON.parse(image.rawManifest.toString('utf8')) as Record<string, unknown>;
@@ -141,7 +159,8 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
     if (seen !== undefined && seen.image.digest !== s.image.digest) {
       throw new FerryError('USAGE', `plan bundle: ${s.ref} (${formatPlatform(s.image.platform)}) is given twice with different manifests (${seen.image.digest}, ${s.image.digest})`);
     }
-    if (seen === undefined) byKey.set(key, s);
+    // The same image given with and without its index (two requests for one name): keep the index.
+    if (seen === undefined || (seen.index === undefined && s.index !== undefined)) byKey.set(key, s);
   }
   const ordered = [...byKey.values()].sort(compareSources);
   ordered.forEach(checkImage);
@@ -153,9 +172,16 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
     if (!blobs.has(digest)) blobs.set(digest, { digest, size, mediaType, kind, encoding, content });
   };
 
-  // Manifests and configs first: small, and what a reader needs before the layers.
+  // Manifests and configs first: small, and what a reader needs before the layers. An image's
+  // index goes just before the first image that names it.
   const images: BundleImage[] = [];
-  for (const { ref, image } of ordered) {
+  for (const source of ordered) {
+    const { ref, image } = source;
+    const index = indexOf(source);
+    if (index !== undefined) {
+      pulled.set(index.digest, index.raw.length);
+      addBlob(index.digest, index.raw.length, index.mediaType, 'manifest', 'as-pulled', { kind: 'bytes', bytes: index.raw });
+    }
     pulled.set(image.digest, image.rawManifest.length);
     pulled.set(image.configDigest, image.rawConfig.length);
     addBlob(image.digest, image.rawManifest.length, image.mediaType, 'manifest', 'as-pulled', { kind: 'bytes', bytes: image.rawManifest });
@@ -189,6 +215,7 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
         return entry;
       }),
       size: image.rawManifest.length + image.rawConfig.length + image.layers.reduce((s, l) => s + l.descriptor.size, 0),
+      ...(index === undefined ? {} : { index: { digest: index.digest, mediaType: index.mediaType, size: index.raw.length } satisfies BundleIndexRef }),
     });
   }
 

@@ -134,6 +134,20 @@ function checkComplete(
         problem(`${what}: layer ${layer.blob} is neither in the bundle nor listed in requires`, hint);
       }
     }
+    if (image.index !== undefined) {
+      const d = image.index.digest;
+      const bytes = small.get(d);
+      if (!seen.has(d)) problem(`${what}: its index ${d} is missing`, hint);
+      else if (bytes !== undefined) {
+        try {
+          const parsed = parseManifest(bytes, image.index.mediaType, `${what} index ${d}`);
+          if (parsed.kind !== 'index') problem(`${what}: index ${d} is an image manifest, not an index`, hint);
+          else if (!parsed.manifest.manifests.some((e) => e.digest === image.manifestDigest)) problem(`${what}: index ${d} does not list its manifest ${image.manifestDigest}`, hint);
+        } catch (err) {
+          problem(messageOf(err), hint);
+        }
+      }
+    }
     for (const m of new Set([image.manifestDigest, image.layoutManifestDigest])) {
       const bytes = small.get(m);
       if (bytes === undefined) continue;

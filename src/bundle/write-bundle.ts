@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
 import { FerryError, messageOf } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
-import type { Image, Layer } from '../oci/image.js';
+import type { Image, IndexInfo, Layer } from '../oci/image.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
@@ -23,6 +23,11 @@ export interface BundleSource {
   /** Full normalised reference text, e.g. docker.io/library/redis:7. */
   ref: string;
   image: Image;
+  /**
+   * The multi-platform index the image was resolved from. Its bytes travel once as a blob and
+   * each image it lists records it (`images[].index`), so import and push keep the index digest.
+   */
+  index?: IndexInfo;
 }
 
 /** A single file, `-` (stdout), any Writable, or volumes of at most `split` bytes. */
