@@ -140,7 +140,9 @@ describe('containers and the store', () => {
     const before = await readdir(join(f.root, 'layers'));
     await f.ok(['import', `oci:${f.layout.dir}:tools`]);
     await f.ok(['run', '-d', '--name', 'keeper', 'tools', 'sh', '-c', 'echo kept > /tmp/k; sleep 100']);
-    await f.ok(['rmi', 'tools']);
+    // rmi refuses while a container uses the image; -f removes the name and the container keeps its layers.
+    expect((await f.ferry(['rmi', 'tools'])).code).toBe(1);
+    await f.ok(['rmi', '-f', 'tools']);
     await f.ok(['prune']);
     expect(await f.ok(['exec', 'keeper', 'cat', '/etc/tools.conf'])).toBe('tools=1\n');
     await waitFor(async () => (await f.ok(['diff', 'keeper'])).includes('A /tmp/k'), 5000, 'the change');
