@@ -167,10 +167,19 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
     }
     // Names last: every image is complete in the store before any ref points at it.
     for (const image of images) {
-      for (const d of [image.manifestDigest, image.configDigest]) {
+      // The index (recorded by newer bundles) was ingested with the manifests: the ref names it,
+      // as an import from a registry or an OCI layout does, so inspect and push see the index.
+      const indexDigest = image.index?.digest;
+      for (const d of [image.manifestDigest, image.configDigest, ...(indexDigest === undefined ? [] : [indexDigest])]) {
         if (!(await store.blobs.has(d))) throw new FerryError('BUNDLE_INVALID', `import ${image.ref}: blob ${d} was not in the bundle`);
       }
-      await store.setRef({ name: image.ref, manifestDigest: image.manifestDigest, mediaType: image.manifestMediaType, platform: image.platform });
+      await store.setRef({
+        name: image.ref,
+        manifestDigest: image.manifestDigest,
+        mediaType: image.manifestMediaType,
+        platform: image.platform,
+        ...(indexDigest === undefined ? {} : { indexDigest }),
+      });
       summary.images.push({ ref: image.ref, platform: image.platform, manifestDigest: image.manifestDigest });
       options.onImage?.(image);
     }

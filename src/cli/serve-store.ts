@@ -1,12 +1,13 @@
 import { stat } from 'node:fs/promises';
 import { messageOf } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import type { Image } from '../oci/image.js';
+import type { Image, IndexInfo } from '../oci/image.js';
+import { parseManifest } from '../oci/manifest.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import type { RegistryContent } from '../registry/server.js';
 import type { RefEntry, Store } from '../store/index.js';
 import { compressImage } from '../transfer/compressed-image.js';
-import { buildIndex } from '../transfer/rewrite-manifest.js';
+import { buildIndex, indexIsComplete } from '../transfer/rewrite-manifest.js';
 import { contentFromImages, type ServedImage } from './serve-content.js';
 import { readableStoreImage, storeLayerCache } from './store-images.js';
 
@@ -25,6 +26,18 @@ export interface StoreContentOptions {
 export interface StoreContent extends RegistryContent {
   /** Make every image servable now (compress what is needed); returns how many names. */
   prepare(): Promise<number>;
+}
+
+/** The index every entry of a name records, when the store holds it; `complete` when it lists only these images. */
+async function storedIndex(store: Store, entries: readonly RefEntry[]): Promise<{ index: IndexInfo; complete: boolean } | undefined> {
+  const digest = entries[0]?.indexDigest;
+  if (digest === undefined || !entries.every((e) => e.indexDigest === digest) || !(await store.blobs.has(digest))) return undefined;
+  const raw = await store.blobs.read(digest);
+  const what = `index ${digest} of ${entries[0]!.name}`;
+  const parsed = parseManifest(raw, undefined, what);
+  if (parsed.kind !== 'index') return undefined;
+  const index: IndexInfo = { digest, mediaType: parsed.mediaType, raw };
+  return { index, complete: indexIsComplete(index, entries.map((e) => e.manifestDigest), what) };
 }
 
 export function storeContent(store: Store, options: StoreContentOptions = {}): StoreContent {
@@ -59,8 +72,10 @@ export function storeContent(store: Store, options: StoreContentOptions = {}): S
       }
       taken.set(key, name);
       const images: Image[] = [];
+      let source: Awaited<ReturnType<typeof storedIndex>>;
       try {
         for (const entry of entries) images.push(await servedImage(entry));
+        source = await storedIndex(store, entries);
       } catch (err) {
         // One unreadable image must not take the others down: it is named, and left out.
         options.onWarning?.(`${name} is not served: ${messageOf(err)}`);
@@ -68,9 +83,11 @@ export function storeContent(store: Store, options: StoreContentOptions = {}): S
       }
       const local = { registry: 'local', repository: ref.repository, ...(ref.tag !== undefined ? { tag: ref.tag } : {}) };
       const item: ServedImage = { ref: local, images };
-      if (images.length > 1) {
+      // The index the images came from is served byte for byte while they are unchanged (else
+      // rewritten from it); one image is served as itself unless the store holds its whole index.
+      if (images.length > 1 || source?.complete === true) {
         const children = images.map((image, i) => ({ sourceDigest: entries[i]!.manifestDigest, digest: image.digest, size: image.rawManifest.length, mediaType: image.mediaType, platform: image.platform }));
-        const index = buildIndex(children, undefined, `index of ${formatReference(ref)}`);
+        const index = buildIndex(children, source?.index, `index of ${formatReference(ref)}`);
         item.index = { digest: index.digest, mediaType: index.mediaType, raw: index.raw };
       }
       served.push(item);

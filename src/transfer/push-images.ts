@@ -8,7 +8,7 @@ import type { Platform } from '../oci/platform.js';
 import type { ProgressListener } from '../io/progress.js';
 import type { CompressedLayerCache } from './compressed-cache.js';
 import { holdsCompressedBlob } from './compressed-image.js';
-import { buildIndex, rewriteManifest, type IndexChild } from './rewrite-manifest.js';
+import { buildIndex, indexIsComplete, rewriteManifest, type IndexChild } from './rewrite-manifest.js';
 import { BlobProgress, compress, repoText, type BlobSize, type OpenBlob, type PushCompression, type PushTarget, type Repository } from './push-target.js';
 
 /**
@@ -23,7 +23,7 @@ export interface PushRequest {
   target: Reference;
   /** One image, or one per platform. */
   images: readonly Image[];
-  /** The index the images came from, pushed byte for byte when nothing in it changed. */
+  /** The index the images came from, pushed byte for byte when nothing in it changed (one image of a partial index goes up as itself). */
   index?: IndexInfo;
   /** Images already made anew from the source's (see replaceLayers): their digest -> the source's. */
   sourceDigests?: ReadonlyMap<string, Digest>;
@@ -186,7 +186,8 @@ export class ImagePusher {
     const { target, images } = request;
     if (images.length === 0) throw new FerryError('NOT_FOUND', `push ${formatReference(target)}: no images to push`);
     const counts: Counts = { uploaded: 0, present: 0, mounted: 0 };
-    const multi = images.length > 1 || request.index !== undefined;
+    const what = `index of ${formatReference(target)}`;
+    const multi = images.length > 1 || (request.index !== undefined && indexIsComplete(request.index, images.map((i) => request.sourceDigests?.get(i.digest) ?? i.digest), what));
     const jobs = images.map((image) => this.pushImage(target, image, multi, counts, request.sourceDigests?.get(image.digest)));
     let pushed: Awaited<(typeof jobs)[number]>[];
     try {
@@ -204,7 +205,7 @@ export class ImagePusher {
     };
     if (multi) {
       const children: IndexChild[] = pushed.map((p) => ({ sourceDigest: p.sourceDigest, digest: p.digest, size: p.size, mediaType: p.mediaType, platform: p.platform }));
-      const index = buildIndex(children, request.index, `index of ${formatReference(target)}`);
+      const index = buildIndex(children, request.index, what);
       const ref: Reference = target.tag !== undefined ? { registry: target.registry, repository: target.repository, tag: target.tag } : withDigest(target, index.digest);
       await this.target.putManifest(ref, index.raw, index.mediaType, this.signal());
       result.digest = index.digest;

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import { FerryError, isFerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
+import type { IndexInfo } from '../oci/image.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform, platformMatches, type Platform } from '../oci/platform.js';
@@ -10,7 +11,7 @@ import { formatReference, withDigest, type Reference } from '../oci/reference.js
 import type { ProgressListener } from '../io/progress.js';
 import type { PushResult } from './push-images.js';
 import { BlobProgress, compress, repoText, type BlobPushResult, type BlobSize, type PushCompression, type PushTarget, type Repository } from './push-target.js';
-import { buildIndex, rewriteManifest, type BuiltManifest, type IndexChild } from './rewrite-manifest.js';
+import { buildIndex, indexIsComplete, rewriteManifest, type BuiltManifest, type IndexChild } from './rewrite-manifest.js';
 import { Spool } from './spool.js';
 
 /**
@@ -39,6 +40,8 @@ export interface StreamedImage {
   configDigest: Digest;
   configSize: number;
   layers: readonly StreamedLayer[];
+  /** The index the image came from; its bytes are a `manifest` blob of the stream. */
+  index?: { digest: Digest; mediaType: string };
 }
 
 export interface StreamedBlob {
@@ -130,6 +133,19 @@ async function earlierForms(target: PushTarget, groups: ReadonlyArray<{ target: 
     }
   }
   return out;
+}
+
+/**
+ * The index the images of one name came from, when they all name the same one and the stream
+ * carried it; `complete` when every manifest it lists is among the images (then it can go up as is).
+ */
+function sourceIndex(images: readonly StreamedImage[], manifests: ReadonlyMap<string, Buffer>, what: string): { index: IndexInfo; complete: boolean } | undefined {
+  const ref = images[0]?.index;
+  if (ref === undefined || !images.every((i) => i.index?.digest === ref.digest)) return undefined;
+  const raw = manifests.get(ref.digest);
+  if (raw === undefined) return undefined;
+  const index: IndexInfo = { digest: ref.digest, mediaType: ref.mediaType, raw };
+  return { index, complete: indexIsComplete(index, images.map((i) => i.manifestDigest), what) };
 }
 
 export async function pushStreamedImages(
@@ -308,7 +324,9 @@ export async function pushStreamedImages(
   for (const group of groups.values()) {
     const { target: ref } = group;
     const repo = repoOf(ref);
-    const multi = group.images.length > 1;
+    const source = sourceIndex(group.images, manifests, `index of ${formatReference(ref)}`);
+    // A single image goes up under the tag as it is, unless the stream carries its whole index.
+    const multi = group.images.length > 1 || source?.complete === true;
     const result: PushResult = { target: formatReference(ref), digest: group.images[0]!.manifestDigest, images: [], uploaded: 0, present: 0, mounted: 0 };
     const children: IndexChild[] = [];
     for (const image of group.images) {
@@ -358,11 +376,12 @@ export async function pushStreamedImages(
     const c = counts.get(repoText(repo));
     if (c !== undefined) Object.assign(result, { uploaded: c.uploaded, present: c.exists, mounted: c.mounted });
     if (multi) {
-      const index = buildIndex(children, undefined, `index of ${formatReference(ref)}`);
+      // The source's index byte for byte when every image in it went up unchanged, else rewritten from it.
+      const index = buildIndex(children, source?.index, `index of ${formatReference(ref)}`);
       const put: Reference = ref.tag !== undefined ? { ...repo, tag: ref.tag } : withDigest(repo, index.digest);
       await target.putManifest(put, index.raw, index.mediaType, call);
       result.digest = index.digest;
-      result.index = { sourceDigest: undefined, digest: index.digest, rewritten: true };
+      result.index = { sourceDigest: source?.index.digest, digest: index.digest, rewritten: index.digest !== source?.index.digest };
     }
     results.push(result);
   }

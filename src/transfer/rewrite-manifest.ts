@@ -100,6 +100,17 @@ function platformJson(p: Platform): Json {
 }
 
 /**
+ * Does the index list only these manifests (every platform it names is carried)? Then it can go
+ * up as is, even over a single image; a partial one is rewritten, and a single image of a partial
+ * index is pushed as itself (as docker pushes one platform).
+ */
+export function indexIsComplete(index: IndexInfo, manifestDigests: readonly string[], what: string): boolean {
+  const parsed = parseManifest(index.raw, index.mediaType, what);
+  if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `${what}: ${index.digest} is not an index`);
+  return parsed.manifest.manifests.every((e) => manifestDigests.includes(e.digest));
+}
+
+/**
  * The index to push for several platforms of one name. The source index is pushed byte for byte
  * when every image in it went up unchanged; else it is rewritten (changed entries replaced,
  * entries not carried dropped, attestations with them); without a source index a new one is made

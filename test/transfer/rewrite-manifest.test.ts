@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { parseReference } from '../../src/oci/reference.js';
-import { buildIndex, rewriteManifest } from '../../src/transfer/rewrite-manifest.js';
+import { buildIndex, indexIsComplete, rewriteManifest } from '../../src/transfer/rewrite-manifest.js';
 import { parseDestination, reroot } from '../../src/transfer/push-target.js';
 
 const d = (s: string): Digest => digestOf(s);
@@ -78,6 +78,14 @@ describe('buildIndex', () => {
     expect(json.manifests).toEqual([{ mediaType: MediaType.ociManifest, digest: d('b2'), size: 5, platform: platformB, annotations: { x: 'y' } }]);
     expect(json.annotations).toEqual({ 'org.opencontainers.image.created': 'then' });
     expect(out.digest).not.toBe(info.digest);
+  });
+
+  it('an index is complete when every manifest it lists is carried (more carried is fine), else partial', () => {
+    expect(indexIsComplete(info, [d('b'), d('a')], 'i')).toBe(true);
+    expect(indexIsComplete(info, [d('a'), d('b'), d('c')], 'i')).toBe(true);
+    expect(indexIsComplete(info, [d('b')], 'i')).toBe(false);
+    const notIndex = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: { mediaType: MediaType.ociConfig, digest: d('c'), size: 1 }, layers: [] }));
+    expect(() => indexIsComplete({ digest: digestOf(notIndex), mediaType: MediaType.ociManifest, raw: notIndex }, [], 'i')).toThrow(/is not an index/);
   });
 
   it('makes a Docker manifest list for Docker manifests when there is no source index', () => {

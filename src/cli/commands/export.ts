@@ -95,7 +95,8 @@ export const registerExport: Register = (program) => {
           opened.push(source);
           if (source.fromStore === true) view.handle({ kind: 'note', message: `${request.text}: taken from the local store (--pull to fetch it from the registry)` });
           for (const entry of source.images) {
-            sources.push(entry);
+            // The index travels with its images (the writer keeps it for those it lists).
+            sources.push(source.index === undefined ? entry : { ...entry, index: source.index });
             if (parseSourceSpec(request.text).kind === 'registry' && source.fromStore !== true) fromRegistry.add(entry.image);
           }
         }
