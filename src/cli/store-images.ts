@@ -35,8 +35,8 @@ const REGENERATED_TAR_VERSION = 'v1';
 
 /**
  * The store image as an `Image` whose every layer can be read. A layer the store holds only
- * unpacked (a raw bundle's, or one imported without its blob) is written anew as a tar from its
- * files; that tar is not byte for byte the original, so its diffId differs, and the image gets a
+ * unpacked without a tar-split (a path written twice in its tar; a store from before tar-split)
+ * is written anew as a tar from its files; that tar is not byte for byte the original, so its diffId differs, and the image gets a
  * new config (rootfs.diff_ids) and manifest. The tar's diffId is measured once and remembered
  * in the layer cache, so serve, push and save agree on the same new digests every time.
  */
@@ -45,7 +45,8 @@ export async function readableStoreImage(store: Store, manifestDigest: Digest, r
   const chains = chainIds(image.layers.map((l) => l.diffId));
   const replacements: Array<Layer | undefined> = [];
   for (const [i, layer] of image.layers.entries()) {
-    if ((await store.blobs.has(layer.descriptor.digest)) || (await store.blobs.has(layer.diffId))) {
+    // Kept as a blob or a tar, or reproducible from its tar-split: the original diffId stays.
+    if (layer.stored === 'tar' || (await store.blobs.has(layer.descriptor.digest))) {
       replacements.push(undefined);
       continue;
     }

@@ -94,6 +94,13 @@ export interface TarReaderOptions {
   end?: 'strict' | 'lenient';
   /** Largest extended header (PAX, GNU long name) buffered; a real one is a few KB. Default 1 MiB. */
   maxExtendedHeader?: number;
+  /**
+   * Called, in order, with every byte the reader consumes that it does not hand out through
+   * `body()` or `readBody()`: header blocks (extended ones included), padding, skipped bodies,
+   * the end marker and what follows it. With the bodies handed out, that is the whole archive
+   * (tar-split). The buffers may be views of the stream's chunks: copy what is kept.
+   */
+  skeleton?: (bytes: Buffer) => void;
 }
 
 /** Where a reader's bytes come from. */
@@ -258,6 +265,7 @@ export class TarReader {
   private readonly error: (problem: TarProblem) => Error;
   private readonly strictEnd: boolean;
   private readonly maxExtended: number;
+  private readonly skeleton: ((bytes: Buffer) => void) | undefined;
   /** Body bytes of the current entry not yet consumed, and its padding. */
   private remaining = 0;
   private padding = 0;
@@ -273,6 +281,7 @@ export class TarReader {
     this.error = options.error;
     this.strictEnd = (options.end ?? 'strict') === 'strict';
     this.maxExtended = options.maxExtendedHeader ?? 1024 * 1024;
+    this.skeleton = options.skeleton;
   }
 
   /** Bytes of the archive read so far. */
@@ -309,6 +318,7 @@ export class TarReader {
       this.header = this.source.offset;
       this.size = 0;
       const block = await this.source.read(BLOCK);
+      this.skeleton?.(block);
       if (block.length === 0) {
         if (this.strictEnd) throw this.problem('no-end', 'header', 'archive ends without an end-of-archive marker');
         this.done = true;
@@ -391,6 +401,7 @@ export class TarReader {
     }
     const padded = size + paddingSize(size);
     const data = await this.source.read(padded);
+    this.skeleton?.(data);
     if (data.length < padded) throw this.problem('truncated', 'extended', `archive is truncated inside a ${kind}`);
     return data.subarray(0, size);
   }
@@ -426,7 +437,7 @@ export class TarReader {
   private async skipBody(): Promise<void> {
     const n = this.remaining + this.padding;
     if (n === 0) return;
-    const skipped = await this.source.skip(n);
+    const skipped = await this.skip(n);
     if (skipped < n) throw this.problem('truncated', 'body', 'archive is truncated inside a file');
     this.remaining = 0;
     this.padding = 0;
@@ -434,9 +445,23 @@ export class TarReader {
 
   private async skipPadding(): Promise<void> {
     if (this.padding === 0) return;
-    const skipped = await this.source.skip(this.padding);
+    const skipped = await this.skip(this.padding);
     if (skipped < this.padding) throw this.problem('truncated', 'body', 'archive is truncated inside a file');
     this.padding = 0;
+  }
+
+  /** Pass over n bytes (a seek on a file), or read them for the skeleton when one is wanted. */
+  private async skip(n: number): Promise<number> {
+    const skeleton = this.skeleton;
+    if (skeleton === undefined) return this.source.skip(n);
+    let done = 0;
+    while (done < n) {
+      const chunk = await this.source.readSome(n - done);
+      if (chunk.length === 0) break;
+      skeleton(chunk);
+      done += chunk.length;
+    }
+    return done;
   }
 
   /**
@@ -447,6 +472,7 @@ export class TarReader {
     for (;;) {
       const chunk = await this.source.readSome(64 * 1024);
       if (chunk.length === 0) return;
+      this.skeleton?.(chunk);
       if (!isAllZero(chunk)) throw this.problem('trailing', 'end', 'data after the end-of-archive marker');
     }
   }

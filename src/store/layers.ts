@@ -9,6 +9,7 @@ import { nativeFs } from '../io/native.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
+import { reproduceLayerTar, TAR_SPLIT_FILE } from './tar-split.js';
 import { unpackLayerTar } from './unpack.js';
 
 /**
@@ -30,6 +31,13 @@ export interface LayerMeta {
   /** The short link name under l/. */
   link: string;
   created: string;
+  /**
+   * 'kept': `tar-split.zst` gives back the original tar from diff/ (see tar-split.ts);
+   * 'not-reproducible': the tar's bodies are not all in diff/ (`tarSplitWhy` says why).
+   * Absent on layers unpacked before tar-split existed.
+   */
+  tarSplit?: 'kept' | 'not-reproducible';
+  tarSplitWhy?: string;
 }
 
 /** OCI image spec: ChainID(L0) = DiffID(L0); ChainID(L0|...|Ln) = sha256(ChainID(n-1) + " " + DiffID(n)). */
@@ -114,6 +122,20 @@ export class LayerStore {
     return join(this.layerDir(chainId), 'diff');
   }
 
+  tarSplitPath(chainId: Digest): string {
+    return join(this.layerDir(chainId), TAR_SPLIT_FILE);
+  }
+
+  /**
+   * The layer's original tar, reproduced from its tar-split and diff/ (unverified: callers check
+   * it against the diffId while streaming, as layerFromTar does); undefined when the layer has no split.
+   */
+  async openTar(chainId: Digest, what: string): Promise<(() => Readable) | undefined> {
+    const meta = await this.meta(chainId);
+    if (meta?.tarSplit !== 'kept') return undefined;
+    return () => reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what);
+  }
+
   /** The layer's record, or undefined when it is not (completely) in the store. */
   async meta(chainId: Digest): Promise<LayerMeta | undefined> {
     const path = join(this.layerDir(chainId), 'meta.json');
@@ -165,7 +187,7 @@ export class LayerStore {
       await mkdir(staging, { mode: 0o700 });
       const diff = join(staging, 'diff');
       await mkdir(diff, { mode: 0o755 });
-      const unpackOptions: Parameters<typeof unpackLayerTar>[2] = { what, lowerDirs };
+      const unpackOptions: Parameters<typeof unpackLayerTar>[2] = { what, lowerDirs, tarSplit: join(staging, TAR_SPLIT_FILE) };
       if (options.onWarning) unpackOptions.onWarning = options.onWarning;
       if (options.onBytes) unpackOptions.onBytes = options.onBytes;
       if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
@@ -185,6 +207,11 @@ export class LayerStore {
         link: shortLinkOf(chainId),
         created: new Date().toISOString(),
       };
+      if (result.tarSplit?.kept === true) meta.tarSplit = 'kept';
+      else if (result.tarSplit !== undefined) {
+        meta.tarSplit = 'not-reproducible';
+        meta.tarSplitWhy = result.tarSplit.why;
+      }
       await writeFileAtomic(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
       // One syncfs for the whole layer instead of an fsync per file.
       nativeFs().syncfs(staging);

@@ -6,14 +6,16 @@ import { configPlatform, parseImageConfig, parseManifest } from '../oci/manifest
 import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, referenceName, type Reference } from '../oci/reference.js';
 import { layerFromBlob, layerFromTar } from '../io/layer-forms.js';
+import { chainIds } from './layers.js';
 import type { RefEntry } from './refs.js';
 import type { Store } from './store.js';
 
 /**
  * A store image as an `Image`, so export, save, push and inspect read from the store like from
  * any other location. Layers read from the kept compressed blob, else from a kept uncompressed
- * tar (named by its diffId); a layer that exists only unpacked cannot be read back byte for byte
- * and says so.
+ * tar (named by its diffId), else from the unpacked files and the layer's tar-split (the original
+ * tar, byte for byte); a layer that exists only unpacked without a split cannot be read back
+ * byte for byte and says so.
  */
 export async function openStoreImageByDigest(store: Store, manifestDigest: Digest, ref?: Reference): Promise<Image> {
   const what = ref === undefined ? `store image ${manifestDigest}` : `store image ${formatReference(ref)}`;
@@ -28,8 +30,10 @@ export async function openStoreImageByDigest(store: Store, manifestDigest: Diges
     throw new FerryError('INVALID_MANIFEST', `${what}: ${manifest.layers.length} layers but ${diffIds.length} diff_ids`);
   }
   const layers: Layer[] = [];
+  const chains = chainIds(diffIds);
   for (const [i, descriptor] of manifest.layers.entries()) {
     const diffId = diffIds[i]!;
+    const chainId = chains[i]!;
     const layerWhat = `${what} layer ${i}`;
     if (await store.blobs.has(descriptor.digest)) {
       layers.push(layerFromBlob({ descriptor, diffId, what: layerWhat, openBlob: () => store.blobs.open(descriptor.digest) }));
@@ -39,7 +43,13 @@ export async function openStoreImageByDigest(store: Store, manifestDigest: Diges
       if (size !== undefined) source.tarSize = size;
       layers.push(layerFromTar(source));
     } else {
-      layers.push(unpackedOnlyLayer(descriptor, diffId, layerWhat));
+      const meta = await store.layers.meta(chainId);
+      const open = meta === undefined ? undefined : await store.layers.openTar(chainId, `${layerWhat} (diffId ${diffId})`);
+      if (meta !== undefined && open !== undefined) {
+        layers.push(layerFromTar({ descriptor, diffId, what: layerWhat, tarSize: meta.size, openTar: async () => open() }));
+      } else {
+        layers.push(unpackedOnlyLayer(descriptor, diffId, layerWhat));
+      }
     }
   }
   return {

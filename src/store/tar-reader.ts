@@ -16,8 +16,9 @@ function invalid(what: string, why: string): FerryError {
 }
 
 export class LayerTarReader extends TarReader {
-  constructor(stream: Readable, what: string) {
-    super(stream, { what, end: 'strict', error: (problem) => invalid(what, problem.why) });
+  /** `skeleton`: see TarReaderOptions (the unpacker records a tar-split with it). */
+  constructor(stream: Readable, what: string, skeleton?: (bytes: Buffer) => void) {
+    super(stream, { what, end: 'strict', error: (problem) => invalid(what, problem.why), ...(skeleton === undefined ? {} : { skeleton }) });
   }
 
   override async next(): Promise<TarEntry | undefined> {

@@ -23,6 +23,7 @@ import { MeasureDigest } from '../io/verify-digest.js';
 import type { TarTime } from '../io/tar-format.js';
 import type { TarEntry } from '../io/tar-reader.js';
 import { LayerTarReader } from './tar-reader.js';
+import { TarSplitRecorder } from './tar-split.js';
 
 /**
  * Unpack one layer tar into a directory in overlay form, safely against hostile input.
@@ -64,6 +65,8 @@ export interface UnpackOptions {
   onWarning?: (message: string) => void;
   /** Called with the size of each chunk of tar read (progress). */
   onBytes?: (bytes: number) => void;
+  /** Record the tar's skeleton in this file (see tar-split.ts), so the tar can be given back byte for byte. */
+  tarSplit?: string;
 }
 
 export interface UnpackResult {
@@ -73,6 +76,8 @@ export interface UnpackResult {
   size: number;
   entries: number;
   warnings: string[];
+  /** With `tarSplit`: whether the split was kept, or why the tar cannot be reproduced. */
+  tarSplit?: { kept: true } | { kept: false; why: string };
 }
 
 /** Cap on path depth (node-tar CVE-2024-28863 is a deep-path DoS); real images stay far below. */
@@ -239,8 +244,10 @@ class Unpacker {
    */
   private readonly knownDirs = new Set<string>();
   private warnedChown = false;
+  private readonly split: TarSplitRecorder | undefined;
 
-  constructor(root: string, options: UnpackOptions) {
+  constructor(root: string, options: UnpackOptions, split?: TarSplitRecorder) {
+    this.split = split;
     this.root = Buffer.from(root);
     this.lowers = (options.lowerDirs ?? []).map((d) => Buffer.from(d));
     this.what = options.what;
@@ -304,7 +311,7 @@ class Unpacker {
         this.recordDir(key, entry);
         return;
       case 'file':
-        await this.file(path, entry, reader);
+        await this.file(path, key, entry, reader);
         return;
       case 'symlink':
         if (entry.linkname.length === 0) throw invalidLayer(this.what, entry.name, 'symlink with an empty target');
@@ -404,6 +411,7 @@ class Unpacker {
 
   /** Remove what is at `path` (this layer's), and forget metadata recorded under it. */
   private async remove(path: Buffer, key: string): Promise<void> {
+    this.split?.removed(key);
     rmSync(path, { recursive: true, force: true });
     const prefix = `${key}/`;
     for (const k of [...this.dirs.keys()]) if (k === key || k.startsWith(prefix)) this.dirs.delete(k);
@@ -447,9 +455,11 @@ class Unpacker {
     this.whiteouts.add(keyOf(targetParts));
   }
 
-  private async file(path: Buffer, entry: TarEntry, reader: LayerTarReader): Promise<void> {
+  private async file(path: Buffer, key: string, entry: TarEntry, reader: LayerTarReader): Promise<void> {
     const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
     const fd = openSync(path, flags, 0o600);
+    // The body goes to this file, not into the split (empty files need no reference).
+    if (entry.size > 0) this.split?.file(key, entry.size);
     let written = 0;
     try {
       for await (const chunk of reader.body()) {
@@ -616,8 +626,9 @@ export async function unpackLayerTar(tar: Readable, root: string, options: Unpac
   const measure = new MeasureDigest();
   const onBytes = options.onBytes;
   const counted = onBytes === undefined ? [] : [new Transform({ transform(chunk: Buffer, _enc, done) { onBytes(chunk.length); done(null, chunk); } })];
-  const reader = new LayerTarReader(chain(tar, measure, ...counted), options.what);
-  const unpacker = new Unpacker(root, options);
+  const split = options.tarSplit === undefined ? undefined : new TarSplitRecorder(options.tarSplit);
+  const reader = new LayerTarReader(chain(tar, measure, ...counted), options.what, split?.skeleton);
+  const unpacker = new Unpacker(root, options, split);
   let entries = 0;
   let current: TarEntry | undefined;
   try {
@@ -631,9 +642,18 @@ export async function unpackLayerTar(tar: Readable, root: string, options: Unpac
     await unpacker.finish();
   } catch (err) {
     await reader.close();
+    await split?.abort();
     throw wrapError(err, options.what, current);
   }
-  return { diffId: measure.digest, size: measure.size, entries, warnings: unpacker.warnings };
+  const result: UnpackResult = { diffId: measure.digest, size: measure.size, entries, warnings: unpacker.warnings };
+  if (split !== undefined) {
+    try {
+      result.tarSplit = await split.finish(result.size);
+    } catch (err) {
+      throw wrapError(err, options.what, undefined);
+    }
+  }
+  return result;
 }
 
 function wrapError(err: unknown, what: string, entry: TarEntry | undefined): unknown {

@@ -241,11 +241,18 @@ describe('importImage', () => {
     expect(back.rawConfig).toEqual(img.rawConfig);
     expect(await consume(await back.layers[1]!.blob())).toEqual(img.blobs.get(img.layers[1]!.descriptor.digest));
     expect(await consume(await back.layers[0]!.tar())).toEqual(baseTar);
-    // Kept only unpacked: a clear NOT_FOUND.
-    const raw = memoryImage([buildTar([{ name: 'only-unpacked', body: 'x' }])], { ref: 'unkept:1' });
+    // Kept only unpacked: the tar-split gives the original tar back.
+    const unkeptTar = buildTar([{ name: 'only-unpacked', body: 'x' }]);
+    const raw = memoryImage([unkeptTar], { ref: 'unkept:1' });
     await importImage(store, raw, { keepBlobs: false });
     const b2 = await openStoreImage(store, 'unkept:1');
-    await expect(b2.layers[0]!.tar()).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(b2.layers[0]!.stored).toBe('tar');
+    expect(await consume(await b2.layers[0]!.tar())).toEqual(unkeptTar);
+    // Unpacked only and not reproducible (a path written twice): a clear NOT_FOUND.
+    const twice = memoryImage([buildTar([{ name: 'twice', body: 'x' }, { name: 'twice', body: 'y' }])], { ref: 'unkept:2' });
+    await importImage(store, twice, { keepBlobs: false });
+    const b3 = await openStoreImage(store, 'unkept:2');
+    await expect(b3.layers[0]!.tar()).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 });
 
@@ -322,7 +329,7 @@ describe('prune, fsck, inventory', () => {
     await importImage(store, img);
     await store.layers.addCompressedDigest(img.config.rootfs.diff_ids[0]!, digestOf('another form'));
     expect((await readdir(store.root)).filter((n) => n.includes('.tmp'))).toEqual([]);
-    expect(await readdir(store.layers.layerDir(img.config.rootfs.diff_ids[0]!))).toEqual(['diff', 'meta.json']);
+    expect(await readdir(store.layers.layerDir(img.config.rootfs.diff_ids[0]!))).toEqual(['diff', 'meta.json', 'tar-split.zst']);
   });
 
   it('a damaged refs.json is a clear STORE_ERROR; fsck --repair resets it', async () => {
