@@ -1,7 +1,9 @@
 import { lstat, readlink, rm } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { isFerryError, messageOf } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
+import { VerifyDigest } from '../io/verify-digest.js';
 import { parseImageConfig, parseManifest } from '../oci/manifest.js';
 import { danglingLinks } from './gc.js';
 import { chainIds } from './layers.js';
@@ -14,6 +16,8 @@ export type ProblemKind =
   | 'layer-incomplete'
   | 'layer-orphan'
   | 'layer-link'
+  | 'layer-split'
+  | 'layer-corrupt'
   | 'ref-broken'
   | 'refs-unreadable'
   | 'tmp-leftover';
@@ -36,10 +40,13 @@ export interface FsckResult {
 /**
  * Check the store: every blob hashes to its name, every layer directory is complete (meta.json,
  * diff/, its l/ link, its parent present), every ref names a present manifest, config and layer
- * chain, and tmp/ holds nothing from dead processes. `repair` removes what is bad (blobs, layers,
- * refs, leftovers) and recreates missing links; importing the images again restores them.
+ * chain, and tmp/ holds nothing from dead processes. Each layer has its tar-split or is marked
+ * not reproducible; `deep` also reproduces every layer's tar from it and checks the diffId (reads
+ * every layer: slow). `repair` removes what is bad (blobs, layers, refs, leftovers), recreates
+ * missing links and marks layers whose split is lost as not reproducible; importing the images
+ * again restores them.
  */
-export async function fsck(store: Store, options: { repair?: boolean } = {}): Promise<FsckResult> {
+export async function fsck(store: Store, options: { repair?: boolean; deep?: boolean } = {}): Promise<FsckResult> {
   const repair = options.repair ?? false;
   const problems: Problem[] = [];
   const add = (kind: ProblemKind, subject: string, message: string): Problem => {
@@ -117,6 +124,35 @@ export async function fsck(store: Store, options: { repair?: boolean } = {}): Pr
       }
     }
   }
+  for (const chainId of present) {
+    const meta = (await store.layers.meta(chainId as Digest))!;
+    let why: string | undefined;
+    if (meta.tarSplit === undefined) why = 'it has no tar-split and is not marked as not reproducible (unpacked by an older ferry)';
+    else if (meta.tarSplit === 'kept' && !(await exists(store.layers.tarSplitPath(meta.chainId)))) why = 'its tar-split is missing';
+    if (why !== undefined) {
+      const p = add('layer-split', chainId, `layer ${chainId}: ${why}; its original tar cannot be given back`);
+      if (repair) {
+        await store.layers.markNotReproducible(meta.chainId, why);
+        p.repaired = true;
+      }
+      continue;
+    }
+    if (options.deep !== true || meta.tarSplit !== 'kept') continue;
+    const what = `layer ${chainId}`;
+    const open = await store.layers.openTar(meta.chainId, what);
+    try {
+      await pipeline(open!(), new VerifyDigest(meta.diffId, { size: meta.size, what: `${what} (diffId ${meta.diffId})` }), async function* (source: AsyncIterable<Buffer>) {
+        for await (const _chunk of source);
+      });
+    } catch (err) {
+      if (!isFerryError(err)) throw err;
+      const p = add('layer-corrupt', chainId, `${what}: its files no longer make its tar: ${messageOf(err)}`);
+      if (repair) {
+        await store.layers.dispose(await store.lock.with(() => store.layers.detachUnlocked(chainId.slice(7))));
+        p.repaired = true;
+      }
+    }
+  }
   for (const name of await danglingLinks(store)) {
     const p = add('layer-link', `l/${name}`, `l/${name}: points to no layer`);
     if (repair) {
@@ -183,6 +219,16 @@ async function refProblem(store: Store, manifestDigest: Digest, mediaType: strin
     throw err;
   }
   return undefined;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
 }
 
 async function isDir(path: string): Promise<boolean> {

@@ -272,6 +272,17 @@ export class LayerStore {
     });
   }
 
+  /** The layer's tar-split is lost (fsck --repair): record that its tar cannot be given back. */
+  async markNotReproducible(chainId: Digest, why: string): Promise<void> {
+    await this.lock.with(async () => {
+      const meta = await this.meta(chainId);
+      if (meta === undefined) return;
+      meta.tarSplit = 'not-reproducible';
+      meta.tarSplitWhy = why;
+      await writeFileAtomic(join(this.layerDir(chainId), 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, 0o644, join(this.tmpDir, ownedName('meta')));
+    });
+  }
+
   /** Directory names under layers/ (chainId hex), complete or not. */
   async ids(): Promise<string[]> {
     try {

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
-import { chainIdOf, importImage, openStore, openStoreImageByDigest, type Store } from '../../src/store/index.js';
+import { chainIdOf, fsck, importImage, openStore, openStoreImageByDigest, type Store } from '../../src/store/index.js';
 import { memoryImage } from '../helpers/memory-image.js';
 import { buildTar, type TarSpec } from '../helpers/tar-builder.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
@@ -113,5 +113,25 @@ describe('tar-split', () => {
     const err2 = await readAll(await layer.tar()).catch((e: unknown) => e);
     expect(err2).toMatchObject({ code: 'DIGEST_MISMATCH' });
     expect(String((err2 as Error).message)).toMatch(/layer 0.*etc\/with-xattr.*2 bytes, not 1/);
+  });
+
+  it('fsck: a lost split is a problem (repair marks the layer not reproducible); --deep finds a changed file', async () => {
+    await freshStore();
+    const a = buildTar([{ name: 'a', body: 'aaaa' }]);
+    const b = buildTar([{ name: 'b', body: 'bbbb' }]);
+    const ra = await store.unpackLayer(Readable.from([a]), digestOf(a), undefined);
+    const rb = await store.unpackLayer(Readable.from([b]), digestOf(b), undefined);
+    expect((await fsck(store, { deep: true })).problems).toEqual([]);
+    await rm(store.layers.tarSplitPath(ra.chainId));
+    await writeFile(join(store.layers.diffDir(rb.chainId), 'b'), 'BBBB');
+    expect((await fsck(store)).problems.map((p) => p.kind)).toEqual(['layer-split']);
+    const deep = await fsck(store, { deep: true });
+    expect(deep.problems.map((p) => [p.kind, p.subject]).sort()).toEqual([['layer-corrupt', rb.chainId], ['layer-split', ra.chainId]]);
+    expect(deep.problems.find((p) => p.kind === 'layer-corrupt')!.message).toMatch(/digest mismatch/);
+    const repaired = await fsck(store, { deep: true, repair: true });
+    expect(repaired.problems.every((p) => p.repaired)).toBe(true);
+    expect((await store.layers.meta(ra.chainId))?.tarSplit).toBe('not-reproducible');
+    expect(await store.layers.meta(rb.chainId)).toBeUndefined();
+    expect((await fsck(store, { deep: true })).problems).toEqual([]);
   });
 });

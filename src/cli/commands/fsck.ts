@@ -10,10 +10,11 @@ export const registerFsck: Register = (program) => {
     .command('fsck')
     .description('check the store: blob digests, layers, refs, leftovers')
     .option('--repair', 'remove bad blobs, layers and refs and leftovers (import the images again afterwards)')
+    .option('--deep', "also reproduce every layer's original tar from its files and check its diffId (reads every layer)")
     .option('--json', 'print machine-readable JSON')
-    .action(async (flags: { repair?: boolean; json?: boolean }, command: Command) => {
+    .action(async (flags: { repair?: boolean; deep?: boolean; json?: boolean }, command: Command) => {
       const repair = flags.repair === true;
-      const result = await fsck(await storeFromCommand(command, { readOnly: !repair }), { repair });
+      const result = await fsck(await storeFromCommand(command, { readOnly: !repair }), { repair, deep: flags.deep === true });
       if (flags.json === true) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else {
         for (const p of result.problems) process.stdout.write(`${p.repaired ? 'repaired' : 'problem'}: ${p.kind}: ${p.message}\n`);
