@@ -34,8 +34,11 @@ export class TarSplitRecorder {
   private readonly out = zstdCompressStream({ level: 3 });
   private readonly written: Promise<void>;
   private writeError: unknown;
-  private raw = Buffer.allocUnsafe(RAW_CHUNK);
+  private readonly raw = Buffer.allocUnsafe(RAW_CHUNK);
   private rawLength = 0;
+  /** Records gathered for the compressor: one write per ~RAW_CHUNK, not two per file (each is a native call). */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
   private total = 0;
   /** Keys (latin1 paths) of the files referenced, to notice when one is replaced or removed. */
   private readonly files = new Set<string>();
@@ -81,7 +84,7 @@ export class TarSplitRecorder {
     record.writeUInt16BE(path.length, 1);
     path.copy(record, 3);
     record.writeUIntBE(size, 3 + path.length, 6);
-    this.out.write(record);
+    this.queue(record);
   }
 
   /** The unpacker removes what is at `key` (and below it): a referenced file there loses its body. */
@@ -106,14 +109,25 @@ export class TarSplitRecorder {
 
   private flushRaw(): void {
     if (this.rawLength === 0) return;
-    const head = Buffer.allocUnsafe(5);
-    head[0] = RAW;
-    head.writeUInt32BE(this.rawLength, 1);
-    this.out.write(head);
-    // The buffer is handed over, a new one gathers the next bytes.
-    this.out.write(this.raw.subarray(0, this.rawLength));
-    this.raw = Buffer.allocUnsafe(RAW_CHUNK);
+    const record = Buffer.allocUnsafe(5 + this.rawLength);
+    record[0] = RAW;
+    record.writeUInt32BE(this.rawLength, 1);
+    this.raw.copy(record, 5, 0, this.rawLength);
     this.rawLength = 0;
+    this.queue(record);
+  }
+
+  private queue(record: Buffer): void {
+    this.batch.push(record);
+    this.batchBytes += record.length;
+    if (this.batchBytes >= RAW_CHUNK) this.writeBatch();
+  }
+
+  private writeBatch(): void {
+    if (this.batchBytes === 0) return;
+    this.out.write(this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch, this.batchBytes));
+    this.batch = [];
+    this.batchBytes = 0;
   }
 
   /**
@@ -127,7 +141,9 @@ export class TarSplitRecorder {
       const end = Buffer.alloc(7);
       end[0] = END;
       end.writeUIntBE(this.total, 1, 6);
-      this.out.end(end);
+      this.queue(end);
+      this.writeBatch();
+      this.out.end();
     } else {
       this.out.end();
     }
