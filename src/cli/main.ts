@@ -1,11 +1,28 @@
 import { Command, CommanderError } from 'commander';
 import { reportError } from './output.js';
-import { COMMANDS } from './commands/index.js';
+import { loadCommands, type Register } from './commands/index.js';
 
 export const VERSION = '0.1.0';
 
-/** Build the commander program; every command module registers itself through COMMANDS. */
-export function buildProgram(): Command {
+/** Global options that take a value, so the command name can be found without parsing. */
+const GLOBAL_VALUE_OPTIONS = new Set(['--root', '--insecure-registry', '--ca-file']);
+
+/** The subcommand argv names, if any: the first word that is not a global option or its value. */
+export function commandName(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (GLOBAL_VALUE_OPTIONS.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('-')) continue;
+    return arg;
+  }
+  return undefined;
+}
+
+/** Build the commander program with the given command modules registered. */
+export function buildProgram(commands: readonly Register[]): Command {
   const program = new Command('ferry')
     .description('carry container images across an air gap: export, import, run')
     .version(VERSION, '--version')
@@ -18,7 +35,7 @@ export function buildProgram(): Command {
     // `ferry run IMAGE CMD --flag`: what follows the image is the container's (passThroughOptions),
     // which commander allows only when global options are positional.
     .enablePositionalOptions();
-  for (const register of COMMANDS) register(program);
+  for (const register of commands) register(program);
   // ...but every other command still takes the global options after its name too.
   for (const sub of program.commands) {
     if ((sub as unknown as { _passThroughOptions?: boolean })._passThroughOptions === true) continue;
@@ -36,8 +53,8 @@ function collect(value: string, previous: string[] | undefined): string[] {
 
 /** Run the CLI; resolves to the process exit code. Never throws. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
   try {
+    const program = buildProgram(await loadCommands(commandName(argv)));
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {

@@ -1,51 +1,48 @@
 import type { Command } from 'commander';
-import { FerryError } from '../../errors.js';
-import { registerInspect } from './inspect.js';
-import { registerKeygen } from './keygen.js';
-import { registerExport } from './export.js';
-import { registerLs } from './ls.js';
-import { registerVerify } from './verify.js';
-import { registerFsck } from './fsck.js';
-import { registerImages } from './images.js';
-import { registerImport } from './import.js';
-import { registerInventory } from './inventory.js';
-import { registerPrune } from './prune.js';
-import { registerRmi } from './rmi.js';
-import { registerTag } from './tag.js';
-import { registerLogin, registerLogout } from './login.js';
-import { registerPush } from './push.js';
-import { registerSave } from './save.js';
-import { registerServe } from './serve.js';
-import { registerRun } from './run.js';
-import { registerCommit } from './commit.js';
-import { registerDiff } from './diff.js';
-import { registerExec } from './exec.js';
-import { registerLogs } from './logs.js';
-import { registerPs } from './ps.js';
-import { registerRm } from './rm.js';
-import { registerKill, registerStop } from './stop.js';
 
 /** A command module adds its subcommand to the program. */
 export type Register = (program: Command) => void;
 
-/** Commands of DESIGN not built yet: listed in --help, exit 1 with a clear message until they land. */
-const PLANNED: Array<[name: string, summary: string, lands: string]> = [
-];
-
-const BUILT: Register[] = [registerExport, registerInspect, registerLogin, registerLogout, registerLs, registerVerify, registerKeygen, registerImport, registerImages, registerTag, registerRmi, registerPrune, registerFsck, registerInventory, registerRun, registerPs, registerStop, registerKill, registerRm, registerLogs, registerExec, registerDiff, registerCommit, registerPush, registerSave, registerServe];
-
-function planned(name: string, summary: string, lands: string): Register {
-  return (program) => {
-    program
-      .command(name)
-      .description(`${summary} (not built yet)`)
-      .allowUnknownOption(true)
-      .allowExcessArguments(true)
-      .action(() => {
-        throw new FerryError('NOT_IMPLEMENTED', `${name}: not built yet`, { hint: `this command lands with the ${lands} work` });
-      });
-  };
+interface CommandModule {
+  /** The subcommands the module registers, in --help order. */
+  names: string[];
+  load: () => Promise<Register[]>;
 }
 
-/** Every command, built or planned, in the order --help lists them. */
-export const COMMANDS: Register[] = [...BUILT, ...PLANNED.map(([n, s, l]) => planned(n, s, l))];
+/**
+ * Every command, in the order --help lists them. Modules load lazily: `ferry run` should not pay
+ * for the registry client, the bundle writer and zstd before it starts a container.
+ */
+const MODULES: CommandModule[] = [
+  { names: ['export'], load: async () => [(await import('./export.js')).registerExport] },
+  { names: ['inspect'], load: async () => [(await import('./inspect.js')).registerInspect] },
+  { names: ['login', 'logout'], load: async () => { const m = await import('./login.js'); return [m.registerLogin, m.registerLogout]; } },
+  { names: ['ls'], load: async () => [(await import('./ls.js')).registerLs] },
+  { names: ['verify'], load: async () => [(await import('./verify.js')).registerVerify] },
+  { names: ['keygen'], load: async () => [(await import('./keygen.js')).registerKeygen] },
+  { names: ['import'], load: async () => [(await import('./import.js')).registerImport] },
+  { names: ['images'], load: async () => [(await import('./images.js')).registerImages] },
+  { names: ['tag'], load: async () => [(await import('./tag.js')).registerTag] },
+  { names: ['rmi'], load: async () => [(await import('./rmi.js')).registerRmi] },
+  { names: ['prune'], load: async () => [(await import('./prune.js')).registerPrune] },
+  { names: ['fsck'], load: async () => [(await import('./fsck.js')).registerFsck] },
+  { names: ['inventory'], load: async () => [(await import('./inventory.js')).registerInventory] },
+  { names: ['run'], load: async () => [(await import('./run.js')).registerRun] },
+  { names: ['ps'], load: async () => [(await import('./ps.js')).registerPs] },
+  { names: ['stop', 'kill'], load: async () => { const m = await import('./stop.js'); return [m.registerStop, m.registerKill]; } },
+  { names: ['rm'], load: async () => [(await import('./rm.js')).registerRm] },
+  { names: ['logs'], load: async () => [(await import('./logs.js')).registerLogs] },
+  { names: ['exec'], load: async () => [(await import('./exec.js')).registerExec] },
+  { names: ['diff'], load: async () => [(await import('./diff.js')).registerDiff] },
+  { names: ['commit'], load: async () => [(await import('./commit.js')).registerCommit] },
+  { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
+  { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
+  { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe] },
+];
+
+/** The commands to register: only the named one's module when it is known, else all (help, typos). */
+export async function loadCommands(name: string | undefined): Promise<Register[]> {
+  const only = name === undefined ? undefined : MODULES.find((m) => m.names.includes(name));
+  const chosen = only ? [only] : MODULES;
+  return (await Promise.all(chosen.map((m) => m.load()))).flat();
+}
