@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { openBundleStream, type BundleInput } from '../bundle/read-bundle.js';
 import type { BundleHeader, BundleImage } from '../bundle/format.js';
 import { FerryError } from '../errors.js';
@@ -8,6 +8,7 @@ import { platformMatches, type Platform } from '../oci/platform.js';
 import { decompressLayer } from '../io/layer-forms.js';
 import type { ProgressListener } from '../io/progress.js';
 import { chainIdOf, ensureFreeSpace, type Store } from '../store/index.js';
+import { tee } from '../io/tee.js';
 
 /**
  * `ferry import BUNDLE`: one streaming pass over the bundle, driving the store's public steps:
@@ -189,14 +190,3 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
   }
 }
 
-function tee(source: Readable): [Readable, Readable] {
-  const a = new PassThrough();
-  const b = new PassThrough();
-  source.pipe(a);
-  source.pipe(b);
-  source.on('error', (err) => {
-    a.destroy(err);
-    b.destroy(err);
-  });
-  return [a, b];
-}

@@ -1,4 +1,3 @@
-import { PassThrough, type Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { shortDigest, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
@@ -8,6 +7,7 @@ import type { ProgressListener } from '../io/progress.js';
 import { chainIdOf, type UnpackLayerResult } from './layers.js';
 import { ensureFreeSpace } from './space.js';
 import type { Store } from './store.js';
+import { tee } from '../io/tee.js';
 
 export interface ImportOptions {
   /** The name to record; default the image's own ref. No name: blobs and layers only. */
@@ -166,18 +166,6 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
   }
 }
 
-/** Two readers of one stream, with backpressure from both; an error reaches both. */
-function tee(source: Readable): [Readable, Readable] {
-  const a = new PassThrough();
-  const b = new PassThrough();
-  source.pipe(a);
-  source.pipe(b);
-  source.on('error', (err) => {
-    a.destroy(err);
-    b.destroy(err);
-  });
-  return [a, b];
-}
 
 /** Await two tasks fed by one stream: when one fails, abort the source so the other ends too. */
 async function settleBoth<A, B>(a: Promise<A>, b: Promise<B>, abort: (err: Error) => void): Promise<[A, B]> {

@@ -218,10 +218,6 @@ function lstatOrUndefined(path: Buffer): Stats | undefined {
   }
 }
 
-function isWhiteoutDevice(st: Stats): boolean {
-  return st.isCharacterDevice() && st.rdev === 0;
-}
-
 class Unpacker {
   private readonly root: Buffer;
   private readonly lowers: Buffer[];
