@@ -3,7 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IMAGES, fullRef } from './corpus.js';
 import { note, race, sh, type Contender, type Measured } from './measure.js';
-import { missing, type Row, type Value } from './report.js';
+import { missing, type PerRun, type Row, type Value } from './report.js';
 
 /** The repository root: this file runs from build/bench/bench/. */
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -108,4 +108,9 @@ export async function ferryHas(command: string): Promise<boolean> {
     note(`ferry ${command} --help failed: ${(err as Error).message.split('\n')[0]}`);
     return false;
   }
+}
+
+/** The runs of both sides, for a ratio taken run by run (see ratioOf). */
+export function perRun(ferry: Measured | Error | undefined, peer: Measured | Error | undefined, metric: PerRun['metric']): PerRun {
+  return { ferry, peer, metric };
 }

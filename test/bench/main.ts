@@ -80,6 +80,8 @@ async function main(): Promise<number> {
     `(run latency: ${b.runRuns} runs after 2 warm-ups). Caches warm, \`sync\` before each run and at the end of each`,
     'command that writes. Peak RSS is the largest single process of a pipeline (getrusage), not their sum.',
     'Hauler-equivalent = `skopeo copy` of each image into one OCI layout, then `tar | zstd -T0 -3`.',
+    'A ratio of timed figures is the median of the per-run ratios (run i of ferry over run i of the peer),',
+    'steadier on a shared machine than the ratio of the medians shown beside it.',
     '',
     '## Machine',
     ...machine,

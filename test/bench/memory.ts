@@ -1,6 +1,6 @@
 import { access } from 'node:fs/promises';
 import { buildTestLayout } from '../helpers/test-images.js';
-import { Bench, FERRY, ferryHas, rss } from './context.js';
+import { Bench, FERRY, ferryHas, perRun, rss } from './context.js';
 import { note, sh, type Contender } from './measure.js';
 import { missing } from './report.js';
 
@@ -56,6 +56,7 @@ export async function memorySection(b: Bench): Promise<void> {
       ferry: built ? rss(m.get(`memory.${id}-1GiB`)) : missing('not built'),
       peer: { name: 'same, 64 MiB layer', value: built ? rss(m.get(`memory.${id}-64MiB`)) : missing('not built') },
       target: { of: 'ratio', max: 1.2, text: '<= 1.2x (flat)' },
+      runs: perRun(m.get(`memory.${id}-1GiB`), m.get(`memory.${id}-64MiB`), 'rss'),
       ...(note === undefined ? {} : { note }),
     });
   };

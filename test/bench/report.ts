@@ -1,4 +1,4 @@
-import type { Measured } from './measure.js';
+import { median, type Measured } from './measure.js';
 
 export type Unit = 's' | 'MB' | 'bytes' | 'KiB';
 
@@ -17,6 +17,14 @@ export interface Row {
   peer?: { name: string; value: Value };
   target?: { of: 'ratio' | 'ferry'; max: number; text: string };
   note?: string;
+  /** When both sides were timed run by run: the ratio is the median of the per-run ratios. */
+  runs?: PerRun;
+}
+
+export interface PerRun {
+  ferry: Measured | Error | undefined;
+  peer: Measured | Error | undefined;
+  metric: 'wall' | 'cpu' | 'rss';
 }
 
 export function missing(why: string): Value {
@@ -41,7 +49,17 @@ export function format(v: Value, unit: Unit): string {
   }
 }
 
+/**
+ * ferry / peer. Contenders run interleaved, so run i of each saw about the same load: the median
+ * of the per-run ratios is steadier on a shared machine than the ratio of the medians.
+ */
 export function ratioOf(row: Row): number | undefined {
+  const r = row.runs;
+  if (r && r.ferry && r.peer && !(r.ferry instanceof Error) && !(r.peer instanceof Error) && r.ferry.samples.length === r.peer.samples.length && r.ferry.samples.length > 0) {
+    const peer = r.peer.samples;
+    const ratios = r.ferry.samples.map((s, i) => s[r.metric] / peer[i]![r.metric]).filter((x) => Number.isFinite(x));
+    if (ratios.length > 0) return median(ratios);
+  }
   if (!row.peer || !isNumber(row.ferry) || !isNumber(row.peer.value) || row.peer.value === 0) return undefined;
   return row.ferry / row.peer.value;
 }
