@@ -18,15 +18,17 @@ function human(bytes: number): string {
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/** Left free after an import, so the store's own metadata writes (refs, meta, fsync) never hit ENOSPC. */
+export const FREE_SPACE_RESERVE = 16 * 1024 * 1024;
+
 /**
  * Fail early with NO_SPACE when the store's filesystem has less than `needed` bytes free (plus a
  * small reserve), rather than running out halfway through an import.
  */
 export async function ensureFreeSpace(path: string, needed: number, what: string): Promise<void> {
-  const reserve = 16 * 1024 * 1024;
   const free = await freeBytes(path);
-  if (free < needed + reserve) {
-    throw new FerryError('NO_SPACE', `${what}: needs about ${human(needed)} but only ${human(free)} is free at ${path}`, {
+  if (free < needed + FREE_SPACE_RESERVE) {
+    throw new FerryError('NO_SPACE', `${what}: needs about ${human(needed)} plus a ${human(FREE_SPACE_RESERVE)} reserve, but only ${human(free)} is free at ${path}`, {
       hint: 'free space (ferry prune removes unreferenced layers and blobs) or use a store on a larger filesystem with --root',
     });
   }

@@ -6,7 +6,6 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
-import { nativeFs } from '../../src/io/native.js';
 import {
   chainIds,
   claimRootfs,
@@ -415,7 +414,7 @@ describe('disk space', () => {
     const big = buildTar([{ name: 'big', body: Buffer.alloc(3 * 1024 * 1024, 1) }]);
     await expect(importImage(s, memoryImage([big], { ref: 'big:1', stored: 'tar' }))).rejects.toMatchObject({ code: 'NO_SPACE' });
     expect(await s.blobs.list()).toEqual([]);
-    expect(await store.refs.list()).toEqual([]);
+    expect(await s.refs.list()).toEqual([]);
   });
 
   it('ENOSPC in the middle of an unpack gives NO_SPACE and removes the staging dir', async () => {
@@ -425,6 +424,5 @@ describe('disk space', () => {
     expect(await readdir(s.tmpDir)).toEqual([]);
     expect(await readdir(s.layers.dir)).toEqual([]);
     expect(await exists(join(s.root, 'refs.json'))).toBe(false);
-    void nativeFs;
   });
 });
