@@ -46,13 +46,13 @@ export async function importSection(b: Bench): Promise<void> {
   const floorScript = await writeFloorScript(b, bundle);
   const store = importStore(b);
   const contenders: Contender[] = [];
-  if (built) contenders.push({ id: 'import.ferry', prep: `rm -rf ${store}`, command: `${FERRY} --root ${store} import -q ${bundle} >/dev/null && sync` });
+  if (built) contenders.push({ id: 'import.ferry', prep: b.discard(store), command: `${FERRY} --root ${store} import -q ${bundle} >/dev/null && sync` });
   const archive = podmanArchive(b);
   const havePodman = (await sh(`[ -f ${archive} ] && echo yes || echo no`)).trim() === 'yes';
-  if (havePodman) contenders.push({ id: 'import.podman', prep: b.podmanClean('podman-load'), command: `${b.podman('podman-load')} load -q -i ${archive} >/dev/null && sync` });
+  if (havePodman) contenders.push({ id: 'import.podman', prep: b.podmanDiscard('podman-load'), command: `${b.podman('podman-load')} load -q -i ${archive} >/dev/null && sync` });
   contenders.push({
     id: 'import.floor',
-    prep: `rm -rf ${b.path('floor')}; mkdir -p ${b.path('floor')}`,
+    prep: `${b.discard(b.path('floor'))}; mkdir -p ${b.path('floor')}`,
     command: `zstd -q -d --long=31 -c ${bundle} | tar -x -C ${b.path('floor')} --to-command=${floorScript} -f - && sync`,
   });
   const m = await b.race(contenders);
@@ -68,6 +68,7 @@ export async function importSection(b: Bench): Promise<void> {
     ferry: built ? await diskUsage(store) : missing('not built'),
     peer: { name: 'podman load', value: havePodman ? await diskUsage(b.path('podman-load', 'root')) : missing('no podman archive') },
   });
-  await sh(`${b.podmanClean('podman-load')}; rm -rf ${b.path('floor')}`);
-  // The store stays: the run section starts redis from it.
+  // Moved aside, deleted at the start of the next bench (see Bench.discard). The store stays:
+  // the run section starts redis from it.
+  await sh(`${b.podmanDiscard('podman-load')}; ${b.discard(b.path('floor'))}`);
 }

@@ -8,7 +8,7 @@ import { exportSection } from './export.js';
 import { importSection } from './import.js';
 import { describeMachine } from './machine.js';
 import { memorySection } from './memory.js';
-import { note } from './measure.js';
+import { note, sh } from './measure.js';
 import { markdownTable, samplesTable } from './report.js';
 import { runSection } from './run-latency.js';
 
@@ -62,6 +62,8 @@ async function main(): Promise<number> {
   const machine = await describeMachine(work, zstdNapi);
   const started = new Date();
 
+  // Trees a previous bench moved aside: deleted now, long before the import section creates files.
+  await sh(b.emptyTrash());
   await ensureCorpus();
   for (const name of names) {
     note(`== ${name}`);
