@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, readlink } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { runFerry } from '../helpers/ferry.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { buildTestLayout, pushTestImages, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { fileTree } from '../helpers/tree.js';
 
 /**
  * `ferry push` as a user runs it: a bundle exported from a registry, imported into a store and
@@ -31,21 +32,6 @@ async function ferry(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Every path of a rootfs with type, mode, owner and content hash or link target. */
-async function tree(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (rel: string): Promise<void> => {
-    const path = join(root, rel);
-    const st = await lstat(path);
-    let detail = '';
-    if (st.isFile()) detail = sha256(await readFile(path)).slice(7, 19);
-    if (st.isSymbolicLink()) detail = `-> ${await readlink(path)}`;
-    if (rel !== '') out[rel] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${detail}`;
-    if (st.isDirectory()) for (const name of (await readdir(path)).sort()) await walk(rel === '' ? name : `${rel}/${name}`);
-  };
-  await walk('');
-  return out;
-}
 
 /** skopeo copy (verifying every blob) of one platform, then umoci unpack: the image's filesystem. */
 async function unpacked(ref: string, name: string, arch?: string): Promise<Record<string, string>> {
@@ -54,7 +40,7 @@ async function unpacked(ref: string, name: string, arch?: string): Promise<Recor
   const platform = arch === undefined ? [] : ['--override-arch', arch];
   await run('skopeo', ['copy', '--quiet', ...platform, '--src-tls-verify=false', `docker://${ref}`, `oci:${dir}:x`]);
   await run('umoci', ['unpack', '--rootless', '--image', `${dir}:x`, join(work, 'unpacked', name)]);
-  return tree(join(work, 'unpacked', name, 'rootfs'));
+  return fileTree(join(work, 'unpacked', name, 'rootfs'));
 }
 
 async function registryDigest(ref: string): Promise<string> {

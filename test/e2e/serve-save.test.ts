@@ -1,12 +1,13 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, readlink } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_BIN, runFerry } from '../helpers/ferry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { fileTree } from '../helpers/tree.js';
 
 /**
  * `ferry serve` and `ferry save` as users run them, on a store holding raw-imported images (only
@@ -29,25 +30,11 @@ async function ferry(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-async function tree(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (rel: string): Promise<void> => {
-    const path = join(dir, rel);
-    const st = await lstat(path);
-    let detail = '';
-    if (st.isFile()) detail = sha256(await readFile(path)).slice(7, 19);
-    if (st.isSymbolicLink()) detail = `-> ${await readlink(path)}`;
-    if (rel !== '') out[rel] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${detail}`;
-    if (st.isDirectory()) for (const name of (await readdir(path)).sort()) await walk(rel === '' ? name : `${rel}/${name}`);
-  };
-  await walk('');
-  return out;
-}
 
 /** umoci unpack of an image in an OCI layout: its filesystem as a tree. */
 async function unpackLayout(dir: string, tag: string, name: string): Promise<Record<string, string>> {
   await run('umoci', ['unpack', '--rootless', '--image', `${dir}:${tag}`, join(work, 'unpacked', name)]);
-  return tree(join(work, 'unpacked', name, 'rootfs'));
+  return fileTree(join(work, 'unpacked', name, 'rootfs'));
 }
 
 /** Start `ferry serve` and wait for its address line. */
