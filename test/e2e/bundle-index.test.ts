@@ -1,9 +1,9 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FERRY_BIN, runFerry } from '../helpers/ferry.js';
+import { runFerry, startFerryServe } from '../helpers/ferry.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 import { buildTestLayout, pushTestImages, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
@@ -99,7 +99,7 @@ describe('the source index across the air gap', () => {
     expect(out).toContain(`pushed ${dest.host}/from-store/multi:1 ${layout.refs.multi}`);
     expect(await registryDigest(`${dest.host}/from-store/multi:1`)).toBe(layout.refs.multi);
 
-    const server = await startServe(root);
+    const server = await startFerryServe(['--root', root, 'serve', '-q', '--listen', '127.0.0.1:0']);
     try {
       const head = await fetch(`http://${server.host}/v2/test/multi/manifests/latest`, { method: 'HEAD' });
       expect(head.headers.get('docker-content-digest')).toBe(layout.refs.multi);
@@ -144,22 +144,6 @@ describe('the source index across the air gap', () => {
   });
 });
 
-/** `ferry serve` on a free port of the loopback; resolves with the address it printed. */
-async function startServe(root: string): Promise<{ child: ChildProcess; host: string }> {
-  const child = spawn(process.execPath, [FERRY_BIN, '--root', root, 'serve', '-q', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const host = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString();
-      const line = out.split('\n')[0];
-      if (out.includes('\n') && line !== undefined) resolve(line.trim());
-    });
-    child.on('exit', (code) => reject(new Error(`ferry serve exited ${code}: ${stderr}`)));
-  });
-  return { child, host };
-}
 
 async function stopServe(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;

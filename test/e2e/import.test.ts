@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_BIN, runFerry } from '../helpers/ferry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { fileTree } from '../helpers/tree.js';
 import { openStore, overlayMountOptions, rootfsPlan } from '../../src/store/index.js';
 import { digestHex, type Digest } from '../../src/oci/digest.js';
 import { chainIds } from '../../src/store/index.js';
@@ -26,20 +26,6 @@ async function ferry(root: string, args: string[], input?: Buffer): Promise<stri
   return r.stdout;
 }
 
-async function tree(root: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (rel: string): Promise<void> => {
-    const path = join(root, rel);
-    const st = await lstat(path);
-    let detail = '';
-    if (st.isFile()) detail = createHash('sha256').update(await readFile(path)).digest('hex').slice(0, 12);
-    if (st.isSymbolicLink()) detail = `-> ${await readlink(path)}`;
-    if (rel !== '') out[rel] = `${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${detail}`;
-    if (st.isDirectory()) for (const name of await readdir(path)) await walk(rel === '' ? name : `${rel}/${name}`);
-  };
-  await walk('');
-  return out;
-}
 
 beforeAll(async () => {
   work = await makeTempDir('e2e-import');
@@ -223,8 +209,8 @@ describe('ferry import', () => {
     try {
       const bundle = join(work, 'umoci-app');
       await run('umoci', ['unpack', '--image', `${layout.dir}:app`, bundle]);
-      const ours = await tree(merged);
-      const theirs = await tree(join(bundle, 'rootfs'));
+      const ours = await fileTree(merged);
+      const theirs = await fileTree(join(bundle, 'rootfs'));
       expect(Object.keys(theirs).length).toBeGreaterThan(20);
       expect(ours).toEqual(theirs);
     } finally {

@@ -1,10 +1,10 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FERRY_BIN, runFerry } from '../helpers/ferry.js';
+import { runFerry, startFerryServe } from '../helpers/ferry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { fileTree } from '../helpers/tree.js';
@@ -37,22 +37,6 @@ async function unpackLayout(dir: string, tag: string, name: string): Promise<Rec
   return fileTree(join(work, 'unpacked', name, 'rootfs'));
 }
 
-/** Start `ferry serve` and wait for its address line. */
-async function startServe(args: string[]): Promise<{ child: ChildProcess; host: string }> {
-  const child = spawn(process.execPath, [FERRY_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString();
-      const line = out.split('\n')[0];
-      if (out.includes('\n') && line !== undefined) resolve(line.trim());
-    });
-    child.on('exit', (code) => reject(new Error(`ferry serve exited ${code}: ${stderr}`)));
-  });
-  return { child, host: address };
-}
 
 beforeAll(async () => {
   work = await makeTempDir('e2e-serve');
@@ -66,7 +50,7 @@ beforeAll(async () => {
   await ferry(['--root', root, 'import', raw]);
   await ferry(['--root', root, 'import', pulled]);
   // Port 0: the kernel picks a free one; -q prints the address bound.
-  const started = await startServe(['--root', root, 'serve', '-q', '--listen', '127.0.0.1:0']);
+  const started = await startFerryServe(['--root', root, 'serve', '-q', '--listen', '127.0.0.1:0']);
   server = started.child;
   host = started.host;
 });

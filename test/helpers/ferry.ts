@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,4 +50,21 @@ export async function runFerry(args: string[], options: RunFerryOptions = {}): P
 
 function signalNumber(signal: NodeJS.Signals | null): number {
   return signal === null ? 0 : constants.signals[signal];
+}
+
+/** Start `ferry ARGS` (a `serve -q` command) and resolve with the address it prints on its first line. */
+export async function startFerryServe(args: string[]): Promise<{ child: ChildProcess; host: string }> {
+  const child = spawn(process.execPath, [FERRY_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const host = await new Promise<string>((resolvePromise, reject) => {
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line !== undefined) resolvePromise(line.trim());
+    });
+    child.on('exit', (code) => reject(new Error(`ferry ${args.join(' ')} exited ${code}: ${stderr}`)));
+  });
+  return { child, host };
 }
