@@ -48,6 +48,9 @@
 #include <grp.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -145,10 +148,15 @@ static _Noreturn void fail_code(int code, int err, const char *fmt, ...) {
 /* ------------------------------------------------------------------------------------------ */
 /* The spec. */
 
+/* A volume (bind of a host path) or a tmpfs, mounted in the order given (ferry sorts by depth). */
 struct bind {
-  char *src; /* host path */
-  char *dst; /* path in the container */
+  char *src;  /* host path; NULL for a tmpfs */
+  char *dst;  /* path in the container */
+  char *data; /* tmpfs: size=, mode=, uid=, gid=, nr_inodes= (checked by ferry) */
   bool ro;
+  bool suid;   /* allow setuid/setgid bits (default: nosuid) */
+  bool noexec; /* refuse executing from it (a tmpfs is noexec unless bind.exec) */
+  bool exec;
 };
 
 struct spec {
@@ -165,6 +173,14 @@ struct spec {
   size_t ngroups;
   struct bind *binds;
   size_t nbinds;
+  char **cgroups; /* cgroup.procs files the container (or the exec'd process) joins */
+  size_t ncgroups;
+  int *cgroup_fds;
+  uint64_t caps;     /* root's capabilities (effective, permitted, bounding) */
+  bool caps_set;     /* else docker's default set */
+  unsigned char *seccomp; /* struct sock_filter[], NULL: unconfined */
+  size_t seccomp_len;     /* in instructions */
+  bool privileged;
   uid_t uid;
   gid_t gid;
   bool readonly, tty, interactive, netnone, nonewprivs, mkcwd;
@@ -188,6 +204,27 @@ static unsigned long long parse_num(const char *key, const char *v, unsigned lon
   /* containerd CVE-2024-40635: ids above 2^31-1 must not wrap to root. */
   if (errno != 0 || end == v || *end != '\0' || x > max) failx("spec: bad %s \"%s\"", key, v);
   return x;
+}
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* The seccomp program arrives hex-encoded (records are NUL-terminated text). */
+static void parse_seccomp(struct spec *s, const char *v) {
+  size_t n = strlen(v);
+  if (n == 0 || n % 16 != 0 || n / 16 > 4096) failx("spec: bad seccomp program (%zu hex digits)", n);
+  s->seccomp = malloc(n / 2);
+  if (s->seccomp == NULL) failx("out of memory");
+  for (size_t i = 0; i < n / 2; i++) {
+    int hi = hex_value(v[2 * i]), lo = hex_value(v[2 * i + 1]);
+    if (hi < 0 || lo < 0) failx("spec: bad seccomp program (not hex)");
+    s->seccomp[i] = (unsigned char)(hi << 4 | lo);
+  }
+  s->seccomp_len = n / 16;
 }
 
 static void read_spec(struct spec *s) {
@@ -245,11 +282,28 @@ static void read_spec(struct spec *s) {
       s->binds = grow(s->binds, s->nbinds, sizeof *s->binds);
       cur = &s->binds[s->nbinds++];
       *cur = (struct bind){ .src = v };
-    } else if (!strcmp(k, "bind.dst") || !strcmp(k, "bind.ro")) {
+    } else if (!strcmp(k, "tmpfs")) {
+      /* A tmpfs entry: its destination follows as bind.dst. */
+      s->binds = grow(s->binds, s->nbinds, sizeof *s->binds);
+      cur = &s->binds[s->nbinds++];
+      *cur = (struct bind){ .src = NULL, .data = v };
+    } else if (!strncmp(k, "bind.", 5)) {
       if (cur == NULL) failx("spec: %s before bind.src", k);
+      bool on = !strcmp(v, "1");
       if (!strcmp(k, "bind.dst")) cur->dst = v;
-      else cur->ro = !strcmp(v, "1");
-    } else if (!strcmp(k, "tty")) s->tty = !strcmp(v, "1");
+      else if (!strcmp(k, "bind.ro")) cur->ro = on;
+      else if (!strcmp(k, "bind.suid")) cur->suid = on;
+      else if (!strcmp(k, "bind.noexec")) cur->noexec = on;
+      else if (!strcmp(k, "bind.exec")) cur->exec = on;
+      else failx("spec: unknown key \"%s\"", k);
+    } else if (!strcmp(k, "cgroup")) {
+      s->cgroups = grow(s->cgroups, s->ncgroups, sizeof *s->cgroups);
+      s->cgroups[s->ncgroups++] = v;
+    } else if (!strcmp(k, "caps")) {
+      s->caps = parse_num(k, v, UINT64_MAX);
+      s->caps_set = true;
+    } else if (!strcmp(k, "seccomp")) parse_seccomp(s, v);
+    else if (!strcmp(k, "privileged")) s->privileged = !strcmp(v, "1"); else if (!strcmp(k, "tty")) s->tty = !strcmp(v, "1");
     else if (!strcmp(k, "stdin")) s->interactive = !strcmp(v, "1");
     else if (!strcmp(k, "nonewprivs")) s->nonewprivs = !strcmp(v, "1");
     else if (!strcmp(k, "exitfile")) s->exitfile = v;
@@ -267,7 +321,7 @@ static void read_spec(struct spec *s) {
   if (s->nargv == 0) failx("spec: no command");
   if (s->cwd == NULL || s->cwd[0] != '/') failx("spec: the working directory must be absolute");
   for (size_t i = 0; i < s->nbinds; i++)
-    if (s->binds[i].dst == NULL || s->binds[i].dst[0] != '/' || s->binds[i].src[0] != '/')
+    if (s->binds[i].dst == NULL || s->binds[i].dst[0] != '/' || (s->binds[i].src != NULL && s->binds[i].src[0] != '/'))
       failx("spec: bind mounts need absolute source and destination");
 }
 
@@ -438,13 +492,15 @@ static void mount_at(int root, const char *dst, bool file, enum resolve_mode mod
   close(fd);
 }
 
-/* Make the mount at dst read-only, keeping the flags the kernel would otherwise refuse to drop. */
-static void remount_ro(int root, const char *dst, enum resolve_mode mode) {
+/* Add `add` (MS_RDONLY, MS_NODEV, MS_NOSUID, MS_NOEXEC) to the mount at dst, keeping the flags
+ * the kernel would otherwise refuse to drop. */
+static void remount_with(int root, const char *dst, enum resolve_mode mode, unsigned long add) {
   int fd = lookup(root, dst, mode);
   if (fd < 0) fail("resolve %s in the container", dst);
   struct statvfs sv;
   if (fstatvfs(fd, &sv) < 0) fail("statvfs %s", dst);
-  unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+  unsigned long flags = MS_BIND | MS_REMOUNT | add;
+  if (sv.f_flag & ST_RDONLY) flags |= MS_RDONLY;
   if (sv.f_flag & ST_NOSUID) flags |= MS_NOSUID;
   if (sv.f_flag & ST_NODEV) flags |= MS_NODEV;
   if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
@@ -453,15 +509,34 @@ static void remount_ro(int root, const char *dst, enum resolve_mode mode) {
   if (sv.f_flag & ST_RELATIME) flags |= MS_RELATIME;
   char p[64];
   fd_path(p, sizeof p, fd);
-  if (mount(NULL, p, NULL, flags, NULL) < 0) fail("remount %s read-only", dst);
+  if (mount(NULL, p, NULL, flags, NULL) < 0) fail("remount %s%s%s%s", dst, (add & MS_RDONLY) ? " read-only" : "",
+                                                   (add & MS_NODEV) ? " nodev" : "", (add & MS_NOSUID) ? " nosuid" : "");
   close(fd);
 }
 
-static void bind_at(int root, const char *src, const char *dst, bool ro, enum resolve_mode mode) {
+static void remount_ro(int root, const char *dst, enum resolve_mode mode) {
+  remount_with(root, dst, mode, MS_RDONLY);
+}
+
+/* Bind src on dst, then remount it with `add` (a bind mount takes its flags only on remount). */
+static void bind_at(int root, const char *src, const char *dst, unsigned long add, enum resolve_mode mode) {
   struct stat st;
   if (stat(src, &st) < 0) fail("bind %s", src);
   mount_at(root, dst, !S_ISDIR(st.st_mode), mode, src, NULL, MS_BIND | MS_REC, NULL);
-  if (ro) remount_ro(root, dst, mode);
+  if (add != 0) remount_with(root, dst, mode, add);
+}
+
+/* Every mount the container can write is nodev: a node it makes there never opens a host device. */
+static void mount_volume(int root, const struct bind *b) {
+  unsigned long flags = MS_NODEV | (b->ro ? MS_RDONLY : 0) | (b->suid ? 0 : MS_NOSUID);
+  if (b->src == NULL) {
+    /* docker --tmpfs: noexec unless asked */
+    if (!b->exec) flags |= MS_NOEXEC;
+    mount_at(root, b->dst, false, IN_ROOT, "tmpfs", "tmpfs", flags, b->data);
+    return;
+  }
+  if (b->noexec) flags |= MS_NOEXEC;
+  bind_at(root, b->src, b->dst, flags, IN_ROOT);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -517,8 +592,31 @@ static void mount_overlay(const struct spec *s) {
   free(opts);
 }
 
-static void setup_dev(int root) {
-  mount_at(root, "/dev", false, NO_SYMLINKS, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=65536k");
+/* --privileged: every device node at the top of the host's /dev, as docker gives it. */
+static void bind_host_devices(int root) {
+  DIR *d = opendir("/dev");
+  if (d == NULL) fail("list the host's /dev");
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.') continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue; /* gone meanwhile */
+    if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) continue;
+    if (!strcmp(e->d_name, "ptmx") || !strcmp(e->d_name, "console")) continue;
+    char host[PATH_MAX], dst[PATH_MAX];
+    snprintf(host, sizeof host, "/dev/%s", e->d_name);
+    snprintf(dst, sizeof dst, "/dev/%s", e->d_name);
+    int fd = lookup(root, dst, NO_SYMLINKS);
+    if (fd >= 0) {
+      close(fd); /* one of the standard nodes, already there */
+      continue;
+    }
+    bind_at(root, host, dst, MS_NOSUID | MS_NOEXEC, NO_SYMLINKS);
+  }
+  closedir(d);
+}
+
+static void setup_dev(int root, bool privileged) {
+  mount_at(root, "/dev", false, NO_SYMLINKS, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC | (privileged ? 0 : MS_NODEV), "mode=755,size=65536k");
   /* The tmpfs is nodev, so mknod by the container gives nodes that cannot be opened; these few
    * are bind mounts of the host's own nodes, which keep their mount's (dev-allowing) flags. */
   static const char *nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
@@ -526,8 +624,9 @@ static void setup_dev(int root) {
     char host[32], dst[32];
     snprintf(host, sizeof host, "/dev/%s", nodes[i]);
     snprintf(dst, sizeof dst, "/dev/%s", nodes[i]);
-    bind_at(root, host, dst, false, NO_SYMLINKS);
+    bind_at(root, host, dst, MS_NOSUID | MS_NOEXEC, NO_SYMLINKS);
   }
+  if (privileged) bind_host_devices(root);
   int dev = lookup(root, "/dev", NO_SYMLINKS);
   if (dev < 0) fail("resolve /dev");
   static const char *links[][2] = {
@@ -547,27 +646,55 @@ static void setup_dev(int root) {
   close(mq);
 }
 
-/* docker's defaults: hide kernel internals and keep /proc/sys and friends read-only. */
+/* Hide one path: an empty read-only tmpfs over a directory, /dev/null over a file. */
+static void mask_path(int root, const char *path) {
+  int fd = lookup(root, path, NO_SYMLINKS);
+  if (fd < 0) {
+    if (errno == ENOENT) return;
+    fail("resolve %s", path);
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0) fail("stat %s", path);
+  char p[64];
+  fd_path(p, sizeof p, fd);
+  int r = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
+                              : mount("/dev/null", p, NULL, MS_BIND, NULL);
+  if (r < 0) fail("mask %s", path);
+  close(fd);
+}
+
+/* moby's thermal_throttle entries: one per CPU, so they are found by listing the container's /sys. */
+static void mask_thermal_throttle(int root) {
+  int cpus = lookup(root, "/sys/devices/system/cpu", NO_SYMLINKS);
+  if (cpus < 0) {
+    if (errno == ENOENT) return;
+    fail("resolve /sys/devices/system/cpu");
+  }
+  int dfd = openat(cpus, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  close(cpus);
+  if (dfd < 0) fail("open /sys/devices/system/cpu");
+  DIR *d = fdopendir(dfd);
+  if (d == NULL) fail("list /sys/devices/system/cpu");
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    const char *n = e->d_name;
+    if (strncmp(n, "cpu", 3) != 0 || n[3] < '0' || n[3] > '9' || strspn(n + 3, "0123456789") != strlen(n + 3)) continue;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/%s/thermal_throttle", n);
+    mask_path(root, path);
+  }
+  closedir(d);
+}
+
+/* docker's defaults (moby oci/defaults.go, current list): hide kernel internals and keep
+ * /proc/sys and friends read-only. */
 static void mask_paths(int root) {
   static const char *masked[] = {
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi",        "/proc/asound",      "/proc/interrupts", "/proc/kcore",   "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware",     "/sys/devices/virtual/powercap",
   };
-  for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++) {
-    int fd = lookup(root, masked[i], NO_SYMLINKS);
-    if (fd < 0) {
-      if (errno == ENOENT) continue;
-      fail("resolve %s", masked[i]);
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0) fail("stat %s", masked[i]);
-    char p[64];
-    fd_path(p, sizeof p, fd);
-    int r = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0")
-                                : mount("/dev/null", p, NULL, MS_BIND, NULL);
-    if (r < 0) fail("mask %s", masked[i]);
-    close(fd);
-  }
+  for (size_t i = 0; i < sizeof masked / sizeof masked[0]; i++) mask_path(root, masked[i]);
+  mask_thermal_throttle(root);
   static const char *readonly[] = { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger" };
   for (size_t i = 0; i < sizeof readonly / sizeof readonly[0]; i++) {
     int fd = lookup(root, readonly[i], NO_SYMLINKS);
@@ -675,12 +802,13 @@ static int setup_container(const struct spec *s, int ttysock) {
   if (root < 0) fail("open %s", s->rootfs);
   /* procfs belongs to the PID namespace of its mounter: this one shows the container's. */
   mount_at(root, "/proc", false, NO_SYMLINKS, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-  setup_dev(root);
-  mount_at(root, "/sys", false, NO_SYMLINKS, "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-  mask_paths(root);
+  setup_dev(root, s->privileged);
+  /* --privileged: /sys writable and nothing masked, as docker does. */
+  mount_at(root, "/sys", false, NO_SYMLINKS, "sysfs", "sysfs", (s->privileged ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+  if (!s->privileged) mask_paths(root);
   /* /etc/hosts, /etc/hostname, /etc/resolv.conf and -v volumes, in the order given (ferry sorts
    * them by depth, so a volume inside another lands on top of it). */
-  for (size_t i = 0; i < s->nbinds; i++) bind_at(root, s->binds[i].src, s->binds[i].dst, s->binds[i].ro, IN_ROOT);
+  for (size_t i = 0; i < s->nbinds; i++) mount_volume(root, &s->binds[i]);
   /* pivot_root, not chroot: the host's tree must become unreachable, not just out of sight. */
   if (fchdir(root) < 0) fail("chdir into the root filesystem");
   if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root");
@@ -714,16 +842,58 @@ static uint64_t default_caps(void) {
   return m;
 }
 
+/* The filter ferry compiled (src/runtime/seccomp). Installed while still root with every
+ * capability, so it needs no no_new_privs (runc does the same); the profile allows the few calls
+ * made after it: setresuid, capset, prctl, execve. */
+static void install_seccomp(const struct spec *s) {
+  if (s->seccomp == NULL) return;
+  struct sock_fprog prog = { .len = (unsigned short)s->seccomp_len, .filter = (struct sock_filter *)s->seccomp };
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) fail("install the seccomp filter");
+}
+
+/* runc: a fresh session keyring, so the container never sees the keys of whoever started ferry.
+ * A kernel without keys (ENOSYS) has nothing to leak. */
+static void new_session_keyring(void) {
+  if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) fail("create a session keyring");
+}
+
+/* Join the container's cgroups (devices, freezer): "0" is the writing process itself. */
+static void join_cgroups(const struct spec *s) {
+  for (size_t i = 0; i < s->ncgroups; i++) {
+    if (write(s->cgroup_fds[i], "0", 1) != 1) fail("join cgroup %s", s->cgroups[i]);
+    close(s->cgroup_fds[i]);
+  }
+}
+
+/* Opened in the host's view (before pivot_root or setns), written from inside. */
+static void open_cgroups(struct spec *s) {
+  if (s->ncgroups == 0) return;
+  s->cgroup_fds = calloc(s->ncgroups, sizeof *s->cgroup_fds);
+  if (s->cgroup_fds == NULL) failx("out of memory");
+  for (size_t i = 0; i < s->ncgroups; i++) {
+    s->cgroup_fds[i] = open(s->cgroups[i], O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (s->cgroup_fds[i] < 0) fail("open cgroup %s", s->cgroups[i]);
+  }
+}
+
 static void become_user(const struct spec *s) {
-  uint64_t keep = default_caps();
+  uint64_t keep = s->caps_set ? s->caps : default_caps();
   /* The bounding set caps what any later execve (setuid or file caps included) can gain. */
+  uint64_t known = 0;
   for (int c = 0; c < 64; c++) {
-    if (keep & (1ULL << c)) continue;
     if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) < 0) break; /* past the kernel's last capability */
+    known |= 1ULL << c;
+    if (keep & (1ULL << c)) continue;
     if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0) fail("drop capability %d", c);
   }
+  /* --privileged asks for all: only those this kernel has and ferry itself holds. */
+  struct __user_cap_header_struct ch = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+  struct __user_cap_data_struct cd[2];
+  if (syscall(SYS_capget, &ch, cd) < 0) fail("read capabilities");
+  keep &= known & ((uint64_t)cd[1].permitted << 32 | cd[0].permitted);
   if (setgroups(s->ngroups, s->groups) < 0) fail("setgroups");
   if (setresgid(s->gid, s->gid, s->gid) < 0) fail("setgid %u", (unsigned)s->gid);
+  install_seccomp(s);
   /* Leaving uid 0 clears every capability (no KEEPCAPS): a non-root user gets none. */
   if (setresuid(s->uid, s->uid, s->uid) < 0) fail("setuid %u", (unsigned)s->uid);
   if (s->uid == 0) {
@@ -801,6 +971,7 @@ static _Noreturn void start_command(const struct spec *s, int slave) {
       if (dup2(slave, fd) < 0) fail("dup2");
     if (slave > 2) close(slave);
   }
+  new_session_keyring();
   cloexec_from_3();
   umask(022);
   /* runc CVE-2024-21626: no directory fd is open here, and the result must be inside the root. */
@@ -846,6 +1017,8 @@ static int init_main(void *arg) {
   const struct spec *s = a->spec;
   /* If the monitor dies, so does the container (and with it the mount namespace). */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("prctl PDEATHSIG");
+  /* Into the container's cgroups before anything runs: the device rules hold from the start. */
+  join_cgroups(s);
   /* Its own session: a terminal's ^C reaches the monitor, which forwards it once. */
   if (setsid() < 0) fail("setsid");
   int slave = setup_container(s, a->ttysock);
@@ -967,6 +1140,19 @@ static void die_with_parent(const struct spec *s, int sig) {
   if (getppid() != s->ppid) failx("ferry exited before the container started");
 }
 
+/* The container's cgroups once it has ended; the kernel may take a moment to reap the last of
+ * its processes (EBUSY until then). ferry removes what is left at `rm`. */
+static void remove_cgroups(const struct spec *s) {
+  for (size_t i = 0; i < s->ncgroups; i++) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", s->cgroups[i]);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) continue;
+    *slash = '\0';
+    for (int tries = 0; tries < 50 && rmdir(dir) < 0 && errno == EBUSY; tries++) usleep(20000);
+  }
+}
+
 static int run_main(struct spec *s) {
   int deathsig = SIGRTMIN;
   die_with_parent(s, deathsig);
@@ -975,6 +1161,7 @@ static int run_main(struct spec *s) {
   const size_t stack_size = 1 << 20;
   char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) fail("mmap");
+  open_cgroups(s);
   struct init_args a = { .spec = s, .ttysock = sp[1] };
   int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone ? CLONE_NEWNET : 0);
   pid_t init = clone(init_main, stack + stack_size, flags | SIGCHLD, &a);
@@ -988,7 +1175,9 @@ static int run_main(struct spec *s) {
   }
   close(STATUS_FD);
   status_fd = -1;
+  for (size_t i = 0; i < s->ncgroups; i++) close(s->cgroup_fds[i]);
   int code = supervise(init, master, s->interactive, deathsig);
+  remove_cgroups(s);
   if (s->exitfile != NULL) write_exit_file(s->exitfile, code);
   return code;
 }
@@ -1023,6 +1212,7 @@ static int exec_main(struct spec *s) {
     fds[i] = open(path, O_RDONLY | O_CLOEXEC);
     if (fds[i] < 0) fail_code(EXIT_SETUP, 0, "the container is not running (no process %d)", (int)s->target);
   }
+  open_cgroups(s);
   /* The handles are taken: if the pid was reused meanwhile, they belong to someone else. */
   if (s->target_start != 0 && process_start_time(s->target) != s->target_start)
     failx("the container is not running (process %d is another process now)", (int)s->target);
@@ -1037,8 +1227,10 @@ static int exec_main(struct spec *s) {
   if (child < 0) fail("fork");
   if (child == 0) {
     if (master >= 0) close(master);
+    join_cgroups(s);
     start_command(s, slave);
   }
+  for (size_t i = 0; i < s->ncgroups; i++) close(s->cgroup_fds[i]);
   status_line("pid %d", (int)child);
   if (slave >= 0) close(slave);
   close(STATUS_FD);

@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { chmod, chown, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
@@ -10,7 +10,9 @@ import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered, readLayeredFile } from './layered-fs.js';
-import { launch, type LaunchBind, type LaunchStdio, type Launched } from './launcher.js';
+import { createContainerCgroups, existingCgroupProcs, removeContainerCgroups } from './cgroups.js';
+import { launch, type LaunchBind, type LaunchMount, type LaunchStdio, type Launched } from './launcher.js';
+import { launchSecurity, parseSecurity, parseTmpfs, securityOf, type SecurityFlags } from './security.js';
 import { killArgument, parseSignal } from './signals.js';
 import {
   checkName,
@@ -35,13 +37,15 @@ import { resolveUser, type ExecUser } from './users.js';
  * stop / kill / rm, exec, logs. A container's status comes from its files and live processes
  * (state.ts), so it survives ferry exiting.
  */
-export interface RunOptions extends RunFlags {
+export interface RunOptions extends RunFlags, SecurityFlags {
   /** Image name or digest in the store. */
   image: string;
   platform?: Platform;
   envFiles?: readonly string[];
   /** -v HOST:CONTAINER[:ro|rw] */
   volumes?: readonly string[];
+  /** --tmpfs PATH[:opts] */
+  tmpfs?: readonly string[];
   network?: 'host' | 'none';
   readOnly?: boolean;
   name?: string;
@@ -68,7 +72,11 @@ async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
-/** -v HOST:CONTAINER[:ro|rw]: absolute paths only (no named volumes); the host dir is created when missing, as docker does. */
+/**
+ * -v HOST:CONTAINER[:opts]: absolute paths only (no named volumes); the host dir is created when
+ * missing, as docker does. Options: ro/rw, suid/nosuid (default nosuid), exec/noexec; a volume is
+ * always nodev (device nodes the container makes there never open host devices).
+ */
 export function parseVolume(text: string): LaunchBind {
   const parts = text.split(':');
   if (parts.length < 2 || parts.length > 3) {
@@ -81,13 +89,18 @@ export function parseVolume(text: string): LaunchBind {
   if (!ctr.startsWith('/')) throw new UsageError(`volume "${text}": the container path must be absolute`);
   const destination = posix.normalize(ctr).replace(/\/+$/, '');
   if (destination === '' || destination === '/') throw new UsageError(`volume "${text}": cannot mount over the container's root`);
-  let readOnly = false;
+  const bind: LaunchBind = { source: posix.normalize(host), destination, readOnly: false };
   for (const o of opts === '' ? [] : opts.split(',')) {
-    if (o === 'ro') readOnly = true;
-    else if (o === 'rw') readOnly = false;
-    else throw new UsageError(`volume "${text}": unknown option "${o}" (ro or rw)`);
+    if (o === 'ro' || o === 'rw') bind.readOnly = o === 'ro';
+    else if (o === 'suid') bind.suid = true;
+    else if (o === 'nosuid') delete bind.suid;
+    else if (o === 'noexec') bind.noexec = true;
+    else if (o === 'exec') delete bind.noexec;
+    else if (o === 'nodev') continue; // always
+    else if (o === 'dev') throw new UsageError(`volume "${text}": "dev" is refused: device nodes on a container's mounts would reach host devices`);
+    else throw new UsageError(`volume "${text}": unknown option "${o}" (ro, rw, suid, nosuid, exec, noexec)`);
   }
-  return { source: posix.normalize(host), destination, readOnly };
+  return bind;
 }
 
 function depth(path: string): number {
@@ -199,6 +212,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const spec = buildProcessSpec(image.config.config, flags, shortId(id));
   const user = await resolveUserInLayers(layers, spec.user, `image ${entry.name}`);
   const volumes = (options.volumes ?? []).map(parseVolume);
+  const tmpfs = (options.tmpfs ?? []).map(parseTmpfs);
+  const { security, seccompProfile } = await parseSecurity(options);
   const stopSignal = parseSignal(image.config.config?.StopSignal ?? 'SIGTERM').name;
   const img = image.config.config ?? {};
 
@@ -231,12 +246,15 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     network: options.network ?? 'host',
     readOnly: options.readOnly ?? false,
     volumes,
+    tmpfs,
+    security,
     stopSignal,
     autoRemove: options.remove ?? false,
     detached: options.detach ?? false,
   };
 
-  for (const v of volumes) await mkdir(v.source, { recursive: true });
+  // docker creates a missing host directory; an existing file is bound as a file.
+  for (const v of volumes) if (!(await pathExists(v.source))) await mkdir(v.source, { recursive: true });
   const paths = containerPaths(store.root, id);
   // The plan first (checked and recorded under the store lock): from here on prune keeps the
   // image's layers. The container stays invisible until config.json exists.
@@ -256,6 +274,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     });
     await writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 });
     await writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 });
+    if (seccompProfile !== undefined) await writeFile(paths.seccomp, seccompProfile, { mode: 0o600 });
     for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
     await makeInitLayer(paths.init, layers);
     await writeNetworkFiles(record, store.root);
@@ -266,15 +285,36 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   return record;
 }
 
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Capabilities, seccomp filter and cgroups of a container's processes (run and exec alike). */
+async function confinement(store: Store, record: ContainerRecord, cgroups: readonly string[]): Promise<{ capabilities: bigint; seccomp?: Buffer; cgroups: readonly string[]; noNewPrivileges: boolean }> {
+  const security = securityOf(record.security);
+  const path = containerPaths(store.root, record.id).seccomp;
+  const profile = security.seccomp === 'profile' ? await readFile(path, 'utf8') : undefined;
+  return { ...launchSecurity(security, profile, `the seccomp profile of container ${record.name}`), cgroups, noNewPrivileges: security.noNewPrivileges };
+}
+
 async function launchRecord(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<Launched> {
   const paths = containerPaths(store.root, record.id);
   const plan = JSON.parse(await readFile(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
   const rel = (p: string): string => relative(store.root, p);
-  const binds: LaunchBind[] = [
+  const security = securityOf(record.security);
+  const cgroups = await createContainerCgroups(record.id, { privileged: security.privileged });
+  const binds: LaunchMount[] = [
     { source: paths.hostname, destination: '/etc/hostname', readOnly: false },
     { source: paths.hosts, destination: '/etc/hosts', readOnly: false },
     { source: paths.resolvConf, destination: '/etc/resolv.conf', readOnly: false },
     ...record.volumes,
+    ...(record.tmpfs ?? []),
   ];
   // Shallow first, so a volume inside another volume (or inside /etc) lands on top (docker sorts the same way).
   const sorted = binds.map((b, i) => ({ b, i })).sort((x, y) => depth(x.b.destination) - depth(y.b.destination) || x.i - y.i).map((x) => x.b);
@@ -292,6 +332,8 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
       hostname: record.hostname,
       network: record.network,
       binds: sorted,
+      privileged: security.privileged,
+      ...(await confinement(store, record, cgroups.procs)),
       exitFile: paths.exit,
       makeCwd: true,
       argv: p.argv,
@@ -506,6 +548,7 @@ async function removeContainerFiles(store: Store, id: string): Promise<void> {
     }
   });
   if (moved) await rm(trash, { recursive: true, force: true });
+  await removeContainerCgroups(id);
 }
 
 export interface ExecOptions {
@@ -554,6 +597,7 @@ export async function execInContainer(store: Store, text: string, options: ExecO
         groups: user.groups,
         tty,
         interactive,
+        ...(await confinement(store, info.record, await existingCgroupProcs(info.record.id))),
       },
       { stdio: options.stdio ?? [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'], detached: false },
     );

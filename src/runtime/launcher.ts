@@ -11,11 +11,27 @@ import { FerryError } from '../errors.js';
  * status lines come back on the same socket ("pid N", "error CODE MESSAGE"); EOF without an
  * error means the command was exec'd.
  */
+/** A host path bound into the container: always nodev; nosuid unless `suid`. */
 export interface LaunchBind {
   source: string;
   destination: string;
   readOnly: boolean;
+  suid?: boolean;
+  noexec?: boolean;
 }
+
+/** A tmpfs (`--tmpfs`): always nodev; nosuid and noexec unless asked, as docker's. */
+export interface LaunchTmpfs {
+  tmpfs: true;
+  destination: string;
+  readOnly: boolean;
+  /** The mount data: size=, mode=, uid=, gid=, nr_inodes= (checked by parseTmpfs). */
+  data: string;
+  suid?: boolean;
+  exec?: boolean;
+}
+
+export type LaunchMount = LaunchBind | LaunchTmpfs;
 
 export interface LaunchProcess {
   argv: readonly string[];
@@ -28,6 +44,12 @@ export interface LaunchProcess {
   /** Relay stdin to the pty (-i with -t). Without -t, stdin is simply inherited. */
   interactive: boolean;
   noNewPrivileges?: boolean;
+  /** Root's capabilities as a bit mask (bit N = capability N); default docker's set. */
+  capabilities?: bigint;
+  /** A compiled seccomp filter (struct sock_filter[]); none: unconfined. */
+  seccomp?: Buffer;
+  /** cgroup.procs files the process joins before it runs anything. */
+  cgroups?: readonly string[];
 }
 
 export interface RunLaunch extends LaunchProcess {
@@ -42,7 +64,10 @@ export interface RunLaunch extends LaunchProcess {
   readOnly: boolean;
   hostname: string;
   network: 'host' | 'none';
-  binds: readonly LaunchBind[];
+  /** Volumes and tmpfs mounts, in the order they are mounted. */
+  binds: readonly LaunchMount[];
+  /** --privileged: host devices in /dev, /sys writable, nothing masked. */
+  privileged?: boolean;
   /** The monitor writes the exit status here when the container ends. */
   exitFile: string;
   /** Create the working directory when missing (docker does for run, not for exec). */
@@ -118,7 +143,12 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
     for (const l of spec.lowerDirs) r.push(record('lower', l));
     r.push(record('upper', spec.upperDir), record('work', spec.workDir), record('readonly', spec.readOnly));
     r.push(record('hostname', spec.hostname), record('net', spec.network), record('exitfile', spec.exitFile), record('mkcwd', spec.makeCwd));
-    for (const b of spec.binds) r.push(record('bind.src', b.source), record('bind.dst', b.destination), record('bind.ro', b.readOnly));
+    for (const b of spec.binds) {
+      if ('tmpfs' in b) r.push(record('tmpfs', b.data), record('bind.exec', b.exec ?? false));
+      else r.push(record('bind.src', b.source), record('bind.noexec', b.noexec ?? false));
+      r.push(record('bind.dst', b.destination), record('bind.ro', b.readOnly), record('bind.suid', b.suid ?? false));
+    }
+    r.push(record('privileged', spec.privileged ?? false));
   } else {
     r.push(record('target', spec.targetPid), record('targetstart', spec.targetStart));
   }
@@ -126,6 +156,9 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
   for (const g of spec.groups) r.push(record('group', g));
   r.push(record('cwd', spec.cwd), record('tty', spec.tty), record('stdin', spec.interactive), record('nonewprivs', spec.noNewPrivileges ?? false));
   if (parentPid > 0) r.push(record('ppid', parentPid));
+  if (spec.capabilities !== undefined) r.push(record('caps', spec.capabilities.toString()));
+  if (spec.seccomp !== undefined) r.push(record('seccomp', spec.seccomp.toString('hex')));
+  for (const c of spec.cgroups ?? []) r.push(record('cgroup', c));
   for (const e of spec.env) r.push(record('env', e));
   for (const a of spec.argv) r.push(record('arg', a));
   return Buffer.from(r.join(''));

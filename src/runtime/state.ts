@@ -6,7 +6,8 @@ import { FerryError, UsageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { ContainerProcessConfig } from './container-spec.js';
-import type { LaunchBind } from './launcher.js';
+import type { LaunchBind, LaunchTmpfs } from './launcher.js';
+import type { ContainerSecurity } from './security.js';
 
 /**
  * A container on disk, `ROOT/containers/<id>/`:
@@ -54,6 +55,10 @@ export interface ContainerRecord {
   readOnly: boolean;
   /** -v volumes (the /etc files are not listed). */
   volumes: LaunchBind[];
+  /** --tmpfs mounts (absent in containers made before ferry had them). */
+  tmpfs?: LaunchTmpfs[];
+  /** Capabilities, seccomp, no-new-privileges (absent: docker's defaults). */
+  security?: ContainerSecurity;
   stopSignal: string;
   autoRemove: boolean;
   detached: boolean;
@@ -96,6 +101,8 @@ export interface ContainerPaths {
   hosts: string;
   hostname: string;
   resolvConf: string;
+  /** The --security-opt seccomp=FILE profile, as given. */
+  seccomp: string;
 }
 
 export const ID_LENGTH = 64;
@@ -123,6 +130,7 @@ export function containerPaths(root: string, id: string): ContainerPaths {
     hosts: join(dir, 'hosts'),
     hostname: join(dir, 'hostname'),
     resolvConf: join(dir, 'resolv.conf'),
+    seccomp: join(dir, 'seccomp.json'),
   };
 }
 

@@ -16,6 +16,11 @@ interface RunFlags {
   env: string[];
   envFile: string[];
   volume: string[];
+  tmpfs: string[];
+  capAdd: string[];
+  capDrop: string[];
+  securityOpt: string[];
+  privileged?: boolean;
   workdir?: string;
   user?: string;
   entrypoint?: string;
@@ -53,7 +58,12 @@ export const registerRun: Register = (program) => {
     .option('--name <name>', 'name the container')
     .option('-e, --env <NAME[=VALUE]>', 'set an environment variable (NAME alone takes the host value; repeatable)', collect, [])
     .option('--env-file <file>', 'read NAME=VALUE lines from a file (repeatable)', collect, [])
-    .option('-v, --volume <HOST:CONTAINER[:ro]>', 'bind a host directory or file (repeatable)', collect, [])
+    .option('-v, --volume <HOST:CONTAINER[:opts]>', 'bind a host directory or file; opts: ro, suid, noexec (repeatable; always nodev)', collect, [])
+    .option('--tmpfs <CONTAINER[:opts]>', 'mount a tmpfs; opts: size=64m, mode=1777, uid=, gid=, ro, exec, suid (repeatable; always nodev)', collect, [])
+    .option('--cap-add <cap>', 'add a Linux capability to docker\'s default set (NET_ADMIN, ..., ALL; repeatable)', collect, [])
+    .option('--cap-drop <cap>', 'drop a Linux capability (repeatable; ALL drops every one)', collect, [])
+    .option('--security-opt <opt>', 'seccomp=unconfined, seccomp=PROFILE.json (docker\'s format) or no-new-privileges (repeatable)', collect, [])
+    .option('--privileged', 'give the container every capability, the host\'s devices, no seccomp filter and no masked paths')
     .option('-w, --workdir <dir>', 'working directory inside the container')
     .option('-u, --user <user[:group]>', 'user (name or uid) and group, looked up in the image')
     .option('--entrypoint <command>', 'replace the image\'s Entrypoint ("" clears it; the image\'s Cmd is dropped)')
@@ -73,6 +83,11 @@ export const registerRun: Register = (program) => {
         env: flags.env,
         envFiles: flags.envFile,
         volumes: flags.volume,
+        tmpfs: flags.tmpfs,
+        capAdd: flags.capAdd,
+        capDrop: flags.capDrop,
+        securityOpts: flags.securityOpt,
+        privileged: flags.privileged === true,
         network: flags.network,
         readOnly: flags.readOnly === true,
         interactive: flags.interactive === true,
