@@ -84,8 +84,11 @@ function checkProgram(program: Buffer): Insn[] {
 }
 
 /** Runs a program on one syscall; returns the filter's SECCOMP_RET_* value. */
+const checked = new WeakMap<Buffer, Insn[]>();
+
 function run(program: Buffer, data: SeccompData): number {
-  const insns = checkProgram(program);
+  const insns = checked.get(program) ?? checkProgram(program);
+  checked.set(program, insns);
   const record = Buffer.alloc(64);
   record.writeUInt32LE(data.nr >>> 0, 0);
   record.writeUInt32LE(data.arch >>> 0, 4);

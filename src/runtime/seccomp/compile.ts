@@ -132,7 +132,7 @@ interface Range {
 
 /** Compile `profile` for one architecture and capability set. */
 export function compileSeccomp(profile: SeccompProfile, options: SeccompCompileOptions): Buffer {
-  const source = profile.source ?? 'seccomp profile';
+  const source = profile.source ?? '(unnamed)';
   const fail = (what: string, hint?: string): never => {
     throw new UsageError(`seccomp profile ${source}: ${what}`, hint === undefined ? {} : { hint });
   };

@@ -114,7 +114,7 @@ const DEFAULT_PROFILE: SeccompProfile = {
     // clone3's flags sit behind a pointer, out of seccomp's reach: ENOSYS makes libc fall back to clone.
     { names: ['clone3'], action: 'SCMP_ACT_ERRNO', errnoRet: ENOSYS, excludes: { caps: ['CAP_SYS_ADMIN'] } },
   ],
-  source: "ferry's default seccomp profile",
+  source: "(ferry's default)",
 };
 
 /** ferry's default profile (docker's, in effect). */

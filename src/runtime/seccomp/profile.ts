@@ -190,7 +190,6 @@ function parseArg(c: Checker, v: Json | undefined, where: string): SeccompArg {
 function parseSyscall(c: Checker, v: Json | undefined, i: number): SeccompSyscall {
   let where = `syscalls[${i}]`;
   if (!isObject(v)) c.fail(where, 'must be an object');
-  c.keys(v, where, ['name', 'names', 'action', 'errnoRet', 'args', 'comment', 'includes', 'excludes']);
   const names = c.strings(v.names, `${where}.names`);
   if (v.name !== undefined && v.name !== null && v.name !== '') {
     if (typeof v.name !== 'string') c.fail(`${where}.name`, 'must be a string');
@@ -199,6 +198,7 @@ function parseSyscall(c: Checker, v: Json | undefined, i: number): SeccompSyscal
   }
   if (names.length === 0) c.fail(where, 'names no syscall', 'give "names": ["..."]');
   where = `${where} (${names.join(', ')})`;
+  c.keys(v, where, ['name', 'names', 'action', 'errnoRet', 'args', 'comment', 'includes', 'excludes']);
   const action = c.oneOf(v.action, `${where}: action`, SECCOMP_ACTIONS, 'a seccomp action');
   const errnoRet = c.errno(v.errnoRet, `${where}: errnoRet`);
   if (errnoRet !== undefined && action !== 'SCMP_ACT_ERRNO' && action !== 'SCMP_ACT_TRACE') {
