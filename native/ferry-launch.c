@@ -163,6 +163,7 @@ struct spec {
   char *rootfs;   /* run: the (empty) directory the overlay is mounted on */
   char *mountcwd; /* run: lower/upper/work may be relative to this (keeps the option short) */
   char *upper, *work, *hostname, *cwd, *exitfile;
+  char *oomfile; /* memory.oom_control (v1) or memory.events (v2): "oom_kill N" */
   char **lower; /* top layer first */
   size_t nlower;
   char **env;
@@ -307,6 +308,7 @@ static void read_spec(struct spec *s) {
     else if (!strcmp(k, "stdin")) s->interactive = !strcmp(v, "1");
     else if (!strcmp(k, "nonewprivs")) s->nonewprivs = !strcmp(v, "1");
     else if (!strcmp(k, "exitfile")) s->exitfile = v;
+    else if (!strcmp(k, "oomfile")) s->oomfile = v;
     else if (!strcmp(k, "ppid")) s->ppid = (pid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "target")) s->target = (pid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "targetstart")) s->target_start = parse_num(k, v, ULLONG_MAX);
@@ -1123,12 +1125,31 @@ static int supervise(pid_t child, int master, bool interactive, int deathsig) {
   return code;
 }
 
-static void write_exit_file(const char *path, int code) {
+/* Whether the kernel's OOM killer acted in the container's memory cgroup. */
+static bool oom_killed(const char *path) {
+  if (path == NULL) return false;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  for (char *line = buf; line != NULL && *line != '\0';) {
+    unsigned long long count;
+    if (sscanf(line, "oom_kill %llu", &count) == 1 && count > 0) return true;
+    line = strchr(line, '\n');
+    if (line != NULL) line++;
+  }
+  return false;
+}
+
+static void write_exit_file(const char *path, int code, bool oom) {
   char tmp[PATH_MAX];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return;
-  dprintf(fd, "%d\n", code);
+  dprintf(fd, oom ? "%d oom\n" : "%d\n", code);
   fsync(fd);
   close(fd);
   rename(tmp, path);
@@ -1177,8 +1198,10 @@ static int run_main(struct spec *s) {
   status_fd = -1;
   for (size_t i = 0; i < s->ncgroups; i++) close(s->cgroup_fds[i]);
   int code = supervise(init, master, s->interactive, deathsig);
+  bool oom = oom_killed(s->oomfile);
   remove_cgroups(s);
-  if (s->exitfile != NULL) write_exit_file(s->exitfile, code);
+  if (oom) dprintf(2, "ferry: the container was killed by the kernel's OOM killer (memory limit reached)\n");
+  if (s->exitfile != NULL) write_exit_file(s->exitfile, code, oom);
   return code;
 }
 

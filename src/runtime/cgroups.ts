@@ -2,11 +2,13 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
+import { sharesToWeight, type Resources } from './resources.js';
 
 /**
  * Each container's cgroups: a `ferry/<id>` node in every hierarchy ferry uses (cgroupfs, as runc
- * does without systemd). Today they carry docker's device rules (cgroup v1 `devices`) and give
- * `commit` a freezer; the launcher puts the container's init into them before it runs anything.
+ * does without systemd). They carry the resource limits, docker's device rules (cgroup v1
+ * `devices`), the figures of `stats` and `commit`'s freezer; the launcher puts the container's
+ * init into them before it runs anything.
  * On cgroup v2 the node serves freezing; device access is denied there by nodev on every mount
  * the container can write (v2 device rules need a BPF program).
  */
@@ -41,9 +43,19 @@ export function cgroupMounts(): CgroupMounts {
   return mounts;
 }
 
+/** The v1 controllers a container joins (for limits, stats, devices and freezing). */
+const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'cpuset', 'pids', 'blkio', 'devices', 'freezer'] as const;
+type V1Controller = (typeof V1_CONTROLLERS)[number];
+
 export interface ContainerCgroups {
   /** Every cgroup.procs file the container's processes are written into. */
   procs: string[];
+  /** v1 nodes by controller (co-mounted controllers share one). */
+  v1: Partial<Record<V1Controller, string>>;
+  /** The v2 node, when there is a cgroup2 hierarchy. */
+  v2: string | undefined;
+  /** Whether limits go to the v2 node (a pure v2 host) rather than v1. */
+  unified: boolean;
   /** v1 devices node, when the host has the controller. */
   devices: string | undefined;
   /** The node to freeze for `commit --pause`: v1 freezer, else the v2 node. */
@@ -55,15 +67,18 @@ export interface ContainerCgroups {
 export function containerCgroups(id: string): ContainerCgroups {
   const m = cgroupMounts();
   const node = (base: string): string => join(base, 'ferry', id);
-  const devices = m.v1.has('devices') ? node(m.v1.get('devices')!) : undefined;
-  const v1Freezer = m.v1.has('freezer') ? node(m.v1.get('freezer')!) : undefined;
+  const v1: Partial<Record<V1Controller, string>> = {};
+  for (const c of V1_CONTROLLERS) if (m.v1.has(c)) v1[c] = node(m.v1.get(c)!);
   const v2 = m.v2 !== undefined ? node(m.v2) : undefined;
-  const dirs = [devices, v1Freezer, v2].filter((d): d is string => d !== undefined);
+  const dirs = [...new Set([...Object.values(v1), ...(v2 !== undefined ? [v2] : [])])];
   return {
     procs: dirs.map((d) => join(d, 'cgroup.procs')),
-    devices,
-    freezer: v1Freezer ?? v2,
-    freezerVersion: v1Freezer !== undefined ? 1 : v2 !== undefined ? 2 : undefined,
+    v1,
+    v2,
+    unified: m.v1.size === 0 && v2 !== undefined,
+    devices: v1.devices,
+    freezer: v1.freezer ?? v2,
+    freezerVersion: v1.freezer !== undefined ? 1 : v2 !== undefined ? 2 : undefined,
   };
 }
 
@@ -96,15 +111,139 @@ async function writeControl(path: string, value: string, id: string): Promise<vo
   }
 }
 
-/** Make the container's nodes and set its device rules; returns what the launcher joins. */
-export async function createContainerCgroups(id: string, options: { privileged: boolean }): Promise<ContainerCgroups> {
+async function exists(path: string): Promise<boolean> {
+  try {
+    await readFile(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** A limit needs its controller: never a silently unlimited container. */
+function missing(id: string, controller: string, flag: string): FerryError {
+  return new FerryError('UNSUPPORTED', `container ${id}: ${flag} needs the ${controller} cgroup controller, which this host does not have`, {
+    hint: `mount the cgroup v1 ${controller} controller or enable it in cgroup v2 (ferry doctor shows what the host has), or run without ${flag}`,
+  });
+}
+
+/** v1 cpuset: a new node has no CPUs or memory nodes until given its parent's. */
+async function initCpuset(dir: string, id: string): Promise<void> {
+  for (const file of ['cpuset.cpus', 'cpuset.mems']) {
+    const path = join(dir, file);
+    if ((await readFile(path, 'utf8')).trim() !== '') continue;
+    const parent = (await readFile(join(dir, '..', file), 'utf8')).trim();
+    await writeControl(path, parent, id);
+  }
+}
+
+/** Make the nodes, one level at a time (v1 cpuset and v2 controllers need each level set up). */
+async function makeNodes(cg: ContainerCgroups, id: string, unifiedControllers: readonly string[]): Promise<void> {
+  for (const [controller, dir] of Object.entries(cg.v1)) {
+    const parent = join(dir, '..');
+    await mkdir(parent, { recursive: true });
+    if (controller === 'cpuset') await initCpuset(parent, id);
+    await mkdir(dir, { recursive: true });
+    if (controller === 'cpuset') await initCpuset(dir, id);
+  }
+  if (cg.v2 !== undefined) {
+    const ferry = join(cg.v2, '..');
+    await mkdir(ferry, { recursive: true });
+    // No processes in inner nodes (v2 delegation): ferry/ only passes controllers down.
+    if (unifiedControllers.length > 0) {
+      const enable = unifiedControllers.map((c) => `+${c}`).join(' ');
+      await writeControl(join(ferry, '..', 'cgroup.subtree_control'), enable, id);
+      await writeControl(join(ferry, 'cgroup.subtree_control'), enable, id);
+    }
+    await mkdir(cg.v2, { recursive: true });
+  }
+}
+
+async function applyV1(cg: ContainerCgroups, id: string, r: Resources): Promise<void> {
+  const need = (c: V1Controller, flag: string): string => {
+    const dir = cg.v1[c];
+    if (dir === undefined) throw missing(id, c, flag);
+    return dir;
+  };
+  if (r.memory !== undefined) {
+    const dir = need('memory', '--memory');
+    await writeControl(join(dir, 'memory.limit_in_bytes'), String(r.memory), id);
+    const memsw = join(dir, 'memory.memsw.limit_in_bytes');
+    // docker: without --memory-swap, swap is as large as the memory limit (total = 2x).
+    const total = r.memorySwap ?? r.memory * 2;
+    if (await exists(memsw)) await writeControl(memsw, String(total), id);
+    else if (r.memorySwap !== undefined && r.memorySwap !== -1) {
+      throw new FerryError('UNSUPPORTED', `container ${id}: --memory-swap needs swap accounting (memory.memsw), which this kernel does not have`, {
+        hint: 'boot the kernel with swapaccount=1, or run without --memory-swap',
+      });
+    }
+  }
+  if (r.memoryReservation !== undefined) await writeControl(join(need('memory', '--memory-reservation'), 'memory.soft_limit_in_bytes'), String(r.memoryReservation), id);
+  if (r.cpuQuota !== undefined) {
+    const dir = need('cpu', '--cpus');
+    await writeControl(join(dir, 'cpu.cfs_period_us'), String(r.cpuPeriod), id);
+    await writeControl(join(dir, 'cpu.cfs_quota_us'), String(r.cpuQuota), id);
+  }
+  if (r.cpuShares !== undefined) await writeControl(join(need('cpu', '--cpu-shares'), 'cpu.shares'), String(r.cpuShares), id);
+  if (r.cpusetCpus !== undefined) await writeControl(join(need('cpuset', '--cpuset-cpus'), 'cpuset.cpus'), r.cpusetCpus, id);
+  if (r.pidsLimit !== undefined) await writeControl(join(need('pids', '--pids-limit'), 'pids.max'), String(r.pidsLimit), id);
+}
+
+async function applyV2(dir: string, available: readonly string[], id: string, r: Resources): Promise<void> {
+  const need = (c: string, flag: string): void => {
+    if (!available.includes(c)) throw missing(id, c, flag);
+  };
+  if (r.memory !== undefined) {
+    need('memory', '--memory');
+    await writeControl(join(dir, 'memory.max'), String(r.memory), id);
+    const swap = r.memorySwap === undefined ? r.memory : r.memorySwap === -1 ? 'max' : String(r.memorySwap - r.memory);
+    if (await exists(join(dir, 'memory.swap.max'))) await writeControl(join(dir, 'memory.swap.max'), String(swap), id);
+  }
+  if (r.memoryReservation !== undefined) {
+    need('memory', '--memory-reservation');
+    await writeControl(join(dir, 'memory.low'), String(r.memoryReservation), id);
+  }
+  if (r.cpuQuota !== undefined) {
+    need('cpu', '--cpus');
+    await writeControl(join(dir, 'cpu.max'), `${r.cpuQuota} ${r.cpuPeriod}`, id);
+  }
+  if (r.cpuShares !== undefined) {
+    need('cpu', '--cpu-shares');
+    await writeControl(join(dir, 'cpu.weight'), String(sharesToWeight(r.cpuShares)), id);
+  }
+  if (r.cpusetCpus !== undefined) {
+    need('cpuset', '--cpuset-cpus');
+    await writeControl(join(dir, 'cpuset.cpus'), r.cpusetCpus, id);
+  }
+  if (r.pidsLimit !== undefined) {
+    need('pids', '--pids-limit');
+    await writeControl(join(dir, 'pids.max'), String(r.pidsLimit), id);
+  }
+}
+
+/** Make the container's nodes, set its device rules and limits; returns what the launcher joins. */
+export async function createContainerCgroups(id: string, options: { privileged: boolean; resources?: Resources }): Promise<ContainerCgroups> {
   const cg = containerCgroups(id);
-  for (const procs of cg.procs) await mkdir(join(procs, '..'), { recursive: true });
+  const m = cgroupMounts();
+  const available = cg.unified && m.v2 !== undefined
+    ? (await readFile(join(m.v2, 'cgroup.controllers'), 'utf8')).trim().split(/\s+/).filter((c) => ['memory', 'cpu', 'cpuset', 'pids', 'io'].includes(c))
+    : [];
+  await makeNodes(cg, id, available);
   if (cg.devices !== undefined && !options.privileged) {
     await writeControl(join(cg.devices, 'devices.deny'), 'a', id);
     for (const rule of DEFAULT_DEVICE_RULES) await writeControl(join(cg.devices, 'devices.allow'), rule, id);
   }
+  const r = options.resources ?? {};
+  if (cg.unified) await applyV2(cg.v2!, available, id, r);
+  else await applyV1(cg, id, r);
   return cg;
+}
+
+/** Where the kernel counts OOM kills of the container ("oom_kill N"). */
+export function oomEventsFile(cg: ContainerCgroups): string | undefined {
+  if (cg.unified) return cg.v2 !== undefined ? join(cg.v2, 'memory.events') : undefined;
+  return cg.v1.memory !== undefined ? join(cg.v1.memory, 'memory.oom_control') : undefined;
 }
 
 /** Remove what is left of the container's nodes (the launcher removes them when it ends). */

@@ -10,7 +10,8 @@ import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered, readLayeredFile } from './layered-fs.js';
-import { createContainerCgroups, existingCgroupProcs, removeContainerCgroups } from './cgroups.js';
+import { createContainerCgroups, existingCgroupProcs, oomEventsFile, removeContainerCgroups } from './cgroups.js';
+import { parseResources, type ResourceFlags } from './resources.js';
 import { launch, type LaunchBind, type LaunchMount, type LaunchStdio, type Launched } from './launcher.js';
 import { launchSecurity, parseSecurity, parseTmpfs, securityOf, type SecurityFlags } from './security.js';
 import { killArgument, parseSignal } from './signals.js';
@@ -38,6 +39,8 @@ import { resolveUser, type ExecUser } from './users.js';
  * (state.ts), so it survives ferry exiting.
  */
 export interface RunOptions extends RunFlags, SecurityFlags {
+  /** --memory, --cpus, --pids-limit, ... as given (docker's units). */
+  resources?: ResourceFlags;
   /** Image name or digest in the store. */
   image: string;
   platform?: Platform;
@@ -213,6 +216,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const user = await resolveUserInLayers(layers, spec.user, `image ${entry.name}`);
   const volumes = (options.volumes ?? []).map(parseVolume);
   const tmpfs = (options.tmpfs ?? []).map(parseTmpfs);
+  const resources = parseResources(options.resources ?? {});
   const { security, seccompProfile } = await parseSecurity(options);
   const stopSignal = parseSignal(image.config.config?.StopSignal ?? 'SIGTERM').name;
   const img = image.config.config ?? {};
@@ -248,6 +252,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     volumes,
     tmpfs,
     security,
+    resources,
     stopSignal,
     autoRemove: options.remove ?? false,
     detached: options.detach ?? false,
@@ -308,7 +313,8 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
   const plan = JSON.parse(await readFile(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
   const rel = (p: string): string => relative(store.root, p);
   const security = securityOf(record.security);
-  const cgroups = await createContainerCgroups(record.id, { privileged: security.privileged });
+  const cgroups = await createContainerCgroups(record.id, { privileged: security.privileged, resources: record.resources ?? {} });
+  const oomFile = oomEventsFile(cgroups);
   const binds: LaunchMount[] = [
     { source: paths.hostname, destination: '/etc/hostname', readOnly: false },
     { source: paths.hosts, destination: '/etc/hosts', readOnly: false },
@@ -335,6 +341,7 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
       privileged: security.privileged,
       ...(await confinement(store, record, cgroups.procs)),
       exitFile: paths.exit,
+      ...(oomFile !== undefined ? { oomFile } : {}),
       makeCwd: true,
       argv: p.argv,
       env: withHome(p.env, p.home),

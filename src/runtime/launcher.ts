@@ -70,6 +70,8 @@ export interface RunLaunch extends LaunchProcess {
   privileged?: boolean;
   /** The monitor writes the exit status here when the container ends. */
   exitFile: string;
+  /** The memory cgroup's OOM counter: an OOM kill is recorded with the exit status. */
+  oomFile?: string;
   /** Create the working directory when missing (docker does for run, not for exec). */
   makeCwd: boolean;
 }
@@ -143,6 +145,7 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
     for (const l of spec.lowerDirs) r.push(record('lower', l));
     r.push(record('upper', spec.upperDir), record('work', spec.workDir), record('readonly', spec.readOnly));
     r.push(record('hostname', spec.hostname), record('net', spec.network), record('exitfile', spec.exitFile), record('mkcwd', spec.makeCwd));
+    if (spec.oomFile !== undefined) r.push(record('oomfile', spec.oomFile));
     for (const b of spec.binds) {
       if ('tmpfs' in b) r.push(record('tmpfs', b.data), record('bind.exec', b.exec ?? false));
       else r.push(record('bind.src', b.source), record('bind.noexec', b.noexec ?? false));

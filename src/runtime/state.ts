@@ -7,6 +7,7 @@ import type { Digest } from '../oci/digest.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { ContainerProcessConfig } from './container-spec.js';
 import type { LaunchBind, LaunchTmpfs } from './launcher.js';
+import type { Resources } from './resources.js';
 import type { ContainerSecurity } from './security.js';
 
 /**
@@ -59,6 +60,8 @@ export interface ContainerRecord {
   tmpfs?: LaunchTmpfs[];
   /** Capabilities, seccomp, no-new-privileges (absent: docker's defaults). */
   security?: ContainerSecurity;
+  /** Resource limits (absent or empty: none). */
+  resources?: Resources;
   stopSignal: string;
   autoRemove: boolean;
   detached: boolean;
@@ -83,6 +86,8 @@ export interface ContainerInfo {
   /** Set when exited; null when the monitor died without recording it (killed, host reboot). */
   exitCode: number | null | undefined;
   finishedAt: string | undefined;
+  /** The kernel's OOM killer ended it (its memory limit was reached). */
+  oomKilled?: boolean;
 }
 
 export interface ContainerPaths {
@@ -214,7 +219,7 @@ export async function writeRunState(root: string, id: string, state: ContainerRu
 }
 
 /** The recorded exit status, when the monitor wrote one. */
-async function readExit(path: string): Promise<{ code: number; at: string } | undefined> {
+async function readExit(path: string): Promise<{ code: number; at: string; oom: boolean } | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -222,9 +227,11 @@ async function readExit(path: string): Promise<{ code: number; at: string } | un
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-  const code = Number(text.trim());
-  if (!Number.isInteger(code)) return undefined;
-  return { code, at: (await stat(path)).mtime.toISOString() };
+  // "CODE" or "CODE oom" (the kernel's OOM killer acted in the container's memory cgroup).
+  const [codeText = '', flag] = text.trim().split(' ');
+  const code = Number(codeText);
+  if (codeText === '' || !Number.isInteger(code)) return undefined;
+  return { code, at: (await stat(path)).mtime.toISOString(), oom: flag === 'oom' };
 }
 
 /** A container's record and live status; undefined when it does not exist (or is half-created). */
@@ -234,7 +241,7 @@ export async function loadContainer(root: string, id: string): Promise<Container
   if (record === undefined) return undefined;
   const state = await readJson<ContainerRunState>(paths.state, `container ${shortId(id)} state`);
   const exit = await readExit(paths.exit);
-  if (exit !== undefined) return { record, state, status: 'exited', exitCode: exit.code, finishedAt: exit.at };
+  if (exit !== undefined) return { record, state, status: 'exited', exitCode: exit.code, finishedAt: exit.at, ...(exit.oom ? { oomKilled: true } : {}) };
   if (state === undefined) return { record, state, status: 'created', exitCode: undefined, finishedAt: undefined };
   if (isAlive(state.monitorPid, state.monitorStart)) return { record, state, status: 'running', exitCode: undefined, finishedAt: undefined };
   // The monitor is gone without writing the exit file: it was killed (or the host rebooted).

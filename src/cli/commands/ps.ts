@@ -25,7 +25,8 @@ function statusText(c: ContainerInfo, now: number): string {
   if (c.status === 'running') return `Up ${humanDuration(now - Date.parse(c.state?.startedAt ?? c.record.created))}`;
   if (c.status === 'created') return 'Created';
   const code = c.exitCode === null || c.exitCode === undefined ? '?' : String(c.exitCode);
-  return c.finishedAt === undefined ? `Exited (${code})` : `Exited (${code}) ${humanDuration(now - Date.parse(c.finishedAt))} ago`;
+  const oom = c.oomKilled === true ? ' (OOM killed)' : '';
+  return c.finishedAt === undefined ? `Exited (${code})${oom}` : `Exited (${code}) ${humanDuration(now - Date.parse(c.finishedAt))} ago${oom}`;
 }
 
 function table(rows: string[][]): string {
@@ -59,6 +60,7 @@ export const registerPs: Register = (program) => {
           created: c.record.created,
           status: c.status,
           exitCode: c.exitCode ?? null,
+          OOMKilled: c.oomKilled === true,
           pid: c.status === 'running' ? c.state?.pid ?? null : null,
           startedAt: c.state?.startedAt ?? null,
           finishedAt: c.finishedAt ?? null,

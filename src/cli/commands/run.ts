@@ -21,6 +21,13 @@ interface RunFlags {
   capDrop: string[];
   securityOpt: string[];
   privileged?: boolean;
+  memory?: string;
+  memorySwap?: string;
+  memoryReservation?: string;
+  cpus?: string;
+  cpuShares?: string;
+  cpusetCpus?: string;
+  pidsLimit?: string;
   workdir?: string;
   user?: string;
   entrypoint?: string;
@@ -63,6 +70,13 @@ export const registerRun: Register = (program) => {
     .option('--cap-add <cap>', 'add a Linux capability to docker\'s default set (NET_ADMIN, ..., ALL; repeatable)', collect, [])
     .option('--cap-drop <cap>', 'drop a Linux capability (repeatable; ALL drops every one)', collect, [])
     .option('--security-opt <opt>', 'seccomp=unconfined, seccomp=PROFILE.json (docker\'s format) or no-new-privileges (repeatable)', collect, [])
+    .option('-m, --memory <bytes>', 'memory limit (e.g. 256m); the kernel kills the container past it (exit 137)')
+    .option('--memory-swap <bytes>', 'memory + swap limit (-1: unlimited swap; default twice --memory)')
+    .option('--memory-reservation <bytes>', 'soft memory limit, reclaimed first under pressure')
+    .option('--cpus <n>', 'CPU time, in CPUs (e.g. 0.5: half of one CPU)')
+    .option('-c, --cpu-shares <n>', 'relative CPU weight (default 1024)')
+    .option('--cpuset-cpus <list>', 'CPUs the container may run on (e.g. 0-1,3)')
+    .option('--pids-limit <n>', 'maximum number of processes (0 or -1: unlimited)')
     .option('--privileged', 'give the container every capability, the host\'s devices, no seccomp filter and no masked paths')
     .option('-w, --workdir <dir>', 'working directory inside the container')
     .option('-u, --user <user[:group]>', 'user (name or uid) and group, looked up in the image')
@@ -88,6 +102,15 @@ export const registerRun: Register = (program) => {
         capDrop: flags.capDrop,
         securityOpts: flags.securityOpt,
         privileged: flags.privileged === true,
+        resources: {
+          ...(flags.memory !== undefined ? { memory: flags.memory } : {}),
+          ...(flags.memorySwap !== undefined ? { memorySwap: flags.memorySwap } : {}),
+          ...(flags.memoryReservation !== undefined ? { memoryReservation: flags.memoryReservation } : {}),
+          ...(flags.cpus !== undefined ? { cpus: flags.cpus } : {}),
+          ...(flags.cpuShares !== undefined ? { cpuShares: flags.cpuShares } : {}),
+          ...(flags.cpusetCpus !== undefined ? { cpusetCpus: flags.cpusetCpus } : {}),
+          ...(flags.pidsLimit !== undefined ? { pidsLimit: flags.pidsLimit } : {}),
+        },
         network: flags.network,
         readOnly: flags.readOnly === true,
         interactive: flags.interactive === true,
