@@ -51,7 +51,9 @@
 #include <linux/filter.h>
 #include <linux/keyctl.h>
 #include <linux/seccomp.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -74,6 +76,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -182,12 +185,22 @@ struct spec {
   unsigned char *seccomp; /* struct sock_filter[], NULL: unconfined */
   size_t seccomp_len;     /* in instructions */
   bool privileged;
+  struct port *ports; /* -p: host listeners relayed into the container's network namespace */
+  size_t nports;
   uid_t uid;
   gid_t gid;
   bool readonly, tty, interactive, netnone, nonewprivs, mkcwd;
   pid_t ppid;                  /* die when this parent dies (foreground); 0: detached */
   pid_t target;                /* exec: the container's init */
   unsigned long long target_start; /* exec: its start time, against pid reuse */
+};
+
+/* -p [IP:]HOST:CONTAINER[/udp]: "tcp:IP:HOST:CONTAINER" in the spec; IP "" is every address. */
+struct port {
+  bool udp;
+  struct in_addr ip;
+  int host, container;
+  int fd; /* the host listener, bound before the container starts */
 };
 
 /* Grow an array so that index n fits. */
@@ -264,8 +277,9 @@ static void read_spec(struct spec *s) {
     else if (!strcmp(k, "readonly")) s->readonly = !strcmp(v, "1");
     else if (!strcmp(k, "hostname")) s->hostname = v;
     else if (!strcmp(k, "net")) {
-      if (strcmp(v, "host") && strcmp(v, "none")) failx("spec: bad net \"%s\"", v);
-      s->netnone = !strcmp(v, "none");
+      if (strcmp(v, "host") && strcmp(v, "none") && strcmp(v, "private")) failx("spec: bad net \"%s\"", v);
+      /* none and private: a network namespace of its own with loopback; private publishes ports */
+      s->netnone = strcmp(v, "host") != 0;
     } else if (!strcmp(k, "uid")) s->uid = (uid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "gid")) s->gid = (gid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "group")) {
@@ -300,6 +314,20 @@ static void read_spec(struct spec *s) {
     } else if (!strcmp(k, "cgroup")) {
       s->cgroups = grow(s->cgroups, s->ncgroups, sizeof *s->cgroups);
       s->cgroups[s->ncgroups++] = v;
+    } else if (!strcmp(k, "port")) {
+      s->ports = grow(s->ports, s->nports, sizeof *s->ports);
+      struct port *pt = &s->ports[s->nports++];
+      char proto[8], ip[64];
+      if (sscanf(v, "%7[a-z]:%63[0-9.]:%d:%d", proto, ip, &pt->host, &pt->container) != 4) {
+        ip[0] = '\0';
+        if (sscanf(v, "%7[a-z]::%d:%d", proto, &pt->host, &pt->container) != 3) failx("spec: bad port \"%s\"", v);
+      }
+      pt->udp = !strcmp(proto, "udp");
+      if (!pt->udp && strcmp(proto, "tcp")) failx("spec: bad port protocol \"%s\"", v);
+      pt->ip.s_addr = htonl(INADDR_ANY);
+      if (ip[0] != '\0' && inet_pton(AF_INET, ip, &pt->ip) != 1) failx("spec: bad port address \"%s\"", v);
+      if (pt->host < 0 || pt->host > 65535 || pt->container < 1 || pt->container > 65535) failx("spec: bad port \"%s\"", v);
+      pt->fd = -1;
     } else if (!strcmp(k, "caps")) {
       s->caps = parse_num(k, v, UINT64_MAX);
       s->caps_set = true;
@@ -1021,6 +1049,8 @@ static int init_main(void *arg) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("prctl PDEATHSIG");
   /* Into the container's cgroups before anything runs: the device rules hold from the start. */
   join_cgroups(s);
+  /* The host's listeners belong to the monitor and its proxy, not to the container. */
+  for (size_t i = 0; i < s->nports; i++) close(s->ports[i].fd);
   /* Its own session: a terminal's ^C reaches the monitor, which forwards it once. */
   if (setsid() < 0) fail("setsid");
   int slave = setup_container(s, a->ttysock);
@@ -1161,6 +1191,237 @@ static void die_with_parent(const struct spec *s, int sig) {
   if (getppid() != s->ppid) failx("ferry exited before the container started");
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Published ports (RootlessKit's port driver design): the monitor binds the host's listeners
+ * before the container starts (a port in use fails the start), and a proxy process, which
+ * joins the container's network namespace, relays each connection to 127.0.0.1:PORT there.
+ * No firewall rule, so nothing to lose on a firewall reload and nothing left after the container. */
+
+static void open_ports(struct spec *s) {
+  for (size_t i = 0; i < s->nports; i++) {
+    struct port *pt = &s->ports[i];
+    const char *proto = pt->udp ? "udp" : "tcp";
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &pt->ip, ip, sizeof ip);
+    pt->fd = socket(AF_INET, (pt->udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (pt->fd < 0) fail("socket for port %d/%s", pt->host, proto);
+    int one = 1;
+    if (!pt->udp) setsockopt(pt->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)pt->host), .sin_addr = pt->ip };
+    if (bind(pt->fd, (struct sockaddr *)&a, sizeof a) < 0) {
+      if (errno == EADDRINUSE) failx("publish port %s:%d/%s: the port is already in use on the host", ip, pt->host, proto);
+      fail("publish port %s:%d/%s", ip, pt->host, proto);
+    }
+    if (!pt->udp && listen(pt->fd, 128) < 0) fail("listen on port %s:%d/%s", ip, pt->host, proto);
+    socklen_t len = sizeof a;
+    if (getsockname(pt->fd, (struct sockaddr *)&a, &len) == 0) pt->host = ntohs(a.sin_port); /* -P: the port the kernel chose */
+    status_line("port %s %s %d %d", proto, ip, pt->host, pt->container);
+  }
+}
+
+#define RELAY_BUF 65536
+#define MAX_CONNS 512
+#define MAX_FLOWS 256
+#define UDP_IDLE_SECONDS 60
+
+struct relay_dir {
+  char buf[RELAY_BUF];
+  size_t len, off;
+  bool eof; /* the reader saw EOF: shut the writer's side once the buffer is flushed */
+};
+
+struct conn {
+  int client, target; /* host side, container side */
+  bool connecting;
+  struct relay_dir up, down; /* client -> target, target -> client */
+};
+
+struct flow {
+  int fd;           /* connected UDP socket in the container's namespace */
+  int listener;     /* the host socket replies go out on */
+  struct sockaddr_in peer;
+  time_t last;
+};
+
+static int target_socket(int type, int port) {
+  int fd = socket(AF_INET, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Move bytes from `from` into d, and from d to `to`; false when the pair is done or broken. */
+static bool pump(int from, int to, struct relay_dir *d, bool readable, bool writable) {
+  if (readable && !d->eof && d->len == 0) {
+    ssize_t n = read(from, d->buf, sizeof d->buf);
+    if (n > 0) {
+      d->len = (size_t)n;
+      d->off = 0;
+    } else if (n == 0) d->eof = true;
+    else if (errno != EAGAIN && errno != EINTR) return false;
+  }
+  if (writable && d->len > d->off) {
+    ssize_t n = write(to, d->buf + d->off, d->len - d->off);
+    if (n > 0) d->off += (size_t)n;
+    else if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+    if (d->off == d->len) d->len = d->off = 0;
+  }
+  if (d->eof && d->len == 0) shutdown(to, SHUT_WR);
+  return true;
+}
+
+static _Noreturn void proxy_main(const struct spec *s, pid_t init) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/net", (int)init);
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  /* From here on, every socket this process creates is in the container's namespace; the
+   * listeners, made before, stay on the host's. */
+  if (ns < 0 || setns(ns, CLONE_NEWNET) < 0) _exit(EXIT_SETUP);
+  close(ns);
+  struct conn *conns[MAX_CONNS] = { 0 };
+  struct flow flows[MAX_FLOWS];
+  for (int i = 0; i < MAX_FLOWS; i++) flows[i].fd = -1;
+  struct pollfd *p = calloc(s->nports + 2 * MAX_CONNS + MAX_FLOWS, sizeof *p);
+  if (p == NULL) _exit(EXIT_SETUP);
+  for (;;) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->nports; i++) p[n++] = (struct pollfd){ .fd = s->ports[i].fd, .events = POLLIN };
+    for (int i = 0; i < MAX_CONNS; i++) {
+      struct conn *c = conns[i];
+      if (c == NULL) {
+        p[n++] = (struct pollfd){ .fd = -1 };
+        p[n++] = (struct pollfd){ .fd = -1 };
+        continue;
+      }
+      short ce = 0, te = 0;
+      if (c->connecting) te = POLLOUT;
+      else {
+        if (!c->up.eof && c->up.len == 0) ce |= POLLIN;
+        if (c->up.len > c->up.off) te |= POLLOUT;
+        if (!c->down.eof && c->down.len == 0) te |= POLLIN;
+        if (c->down.len > c->down.off) ce |= POLLOUT;
+      }
+      p[n++] = (struct pollfd){ .fd = c->client, .events = ce };
+      p[n++] = (struct pollfd){ .fd = c->target, .events = te };
+    }
+    for (int i = 0; i < MAX_FLOWS; i++) p[n++] = (struct pollfd){ .fd = flows[i].fd, .events = POLLIN };
+    if (poll(p, n, 1000) < 0 && errno != EINTR) _exit(EXIT_SETUP);
+    time_t now = time(NULL);
+    for (size_t i = 0; i < s->nports; i++) {
+      if (!(p[i].revents & POLLIN)) continue;
+      const struct port *pt = &s->ports[i];
+      if (!pt->udp) {
+        int client = accept4(pt->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (client < 0) continue;
+        int slot = -1;
+        for (int k = 0; k < MAX_CONNS && slot < 0; k++)
+          if (conns[k] == NULL) slot = k;
+        int target = slot < 0 ? -1 : target_socket(SOCK_STREAM, pt->container);
+        struct conn *c = target < 0 ? NULL : calloc(1, sizeof *c);
+        if (c == NULL) {
+          if (target >= 0) close(target);
+          close(client);
+          continue;
+        }
+        c->client = client;
+        c->target = target;
+        c->connecting = true;
+        conns[slot] = c;
+        continue;
+      }
+      char buf[RELAY_BUF];
+      struct sockaddr_in peer;
+      socklen_t plen = sizeof peer;
+      ssize_t got = recvfrom(pt->fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &plen);
+      if (got < 0) continue;
+      int f = -1, free_slot = -1;
+      for (int k = 0; k < MAX_FLOWS; k++) {
+        if (flows[k].fd < 0) {
+          if (free_slot < 0) free_slot = k;
+          continue;
+        }
+        if (flows[k].listener == pt->fd && flows[k].peer.sin_addr.s_addr == peer.sin_addr.s_addr && flows[k].peer.sin_port == peer.sin_port) f = k;
+      }
+      if (f < 0 && free_slot >= 0) {
+        int fd = target_socket(SOCK_DGRAM, pt->container);
+        if (fd >= 0) {
+          flows[free_slot] = (struct flow){ .fd = fd, .listener = pt->fd, .peer = peer };
+          f = free_slot;
+        }
+      }
+      if (f < 0) continue; /* too many flows: the datagram is dropped, as UDP allows */
+      flows[f].last = now;
+      if (send(flows[f].fd, buf, (size_t)got, 0) < 0 && errno != EAGAIN) {
+        close(flows[f].fd);
+        flows[f].fd = -1;
+      }
+    }
+    size_t base = s->nports;
+    for (int i = 0; i < MAX_CONNS; i++) {
+      struct conn *c = conns[i];
+      struct pollfd *pc = &p[base + 2 * (size_t)i], *pt = &p[base + 2 * (size_t)i + 1];
+      if (c == NULL) continue;
+      bool ok = true;
+      if (c->connecting) {
+        if (pt->revents & (POLLOUT | POLLERR | POLLHUP)) {
+          int err = 0;
+          socklen_t el = sizeof err;
+          if (getsockopt(c->target, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) ok = false;
+          else c->connecting = false;
+        }
+      } else {
+        bool cerr = pc->revents & (POLLERR | POLLNVAL), terr = pt->revents & (POLLERR | POLLNVAL);
+        ok = !cerr && !terr;
+        if (ok) ok = pump(c->client, c->target, &c->up, pc->revents & (POLLIN | POLLHUP), pt->revents & POLLOUT);
+        if (ok) ok = pump(c->target, c->client, &c->down, pt->revents & (POLLIN | POLLHUP), pc->revents & POLLOUT);
+        if (ok && c->up.eof && c->down.eof && c->up.len == 0 && c->down.len == 0) ok = false; /* both sides done */
+      }
+      if (!ok) {
+        close(c->client);
+        close(c->target);
+        free(c);
+        conns[i] = NULL;
+      }
+    }
+    base += 2 * MAX_CONNS;
+    for (int i = 0; i < MAX_FLOWS; i++) {
+      struct flow *fl = &flows[i];
+      if (fl->fd < 0) continue;
+      if (p[base + (size_t)i].revents & POLLIN) {
+        char buf[RELAY_BUF];
+        ssize_t got = recv(fl->fd, buf, sizeof buf, 0);
+        if (got >= 0) {
+          sendto(fl->listener, buf, (size_t)got, 0, (struct sockaddr *)&fl->peer, sizeof fl->peer);
+          fl->last = now;
+        }
+      }
+      if (now - fl->last > UDP_IDLE_SECONDS) {
+        close(fl->fd);
+        fl->fd = -1;
+      }
+    }
+  }
+}
+
+/* The proxy dies with the monitor (PDEATHSIG) or when the container ends (the monitor kills it). */
+static pid_t start_proxy(const struct spec *s, pid_t init) {
+  if (s->nports == 0) return 0;
+  pid_t pid = fork();
+  if (pid < 0) fail("fork the port proxy");
+  if (pid == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) _exit(EXIT_SETUP);
+    close(STATUS_FD);
+    status_fd = -1;
+    proxy_main(s, init);
+  }
+  for (size_t i = 0; i < s->nports; i++) close(s->ports[i].fd); /* the proxy has them */
+  return pid;
+}
+
 /* The container's cgroups once it has ended; the kernel may take a moment to reap the last of
  * its processes (EBUSY until then). ferry removes what is left at `rm`. */
 static void remove_cgroups(const struct spec *s) {
@@ -1183,6 +1444,7 @@ static int run_main(struct spec *s) {
   char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) fail("mmap");
   open_cgroups(s);
+  open_ports(s);
   struct init_args a = { .spec = s, .ttysock = sp[1] };
   int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone ? CLONE_NEWNET : 0);
   pid_t init = clone(init_main, stack + stack_size, flags | SIGCHLD, &a);
@@ -1194,10 +1456,16 @@ static int run_main(struct spec *s) {
     master = recv_fd(sp[0]); /* -1 when init failed before making the pty */
     close(sp[0]);
   }
+  /* After the pty handover: the proxy must not hold the socket init's failure closes. */
+  pid_t proxy = start_proxy(s, init);
   close(STATUS_FD);
   status_fd = -1;
   for (size_t i = 0; i < s->ncgroups; i++) close(s->cgroup_fds[i]);
   int code = supervise(init, master, s->interactive, deathsig);
+  if (proxy > 0) {
+    kill(proxy, SIGKILL);
+    waitpid(proxy, NULL, 0);
+  }
   bool oom = oom_killed(s->oomfile);
   remove_cgroups(s);
   if (oom) dprintf(2, "ferry: the container was killed by the kernel's OOM killer (memory limit reached)\n");

@@ -11,6 +11,7 @@ import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered, readLayeredFile } from './layered-fs.js';
 import { createContainerCgroups, existingCgroupProcs, oomEventsFile, removeContainerCgroups } from './cgroups.js';
+import { exposedPorts, parsePublish } from './ports.js';
 import { parseResources, type ResourceFlags } from './resources.js';
 import { launch, type LaunchBind, type LaunchMount, type LaunchStdio, type Launched } from './launcher.js';
 import { launchSecurity, parseSecurity, parseTmpfs, securityOf, type SecurityFlags } from './security.js';
@@ -49,7 +50,11 @@ export interface RunOptions extends RunFlags, SecurityFlags {
   volumes?: readonly string[];
   /** --tmpfs PATH[:opts] */
   tmpfs?: readonly string[];
-  network?: 'host' | 'none';
+  network?: 'host' | 'none' | 'private';
+  /** -p specs; they imply --network private. */
+  publish?: readonly string[];
+  /** -P: publish every port the image exposes. */
+  publishAll?: boolean;
   readOnly?: boolean;
   name?: string;
   interactive?: boolean;
@@ -157,7 +162,7 @@ async function writeNetworkFiles(record: ContainerRecord, root: string): Promise
     resolv = await readHostFile('/etc/resolv.conf');
   } else {
     hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t${name}\n`;
-    resolv = '# ferry: --network none\n';
+    resolv = `# ferry: --network ${record.network}\n`;
   }
   await writeFile(paths.hosts, hosts, { mode: 0o644 });
   await writeFile(paths.hostname, `${name}\n`, { mode: 0o644 });
@@ -217,6 +222,11 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const volumes = (options.volumes ?? []).map(parseVolume);
   const tmpfs = (options.tmpfs ?? []).map(parseTmpfs);
   const resources = parseResources(options.resources ?? {});
+  const ports = [...(options.publish ?? []).map(parsePublish), ...(options.publishAll === true ? exposedPorts(image.config.config?.ExposedPorts) : [])];
+  if (ports.length > 0 && options.network !== undefined && options.network !== 'private') {
+    throw new UsageError(`-p/-P with --network ${options.network}: ports are published only from a private network`, { hint: 'drop --network (-p gives the container a private network), or drop -p' });
+  }
+  const network = options.network ?? (ports.length > 0 ? 'private' : 'host');
   const { security, seccompProfile } = await parseSecurity(options);
   const stopSignal = parseSignal(image.config.config?.StopSignal ?? 'SIGTERM').name;
   const img = image.config.config ?? {};
@@ -247,7 +257,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
       ...(img.Volumes !== undefined ? { Volumes: img.Volumes } : {}),
     },
     hostname: spec.hostname,
-    network: options.network ?? 'host',
+    network,
+    ...(ports.length > 0 ? { ports } : {}),
     readOnly: options.readOnly ?? false,
     volumes,
     tmpfs,
@@ -337,6 +348,7 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
       readOnly: record.readOnly,
       hostname: record.hostname,
       network: record.network,
+      ports: record.ports ?? [],
       binds: sorted,
       privileged: security.privileged,
       ...(await confinement(store, record, cgroups.procs)),
@@ -450,6 +462,7 @@ async function recordStarted(root: string, id: string, launched: Launched): Prom
     pid: launched.pid,
     pidStart: processStartTime(launched.pid) ?? '',
     startedAt: new Date().toISOString(),
+    ...(launched.ports.length > 0 ? { ports: launched.ports } : {}),
   });
 }
 

@@ -33,6 +33,15 @@ export interface LaunchTmpfs {
 
 export type LaunchMount = LaunchBind | LaunchTmpfs;
 
+/** A published port: the host's [hostIp:]hostPort relayed to containerPort in the container. */
+export interface PortMapping {
+  protocol: 'tcp' | 'udp';
+  /** "" for every address. */
+  hostIp: string;
+  hostPort: number;
+  containerPort: number;
+}
+
 export interface LaunchProcess {
   argv: readonly string[];
   env: readonly string[];
@@ -63,7 +72,9 @@ export interface RunLaunch extends LaunchProcess {
   workDir: string;
   readOnly: boolean;
   hostname: string;
-  network: 'host' | 'none';
+  network: 'host' | 'none' | 'private';
+  /** -p: host listeners the launcher binds (port 0: the kernel picks) and relays into the container. */
+  ports?: readonly PortMapping[];
   /** Volumes and tmpfs mounts, in the order they are mounted. */
   binds: readonly LaunchMount[];
   /** --privileged: host devices in /dev, /sys writable, nothing masked. */
@@ -103,6 +114,8 @@ export interface Launched {
   pid: number;
   /** The launcher's exit: the container's (or exec'd process's) exit code, 128+N on signal N. */
   exited: Promise<number>;
+  /** The ports published, with the host ports actually bound. */
+  ports: PortMapping[];
 }
 
 /** A start that failed inside the launcher: the code is what docker would exit with (125/126/127). */
@@ -146,6 +159,7 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
     r.push(record('upper', spec.upperDir), record('work', spec.workDir), record('readonly', spec.readOnly));
     r.push(record('hostname', spec.hostname), record('net', spec.network), record('exitfile', spec.exitFile), record('mkcwd', spec.makeCwd));
     if (spec.oomFile !== undefined) r.push(record('oomfile', spec.oomFile));
+    for (const p of spec.ports ?? []) r.push(record('port', `${p.protocol}:${p.hostIp}:${p.hostPort}:${p.containerPort}`));
     for (const b of spec.binds) {
       if ('tmpfs' in b) r.push(record('tmpfs', b.data), record('bind.exec', b.exec ?? false));
       else r.push(record('bind.src', b.source), record('bind.noexec', b.noexec ?? false));
@@ -168,10 +182,15 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
 }
 
 /** Parse the status lines; throws LaunchError on "error". */
-function parseStatus(text: string): number | undefined {
+function parseStatus(text: string, ports: PortMapping[]): number | undefined {
   let pid: number | undefined;
   for (const line of text.split('\n')) {
     if (line === '') continue;
+    const port = /^port (tcp|udp) ([0-9.]+) (\d+) (\d+)$/.exec(line);
+    if (port) {
+      ports.push({ protocol: port[1] as 'tcp' | 'udp', hostIp: port[2] === '0.0.0.0' ? '' : port[2]!, hostPort: Number(port[3]), containerPort: Number(port[4]) });
+      continue;
+    }
     const m = /^pid (\d+)$/.exec(line);
     if (m) {
       pid = Number(m[1]);
@@ -221,8 +240,9 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   });
   sock.end(encodeSpec(spec, options.detached ? 0 : process.pid));
   let pid: number | undefined;
+  const ports: PortMapping[] = [];
   try {
-    pid = parseStatus(await status);
+    pid = parseStatus(await status, ports);
   } catch (err) {
     await exited.catch(() => undefined);
     throw err;
@@ -233,5 +253,5 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
     const code = await exited;
     throw new LaunchError(`container launcher exited with status ${code} before starting the container`, 125);
   }
-  return { child, monitorPid: child.pid, pid, exited };
+  return { child, monitorPid: child.pid, pid, exited, ports };
 }

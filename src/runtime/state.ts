@@ -6,7 +6,7 @@ import { FerryError, UsageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { ContainerProcessConfig } from './container-spec.js';
-import type { LaunchBind, LaunchTmpfs } from './launcher.js';
+import type { LaunchBind, LaunchTmpfs, PortMapping } from './launcher.js';
 import type { Resources } from './resources.js';
 import type { ContainerSecurity } from './security.js';
 
@@ -52,7 +52,9 @@ export interface ContainerRecord {
     Volumes?: Record<string, object>;
   };
   hostname: string;
-  network: 'host' | 'none';
+  network: 'host' | 'none' | 'private';
+  /** -p/-P as asked (host port 0: the kernel picks; the run state has the bound ones). */
+  ports?: PortMapping[];
   readOnly: boolean;
   /** -v volumes (the /etc files are not listed). */
   volumes: LaunchBind[];
@@ -75,6 +77,8 @@ export interface ContainerRunState {
   pid: number;
   pidStart: string;
   startedAt: string;
+  /** Published ports as bound. */
+  ports?: PortMapping[];
 }
 
 export type ContainerStatus = 'created' | 'running' | 'exited';

@@ -12,6 +12,7 @@
  *   probe perf                perf_event_open
  *   probe mount               mount a tmpfs on /mnt
  *   probe open-rw PATH        open a file (a device node) for reading and writing
+ *   probe udp-echo PORT       answer one UDP datagram on PORT with "echo: " and its bytes
  *   probe host-key NAME VALUE -- CMD...   (on the host) join a new session keyring, add the key,
  *                             exec CMD: the key is then in the session keyring ferry inherits
  */
@@ -21,6 +22,8 @@
 #include <linux/bpf.h>
 #include <linux/keyctl.h>
 #include <linux/perf_event.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -82,6 +85,20 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "mount")) return report(mount("tmpfs", "/mnt", "tmpfs", 0, NULL));
   if (!strcmp(cmd, "open-rw") && argc == 3) return report(open(argv[2], O_RDWR));
+  if (!strcmp(cmd, "udp-echo") && argc == 3) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[2])), .sin_addr.s_addr = htonl(INADDR_ANY) };
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0) return report(-1);
+    for (;;) {
+      char buf[512], out[600];
+      struct sockaddr_in peer;
+      socklen_t plen = sizeof peer;
+      ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &plen);
+      if (n < 0) return report(-1);
+      int m = snprintf(out, sizeof out, "echo: %.*s", (int)n, buf);
+      sendto(fd, out, (size_t)m, 0, (struct sockaddr *)&peer, plen);
+    }
+  }
   if (!strcmp(cmd, "host-key") && argc >= 6 && !strcmp(argv[4], "--")) {
     if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0) return report(-1);
     if (syscall(SYS_add_key, "user", argv[2], argv[3], strlen(argv[3]), KEY_SPEC_SESSION_KEYRING) < 0) return report(-1);

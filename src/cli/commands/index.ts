@@ -30,6 +30,7 @@ const MODULES: CommandModule[] = [
   { names: ['run'], load: async () => [(await import('./run.js')).registerRun] },
   { names: ['ps'], load: async () => [(await import('./ps.js')).registerPs] },
   { names: ['stats'], load: async () => [(await import('./stats.js')).registerStats] },
+  { names: ['port'], load: async () => [(await import('./port.js')).registerPort] },
   { names: ['stop', 'kill'], load: async () => { const m = await import('./stop.js'); return [m.registerStop, m.registerKill]; } },
   { names: ['rm'], load: async () => [(await import('./rm.js')).registerRm] },
   { names: ['logs'], load: async () => [(await import('./logs.js')).registerLogs] },

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { commandLine, listAllContainers } from '../../runtime/containers.js';
 import { shortId, type ContainerInfo } from '../../runtime/state.js';
 import { storeFromCommand } from '../store-options.js';
+import { formatPort } from '../../runtime/ports.js';
 import type { Register } from './index.js';
 
 interface PsFlags {
@@ -66,6 +67,7 @@ export const registerPs: Register = (program) => {
           finishedAt: c.finishedAt ?? null,
           hostname: c.record.hostname,
           network: c.record.network,
+          ports: c.status === 'running' ? c.state?.ports ?? [] : [],
         }));
         process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
         return;
@@ -75,7 +77,7 @@ export const registerPs: Register = (program) => {
         return;
       }
       const now = Date.now();
-      const rows = [['CONTAINER ID', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS', 'NAMES']];
+      const rows = [['CONTAINER ID', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS', 'PORTS', 'NAMES']];
       for (const c of shown) {
         const command = commandLine(c.record);
         rows.push([
@@ -84,6 +86,7 @@ export const registerPs: Register = (program) => {
           `"${command.length > 30 ? `${command.slice(0, 29)}…` : command}"`,
           `${humanDuration(now - Date.parse(c.record.created))} ago`,
           statusText(c, now),
+          c.status === 'running' ? (c.state?.ports ?? []).map(formatPort).join(', ') : '',
           c.record.name,
         ]);
       }

@@ -21,6 +21,8 @@ interface RunFlags {
   capDrop: string[];
   securityOpt: string[];
   privileged?: boolean;
+  publish: string[];
+  publishAll?: boolean;
   memory?: string;
   memorySwap?: string;
   memoryReservation?: string;
@@ -32,7 +34,7 @@ interface RunFlags {
   user?: string;
   entrypoint?: string;
   hostname?: string;
-  network: string;
+  network?: 'host' | 'none' | 'private';
   readOnly?: boolean;
   platform?: string;
 }
@@ -82,13 +84,15 @@ export const registerRun: Register = (program) => {
     .option('-u, --user <user[:group]>', 'user (name or uid) and group, looked up in the image')
     .option('--entrypoint <command>', 'replace the image\'s Entrypoint ("" clears it; the image\'s Cmd is dropped)')
     .option('--hostname <name>', 'hostname (default: the short container ID)')
-    .option('--network <mode>', 'host (share the host\'s network) or none (loopback only)', 'host')
+    .option('--network <mode>', 'host (share the host\'s network; the default without -p), private (its own, loopback only, ports published with -p; the default with -p) or none')
+    .option('-p, --publish <[IP:]HOST:CONTAINER[/udp]>', 'publish a container port on the host (repeatable; implies --network private)', collect, [])
+    .option('-P, --publish-all', 'publish every port the image exposes, on ports the host picks')
     .option('--read-only', 'mount the container\'s root filesystem read-only')
     .option('--platform <os/arch[/variant]>', 'which platform of a multi-platform image (default: this host\'s)')
     .passThroughOptions()
     .action(async (image: string, command: string[], flags: RunFlags, cmd: Command) => {
-      if (flags.network !== 'host' && flags.network !== 'none') {
-        throw new UsageError(`--network ${flags.network}: expected host or none`);
+      if (flags.network !== undefined && flags.network !== 'host' && flags.network !== 'none' && flags.network !== 'private') {
+        throw new UsageError(`--network ${flags.network}: expected host, private or none`);
       }
       const store = await storeFromCommand(cmd);
       const options: RunOptions = {
@@ -111,7 +115,9 @@ export const registerRun: Register = (program) => {
           ...(flags.cpusetCpus !== undefined ? { cpusetCpus: flags.cpusetCpus } : {}),
           ...(flags.pidsLimit !== undefined ? { pidsLimit: flags.pidsLimit } : {}),
         },
-        network: flags.network,
+        ...(flags.network !== undefined ? { network: flags.network } : {}),
+        publish: flags.publish,
+        publishAll: flags.publishAll === true,
         readOnly: flags.readOnly === true,
         interactive: flags.interactive === true,
         tty: flags.tty === true,
