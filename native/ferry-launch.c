@@ -185,6 +185,9 @@ struct spec {
   unsigned char *seccomp; /* struct sock_filter[], NULL: unconfined */
   size_t seccomp_len;     /* in instructions */
   bool privileged;
+  pid_t netpid;                  /* --network container:NAME: that container's init */
+  unsigned long long netpid_start; /* its start time, against pid reuse */
+  int netns_fd;
   struct port *ports; /* -p: host listeners relayed into the container's network namespace */
   size_t nports;
   uid_t uid;
@@ -338,6 +341,8 @@ static void read_spec(struct spec *s) {
     else if (!strcmp(k, "exitfile")) s->exitfile = v;
     else if (!strcmp(k, "oomfile")) s->oomfile = v;
     else if (!strcmp(k, "ppid")) s->ppid = (pid_t)parse_num(k, v, INT32_MAX);
+    else if (!strcmp(k, "netpid")) s->netpid = (pid_t)parse_num(k, v, INT32_MAX);
+    else if (!strcmp(k, "netpidstart")) s->netpid_start = parse_num(k, v, ULLONG_MAX);
     else if (!strcmp(k, "target")) s->target = (pid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "targetstart")) s->target_start = parse_num(k, v, ULLONG_MAX);
     else failx("spec: unknown key \"%s\"", k);
@@ -1051,11 +1056,15 @@ static int init_main(void *arg) {
   join_cgroups(s);
   /* The host's listeners belong to the monitor and its proxy, not to the container. */
   for (size_t i = 0; i < s->nports; i++) close(s->ports[i].fd);
+  if (s->netns_fd >= 0) {
+    if (setns(s->netns_fd, CLONE_NEWNET) < 0) fail("join the network namespace of container process %d", (int)s->netpid);
+    close(s->netns_fd);
+  }
   /* Its own session: a terminal's ^C reaches the monitor, which forwards it once. */
   if (setsid() < 0) fail("setsid");
   int slave = setup_container(s, a->ttysock);
   if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0) fail("sethostname %s", s->hostname);
-  if (s->netnone) loopback_up();
+  if (s->netnone && s->netpid == 0) loopback_up();
   pid_t child = fork();
   if (child < 0) fail("fork");
   if (child == 0) start_command(s, slave);
@@ -1435,6 +1444,19 @@ static void remove_cgroups(const struct spec *s) {
   }
 }
 
+static unsigned long long process_start_time(pid_t pid);
+
+/* --network container:NAME: the handle is taken, then the pid is checked not to be reused. */
+static void open_shared_netns(struct spec *s) {
+  s->netns_fd = -1;
+  if (s->netpid == 0) return;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/ns/net", (int)s->netpid);
+  s->netns_fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (s->netns_fd < 0 || (s->netpid_start != 0 && process_start_time(s->netpid) != s->netpid_start))
+    failx("the container whose network this one shares is not running");
+}
+
 static int run_main(struct spec *s) {
   int deathsig = SIGRTMIN;
   die_with_parent(s, deathsig);
@@ -1445,8 +1467,9 @@ static int run_main(struct spec *s) {
   if (stack == MAP_FAILED) fail("mmap");
   open_cgroups(s);
   open_ports(s);
+  open_shared_netns(s);
   struct init_args a = { .spec = s, .ttysock = sp[1] };
-  int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone ? CLONE_NEWNET : 0);
+  int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone && s->netpid == 0 ? CLONE_NEWNET : 0);
   pid_t init = clone(init_main, stack + stack_size, flags | SIGCHLD, &a);
   if (init < 0) fail("create the container's namespaces");
   status_line("pid %d", (int)init);

@@ -50,7 +50,8 @@ export interface RunOptions extends RunFlags, SecurityFlags {
   volumes?: readonly string[];
   /** --tmpfs PATH[:opts] */
   tmpfs?: readonly string[];
-  network?: 'host' | 'none' | 'private';
+  /** host, none, private, or container:NAME (share that running container's network namespace). */
+  network?: string;
   /** -p specs; they imply --network private. */
   publish?: readonly string[];
   /** -P: publish every port the image exposes. */
@@ -226,7 +227,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   if (ports.length > 0 && options.network !== undefined && options.network !== 'private') {
     throw new UsageError(`-p/-P with --network ${options.network}: ports are published only from a private network`, { hint: 'drop --network (-p gives the container a private network), or drop -p' });
   }
-  const network = options.network ?? (ports.length > 0 ? 'private' : 'host');
+  const { network, networkContainer } = await parseNetwork(store, options.network ?? (ports.length > 0 ? 'private' : 'host'));
   const { security, seccompProfile } = await parseSecurity(options);
   const stopSignal = parseSignal(image.config.config?.StopSignal ?? 'SIGTERM').name;
   const img = image.config.config ?? {};
@@ -258,6 +259,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     },
     hostname: spec.hostname,
     network,
+    ...(networkContainer !== undefined ? { networkContainer } : {}),
     ...(ports.length > 0 ? { ports } : {}),
     readOnly: options.readOnly ?? false,
     volumes,
@@ -299,6 +301,30 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     throw err;
   }
   return record;
+}
+
+/** --network host|none|private|container:NAME (docker's spelling). */
+async function parseNetwork(store: Store, text: string): Promise<{ network: ContainerRecord['network']; networkContainer?: string }> {
+  if (text === 'host' || text === 'none' || text === 'private') return { network: text };
+  if (text.startsWith('container:') && text.length > 'container:'.length) {
+    const other = await findContainer(store.root, text.slice('container:'.length));
+    if (other.status !== 'running') {
+      throw new FerryError('RUNTIME_ERROR', `--network ${text}: container ${other.record.name} is not running`, { hint: 'start it first; this container joins its network namespace' });
+    }
+    return { network: other.record.network === 'host' ? 'host' : 'none', ...(other.record.network === 'host' ? {} : { networkContainer: other.record.id }) };
+  }
+  throw new UsageError(`--network ${text}: expected host, private, none or container:NAME`);
+}
+
+/** The running container whose network namespace this one joins. */
+async function sharedNetwork(store: Store, record: ContainerRecord): Promise<{ shareNetworkOf?: { pid: number; start: string } }> {
+  if (record.networkContainer === undefined) return {};
+  const other = await findContainer(store.root, record.networkContainer);
+  const s = other.state;
+  if (other.status !== 'running' || s === undefined) {
+    throw new FerryError('RUNTIME_ERROR', `container ${record.name} shares the network of container ${other.record.name}, which is not running`, { hint: `start ${other.record.name} first` });
+  }
+  return { shareNetworkOf: { pid: s.pid, start: s.pidStart } };
 }
 
 async function pathExists(path: string): Promise<boolean> {
@@ -348,6 +374,7 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
       readOnly: record.readOnly,
       hostname: record.hostname,
       network: record.network,
+      ...(await sharedNetwork(store, record)),
       ports: record.ports ?? [],
       binds: sorted,
       privileged: security.privileged,

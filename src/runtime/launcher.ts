@@ -73,6 +73,8 @@ export interface RunLaunch extends LaunchProcess {
   readOnly: boolean;
   hostname: string;
   network: 'host' | 'none' | 'private';
+  /** --network container:NAME: join that container's namespace (its init's host pid and start time). */
+  shareNetworkOf?: { pid: number; start: string };
   /** -p: host listeners the launcher binds (port 0: the kernel picks) and relays into the container. */
   ports?: readonly PortMapping[];
   /** Volumes and tmpfs mounts, in the order they are mounted. */
@@ -159,6 +161,7 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
     r.push(record('upper', spec.upperDir), record('work', spec.workDir), record('readonly', spec.readOnly));
     r.push(record('hostname', spec.hostname), record('net', spec.network), record('exitfile', spec.exitFile), record('mkcwd', spec.makeCwd));
     if (spec.oomFile !== undefined) r.push(record('oomfile', spec.oomFile));
+    if (spec.shareNetworkOf !== undefined) r.push(record('netpid', spec.shareNetworkOf.pid), record('netpidstart', spec.shareNetworkOf.start));
     for (const p of spec.ports ?? []) r.push(record('port', `${p.protocol}:${p.hostIp}:${p.hostPort}:${p.containerPort}`));
     for (const b of spec.binds) {
       if ('tmpfs' in b) r.push(record('tmpfs', b.data), record('bind.exec', b.exec ?? false));

@@ -53,6 +53,8 @@ export interface ContainerRecord {
   };
   hostname: string;
   network: 'host' | 'none' | 'private';
+  /** --network container:NAME: the ID of the container whose network namespace this one joins. */
+  networkContainer?: string;
   /** -p/-P as asked (host port 0: the kernel picks; the run state has the bound ones). */
   ports?: PortMapping[];
   readOnly: boolean;

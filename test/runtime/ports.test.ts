@@ -25,7 +25,7 @@ beforeAll(async () => {
   await addImage(f, 'web', async (r) => {
     await copyFile(probe, join(r, 'probe'));
     await mkdir(join(r, 'bin'));
-    for (const applet of ['httpd']) await symlink('busybox', join(r, 'bin', applet));
+    for (const applet of ['httpd', 'wget']) await symlink('busybox', join(r, 'bin', applet));
     await mkdir(join(r, 'www'));
   }, { ExposedPorts: { '80/tcp': {} } });
 });
@@ -133,6 +133,22 @@ describe('published ports', () => {
     expect(r.stderr).toMatch(/ports are published only from a private network/);
     const bad = await f.ferry(['run', '--rm', '-p', '99999:80', 'base', 'true']);
     expect(bad.code).toBe(2);
+  });
+
+  it('--network container:NAME shares that container\'s namespace: its loopback services and its published ports', async () => {
+    const port = await freePort();
+    const web = (await f.ok(['run', '-d', '--name', 'pod-web', '-p', `127.0.0.1:${port}:80`, ...httpd('pod')])).trim();
+    try {
+      await waitFor(async () => answers(port), 10_000, 'httpd');
+      // A second container reaches the first on its own loopback, as the containers of a pod do.
+      const out = await f.ok(['run', '--rm', '--network', 'container:pod-web', 'web', 'sh', '-c', 'wget -q -O - http://127.0.0.1:80/']);
+      expect(out).toBe('pod\n');
+      const stopped = await f.ferry(['run', '--rm', '--network', 'container:nope', 'base', 'true']);
+      expect(stopped.code).not.toBe(0);
+      expect(stopped.stderr).toMatch(/nope/);
+    } finally {
+      await f.ok(['rm', '-f', web]);
+    }
   });
 
   it('a private network has loopback only: the host\'s services are not reachable from it', async () => {

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { UsageError } from '../../errors.js';
 import { parsePlatform } from '../../oci/platform.js';
 import { runContainer, type RunOptions } from '../../runtime/containers.js';
 import { LaunchError } from '../../runtime/launcher.js';
@@ -34,7 +33,7 @@ interface RunFlags {
   user?: string;
   entrypoint?: string;
   hostname?: string;
-  network?: 'host' | 'none' | 'private';
+  network?: string;
   readOnly?: boolean;
   platform?: string;
 }
@@ -84,16 +83,13 @@ export const registerRun: Register = (program) => {
     .option('-u, --user <user[:group]>', 'user (name or uid) and group, looked up in the image')
     .option('--entrypoint <command>', 'replace the image\'s Entrypoint ("" clears it; the image\'s Cmd is dropped)')
     .option('--hostname <name>', 'hostname (default: the short container ID)')
-    .option('--network <mode>', 'host (share the host\'s network; the default without -p), private (its own, loopback only, ports published with -p; the default with -p) or none')
+    .option('--network <mode>', 'host (the host\'s network; the default without -p), private (its own, loopback only, ports published with -p; the default with -p), none, or container:NAME (share that container\'s)')
     .option('-p, --publish <[IP:]HOST:CONTAINER[/udp]>', 'publish a container port on the host (repeatable; implies --network private)', collect, [])
     .option('-P, --publish-all', 'publish every port the image exposes, on ports the host picks')
     .option('--read-only', 'mount the container\'s root filesystem read-only')
     .option('--platform <os/arch[/variant]>', 'which platform of a multi-platform image (default: this host\'s)')
     .passThroughOptions()
     .action(async (image: string, command: string[], flags: RunFlags, cmd: Command) => {
-      if (flags.network !== undefined && flags.network !== 'host' && flags.network !== 'none' && flags.network !== 'private') {
-        throw new UsageError(`--network ${flags.network}: expected host, private or none`);
-      }
       const store = await storeFromCommand(cmd);
       const options: RunOptions = {
         image,
