@@ -554,6 +554,46 @@ export async function stopContainer(store: Store, text: string, timeoutSeconds =
   return (await loadContainer(store.root, info.record.id)) ?? info;
 }
 
+/**
+ * `ferry start`: a created or exited container runs again with its writable layer, config,
+ * volumes, limits and ports. Detached (its output appended to its log) unless `attach`, which
+ * waits and returns the exit code as a foreground run does.
+ */
+export async function startContainer(store: Store, text: string, options: { attach?: boolean } = {}): Promise<RunResult> {
+  requireRoot(`start ${text}`);
+  const info = await findContainer(store.root, text);
+  const record = info.record;
+  if (info.status === 'running') return { id: record.id, name: record.name };
+  const paths = containerPaths(store.root, record.id);
+  // The monitor of the last run must be gone before its exit file and cgroups are reused.
+  await waitMonitorGone(info, 5000);
+  await rm(paths.exit, { force: true });
+  await rm(paths.state, { force: true });
+  if (options.attach !== true) {
+    const log = await open(paths.log, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND | fsConstants.O_NOFOLLOW, 0o640);
+    try {
+      return await startDetached(store, { ...record, detached: true }, ['ignore', log.fd, log.fd]);
+    } finally {
+      await log.close();
+    }
+  }
+  const forwarder = forwardSignals();
+  try {
+    const launched = await launchRecord(store, record, [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']);
+    forwarder.target(launched.monitorPid);
+    await recordStarted(store.root, record.id, launched);
+    return { id: record.id, name: record.name, exitCode: await launched.exited };
+  } finally {
+    forwarder.stop();
+  }
+}
+
+/** `ferry restart`: stop (StopSignal, SIGKILL after the timeout), then start detached. */
+export async function restartContainer(store: Store, text: string, timeoutSeconds = 10): Promise<RunResult> {
+  await stopContainer(store, text, timeoutSeconds);
+  return startContainer(store, text);
+}
+
 /** `ferry kill`: send a signal (default SIGKILL) to the container's init, which passes it to the command. */
 export async function killContainer(store: Store, text: string, signalText = 'SIGKILL'): Promise<ContainerInfo> {
   const signal = parseSignal(signalText);

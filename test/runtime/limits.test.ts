@@ -99,6 +99,35 @@ describe('limits', () => {
     }
   });
 
+  it('limits, config and the writable layer survive stop, start and restart', async () => {
+    const id = await detached('--memory', '96m', '--pids-limit', '50', '--cpus', '0.25', 'base', 'sh', '-c', 'echo run >> /tmp/runs; exec sleep 60');
+    try {
+      await f.ok(['stop', '-t', '1', id]);
+      expect((await f.ok(['ps', '-a'])).includes('Exited')).toBe(true);
+      expect((await f.ok(['start', id])).trim()).toBe(id);
+      await waitFor(async () => existsSync(join(node('memory', id), 'cgroup.procs')), 5000, 'the cgroup again');
+      await f.ok(['restart', '-t', '1', id]);
+      await waitFor(async () => existsSync(join(node('memory', id), 'cgroup.procs')), 5000, 'the cgroup after restart');
+      const limit = v1 ? 'memory.limit_in_bytes' : 'memory.max';
+      expect(Number((await readFile(join(node('memory', id), limit), 'utf8')).trim())).toBe(96 * 1024 * 1024);
+      expect((await readFile(join(node('pids', id), 'pids.max'), 'utf8')).trim()).toBe('50');
+      // The same writable layer: three runs appended to one file.
+      await waitFor(async () => (await f.ferry(['exec', id, 'cat', '/tmp/runs'])).stdout === 'run\nrun\nrun\n', 5000, 'three runs in the layer');
+      expect(await f.ok(['ps'])).toContain(id.slice(0, 12));
+    } finally {
+      await f.ok(['rm', '-f', id]);
+    }
+  });
+
+  it('start -a of an exited container waits and exits with its code', async () => {
+    const r = await f.ferry(['run', '--name', 'once', 'base', 'sh', '-c', 'echo hi; exit 3']);
+    expect(r.code).toBe(3);
+    const again = await f.ferry(['start', '-a', 'once']);
+    expect(again.code).toBe(3);
+    expect(again.stdout).toBe('hi\n');
+    await f.ok(['rm', 'once']);
+  });
+
   it('stats --no-stream shows the memory of a container that holds 50 MB within 10%', async () => {
     // 50 MiB in a tmpfs the container owns: charged to its memory cgroup, not reclaimable.
     const id = await detached('--memory', '256m', '--tmpfs', '/hold:size=100m', 'base', 'sh', '-c', 'dd if=/dev/zero of=/hold/blob bs=1M count=50 2>/dev/null; sleep 60');

@@ -31,6 +31,7 @@ const MODULES: CommandModule[] = [
   { names: ['ps'], load: async () => [(await import('./ps.js')).registerPs] },
   { names: ['stats'], load: async () => [(await import('./stats.js')).registerStats] },
   { names: ['port'], load: async () => [(await import('./port.js')).registerPort] },
+  { names: ['start', 'restart'], load: async () => { const m = await import('./start.js'); return [m.registerStart, m.registerRestart]; } },
   { names: ['stop', 'kill'], load: async () => { const m = await import('./stop.js'); return [m.registerStop, m.registerKill]; } },
   { names: ['rm'], load: async () => [(await import('./rm.js')).registerRm] },
   { names: ['logs'], load: async () => [(await import('./logs.js')).registerLogs] },
