@@ -77,7 +77,10 @@ export const registerPs: Register = (program) => {
         return;
       }
       const now = Date.now();
-      const rows = [['CONTAINER ID', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS', 'PORTS', 'NAMES']];
+      // PORTS only when a listed container publishes some (most run on the host's network).
+      const ports = (c: ContainerInfo): string => (c.status === 'running' ? (c.state?.ports ?? []).map(formatPort).join(', ') : '');
+      const withPorts = shown.some((c) => ports(c) !== '');
+      const rows = [['CONTAINER ID', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS', ...(withPorts ? ['PORTS'] : []), 'NAMES']];
       for (const c of shown) {
         const command = commandLine(c.record);
         rows.push([
@@ -86,7 +89,7 @@ export const registerPs: Register = (program) => {
           `"${command.length > 30 ? `${command.slice(0, 29)}…` : command}"`,
           `${humanDuration(now - Date.parse(c.record.created))} ago`,
           statusText(c, now),
-          c.status === 'running' ? (c.state?.ports ?? []).map(formatPort).join(', ') : '',
+          ...(withPorts ? [ports(c)] : []),
           c.record.name,
         ]);
       }
