@@ -177,6 +177,8 @@ struct spec {
   size_t ngroups;
   struct bind *binds;
   size_t nbinds;
+  struct cg_op *cgops; /* run: make the container's cgroups and set its limits, before the clone */
+  size_t ncgops;
   char **cgroups; /* cgroup.procs files the container (or the exec'd process) joins */
   size_t ncgroups;
   int *cgroup_fds;
@@ -196,6 +198,15 @@ struct spec {
   pid_t ppid;                  /* die when this parent dies (foreground); 0: detached */
   pid_t target;                /* exec: the container's init */
   unsigned long long target_start; /* exec: its start time, against pid reuse */
+};
+
+/* One step of ferry's cgroup plan (src/runtime/cgroups.ts decides, the launcher only acts:
+ * a few mkdirs and writes cost microseconds here, tens of milliseconds from Node). */
+enum cg_kind { CG_MKDIR, CG_INHERIT, CG_WRITE };
+struct cg_op {
+  enum cg_kind kind;
+  char *path;
+  char *value; /* CG_WRITE */
 };
 
 /* -p [IP:]HOST:CONTAINER[/udp]: "tcp:IP:HOST:CONTAINER" in the spec; IP "" is every address. */
@@ -314,6 +325,12 @@ static void read_spec(struct spec *s) {
       else if (!strcmp(k, "bind.noexec")) cur->noexec = on;
       else if (!strcmp(k, "bind.exec")) cur->exec = on;
       else failx("spec: unknown key \"%s\"", k);
+    } else if (!strcmp(k, "cg.mkdir") || !strcmp(k, "cg.inherit") || !strcmp(k, "cg.write")) {
+      s->cgops = grow(s->cgops, s->ncgops, sizeof *s->cgops);
+      s->cgops[s->ncgops++] = (struct cg_op){ .kind = !strcmp(k, "cg.mkdir") ? CG_MKDIR : !strcmp(k, "cg.inherit") ? CG_INHERIT : CG_WRITE, .path = v };
+    } else if (!strcmp(k, "cg.value")) {
+      if (s->ncgops == 0 || s->cgops[s->ncgops - 1].kind != CG_WRITE) failx("spec: cg.value without cg.write");
+      s->cgops[s->ncgops - 1].value = v;
     } else if (!strcmp(k, "cgroup")) {
       s->cgroups = grow(s->cgroups, s->ncgroups, sizeof *s->cgroups);
       s->cgroups[s->ncgroups++] = v;
@@ -900,6 +917,47 @@ static void join_cgroups(const struct spec *s) {
   }
 }
 
+static void cg_write(const char *path, const char *value) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) fail("cgroup: open %s", path);
+  size_t n = strlen(value);
+  if (write(fd, value, n) != (ssize_t)n) fail("cgroup: write \"%s\" to %s", value, path);
+  close(fd);
+}
+
+/* v1 cpuset: a new node has no CPUs or memory nodes until it gets its parent's. */
+static void cg_inherit(const char *path) {
+  char buf[4096], parent[PATH_MAX];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cgroup: open %s", path);
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n > 1 || (n == 1 && buf[0] != '\n')) return; /* already set */
+  const char *slash = strrchr(path, '/');
+  if (slash == NULL) failx("cgroup: bad path %s", path);
+  int dirlen = (int)(slash - path);
+  const char *up = dirlen > 0 ? memrchr(path, '/', (size_t)dirlen) : NULL;
+  if (up == NULL) failx("cgroup: bad path %s", path);
+  snprintf(parent, sizeof parent, "%.*s%s", (int)(up - path), path, slash);
+  fd = open(parent, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cgroup: open %s", parent);
+  n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n < 0) fail("cgroup: read %s", parent);
+  buf[n] = '\0';
+  cg_write(path, buf);
+}
+
+static void apply_cgroup_plan(const struct spec *s) {
+  for (size_t i = 0; i < s->ncgops; i++) {
+    const struct cg_op *op = &s->cgops[i];
+    if (op->kind == CG_MKDIR) {
+      if (mkdir(op->path, 0755) < 0 && errno != EEXIST) fail("cgroup: create %s", op->path);
+    } else if (op->kind == CG_INHERIT) cg_inherit(op->path);
+    else cg_write(op->path, op->value != NULL ? op->value : "");
+  }
+}
+
 /* Opened in the host's view (before pivot_root or setns), written from inside. */
 static void open_cgroups(struct spec *s) {
   if (s->ncgroups == 0) return;
@@ -1465,8 +1523,9 @@ static int run_main(struct spec *s) {
   const size_t stack_size = 1 << 20;
   char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) fail("mmap");
+  open_ports(s); /* a port in use fails the start before anything is made */
+  apply_cgroup_plan(s);
   open_cgroups(s);
-  open_ports(s);
   open_shared_netns(s);
   struct init_args a = { .spec = s, .ttysock = sp[1] };
   int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone && s->netpid == 0 ? CLONE_NEWNET : 0);

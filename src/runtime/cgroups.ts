@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import { sharesToWeight, type Resources } from './resources.js';
@@ -100,26 +100,6 @@ export const DEFAULT_DEVICE_RULES: readonly string[] = [
   'c 136:* rwm', // pts
 ];
 
-async function writeControl(path: string, value: string, id: string): Promise<void> {
-  try {
-    await writeFile(path, value);
-  } catch (err) {
-    throw new FerryError('RUNTIME_ERROR', `container ${id}: write "${value}" to ${path}: ${messageOf(err)}`, {
-      cause: err,
-      hint: 'ferry needs root and writable cgroup filesystems (/sys/fs/cgroup) to confine containers',
-    });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await readFile(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
 
 /** A limit needs its controller: never a silently unlimited container. */
 function missing(id: string, controller: string, flag: string): FerryError {
@@ -128,39 +108,40 @@ function missing(id: string, controller: string, flag: string): FerryError {
   });
 }
 
-/** v1 cpuset: a new node has no CPUs or memory nodes until given its parent's. */
-async function initCpuset(dir: string, id: string): Promise<void> {
-  for (const file of ['cpuset.cpus', 'cpuset.mems']) {
-    const path = join(dir, file);
-    if ((await readFile(path, 'utf8')).trim() !== '') continue;
-    const parent = (await readFile(join(dir, '..', file), 'utf8')).trim();
-    await writeControl(path, parent, id);
-  }
-}
+/**
+ * One step the launcher takes, in order, before the container starts: the plan is data (tested
+ * without root), the launcher only acts (a few syscalls instead of tens of milliseconds of Node I/O).
+ */
+export type CgroupOp =
+  | { mkdir: string }
+  /** v1 cpuset: copy the parent's value when the file is empty (a new node has no CPUs). */
+  | { inherit: string }
+  | { write: string; value: string };
 
-/** Make the nodes, one level at a time (v1 cpuset and v2 controllers need each level set up). */
-async function makeNodes(cg: ContainerCgroups, id: string, unifiedControllers: readonly string[]): Promise<void> {
+function nodeOps(cg: ContainerCgroups, unifiedControllers: readonly string[]): CgroupOp[] {
+  const ops: CgroupOp[] = [];
   for (const [controller, dir] of Object.entries(cg.v1)) {
     const parent = join(dir, '..');
-    await mkdir(parent, { recursive: true });
-    if (controller === 'cpuset') await initCpuset(parent, id);
-    await mkdir(dir, { recursive: true });
-    if (controller === 'cpuset') await initCpuset(dir, id);
+    ops.push({ mkdir: parent });
+    if (controller === 'cpuset') ops.push({ inherit: join(parent, 'cpuset.cpus') }, { inherit: join(parent, 'cpuset.mems') });
+    ops.push({ mkdir: dir });
+    if (controller === 'cpuset') ops.push({ inherit: join(dir, 'cpuset.cpus') }, { inherit: join(dir, 'cpuset.mems') });
   }
   if (cg.v2 !== undefined) {
     const ferry = join(cg.v2, '..');
-    await mkdir(ferry, { recursive: true });
+    ops.push({ mkdir: ferry });
     // No processes in inner nodes (v2 delegation): ferry/ only passes controllers down.
     if (unifiedControllers.length > 0) {
       const enable = unifiedControllers.map((c) => `+${c}`).join(' ');
-      await writeControl(join(ferry, '..', 'cgroup.subtree_control'), enable, id);
-      await writeControl(join(ferry, 'cgroup.subtree_control'), enable, id);
+      ops.push({ write: join(ferry, '..', 'cgroup.subtree_control'), value: enable }, { write: join(ferry, 'cgroup.subtree_control'), value: enable });
     }
-    await mkdir(cg.v2, { recursive: true });
+    ops.push({ mkdir: cg.v2 });
   }
+  return ops;
 }
 
-async function applyV1(cg: ContainerCgroups, id: string, r: Resources): Promise<void> {
+function v1Limits(cg: ContainerCgroups, id: string, r: Resources): CgroupOp[] {
+  const ops: CgroupOp[] = [];
   const need = (c: V1Controller, flag: string): string => {
     const dir = cg.v1[c];
     if (dir === undefined) throw missing(id, c, flag);
@@ -168,76 +149,86 @@ async function applyV1(cg: ContainerCgroups, id: string, r: Resources): Promise<
   };
   if (r.memory !== undefined) {
     const dir = need('memory', '--memory');
-    await writeControl(join(dir, 'memory.limit_in_bytes'), String(r.memory), id);
-    const memsw = join(dir, 'memory.memsw.limit_in_bytes');
+    ops.push({ write: join(dir, 'memory.limit_in_bytes'), value: String(r.memory) });
     // docker: without --memory-swap, swap is as large as the memory limit (total = 2x).
     const total = r.memorySwap ?? r.memory * 2;
-    if (await exists(memsw)) await writeControl(memsw, String(total), id);
+    // The parent's file says whether the kernel has swap accounting (the node does not exist yet).
+    if (existsSync(join(dir, '..', '..', 'memory.memsw.limit_in_bytes'))) ops.push({ write: join(dir, 'memory.memsw.limit_in_bytes'), value: String(total) });
     else if (r.memorySwap !== undefined && r.memorySwap !== -1) {
       throw new FerryError('UNSUPPORTED', `container ${id}: --memory-swap needs swap accounting (memory.memsw), which this kernel does not have`, {
         hint: 'boot the kernel with swapaccount=1, or run without --memory-swap',
       });
     }
   }
-  if (r.memoryReservation !== undefined) await writeControl(join(need('memory', '--memory-reservation'), 'memory.soft_limit_in_bytes'), String(r.memoryReservation), id);
+  if (r.memoryReservation !== undefined) ops.push({ write: join(need('memory', '--memory-reservation'), 'memory.soft_limit_in_bytes'), value: String(r.memoryReservation) });
   if (r.cpuQuota !== undefined) {
     const dir = need('cpu', '--cpus');
-    await writeControl(join(dir, 'cpu.cfs_period_us'), String(r.cpuPeriod), id);
-    await writeControl(join(dir, 'cpu.cfs_quota_us'), String(r.cpuQuota), id);
+    ops.push({ write: join(dir, 'cpu.cfs_period_us'), value: String(r.cpuPeriod) }, { write: join(dir, 'cpu.cfs_quota_us'), value: String(r.cpuQuota) });
   }
-  if (r.cpuShares !== undefined) await writeControl(join(need('cpu', '--cpu-shares'), 'cpu.shares'), String(r.cpuShares), id);
-  if (r.cpusetCpus !== undefined) await writeControl(join(need('cpuset', '--cpuset-cpus'), 'cpuset.cpus'), r.cpusetCpus, id);
-  if (r.pidsLimit !== undefined) await writeControl(join(need('pids', '--pids-limit'), 'pids.max'), String(r.pidsLimit), id);
+  if (r.cpuShares !== undefined) ops.push({ write: join(need('cpu', '--cpu-shares'), 'cpu.shares'), value: String(r.cpuShares) });
+  if (r.cpusetCpus !== undefined) ops.push({ write: join(need('cpuset', '--cpuset-cpus'), 'cpuset.cpus'), value: r.cpusetCpus });
+  if (r.pidsLimit !== undefined) ops.push({ write: join(need('pids', '--pids-limit'), 'pids.max'), value: String(r.pidsLimit) });
+  return ops;
 }
 
-async function applyV2(dir: string, available: readonly string[], id: string, r: Resources): Promise<void> {
+function v2Limits(dir: string, available: readonly string[], id: string, r: Resources): CgroupOp[] {
+  const ops: CgroupOp[] = [];
   const need = (c: string, flag: string): void => {
     if (!available.includes(c)) throw missing(id, c, flag);
   };
   if (r.memory !== undefined) {
     need('memory', '--memory');
-    await writeControl(join(dir, 'memory.max'), String(r.memory), id);
-    const swap = r.memorySwap === undefined ? r.memory : r.memorySwap === -1 ? 'max' : String(r.memorySwap - r.memory);
-    if (await exists(join(dir, 'memory.swap.max'))) await writeControl(join(dir, 'memory.swap.max'), String(swap), id);
+    ops.push({ write: join(dir, 'memory.max'), value: String(r.memory) });
+    const swap = r.memorySwap === undefined ? String(r.memory) : r.memorySwap === -1 ? 'max' : String(r.memorySwap - r.memory);
+    // Present when the kernel accounts swap (CONFIG_MEMCG_SWAP): a non-root node shows it
+    // (ferry's own, or the one this process runs in; the root has none).
+    const own = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+    if (existsSync(join(dir, '..', 'memory.swap.max')) || existsSync(join(dir, '..', '..', own, 'memory.swap.max'))) ops.push({ write: join(dir, 'memory.swap.max'), value: swap });
   }
   if (r.memoryReservation !== undefined) {
     need('memory', '--memory-reservation');
-    await writeControl(join(dir, 'memory.low'), String(r.memoryReservation), id);
+    ops.push({ write: join(dir, 'memory.low'), value: String(r.memoryReservation) });
   }
   if (r.cpuQuota !== undefined) {
     need('cpu', '--cpus');
-    await writeControl(join(dir, 'cpu.max'), `${r.cpuQuota} ${r.cpuPeriod}`, id);
+    ops.push({ write: join(dir, 'cpu.max'), value: `${r.cpuQuota} ${r.cpuPeriod}` });
   }
   if (r.cpuShares !== undefined) {
     need('cpu', '--cpu-shares');
-    await writeControl(join(dir, 'cpu.weight'), String(sharesToWeight(r.cpuShares)), id);
+    ops.push({ write: join(dir, 'cpu.weight'), value: String(sharesToWeight(r.cpuShares)) });
   }
   if (r.cpusetCpus !== undefined) {
     need('cpuset', '--cpuset-cpus');
-    await writeControl(join(dir, 'cpuset.cpus'), r.cpusetCpus, id);
+    ops.push({ write: join(dir, 'cpuset.cpus'), value: r.cpusetCpus });
   }
   if (r.pidsLimit !== undefined) {
     need('pids', '--pids-limit');
-    await writeControl(join(dir, 'pids.max'), String(r.pidsLimit), id);
+    ops.push({ write: join(dir, 'pids.max'), value: String(r.pidsLimit) });
   }
+  return ops;
 }
 
-/** Make the container's nodes, set its device rules and limits; returns what the launcher joins. */
-export async function createContainerCgroups(id: string, options: { privileged: boolean; resources?: Resources }): Promise<ContainerCgroups> {
+export interface CgroupPlan {
+  cgroups: ContainerCgroups;
+  /** What the launcher does, in order, before the container starts. */
+  ops: CgroupOp[];
+}
+
+/** The container's nodes, device rules and limits as a plan; throws when a needed controller is missing. */
+export function planContainerCgroups(id: string, options: { privileged: boolean; resources?: Resources }): CgroupPlan {
   const cg = containerCgroups(id);
   const m = cgroupMounts();
   const available = cg.unified && m.v2 !== undefined
-    ? (await readFile(join(m.v2, 'cgroup.controllers'), 'utf8')).trim().split(/\s+/).filter((c) => ['memory', 'cpu', 'cpuset', 'pids', 'io'].includes(c))
+    ? readFileSync(join(m.v2, 'cgroup.controllers'), 'utf8').trim().split(/\s+/).filter((c) => ['memory', 'cpu', 'cpuset', 'pids', 'io'].includes(c))
     : [];
-  await makeNodes(cg, id, available);
+  const ops = nodeOps(cg, available);
   if (cg.devices !== undefined && !options.privileged) {
-    await writeControl(join(cg.devices, 'devices.deny'), 'a', id);
-    for (const rule of DEFAULT_DEVICE_RULES) await writeControl(join(cg.devices, 'devices.allow'), rule, id);
+    ops.push({ write: join(cg.devices, 'devices.deny'), value: 'a' });
+    for (const rule of DEFAULT_DEVICE_RULES) ops.push({ write: join(cg.devices, 'devices.allow'), value: rule });
   }
   const r = options.resources ?? {};
-  if (cg.unified) await applyV2(cg.v2!, available, id, r);
-  else await applyV1(cg, id, r);
-  return cg;
+  ops.push(...(cg.unified ? v2Limits(cg.v2!, available, id, r) : v1Limits(cg, id, r)));
+  return { cgroups: cg, ops };
 }
 
 /** Where the kernel counts OOM kills of the container ("oom_kill N"). */

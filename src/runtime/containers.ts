@@ -10,7 +10,7 @@ import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered, readLayeredFile } from './layered-fs.js';
-import { createContainerCgroups, existingCgroupProcs, oomEventsFile, removeContainerCgroups } from './cgroups.js';
+import { existingCgroupProcs, oomEventsFile, planContainerCgroups, removeContainerCgroups } from './cgroups.js';
 import { exposedPorts, parsePublish } from './ports.js';
 import { parseResources, type ResourceFlags } from './resources.js';
 import { launch, type LaunchBind, type LaunchMount, type LaunchStdio, type Launched } from './launcher.js';
@@ -350,7 +350,7 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
   const plan = JSON.parse(await readFile(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
   const rel = (p: string): string => relative(store.root, p);
   const security = securityOf(record.security);
-  const cgroups = await createContainerCgroups(record.id, { privileged: security.privileged, resources: record.resources ?? {} });
+  const { cgroups, ops: cgroupOps } = planContainerCgroups(record.id, { privileged: security.privileged, resources: record.resources ?? {} });
   const oomFile = oomEventsFile(cgroups);
   const binds: LaunchMount[] = [
     { source: paths.hostname, destination: '/etc/hostname', readOnly: false },
@@ -381,6 +381,7 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
       ...(await confinement(store, record, cgroups.procs)),
       exitFile: paths.exit,
       ...(oomFile !== undefined ? { oomFile } : {}),
+      cgroupPlan: cgroupOps,
       makeCwd: true,
       argv: p.argv,
       env: withHome(p.env, p.home),

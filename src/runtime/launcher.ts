@@ -5,6 +5,7 @@ import { dirname, resolve } from 'node:path';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../errors.js';
+import type { CgroupOp } from './cgroups.js';
 
 /**
  * Driving native/ferry-launch.c: the spec goes to its fd 3 as NUL-terminated key=value records,
@@ -83,6 +84,8 @@ export interface RunLaunch extends LaunchProcess {
   privileged?: boolean;
   /** The monitor writes the exit status here when the container ends. */
   exitFile: string;
+  /** Make the container's cgroups and set its limits (done by the launcher before the clone). */
+  cgroupPlan?: readonly CgroupOp[];
   /** The memory cgroup's OOM counter: an OOM kill is recorded with the exit status. */
   oomFile?: string;
   /** Create the working directory when missing (docker does for run, not for exec). */
@@ -161,6 +164,11 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
     r.push(record('upper', spec.upperDir), record('work', spec.workDir), record('readonly', spec.readOnly));
     r.push(record('hostname', spec.hostname), record('net', spec.network), record('exitfile', spec.exitFile), record('mkcwd', spec.makeCwd));
     if (spec.oomFile !== undefined) r.push(record('oomfile', spec.oomFile));
+    for (const op of spec.cgroupPlan ?? []) {
+      if ('mkdir' in op) r.push(record('cg.mkdir', op.mkdir));
+      else if ('inherit' in op) r.push(record('cg.inherit', op.inherit));
+      else r.push(record('cg.write', op.write), record('cg.value', op.value));
+    }
     if (spec.shareNetworkOf !== undefined) r.push(record('netpid', spec.shareNetworkOf.pid), record('netpidstart', spec.shareNetworkOf.start));
     for (const p of spec.ports ?? []) r.push(record('port', `${p.protocol}:${p.hostIp}:${p.hostPort}:${p.containerPort}`));
     for (const b of spec.binds) {
