@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { Digester, digestAlgorithm, type Digest } from '../oci/digest.js';
 import { chain } from '../io/layer-forms.js';
-import { ZSTD_MAGIC, zstdDecompressStream } from '../io/zstd.js';
+import { ZSTD_FRAME_HEADER_MAX, ZSTD_MAGIC, ZSTD_WINDOW_LOG_LIMIT, ZSTD_WINDOW_LOG_MAX, zstdDecompressStream, zstdFrameWindowLog } from '../io/zstd.js';
 import {
   HEADER_ENTRY,
   INDEX_ENTRY,
@@ -93,27 +93,54 @@ async function openInput(input: BundleInput, signal: AbortSignal | undefined): P
   return { name: locationName(location), location, compressed: stream, current };
 }
 
-/** Pass chunks through, failing at once when the stream does not start with a zstd frame. */
-async function* requireZstd(source: AsyncIterable<Buffer>, name: string): AsyncGenerator<Buffer> {
+interface ZstdStart {
+  /** The window (log2) the first frame declares. */
+  windowLog: number;
+  /** The whole compressed stream again, its start included. */
+  chunks: AsyncIterable<Buffer>;
+}
+
+/**
+ * Read the start of the stream: it must be a zstd frame, whose header declares the window the
+ * decoder will have to allocate. Fails at once on anything else.
+ */
+async function startZstd(source: AsyncIterable<Buffer>, name: string): Promise<ZstdStart> {
+  const iterator = source[Symbol.asyncIterator]();
   let head = Buffer.alloc(0);
-  let checked = false;
-  for await (const chunk of source) {
-    if (!checked) {
-      head = Buffer.concat([head, chunk]);
-      if (head.length < ZSTD_MAGIC.length) continue;
-      if (!head.subarray(0, ZSTD_MAGIC.length).equals(ZSTD_MAGIC)) {
-        throw new FerryError('BUNDLE_INVALID', `${name}: not a ferry bundle: it does not start with a zstd frame`, {
-          hint: 'give the .tar.zst file ferry export wrote (or its first volume)',
-        });
-      }
-      checked = true;
-      yield head;
-      continue;
+  let ended = false;
+  while (head.length < ZSTD_FRAME_HEADER_MAX) {
+    const next = await iterator.next();
+    if (next.done === true) {
+      ended = true;
+      break;
     }
-    yield chunk;
+    head = Buffer.concat([head, next.value]);
   }
-  if (!checked && head.length > 0) throw new FerryError('BUNDLE_INVALID', `${name}: not a ferry bundle: too short`);
-  if (!checked) throw new FerryError('BUNDLE_INVALID', `${name}: empty file`, { hint: 'the copy is incomplete: copy it again' });
+  if (head.length === 0) throw new FerryError('BUNDLE_INVALID', `${name}: empty file`, { hint: 'the copy is incomplete: copy it again' });
+  if (head.length < ZSTD_MAGIC.length) throw new FerryError('BUNDLE_INVALID', `${name}: not a ferry bundle: too short`);
+  if (!head.subarray(0, ZSTD_MAGIC.length).equals(ZSTD_MAGIC)) {
+    throw new FerryError('BUNDLE_INVALID', `${name}: not a ferry bundle: it does not start with a zstd frame`, {
+      hint: 'give the .tar.zst file ferry export wrote (or its first volume)',
+    });
+  }
+  // Too short for a frame header: the decoder reports the truncation.
+  const windowLog = zstdFrameWindowLog(head) ?? ZSTD_WINDOW_LOG_LIMIT;
+  const first = head;
+  const chunks = async function* (): AsyncGenerator<Buffer> {
+    try {
+      yield first;
+      if (ended) return;
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done === true) return;
+        yield next.value;
+      }
+    } finally {
+      // Releases the file (or volumes) when reading stops early, as for-await would.
+      await iterator.return?.();
+    }
+  };
+  return { windowLog, chunks: chunks() };
 }
 
 /**
@@ -158,11 +185,6 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
   const { signal } = options;
   const key = options.publicKey === undefined ? undefined : publicKeyFrom(options.publicKey);
   const opened = await openInput(input, signal);
-  const decompressed = chain(
-    Readable.from(requireZstd(opened.compressed, opened.name), { objectMode: false }),
-    zstdDecompressStream(31),
-  );
-  const tar = new BundleTarReader(decompressed, opened.name);
   const withExplain = async <T>(p: Promise<T>): Promise<T> => {
     try {
       return await p;
@@ -170,6 +192,18 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
       throw await explain(err, opened, signal);
     }
   };
+  let start: ZstdStart;
+  try {
+    start = await withExplain(startZstd(opened.compressed, opened.name));
+  } catch (err) {
+    opened.compressed.destroy();
+    throw err;
+  }
+  // The decoder gets the window the frame declares (zstd's default limit at least), which the
+  // header must confirm below: a window above 2^27 only for a bundle that says it was written so.
+  const windowLogMax = Math.min(ZSTD_WINDOW_LOG_MAX, Math.max(ZSTD_WINDOW_LOG_LIMIT, start.windowLog));
+  const decompressed = chain(Readable.from(start.chunks, { objectMode: false }), zstdDecompressStream({ windowLogMax, what: opened.name }));
+  const tar = new BundleTarReader(decompressed, opened.name);
   try {
     const first = await withExplain(tar.nextEntry());
     if (first === undefined || first.name !== HEADER_ENTRY || first.type !== 'file') {
@@ -179,6 +213,13 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
     }
     const headerBytes = await withExplain(tar.readBody(MAX_HEADER_BYTES));
     const header = parseHeader(headerBytes, opened.name);
+    // Checked before anything but the header was decoded: the window's memory is touched only
+    // as output is produced, so a frame that lies about its window costs a few blocks, not GBs.
+    if (windowLogMax > ZSTD_WINDOW_LOG_LIMIT && start.windowLog > header.compression.windowLog) {
+      throw new FerryError('BUNDLE_INVALID', `${opened.name}: its zstd frame declares a window of 2^${start.windowLog} bytes, but ${HEADER_ENTRY} records window log ${header.compression.windowLog}`, {
+        hint: `ferry reads a window above 2^${ZSTD_WINDOW_LOG_LIMIT} only from bundles written with it; this one was not written by ferry export, or was altered`,
+      });
+    }
     let pending: TarEntry | undefined = await withExplain(tar.nextEntry());
     let signature: Buffer | undefined;
     if (pending?.name === SIGNATURE_ENTRY && pending.type === 'file') {

@@ -35,7 +35,8 @@ export function decompressLayer(blob: Readable, mediaType: string, what: string)
     case 'gzip':
       return chain(blob, createGunzip({ chunkSize: GUNZIP_CHUNK }));
     case 'zstd':
-      return chain(blob, zstdDecompressStream());
+      // zstd's default window limit: a layer's frame cannot make the decoder take GBs.
+      return chain(blob, zstdDecompressStream({ what }));
     default:
       throw unsupportedLayer(mediaType, what);
   }
@@ -70,7 +71,7 @@ export function layerFromBlob(source: BlobLayerSource): Layer {
     async tar(options?: OpenOptions): Promise<Readable> {
       // Refuse before opening: a blob stream opened and then abandoned would leak its file handle.
       if (layerCompression(descriptor.mediaType) === undefined) throw unsupportedLayer(descriptor.mediaType, what);
-      const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, what);
+      const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, `${what} blob ${descriptor.digest}`);
       return chain(tar, new VerifyDigest(diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` }));
     },
   };

@@ -23,13 +23,15 @@ import {
  * The one streaming tar reader: ustar, GNU (long names and links, base-256 numbers) and PAX
  * (including binary SCHILY.xattr values), byte-exact. Names stay Buffers, because a tar name is
  * any bytes but NUL, and two names that differ only in invalid UTF-8 are two files. It faces
- * hostile input (layer unpack): every header is checked, extended headers are capped, and with
- * the strict end the whole stream is read and only zeros may follow the end marker.
+ * hostile input (layer unpack): every header is checked, the extended headers before one entry
+ * are capped together, and with the strict end the whole stream is read and only zeros may
+ * follow the end marker.
  *
  * Memory is constant: bodies are handed out chunk by chunk as the stream delivers them (no
- * copies); only extended headers (PAX, GNU L/K) are buffered, under a cap. Each entry reports the
- * byte offsets of its header and body, so a file can be indexed without reading the bodies
- * (TarFileSource skips them with a seek).
+ * copies); only extended headers (PAX, GNU L/K) are buffered, under one cap for all those of an
+ * entry (consecutive PAX headers merge: with a cap per header, a flood of them grew without
+ * end). Each entry reports the byte offsets of its header and body, so a file can be indexed
+ * without reading the bodies (TarFileSource skips them with a seek).
  *
  * The reader knows the format, not a consumer's policy: it returns every entry type (unknown
  * ones as 'other') with all its PAX records, and reports problems through the consumer's `error`.
@@ -87,12 +89,17 @@ export interface TarReaderOptions {
   /** The consumer's error for a problem in the archive. */
   error: (problem: TarProblem) => Error;
   /**
-   * 'strict' (default): the end-of-archive marker is required, the stream is read to its end (so
-   * a digest over it covers every byte) and only zeros may follow the marker. 'lenient': the
-   * archive may end between entries, and reading stops at the marker.
+   * Either way the archive may end cleanly after a complete entry without the end-of-archive
+   * marker, as GNU tar and Go's archive/tar accept (such layers occur in the wild); an entry cut
+   * short, or extended headers without their entry, is truncation.
+   * 'strict' (default): the stream is read to its end (so a digest over it covers every byte) and
+   * only zeros may follow the marker. 'lenient': reading stops at the marker.
    */
   end?: 'strict' | 'lenient';
-  /** Largest extended header (PAX, GNU long name) buffered; a real one is a few KB. Default 1 MiB. */
+  /**
+   * Most bytes of extended headers (PAX, PAX global, GNU long name and link) buffered for one
+   * entry, all of them together; a real entry has a few KB. Default 1 MiB.
+   */
   maxExtendedHeader?: number;
   /**
    * Called, in order, with every byte the reader consumes that it does not hand out through
@@ -255,6 +262,28 @@ export class TarFileSource implements ByteSource {
 const NONE: ReadonlyMap<string, Buffer> = new Map();
 
 /**
+ * PAX records for one entry. A real entry has a dozen; even xattrs cannot need more (Linux lists
+ * at most 64 KiB of xattr names). Each record costs far more memory parsed than its few bytes in
+ * the tar, so a 1 MiB header of tiny records would otherwise cost tens of MB per entry.
+ */
+const MAX_PAX_RECORDS = 10_000;
+
+const EXTENDED_KINDS: ReadonlyMap<string, string> = new Map([
+  ['x', 'PAX header'],
+  ['g', 'PAX global header'],
+  ['L', 'GNU long name'],
+  ['K', 'GNU long link'],
+]);
+
+/** A name for messages: UTF-8 where valid, control characters and other bytes as \xNN. */
+function shownName(name: Buffer): string {
+  const text = name.toString('utf8');
+  const plain = !text.includes('\ufffd') && !/[\u0000-\u001f\u007f]/.test(text);
+  if (plain) return text;
+  return [...name].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
+}
+
+/**
  * Read a tar entry by entry. Each entry's body may be read (`body()`, `readBody()`) or is
  * skipped when the next entry is requested.
  */
@@ -314,18 +343,23 @@ export class TarReader {
     let pax: Map<string, Buffer> | undefined;
     let longName: Buffer | undefined;
     let longLink: Buffer | undefined;
+    /** Bytes of extended headers read for this entry so far. */
+    let extended = 0;
     for (;;) {
       this.header = this.source.offset;
       this.size = 0;
       const block = await this.source.read(BLOCK);
       this.skeleton?.(block);
+      const pending = pax !== undefined || longName !== undefined || longLink !== undefined;
       if (block.length === 0) {
-        if (this.strictEnd) throw this.problem('no-end', 'header', 'archive ends without an end-of-archive marker');
+        if (pending) throw this.problem('truncated', 'header', 'archive ends after extended headers, without their entry');
+        // A clean end after a complete entry, without the end-of-archive marker.
         this.done = true;
         return undefined;
       }
       if (block.length < BLOCK) throw this.problem('truncated', 'header', 'archive is truncated inside a header');
       if (isAllZero(block)) {
+        if (pending) throw this.problem('truncated', 'header', 'archive ends after extended headers, without their entry');
         this.done = true;
         if (this.strictEnd) await this.finish();
         return undefined;
@@ -336,11 +370,18 @@ export class TarReader {
       const typeflag = typeflagOf(block);
       const size = this.decode('header', () => readNumber(block, 124, 12, 'size'));
       if (size < 0) throw this.problem('field', 'header', 'negative entry size');
+      if (typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K') {
+        this.checkExtended(size, extended, typeflag);
+        extended += size;
+      }
       switch (typeflag) {
         case 'x': {
           const data = await this.readExtended(size, 'PAX header');
           pax ??= new Map();
           for (const [k, v] of this.decode('extended', () => parsePaxRecords(data))) pax.set(k, v);
+          if (pax.size > MAX_PAX_RECORDS) {
+            throw this.problem('limit', 'extended', `${pax.size} PAX records for one entry are over the ${MAX_PAX_RECORDS}-record limit`, MAX_PAX_RECORDS);
+          }
           continue;
         }
         case 'g':
@@ -383,10 +424,18 @@ export class TarReader {
       headerOffset: this.header,
       bodyOffset: this.source.offset,
     };
-    if (pax !== undefined) this.decode('extended', () => applyPax(entry, pax));
+    if (pax !== undefined) {
+      try {
+        applyPax(entry, pax);
+      } catch (err) {
+        // Named after the entry (its PAX path when that was valid), not just the archive.
+        if (err instanceof TarFormatError) throw this.problem(err.kind, 'extended', `entry "${shownName(entry.name)}": ${err.why}`);
+        throw err;
+      }
+    }
     // An old-style (v7) directory is a regular-file entry whose (final) name ends in '/'.
     if (entry.type === 'file' && entry.name.length > 0 && entry.name[entry.name.length - 1] === 0x2f) entry.type = 'dir';
-    if (entry.uid < 0 || entry.gid < 0) throw this.problem('field', 'header', `negative owner on "${entry.name.toString('utf8')}"`);
+    if (entry.uid < 0 || entry.gid < 0) throw this.problem('field', 'header', `negative owner on "${shownName(entry.name)}"`);
     if (entry.size < 0) throw this.problem('field', 'header', 'negative entry size');
     this.remaining = entry.size;
     this.padding = paddingSize(entry.size);
@@ -394,11 +443,20 @@ export class TarReader {
     return entry;
   }
 
+  /** Refuse an extended header that would take this entry's extended headers over the cap, before it is read. */
+  private checkExtended(size: number, before: number, typeflag: string): void {
+    if (before + size <= this.maxExtended) return;
+    this.size = size;
+    const kind = EXTENDED_KINDS.get(typeflag) ?? 'extended header';
+    const why =
+      before === 0
+        ? `${kind} of ${size} bytes is over the ${this.maxExtended}-byte limit`
+        : `${kind} of ${size} bytes after ${before} bytes of extended headers for the same entry is over the ${this.maxExtended}-byte limit for one entry`;
+    throw this.problem('limit', 'extended', why, this.maxExtended);
+  }
+
   private async readExtended(size: number, kind: string): Promise<Buffer> {
     this.size = size;
-    if (size > this.maxExtended) {
-      throw this.problem('limit', 'extended', `${kind} of ${size} bytes is over the ${this.maxExtended}-byte limit`, this.maxExtended);
-    }
     const padded = size + paddingSize(size);
     const data = await this.source.read(padded);
     this.skeleton?.(data);
@@ -492,22 +550,41 @@ const DECIMAL_KEYS: ReadonlyMap<string, 'size' | 'uid' | 'gid' | 'devmajor' | 'd
   ['SCHILY.devminor', 'devminor'],
 ]);
 
+/** A PAX path or linkpath: any bytes but NUL, as in a header field (a C string cannot hold one). */
+function paxName(value: Buffer, key: string): Buffer {
+  if (value.includes(0)) throw new TarFormatError('pax', `PAX ${key} "${shownName(value)}" contains a NUL byte`);
+  return value;
+}
+
+/** A LIBARCHIVE.xattr name, URL-encoded by libarchive. */
+function libarchiveXattrName(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded);
+  } catch (err) {
+    if (err instanceof URIError) throw new TarFormatError('pax', `LIBARCHIVE.xattr name "${encoded}" is not valid URL encoding`);
+    throw err;
+  }
+}
+
 /** Apply the PAX records that change an entry; the others stay in `entry.pax` for the consumer. */
 function applyPax(entry: TarEntry, records: ReadonlyMap<string, Buffer>): void {
+  // The names first, so that a problem with another record names the entry by its real path.
+  const path = records.get('path');
+  if (path !== undefined) entry.name = paxName(path, 'path');
+  const linkpath = records.get('linkpath');
+  if (linkpath !== undefined) entry.linkname = paxName(linkpath, 'linkpath');
   const xattrs = new Map<string, Buffer>();
   for (const [key, value] of records) {
     const decimal = DECIMAL_KEYS.get(key);
     if (decimal !== undefined) entry[decimal] = parsePaxDecimal(value.toString('utf8'), key);
-    else if (key === 'path') entry.name = value;
-    else if (key === 'linkpath') entry.linkname = value;
     else if (key === 'mtime') entry.mtime = parsePaxTime(value.toString('utf8'));
     else if (key === 'atime') entry.atime = parsePaxTime(value.toString('utf8'));
     else if (key.startsWith('SCHILY.xattr.')) xattrs.set(key.slice('SCHILY.xattr.'.length), value);
     else if (key.startsWith('LIBARCHIVE.xattr.')) {
       // libarchive: URL-encoded name, base64 value.
-      xattrs.set(decodeURIComponent(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(value.toString('utf8'), 'base64'));
+      xattrs.set(libarchiveXattrName(key.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(value.toString('utf8'), 'base64'));
     }
-    // Other keys (ctime, uname, gname, comment, charset, vendor keys) do not change the entry.
+    // Other keys (path and linkpath above, ctime, uname, gname, comment, charset, vendor keys) do not change the entry.
   }
   if (xattrs.size > 0) entry.xattrs = xattrs;
 }

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Transform, type TransformCallback } from 'node:stream';
 import { CompressStream } from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
+import { FerryError } from '../errors.js';
 
 // The low-level binding (a CommonJS addon loader without static exports) for the decompressor below.
 const binding = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof ZstdBinding;
@@ -53,12 +54,21 @@ class ZstdDecompressStream extends Transform {
   /** The reader asked for more and nothing was pushed since (push() can call _read synchronously). */
   private readRequested = false;
 
-  constructor(windowLogMax: number) {
+  private readonly windowLogMax: number;
+  private readonly what: string;
+  /** The start of the stream, kept until it holds the first frame's header (for the window error). */
+  private head: Buffer = Buffer.alloc(0);
+  private framesEnded = 0;
+
+  constructor(options: ZstdDecompressOptions) {
     super({ readableHighWaterMark: binding.dStreamOutSize() });
-    this.dctx.setParameter(binding.DParameter.windowLogMax, windowLogMax);
+    this.windowLogMax = options.windowLogMax ?? ZSTD_WINDOW_LOG_LIMIT;
+    this.what = options.what ?? 'zstd stream';
+    this.dctx.setParameter(binding.DParameter.windowLogMax, this.windowLogMax);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.head.length < ZSTD_FRAME_HEADER_MAX) this.head = Buffer.concat([this.head, chunk.subarray(0, ZSTD_FRAME_HEADER_MAX - this.head.length)]);
     this.src = chunk;
     this.done = done;
     this.pump();
@@ -79,6 +89,17 @@ class ZstdDecompressStream extends Transform {
     done(this.inFrame ? new Error('Stream ended in middle of compressed data frame') : null);
   }
 
+  /** The decoder's window refusal, in words that say which stream, how much, and what to do. */
+  private explain(err: unknown): Error {
+    if (!(err instanceof Error) || !/too much memory/i.test(err.message)) return err as Error;
+    const declared = this.framesEnded === 0 ? zstdFrameWindowLog(this.head) : undefined;
+    const needs = declared === undefined ? 'a window larger than' : `a ${formatWindow(declared)} window (2^${declared}), over`;
+    return new FerryError('UNSUPPORTED', `${this.what}: zstd frame needs ${needs} the ${formatWindow(this.windowLogMax)} (2^${this.windowLogMax}) that ferry allows here`, {
+      cause: err,
+      hint: `decoding it would take that much memory; recompress it with a window of at most 2^${ZSTD_WINDOW_LOG_LIMIT} (zstd without --long above 27)`,
+    });
+  }
+
   private pump(): void {
     const done = this.done!;
     let finished = false;
@@ -96,6 +117,7 @@ class ZstdDecompressStream extends Transform {
           this.readRequested = false;
           room = this.push(out.subarray(0, produced));
         }
+        if (ret === 0) this.framesEnded++;
         if (this.src.length === 0 && (produced < out.length || ret === 0)) {
           this.inFrame = ret !== 0;
           finished = true;
@@ -112,7 +134,7 @@ class ZstdDecompressStream extends Transform {
     const wanted = this.readRequested;
     this.readRequested = false;
     if (failure !== undefined) {
-      done(failure as Error);
+      done(this.explain(failure));
       return;
     }
     done();
@@ -122,9 +144,60 @@ class ZstdDecompressStream extends Transform {
   }
 }
 
-/** `windowLogMax` lets ferry read its own bundles written with a window above zstd's default limit (27). */
-export function zstdDecompressStream(windowLogMax = 31): Transform {
-  return new ZstdDecompressStream(windowLogMax);
+/**
+ * zstd's own default limit (ZSTD_WINDOWLOG_LIMIT_DEFAULT): a 128 MiB window, what `zstd -d` and
+ * `tar --zstd` accept. A frame's declared window is memory the decoder fills, whatever the input
+ * size (a 112 KB frame declaring 2 GiB took 2.19 GB), so only ferry's own bundles, whose header
+ * declares a larger window, are read with more.
+ */
+export const ZSTD_WINDOW_LOG_LIMIT = 27;
+/** The largest window log zstd has (on 64-bit). */
+export const ZSTD_WINDOW_LOG_MAX = 31;
+/** Bytes of a zstd frame header at most: magic, descriptor, window, dictionary id, content size. */
+export const ZSTD_FRAME_HEADER_MAX = 18;
+
+export interface ZstdDecompressOptions {
+  /** Largest window (log2) a frame may declare; default ZSTD_WINDOW_LOG_LIMIT (27). */
+  windowLogMax?: number;
+  /** Names the stream in errors (e.g. the layer and its digest). */
+  what?: string;
+}
+
+export function zstdDecompressStream(options: ZstdDecompressOptions = {}): Transform {
+  return new ZstdDecompressStream(options);
+}
+
+/**
+ * The window (log2, rounded up) that the zstd frame at the start of `head` declares, as the
+ * decoder compares it with its limit; undefined when `head` is not (yet) a whole frame header.
+ */
+export function zstdFrameWindowLog(head: Buffer): number | undefined {
+  if (head.length < 5 || !head.subarray(0, 4).equals(ZSTD_MAGIC)) return undefined;
+  const descriptor = head[4]!;
+  const fcsFlag = descriptor >> 6;
+  const singleSegment = (descriptor & 0x20) !== 0;
+  let at = 5;
+  let windowSize: number;
+  if (!singleSegment) {
+    const byte = head[at++];
+    if (byte === undefined) return undefined;
+    const base = 2 ** (10 + (byte >> 3));
+    windowSize = base + (base / 8) * (byte & 7);
+  } else {
+    // A single-segment frame's window is its content size.
+    at += [0, 1, 2, 4][descriptor & 3]!;
+    const fcsBytes = [1, 2, 4, 8][fcsFlag]!;
+    if (head.length < at + fcsBytes) return undefined;
+    if (fcsBytes === 1) windowSize = head[at]!;
+    else if (fcsBytes === 2) windowSize = head.readUInt16LE(at) + 256;
+    else if (fcsBytes === 4) windowSize = head.readUInt32LE(at);
+    else windowSize = Number(head.readBigUInt64LE(at));
+  }
+  return Math.max(10, Math.ceil(Math.log2(Math.max(windowSize, 1))));
+}
+
+function formatWindow(log: number): string {
+  return log >= 30 ? `${2 ** (log - 30)} GiB` : log >= 20 ? `${2 ** (log - 20)} MiB` : `${2 ** (log - 10)} KiB`;
 }
 
 /** Memory a decoder needs for a frame of this window: the window itself plus small buffers. */

@@ -10,6 +10,7 @@ import {
   mkdirSync,
   openSync,
   rmSync,
+  statfsSync,
   symlinkSync,
   writeSync,
   type Stats,
@@ -85,6 +86,16 @@ export const MAX_DEPTH = 256;
 const MAX_COMPONENT = 255;
 const PATH_MAX = 4096;
 const MAX_WARNINGS = 200;
+/** uid_t is 32 bits and chown(2) reads (uid_t)-1 as "leave unchanged": owners above this are refused. */
+const MAX_OWNER_ID = 0xfffffffe;
+/** Linux XATTR_NAME_MAX and XATTR_SIZE_MAX. */
+const XATTR_NAME_MAX = 255;
+const XATTR_SIZE_MAX = 65536;
+/**
+ * setxattr's ENOSPC means the inode's xattr space is full (one block on ext4) unless the
+ * filesystem itself is nearly full: below this much free space it is reported as a full disk.
+ */
+const XATTR_ENOSPC_FREE = 16 * 1024 * 1024;
 /** containerd's bound: times beyond what int64 nanoseconds can hold become the epoch. */
 const MAX_TIME_SEC = 9_223_372_036;
 const WHITEOUT_PREFIX = Buffer.from('.wh.');
@@ -112,13 +123,15 @@ function unsafe(what: string, name: Buffer, why: string): FerryError {
 }
 
 function invalidLayer(what: string, name: Buffer, why: string): FerryError {
-  return new FerryError('INVALID_LAYER', `${what}: entry "${printable(name)}": ${why}`);
+  return new FerryError('INVALID_LAYER', `${what}: entry "${printable(name)}": ${why}`, {
+    hint: 'the layer is damaged or was crafted to break unpackers; it is rejected and nothing was kept',
+  });
 }
 
-/** A name for messages: UTF-8 where valid, bytes as \xNN elsewhere. */
+/** A name for messages: UTF-8 where valid and free of control characters, bytes as \xNN elsewhere. */
 export function printable(name: Buffer): string {
   const text = name.toString('utf8');
-  if (!text.includes('\ufffd')) return text;
+  if (!text.includes('\ufffd') && !/[\u0000-\u001f\u007f]/.test(text)) return text;
   return [...name].map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
 }
 
@@ -268,6 +281,9 @@ class Unpacker {
 
   async apply(entry: TarEntry, reader: LayerTarReader): Promise<void> {
     const parts = cleanName(entry.name, this.what);
+    if (entry.uid > MAX_OWNER_ID || entry.gid > MAX_OWNER_ID) {
+      throw invalidLayer(this.what, entry.name, `owner ${entry.uid}:${entry.gid} is out of range (uid and gid are at most ${MAX_OWNER_ID})`);
+    }
     if (parts.length === 0) {
       // The layer's root: metadata only; its type can never change (umoci).
       if (entry.type !== 'dir') throw unsafe(this.what, entry.name, `the root of the layer cannot become a ${entry.type}`);
@@ -378,7 +394,7 @@ class Unpacker {
     for (const name of this.native.llistxattr(lower.path)) {
       if (isOverlayControlXattr(name)) continue;
       const value = this.native.lgetxattr(lower.path, name);
-      if (value !== null) this.trySetXattr(path, name, value, key);
+      if (value !== null) this.trySetXattr(path, name, value, Buffer.concat(prefix.flatMap((p, j) => (j ? [Buffer.from('/'), p] : [p]))));
     }
   }
 
@@ -535,6 +551,14 @@ class Unpacker {
 
   private setXattrs(path: Buffer, entry: TarEntry, isSymlink: boolean): void {
     for (const [name, value] of entry.xattrs) {
+      // What the kernel would refuse is refused here, naming the entry (not a raw errno on a staging path).
+      const nameBytes = Buffer.byteLength(name);
+      if (nameBytes === 0 || nameBytes > XATTR_NAME_MAX || name.includes('\u0000')) {
+        throw invalidLayer(this.what, entry.name, `xattr name "${printable(Buffer.from(name))}" is not 1..${XATTR_NAME_MAX} bytes without NUL`);
+      }
+      if (value.length > XATTR_SIZE_MAX) {
+        throw invalidLayer(this.what, entry.name, `xattr ${name} has ${value.length} bytes, over the ${XATTR_SIZE_MAX}-byte limit`);
+      }
       const plan = xattrPlan(name);
       if ('drop' in plan) {
         this.warn(`${this.what}: dropped xattr ${name} on "${printable(entry.name)}": ${plan.drop}`);
@@ -544,22 +568,35 @@ class Unpacker {
         this.warn(`${this.what}: dropped xattr ${name} on symlink "${printable(entry.name)}": Linux has no user.* xattrs on symlinks`);
         continue;
       }
-      this.trySetXattr(path, plan.set, value, printable(entry.name));
+      this.trySetXattr(path, plan.set, value, entry.name);
     }
   }
 
-  /** A filesystem may lack xattr support; that loses data, so it is a warning, not silence. */
-  private trySetXattr(path: Buffer, name: string, value: Buffer, what: string): void {
+  /**
+   * A filesystem may lack xattr support; that loses data, so it is a warning, not silence. An
+   * entry whose xattrs do not fit on one inode is the layer's fault, not a full disk.
+   */
+  private trySetXattr(path: Buffer, name: string, value: Buffer, entryName: Buffer): void {
     try {
       this.native.lsetxattr(path, name, value);
     } catch (err) {
       const code = errnoOf(err);
       if (code === 'EOPNOTSUPP' || code === 'EPERM' || code === 'ENOTSUP') {
-        this.warn(`${this.what}: could not set xattr ${name} on "${what}": ${messageOf(err)}`);
+        this.warn(`${this.what}: could not set xattr ${name} on "${printable(entryName)}": ${code}`);
         return;
+      }
+      if (code === 'E2BIG' || code === 'ERANGE' || (code === 'ENOSPC' && this.freeBytes() >= XATTR_ENOSPC_FREE)) {
+        throw new FerryError('INVALID_LAYER', `${this.what}: entry "${printable(entryName)}": its xattrs do not fit on one inode of the store's filesystem (setting ${name}: ${code})`, {
+          hint: 'the layer carries more extended attributes on one file than the filesystem can hold; it is rejected and nothing was kept',
+        });
       }
       throw err;
     }
+  }
+
+  private freeBytes(): number {
+    const st = statfsSync(this.root);
+    return st.bavail * st.bsize;
   }
 
   private times(path: Buffer, entry: TarEntry): void {
@@ -639,23 +676,30 @@ export async function unpackLayerTar(tar: Readable, root: string, options: Unpac
   } catch (err) {
     await reader.close();
     await split?.abort();
-    throw wrapError(err, options.what, current);
+    throw wrapError(err, options.what, current, root);
   }
   const result: UnpackResult = { diffId: measure.digest, size: measure.size, entries, warnings: unpacker.warnings };
   if (split !== undefined) {
     try {
       result.tarSplit = await split.finish(result.size);
     } catch (err) {
-      throw wrapError(err, options.what, undefined);
+      throw wrapError(err, options.what, undefined, root);
     }
   }
   return result;
 }
 
-function wrapError(err: unknown, what: string, entry: TarEntry | undefined): unknown {
+function wrapError(err: unknown, what: string, entry: TarEntry | undefined, root: string): unknown {
   if (isFerryError(err)) return err;
   const code = errnoOf(err);
   const where = entry === undefined ? '' : ` at entry "${printable(entry.name)}"`;
+  if (entry !== undefined && code !== undefined && /^ERR_(INVALID_ARG|OUT_OF_RANGE)/.test(code)) {
+    // Node refused a value the entry carries (checks above should have caught it first): the
+    // layer's fault. Not chained: Node's message would show the staging path.
+    return new FerryError('INVALID_LAYER', `${what}: entry "${printable(entry.name)}": ${messageOf(err).split(root).join('')}`, {
+      hint: 'a value in this entry cannot be applied on this system; the layer is rejected and nothing was kept',
+    });
+  }
   if (code === 'ENOSPC' || code === 'EDQUOT') {
     return new FerryError('NO_SPACE', `${what}: unpack${where}: no space left on the store's filesystem`, {
       cause: err,

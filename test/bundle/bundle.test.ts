@@ -347,6 +347,21 @@ describe('window', () => {
     expect(stdout.trim()).toBe('ferry-bundle.json');
     expect((await verifyBundle(bundle)).problems).toEqual([]);
   });
+
+  it('window bomb: a frame declaring a larger window than ferry-bundle.json records is refused after the header, before any blob', async () => {
+    // A real bundle written with the default window (2^27), recompressed with a 2^30 window.
+    const bundle = join(dir, 'w27.tar.zst');
+    await writeBundle(sources.filter((s) => s.ref === refOf('base')), bundle);
+    const forged = join(dir, 'w27-as-30.tar.zst');
+    await run('sh', ['-c', `zstd -dc '${bundle}' | zstd -q --long=30 -c > '${forged}'`]);
+    const blobs: string[] = [];
+    const read = async (): Promise<void> => {
+      for await (const event of openBundleStream(forged)) if (event.type === 'blob') blobs.push(event.digest);
+    };
+    const err = await read().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'BUNDLE_INVALID', message: expect.stringMatching(/w27-as-30\.tar\.zst: its zstd frame declares a window of 2\^30 bytes, but ferry-bundle\.json records window log 27/) });
+    expect(blobs).toEqual([]);
+  });
 });
 
 describe('delta bundles', () => {

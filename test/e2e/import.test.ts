@@ -1,17 +1,19 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_BIN, runFerry } from '../helpers/ferry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { fileTree } from '../helpers/tree.js';
 import { openStore, overlayMountOptions, rootfsPlan } from '../../src/store/index.js';
-import { digestHex, type Digest } from '../../src/oci/digest.js';
+import { digestHex, digestOf, type Digest } from '../../src/oci/digest.js';
+import { MediaType } from '../../src/oci/media-types.js';
 import { chainIds } from '../../src/store/index.js';
 import { memoryImage, type MemoryImage } from '../helpers/memory-image.js';
-import { buildTar } from '../helpers/tar-builder.js';
+import { buildTar, extendedHeader } from '../helpers/tar-builder.js';
 
 /** `ferry import` and the store commands, through bin/ferry as a user runs them (dist/ is built by `npm test`). */
 const run = promisify(execFile);
@@ -216,5 +218,98 @@ describe('ferry import', () => {
     } finally {
       await run('umount', [merged]);
     }
+  });
+});
+
+/** An OCI layout holding one image `evil` whose only layer is `blob` (the diffId is not checked before the attack lands). */
+async function oneLayerLayout(dir: string, blob: Buffer, mediaType: string, diffId: string): Promise<Digest> {
+  const blobs = join(dir, 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  const put = async (bytes: Buffer): Promise<Digest> => {
+    const digest = digestOf(bytes);
+    await writeFile(join(blobs, digestHex(digest)), bytes);
+    return digest;
+  };
+  const layer = await put(blob);
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [diffId] } }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: MediaType.ociConfig, digest: await put(config), size: config.length },
+      layers: [{ mediaType, digest: layer, size: blob.length }],
+    }),
+  );
+  const manifestDigest = await put(manifest);
+  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MediaType.ociManifest, digest: manifestDigest, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': 'evil' } }] }),
+  );
+  return layer;
+}
+
+/** `ferry import` in a child process under /usr/bin/time: its exit code, stderr and peak RSS. */
+async function importMeasured(root: string, source: string): Promise<{ code: number; stderr: string; maxRssMiB: number }> {
+  const child = spawn('/usr/bin/time', ['-f', 'ferry-max-rss-kb=%M', process.execPath, FERRY_BIN, '--root', root, 'import', source], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const code = await new Promise<number>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c ?? -1));
+  });
+  const kb = /ferry-max-rss-kb=(\d+)/.exec(stderr);
+  expect(kb, stderr).not.toBeNull();
+  return { code, stderr, maxRssMiB: Number(kb![1]) / 1024 };
+}
+
+describe('ferry import: memory bombs stay bounded (peak RSS of the import process)', () => {
+  const LIMIT_MIB = 300;
+
+  it('PAX flood: 48 MiB of PAX headers (each under 1 MiB) before one entry is refused within 300 MB, naming the layer', async () => {
+    // Distinct keys in consecutive headers all merged into one entry's records: ~13 bytes of tar
+    // each became a Map entry, a string and a Buffer (6.2 GB from a 28 MB gzip layer).
+    const headers: Buffer[] = [];
+    for (let h = 0; h < 48; h++) {
+      const records: string[] = [];
+      let size = 0;
+      for (let i = 0; size < 1024 * 1024 - 64; i++) {
+        const body = ` k${h}.${i}=\n`;
+        const record = `${body.length + String(body.length + 2).length}${body}`;
+        records.push(record);
+        size += record.length;
+      }
+      headers.push(extendedHeader('x', Buffer.from(records.join(''))));
+    }
+    const tar = Buffer.concat([...headers, buildTar([{ name: 'f', body: 'x' }])]);
+    const dir = join(work, 'pax-flood');
+    const layer = await oneLayerLayout(dir, gzipSync(tar, { level: 1 }), MediaType.ociLayerGzip, digestOf(tar));
+    const r = await importMeasured(join(work, 'store-pax-flood'), `oci:${dir}:evil`);
+    expect(r.maxRssMiB, r.stderr).toBeLessThan(LIMIT_MIB);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(layer);
+    // Refused at the first header, for its ~80,000 records (a flood of fewer, larger records meets the byte cap instead).
+    expect(r.stderr).toMatch(/invalid tar: \d+ PAX records for one entry are over the 10000-record limit/);
+  });
+
+  it('zstd window bomb: a 64 KB layer whose frame declares a 2 GiB window is refused within 300 MB, naming the layer', async () => {
+    // One real zstd frame (the zstd CLI decodes it with --long=31): window 2^31, then RLE blocks
+    // of 128 KiB of zeros, 2 GiB in all, that a decoder allowed 2^31 fills its window with.
+    const parts = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3])];
+    const blocks = 16_400;
+    for (let i = 0; i < blocks; i++) {
+      const h = (i === blocks - 1 ? 1 : 0) | (1 << 1) | (128 * 1024 * 8);
+      parts.push(Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff, 0]));
+    }
+    const frame = Buffer.concat(parts);
+    const dir = join(work, 'zstd-window');
+    const layer = await oneLayerLayout(dir, frame, MediaType.ociLayerZstd, `sha256:${'0'.repeat(64)}`);
+    const listed = await run('zstd', ['-lv', join(dir, 'blobs', 'sha256', digestHex(layer))]);
+    expect(listed.stdout).toMatch(/Window Size: 2\.00 GiB/);
+    const r = await importMeasured(join(work, 'store-zstd-window'), `oci:${dir}:evil`);
+    expect(r.maxRssMiB, r.stderr).toBeLessThan(LIMIT_MIB);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(layer);
+    expect(r.stderr).toMatch(/zstd frame needs a 2 GiB window \(2\^31\), over the 128 MiB \(2\^27\)/);
   });
 });

@@ -160,6 +160,20 @@ function gnuLong(flag: 'L' | 'K', value: Buffer): Buffer[] {
   return [header({ ...defaults(Buffer.from('././@LongLink')), typeflag: flag, size: data.length }), pad(data)];
 }
 
+/**
+ * One extended header (PAX 'x', PAX global 'g', GNU long name 'L' or long link 'K') with its
+ * data, as raw bytes: for floods of them before one entry.
+ */
+export function extendedHeader(flag: 'x' | 'g' | 'L' | 'K', data: Buffer): Buffer {
+  const name = flag === 'L' || flag === 'K' ? '././@LongLink' : 'PaxHeader';
+  return Buffer.concat([header({ ...defaults(Buffer.from(name)), typeflag: flag, size: data.length }), pad(data)]);
+}
+
+/** PAX records "LEN KEY=VALUE\n", for extendedHeader('x', ...). */
+export function paxRecords(records: Record<string, string | Buffer>): Buffer {
+  return Buffer.concat(Object.entries(records).map(([k, v]) => paxRecord(k, asBuffer(v))));
+}
+
 export interface BuildOptions {
   /** Leave out the two zero blocks. */
   noEnd?: boolean;

@@ -185,11 +185,20 @@ describe('TarReader offsets and bodies', () => {
 });
 
 describe('TarReader ends', () => {
-  it('strict (default): the end marker is required and only zeros may follow it', async () => {
+  it('strict (default): a clean end after a complete entry needs no marker (as GNU tar and Go); only zeros may follow a marker', async () => {
     const noEnd = file('f', 'x');
     const r = reader(noEnd);
     await r.next();
-    expect(await problemOf(r.next())).toMatchObject({ kind: 'no-end', part: 'header', header: 2 * BLOCK });
+    expect(await r.next()).toBeUndefined();
+    expect(r.offset).toBe(noEnd.length);
+    // Extended headers with no entry after them are a truncated entry, not a clean end.
+    const pax = Buffer.concat([encodeTarHeader({ name: 'PaxHeaders/x', typeflag: 'x', mode: 0o644, size: 12, mtime: 0 }), Buffer.from('12 path=abc\n'), padding(12)]);
+    const dangling = reader(Buffer.concat([noEnd, pax]));
+    await dangling.next();
+    expect(await problemOf(dangling.next())).toMatchObject({ kind: 'truncated', part: 'header', header: noEnd.length + pax.length });
+    const marked = reader(Buffer.concat([noEnd, pax, TAR_END]));
+    await marked.next();
+    expect(await problemOf(marked.next())).toMatchObject({ kind: 'truncated', part: 'header' });
     const trailing = reader(Buffer.concat([noEnd, TAR_END, Buffer.alloc(5000), Buffer.from('junk')]));
     await trailing.next();
     expect(await problemOf(trailing.next())).toMatchObject({ kind: 'trailing', part: 'end' });
@@ -225,6 +234,17 @@ describe('TarReader ends', () => {
     const r = reader(tar);
     await r.next();
     expect(await problemOf(r.next())).toMatchObject({ kind: 'checksum', header: 2 * BLOCK });
+  });
+
+  it('the extended headers before one entry are capped together (a flood of small PAX or GNU L/K headers too)', async () => {
+    const ext = (typeflag: string, size: number): Buffer => Buffer.concat([encodeTarHeader({ name: 'x', typeflag, mode: 0o644, size, mtime: 0 }), Buffer.alloc(size + (-size & 511), 0x61)]);
+    const flood = reader(Buffer.concat([ext('L', 400_000), ext('K', 400_000), ext('L', 400_000), file('f', 'x'), TAR_END]));
+    expect(await problemOf(flood.next())).toMatchObject({ kind: 'limit', part: 'extended', size: 400_000, limit: 1024 * 1024 });
+    // The count starts again at each entry.
+    const r = reader(Buffer.concat([ext('L', 600_000), file('a', 'x'), ext('L', 600_000), file('b', 'y'), TAR_END]));
+    expect((await r.next())!.name.length).toBe(600_000);
+    expect((await r.next())!.name.length).toBe(600_000);
+    expect(await r.next()).toBeUndefined();
   });
 
   it('an oversized extended header is a limit problem, before it is buffered', async () => {

@@ -6,7 +6,8 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { zstdDecompressStream } from '../../src/io/zstd.js';
+import { FerryError } from '../../src/errors.js';
+import { zstdDecompressStream, zstdFrameWindowLog } from '../../src/io/zstd.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -85,5 +86,45 @@ describe('zstdDecompressStream', () => {
     const damaged = Buffer.from(compressed);
     for (let i = 200; i < 600; i++) damaged[i] = damaged[i]! ^ 0x5a;
     await expect(drain(damaged)).rejects.toThrow();
+  });
+});
+
+describe('zstd window limit', () => {
+  async function zstdOf(args: string[], input: string, name: string): Promise<Buffer> {
+    const path = join(dir, name);
+    await writeFile(join(dir, `${name}.in`), input);
+    await run('sh', ['-c', `zstd -q ${args.join(' ')} -c < '${join(dir, `${name}.in`)}' > '${path}'`]);
+    return readFile(path);
+  }
+
+  it('reads the window a frame declares: 2^30 from zstd --long=30 on a pipe, the content size for a single-segment frame', async () => {
+    expect(zstdFrameWindowLog(await zstdOf(['--long=30'], 'hello', 'long30.zst'))).toBe(30);
+    const small = join(dir, 'small');
+    await writeFile(small, 'hello');
+    await run('zstd', ['-q', '-f', small, '-o', `${small}.zst`]);
+    expect(zstdFrameWindowLog(await readFile(`${small}.zst`))).toBe(10);
+    expect(zstdFrameWindowLog(Buffer.from('not zstd'))).toBeUndefined();
+  });
+
+  it('window bomb: a frame declaring more than 2^27 is refused by default before any output, naming the stream; a larger limit is explicit', async () => {
+    const frame = await zstdOf(['--long=30'], 'x'.repeat(1000), 'bomb.zst');
+    const out: Buffer[] = [];
+    const drain = (windowLogMax?: number): Promise<void> =>
+      pipeline(
+        Readable.from([frame]),
+        zstdDecompressStream({ what: 'layer sha256:abc', ...(windowLogMax === undefined ? {} : { windowLogMax }) }),
+        new Writable({
+          write: (c: Buffer, _e, done) => {
+            out.push(c);
+            done();
+          },
+        }),
+      );
+    const err = await drain().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FerryError);
+    expect(err).toMatchObject({ code: 'UNSUPPORTED', message: 'layer sha256:abc: zstd frame needs a 1 GiB window (2^30), over the 128 MiB (2^27) that ferry allows here' });
+    expect(out).toEqual([]);
+    await drain(30);
+    expect(Buffer.concat(out).toString()).toBe('x'.repeat(1000));
   });
 });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
 import { nativeFs } from '../../src/io/native.js';
 import { unpackLayerTar, xattrForLayer, xattrPlan, type UnpackResult } from '../../src/store/unpack.js';
-import { buildTar, entryBytes, sha256, type TarSpec } from '../helpers/tar-builder.js';
+import { buildTar, entryBytes, extendedHeader, paxRecords, sha256, type TarSpec } from '../helpers/tar-builder.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
 /**
@@ -479,8 +479,23 @@ describe('malformed archives', () => {
     await refused(tar.subarray(0, 2048), 'INVALID_LAYER', /truncated/);
   });
 
-  it('a tar without end marker is refused', async () => {
-    await refused(buildTar([{ name: 'f', body: 'x' }], { noEnd: true }), 'INVALID_LAYER', /end-of-archive/);
+  it('a layer without end-of-archive blocks is accepted after a complete entry, as GNU tar and Go do', async () => {
+    const r = await unpack(buildTar([{ name: 'd/', type: 'dir' }, { name: 'd/f', body: 'x'.repeat(700) }, { name: 'e', body: '' }], { noEnd: true }));
+    expect(r.entries).toBe(3);
+    expect(await readFile(join(root, 'd/f'), 'utf8')).toBe('x'.repeat(700));
+  });
+
+  it('without end-of-archive blocks, a truncated entry, its missing padding or a PAX header without its entry is still refused', async () => {
+    const whole = buildTar([{ name: 'a', body: 'a' }, { name: 'f', body: 'x'.repeat(700) }], { noEnd: true });
+    await refused(whole.subarray(0, whole.length - 512), 'INVALID_LAYER', /truncated inside a file/);
+    root = `${root}-2`;
+    await mkdir(root);
+    // The body is complete, the zero padding after it is not.
+    await refused(whole.subarray(0, whole.length - 100), 'INVALID_LAYER', /truncated inside a file/);
+    root = `${root}-3`;
+    await mkdir(root);
+    const dangling = Buffer.concat([entryBytes({ name: 'a', body: 'a' }), extendedHeader('x', paxRecords({ path: 'b' }))]);
+    await refused(dangling, 'INVALID_LAYER', /extended headers, without their entry/);
   });
 
   it('a bad header checksum is refused', async () => {
@@ -508,6 +523,94 @@ describe('malformed archives', () => {
   it('base-256 numbers (GNU) are read: uid 2^21+5', async () => {
     await unpack([{ name: 'f', body: 'x', uid: 2 ** 21 + 5 }]);
     expect((await lstat(join(root, 'f'))).uid).toBe(2 ** 21 + 5);
+  });
+});
+
+/**
+ * Refused as INVALID_LAYER, naming the layer (by digest) and the entry, and never the staging
+ * directory: not in the message, not in the cause chain the CLI prints.
+ */
+async function refusedNaming(tar: Buffer, entry: string, message?: RegExp): Promise<FerryError> {
+  const what = `layer ${sha256(tar)}`;
+  const err = await unpackLayerTar(Readable.from([tar]), root, { what }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(await snapshot(outside)).toBe(before);
+  expect(err).toBeInstanceOf(FerryError);
+  const fe = err as FerryError;
+  expect(fe.code, fe.message).toBe('INVALID_LAYER');
+  expect(fe.message).toContain(what);
+  expect(fe.message).toContain(`entry "${entry}"`);
+  if (message) expect(fe.message).toMatch(message);
+  for (let e: unknown = fe; e instanceof Error; e = e.cause) expect(e.message).not.toContain(base);
+  return fe;
+}
+
+describe('hostile metadata: memory amplification and raw errors', () => {
+  it('PAX flood: consecutive PAX headers before one entry are capped together, not each (INVALID_LAYER)', async () => {
+    // Three headers of 500 KB, each under the old per-header cap of 1 MiB.
+    const flood = (h: number): Buffer => extendedHeader('x', paxRecords({ [`comment${h}`]: 'c'.repeat(500_000) }));
+    const tar = Buffer.concat([flood(0), flood(1), flood(2), buildTar([{ name: 'f', body: 'x' }])]);
+    const err = await refused(tar, 'INVALID_LAYER', /PAX header of \d+ bytes after \d+ bytes of extended headers for the same entry is over the 1048576-byte limit/);
+    expect(err.message).toContain('test layer');
+    // Under the cap, several PAX headers still merge into one entry's records.
+    root = `${root}-2`;
+    await mkdir(root);
+    const fine = Buffer.concat([extendedHeader('x', paxRecords({ 'SCHILY.xattr.user.a': '1' })), extendedHeader('x', paxRecords({ 'SCHILY.xattr.user.b': '2' })), buildTar([{ name: 'g', body: 'y' }])]);
+    await unpack(fine);
+    expect(native.lgetxattr(join(root, 'g'), 'user.a')?.toString()).toBe('1');
+    expect(native.lgetxattr(join(root, 'g'), 'user.b')?.toString()).toBe('2');
+  });
+
+  it('PAX record flood: 20,000 tiny records for one entry (each costs ~100x its size once parsed) are refused', async () => {
+    const records: Record<string, string> = {};
+    for (let i = 0; i < 20_000; i++) records[`k${i}`] = 'v';
+    await refused(buildTar([{ name: 'f', body: 'x', pax: records }]), 'INVALID_LAYER', /20000 PAX records for one entry are over the 10000-record limit/);
+  });
+
+  it('GNU long-name flood: L and K records before one entry count toward the same cap', async () => {
+    const long = (flag: 'L' | 'K'): Buffer => extendedHeader(flag, Buffer.alloc(600 * 1024, 0x61));
+    const tar = Buffer.concat([long('L'), long('K'), buildTar([{ name: 'f', body: 'x' }])]);
+    await refused(tar, 'INVALID_LAYER', /GNU long link of 614400 bytes after 614400 bytes of extended headers/);
+  });
+
+  it('NUL byte in a PAX path or linkpath is INVALID_LAYER naming the entry, not a Node error on the staging path', async () => {
+    const path = buildTar([{ name: 'harmless', body: 'x', pax: { path: Buffer.from('evil\0/etc/passwd') } }]);
+    await refusedNaming(path, 'harmless', /PAX path "evil\\x00\/etc\/passwd" contains a NUL byte/);
+    const link = buildTar([{ name: 'l', type: 'symlink', linkname: 'x', pax: { linkpath: Buffer.from('a\0b') } }]);
+    await refusedNaming(link, 'l', /PAX linkpath "a\\x00b" contains a NUL byte/);
+  });
+
+  it('PAX uid 2^32+1 (and gid 2^32-1, which chown reads as "leave unchanged") is INVALID_LAYER naming the entry', async () => {
+    await refusedNaming(buildTar([{ name: 'f', body: 'x', pax: { uid: String(2 ** 32 + 1) } }]), 'f', /owner 4294967297:0 is out of range/);
+    await refusedNaming(buildTar([{ name: 'd/', type: 'dir', pax: { gid: String(2 ** 32 - 1) } }]), 'd/', /owner 0:4294967295 is out of range/);
+  });
+
+  it('bad LIBARCHIVE.xattr names (malformed %-encoding, %00, 300 bytes) are INVALID_LAYER naming the entry', async () => {
+    const value = Buffer.from('v').toString('base64');
+    await refusedNaming(buildTar([{ name: 'f', body: 'x', pax: { 'LIBARCHIVE.xattr.user.%ZZ': value } }]), 'f', /LIBARCHIVE\.xattr name "user\.%ZZ" is not valid URL encoding/);
+    await refusedNaming(buildTar([{ name: 'f', body: 'x', pax: { 'LIBARCHIVE.xattr.user.a%00b': value } }]), 'f', /xattr name "user\.a\\x00b" is not 1\.\.255 bytes without NUL/);
+    await refusedNaming(buildTar([{ name: 'f', body: 'x', pax: { [`LIBARCHIVE.xattr.user.${'n'.repeat(300)}`]: value } }]), 'f', /is not 1\.\.255 bytes/);
+  });
+
+  it('too many xattrs on one inode (ENOSPC from setxattr) is INVALID_LAYER naming the entry, not a full disk', async (ctx) => {
+    const xattrs: Record<string, Buffer> = {};
+    for (let i = 0; i < 64; i++) xattrs[`user.x${i}`] = Buffer.alloc(1000, 0x61);
+    // Filesystems with room for 64 KB of xattrs on one inode (XFS, btrfs with big nodes) have no such limit to test.
+    const probe = join(base, `probe${n}`);
+    await writeFile(probe, '');
+    const fits = Object.entries(xattrs).every(([k, v]) => {
+      try {
+        native.lsetxattr(probe, k, v);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return false;
+        throw err;
+      }
+    });
+    if (fits) ctx.skip();
+    await refusedNaming(buildTar([{ name: 'd/', type: 'dir' }, { name: 'd/many', body: 'x', xattrs }]), 'd/many', /xattrs do not fit on one inode .*ENOSPC/);
   });
 });
 
