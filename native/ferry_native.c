@@ -7,6 +7,12 @@
  * thread-pool hop. None follows a symlink in the last path component (l* variants,
  * AT_SYMLINK_NOFOLLOW); mknod never follows one either (it fails with EEXIST).
  *
+ * The *At functions work relative to a directory fd and take one name component (no '/', not
+ * "." or ".."), so a tree that a running container changes under us (`commit`, `diff`, user
+ * lookup) is walked without ever following a symlink or landing outside it: a directory is
+ * entered only through openat(O_DIRECTORY|O_NOFOLLOW), and a file's bytes are read only from an
+ * fd that fstat shows is a regular file. Device nodes and FIFOs are never opened.
+ *
  * Errors are thrown as Error objects whose `code` is the errno name (ENOENT, EPERM, ...), like
  * Node's own fs errors, with `errno` and `syscall` set too.
  */
@@ -18,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
@@ -62,14 +71,17 @@ static const char *errno_name(int err) {
     case EOVERFLOW: return "EOVERFLOW";
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case EDQUOT: return "EDQUOT";
+    case ESRCH: return "ESRCH";
+    case ETXTBSY: return "ETXTBSY";
     default: return "EUNKNOWN";
   }
 }
 
-/* Throw Error("<syscall> <path>: <strerror>") with code/errno/syscall/path set. */
+/* Throw Error("<syscall> <path>: <strerror>") with code/errno/syscall/path set ("" path: fd calls). */
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
   char message[PATH_MAX + 256];
-  snprintf(message, sizeof message, "%s %s: %s", syscall, path, strerror(err));
+  if (path[0] == 0) snprintf(message, sizeof message, "%s: %s", syscall, strerror(err));
+  else snprintf(message, sizeof message, "%s %s: %s", syscall, path, strerror(err));
   napi_value msg, code, error, errno_value, syscall_value, path_value;
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
   napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
@@ -311,6 +323,332 @@ static napi_value Syncfs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Walking a tree from directory fds (see the header comment). */
+
+static int get_fd(napi_env env, napi_value value, int *out) {
+  int32_t fd;
+  if (napi_get_value_int32(env, value, &fd) != napi_ok || (fd < 0 && fd != AT_FDCWD)) {
+    throw_type(env, "fd must be a non-negative integer");
+    return -1;
+  }
+  *out = fd;
+  return 0;
+}
+
+/* One name in a directory: what readdir gives, never a path that could walk through a link. */
+static int get_component(napi_env env, napi_value value, char *out, size_t out_size) {
+  if (get_path(env, value, out, out_size)) return -1;
+  if (strchr(out, '/') != NULL || strcmp(out, ".") == 0 || strcmp(out, "..") == 0) {
+    throw_type(env, "name must be one path component (no '/', not . or ..)");
+    return -1;
+  }
+  return 0;
+}
+
+static napi_value make_int(napi_env env, int value) {
+  napi_value result;
+  napi_create_int32(env, value, &result);
+  return result;
+}
+
+static napi_value make_null(napi_env env) {
+  napi_value result;
+  napi_get_null(env, &result);
+  return result;
+}
+
+static void set_number(napi_env env, napi_value object, const char *name, double value) {
+  napi_value v;
+  napi_create_double(env, value, &v);
+  napi_set_named_property(env, object, name, v);
+}
+
+static void set_bigint(napi_env env, napi_value object, const char *name, uint64_t value) {
+  napi_value v;
+  napi_create_bigint_uint64(env, value, &v);
+  napi_set_named_property(env, object, name, v);
+}
+
+/* struct stat as { mode, uid, gid, nlink, size, dev, ino, rdev, rdevMajor, rdevMinor, mtimeSec, mtimeNsec }. */
+static napi_value stat_object(napi_env env, const struct stat *st) {
+  napi_value o;
+  napi_create_object(env, &o);
+  set_number(env, o, "mode", st->st_mode);
+  set_number(env, o, "uid", st->st_uid);
+  set_number(env, o, "gid", st->st_gid);
+  set_number(env, o, "nlink", (double)st->st_nlink);
+  set_number(env, o, "size", (double)st->st_size);
+  set_bigint(env, o, "dev", (uint64_t)st->st_dev);
+  set_bigint(env, o, "ino", (uint64_t)st->st_ino);
+  set_bigint(env, o, "rdev", (uint64_t)st->st_rdev);
+  set_number(env, o, "rdevMajor", major(st->st_rdev));
+  set_number(env, o, "rdevMinor", minor(st->st_rdev));
+  set_number(env, o, "mtimeSec", (double)st->st_mtim.tv_sec);
+  set_number(env, o, "mtimeNsec", (double)st->st_mtim.tv_nsec);
+  return o;
+}
+
+/* openDir(path) -> fd: the root of a walk, a directory ferry itself names (followed, O_RDONLY). */
+static napi_value OpenDir(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX];
+  if (get_args(env, info, 1, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return throw_errno(env, errno, "open", path);
+  return make_int(env, fd);
+}
+
+/* openDirAt(dirFd, name) -> fd: the directory `name`, or ELOOP/ENOTDIR when it is anything else. */
+static napi_value OpenDirAt(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[PATH_MAX];
+  int dir;
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &dir) || get_component(env, argv[1], name, sizeof name)) return NULL;
+  int fd = openat(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) return throw_errno(env, errno, "openat", name);
+  return make_int(env, fd);
+}
+
+/* openPathAt(dirFd, name) -> an O_PATH fd of `name` itself (a link stays a link): opens no device. */
+static napi_value OpenPathAt(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[PATH_MAX];
+  int dir;
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &dir) || get_component(env, argv[1], name, sizeof name)) return NULL;
+  int fd = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "openat", name);
+  return make_int(env, fd);
+}
+
+/*
+ * openat2(dirFd, path, resolve) -> an O_PATH fd, resolved with openat2's RESOLVE_* flags (e.g.
+ * RESOLVE_IN_ROOT: "/" and ".." stop at dirFd). ENOSYS on kernels before 5.6.
+ */
+static napi_value Openat2(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char path[PATH_MAX];
+  int dir;
+  uint32_t resolve;
+  if (get_args(env, info, 3, argv) || get_fd(env, argv[0], &dir) || get_path(env, argv[1], path, sizeof path) ||
+      get_u32(env, argv[2], "resolve", &resolve)) {
+    return NULL;
+  }
+#ifdef SYS_openat2
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = resolve;
+  long fd = syscall(SYS_openat2, dir, path, &how, sizeof how);
+  if (fd < 0) return throw_errno(env, errno, "openat2", path);
+  return make_int(env, (int)fd);
+#else
+  return throw_errno(env, ENOSYS, "openat2", path);
+#endif
+}
+
+/*
+ * reopenRegular(pathFd) -> an O_RDONLY|O_NONBLOCK|O_NOCTTY fd of the same inode, or null when it
+ * is not a regular file. Through /proc/self/fd, so the inode cannot change between the check and
+ * the open, and a device node or FIFO is never opened (opening a device runs its driver).
+ * O_NONBLOCK: a lease or a FIFO cannot make the open wait.
+ */
+static napi_value ReopenRegular(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int pfd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &pfd)) return NULL;
+  struct stat before, after;
+  if (fstat(pfd, &before) != 0) return throw_errno(env, errno, "fstat", "");
+  if (!S_ISREG(before.st_mode)) return make_null(env);
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", pfd);
+  int fd = open(proc, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", proc);
+  if (fstat(fd, &after) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "fstat", "");
+  }
+  if (!S_ISREG(after.st_mode) || after.st_dev != before.st_dev || after.st_ino != before.st_ino) {
+    close(fd);
+    return make_null(env);
+  }
+  return make_int(env, fd);
+}
+
+/* fstat(fd) -> stat object. */
+static napi_value Fstat(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return throw_errno(env, errno, "fstat", "");
+  return stat_object(env, &st);
+}
+
+/* fstatat(dirFd, name) -> stat object of `name` itself (AT_SYMLINK_NOFOLLOW). */
+static napi_value Fstatat(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[PATH_MAX];
+  int dir;
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &dir) || get_component(env, argv[1], name, sizeof name)) return NULL;
+  struct stat st;
+  if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return throw_errno(env, errno, "fstatat", name);
+  return stat_object(env, &st);
+}
+
+/* readlinkat(dirFd, name) -> Buffer (EINVAL when `name` is not a symlink). */
+static napi_value Readlinkat(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[PATH_MAX];
+  int dir;
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &dir) || get_component(env, argv[1], name, sizeof name)) return NULL;
+  char target[PATH_MAX + 1];
+  ssize_t n = readlinkat(dir, name, target, sizeof target);
+  if (n < 0) return throw_errno(env, errno, "readlinkat", name);
+  if ((size_t)n >= sizeof target) return throw_errno(env, ENAMETOOLONG, "readlinkat", name);
+  napi_value result;
+  napi_create_buffer_copy(env, (size_t)n, target, NULL, &result);
+  return result;
+}
+
+/* readDirFd(dirFd) -> Buffer[]: the names in the directory (not . and ..), in readdir order. */
+static napi_value ReadDirFd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int dir;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &dir)) return NULL;
+  /* fdopendir takes the fd over: give it a copy (the caller keeps and closes its own). */
+  int copy = fcntl(dir, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return throw_errno(env, errno, "dup", "");
+  DIR *d = fdopendir(copy);
+  if (d == NULL) {
+    int err = errno;
+    close(copy);
+    return throw_errno(env, err, "fdopendir", "");
+  }
+  rewinddir(d); /* the copy shares the offset with the caller's fd */
+  napi_value result;
+  napi_create_array(env, &result);
+  uint32_t index = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(d);
+    if (e == NULL) break;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    napi_value name;
+    napi_create_buffer_copy(env, strlen(e->d_name), e->d_name, NULL, &name);
+    napi_set_element(env, result, index++, name);
+  }
+  int err = errno;
+  closedir(d);
+  if (err != 0) return throw_errno(env, err, "readdir", "");
+  return result;
+}
+
+static napi_value xattr_value(napi_env env, char *value, ssize_t length, const char *syscall, const char *what) {
+  if (length < 0) {
+    int err = errno;
+    free(value);
+    if (err == ENODATA) return make_null(env);
+    return throw_errno(env, err, syscall, what);
+  }
+  napi_value result;
+  napi_create_buffer_copy(env, (size_t)length, value, NULL, &result);
+  free(value);
+  return result;
+}
+
+static napi_value xattr_names(napi_env env, char *list, ssize_t length, const char *syscall, const char *what) {
+  if (length < 0) {
+    int err = errno;
+    free(list);
+    return throw_errno(env, err, syscall, what);
+  }
+  napi_value result;
+  napi_create_array(env, &result);
+  uint32_t index = 0;
+  for (ssize_t offset = 0; offset < length;) {
+    size_t name_length = strnlen(list + offset, (size_t)(length - offset));
+    if (name_length > 0) {
+      napi_value name;
+      napi_create_string_utf8(env, list + offset, name_length, &name);
+      napi_set_element(env, result, index++, name);
+    }
+    offset += (ssize_t)name_length + 1;
+  }
+  free(list);
+  return result;
+}
+
+/* fgetxattr(fd, name) -> Buffer, or null when absent. */
+static napi_value Fgetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[XATTR_NAME_MAX + 1];
+  int fd;
+  if (get_args(env, info, 2, argv) || get_fd(env, argv[0], &fd) || get_name(env, argv[1], name, sizeof name)) return NULL;
+  char *value = malloc(XATTR_VALUE_MAX);
+  if (value == NULL) return throw_errno(env, ENOMEM, "fgetxattr", "");
+  return xattr_value(env, value, fgetxattr(fd, name, value, XATTR_VALUE_MAX), "fgetxattr", "");
+}
+
+/* flistxattr(fd) -> string[]. */
+static napi_value Flistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  char *list = malloc(XATTR_LIST_MAX_BYTES);
+  if (list == NULL) return throw_errno(env, ENOMEM, "flistxattr", "");
+  return xattr_names(env, list, flistxattr(fd, list, XATTR_LIST_MAX_BYTES), "flistxattr", "");
+}
+
+/*
+ * The xattrs of `name` in a directory fd, for entries that are never opened (symlinks, devices,
+ * FIFOs): l*xattr on /proc/self/fd/DIR/NAME: the directory is the fd's, NAME is not followed.
+ */
+static int at_path(napi_env env, napi_callback_info info, size_t want, napi_value *argv, char *out, size_t out_size, char *name) {
+  int dir;
+  if (get_args(env, info, want, argv) || get_fd(env, argv[0], &dir) || get_component(env, argv[1], name, PATH_MAX)) return -1;
+  if (dir == AT_FDCWD) {
+    throw_type(env, "a directory fd is needed");
+    return -1;
+  }
+  if ((size_t)snprintf(out, out_size, "/proc/self/fd/%d/%s", dir, name) >= out_size) {
+    throw_errno(env, ENAMETOOLONG, "xattr", name);
+    return -1;
+  }
+  return 0;
+}
+
+/* lgetxattrAt(dirFd, name, attr) -> Buffer, or null when absent. */
+static napi_value LgetxattrAt(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[PATH_MAX], path[PATH_MAX + 64], attr[XATTR_NAME_MAX + 1];
+  if (at_path(env, info, 3, argv, path, sizeof path, name) || get_name(env, argv[2], attr, sizeof attr)) return NULL;
+  char *value = malloc(XATTR_VALUE_MAX);
+  if (value == NULL) return throw_errno(env, ENOMEM, "lgetxattr", name);
+  return xattr_value(env, value, lgetxattr(path, attr, value, XATTR_VALUE_MAX), "lgetxattr", name);
+}
+
+/* llistxattrAt(dirFd, name) -> string[]. */
+static napi_value LlistxattrAt(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[PATH_MAX], path[PATH_MAX + 64];
+  if (at_path(env, info, 2, argv, path, sizeof path, name)) return NULL;
+  char *list = malloc(XATTR_LIST_MAX_BYTES);
+  if (list == NULL) return throw_errno(env, ENOMEM, "llistxattr", name);
+  return xattr_names(env, list, llistxattr(path, list, XATTR_LIST_MAX_BYTES), "llistxattr", name);
+}
+
+/* close(fd). */
+static napi_value Close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (get_args(env, info, 1, argv) || get_fd(env, argv[0], &fd)) return NULL;
+  if (fd == AT_FDCWD) return throw_type(env, "fd must be a non-negative integer");
+  if (close(fd) != 0 && errno != EINTR) return throw_errno(env, errno, "close", "");
+  return NULL;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
     {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -319,6 +657,20 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"llistxattr", NULL, Llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lutimes", NULL, Lutimes, NULL, NULL, NULL, napi_enumerable, NULL},
     {"syncfs", NULL, Syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openDir", NULL, OpenDir, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openDirAt", NULL, OpenDirAt, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openPathAt", NULL, OpenPathAt, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openat2", NULL, Openat2, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"reopenRegular", NULL, ReopenRegular, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"fstat", NULL, Fstat, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"fstatat", NULL, Fstatat, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"readlinkat", NULL, Readlinkat, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"readDirFd", NULL, ReadDirFd, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"fgetxattr", NULL, Fgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"flistxattr", NULL, Flistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lgetxattrAt", NULL, LgetxattrAt, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"llistxattrAt", NULL, LlistxattrAt, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;

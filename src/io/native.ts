@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { FerryError } from '../errors.js';
+import { read } from 'node:fs';
+import { promisify } from 'node:util';
+import { loadAddon } from './native-parts.js';
 
 /**
  * The syscalls Node has no binding for (native/ferry_native.c, built by node-gyp at `npm ci`).
@@ -20,32 +18,119 @@ export interface NativeFs {
   lutimes(path: string | Buffer, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
   /** syncfs(2) on the filesystem holding `path`. */
   syncfs(path: string | Buffer): void;
+
+  // Walking a tree that a running container may change under us: every *At call takes one name
+  // component (no '/', not . or ..) in a directory fd; nothing follows a symlink. Fds are
+  // O_CLOEXEC; the caller closes them with close().
+
+  /** The root of a walk: a directory ferry itself names (followed), O_RDONLY. */
+  openDir(path: string | Buffer): number;
+  /** The directory `name` in `dirFd` (O_DIRECTORY|O_NOFOLLOW); ELOOP or ENOTDIR for anything else. */
+  openDirAt(dirFd: number, name: string | Buffer): number;
+  /** An O_PATH fd of `name` itself (a symlink stays a symlink); opens no device or FIFO. */
+  openPathAt(dirFd: number, name: string | Buffer): number;
+  /** openat2(2) to an O_PATH fd with RESOLVE_* flags; code ENOSYS before Linux 5.6. */
+  openat2(dirFd: number, path: string | Buffer, resolve: number): number;
+  /**
+   * A readable fd (O_RDONLY|O_NONBLOCK|O_NOCTTY) of the inode an O_PATH fd holds, or null when it
+   * is not a regular file: devices and FIFOs are never opened.
+   */
+  reopenRegular(pathFd: number): number | null;
+  fstat(fd: number): FdStat;
+  /** AT_SYMLINK_NOFOLLOW. */
+  fstatat(dirFd: number, name: string | Buffer): FdStat;
+  /** code EINVAL when `name` is not a symlink. */
+  readlinkat(dirFd: number, name: string | Buffer): Buffer;
+  /** The names in a directory fd (not . and ..), raw bytes, in readdir order. */
+  readDirFd(dirFd: number): Buffer[];
+  fgetxattr(fd: number, name: string): Buffer | null;
+  flistxattr(fd: number): string[];
+  /** The xattrs of `name` itself (not followed), for entries that are never opened. */
+  lgetxattrAt(dirFd: number, name: string | Buffer, attr: string): Buffer | null;
+  llistxattrAt(dirFd: number, name: string | Buffer): string[];
+  close(fd: number): void;
 }
 
-const ADDON = 'ferry_native.node';
+/** struct stat as the native calls return it; ids as bigint so none is rounded. */
+export interface FdStat {
+  /** Type and permission bits (S_IFMT | 07777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  size: number;
+  dev: bigint;
+  ino: bigint;
+  rdev: bigint;
+  rdevMajor: number;
+  rdevMinor: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+export const AT_FDCWD = -100;
+/** openat2 resolve flags (linux/openat2.h). */
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_NO_SYMLINKS = 0x04;
+export const RESOLVE_BENEATH = 0x08;
+export const RESOLVE_IN_ROOT = 0x10;
+
+export type FdFileType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
+
+export function fileTypeOf(st: FdStat): FdFileType {
+  switch (st.mode & 0o170000) {
+    case 0o100000: return 'file';
+    case 0o040000: return 'dir';
+    case 0o120000: return 'symlink';
+    case 0o020000: return 'char';
+    case 0o060000: return 'block';
+    case 0o010000: return 'fifo';
+    default: return 'socket';
+  }
+}
+
+/** Same inode? */
+export function sameInode(a: FdStat, b: FdStat): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/** The errno name of a native (or Node fs) error. */
+export function errnoCode(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * Why a native call failed, without the name it was given ("Permission denied"): callers name
+ * the path as the container sees it, never a host path.
+ */
+export function errnoReason(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const i = message.lastIndexOf(': ');
+  return i < 0 ? message : message.slice(i + 2);
+}
+
+const readAsync = promisify(read);
+
+/**
+ * The bytes of an open fd from offset 0, up to `length` bytes (fewer at end of file), in chunks
+ * of at most 1 MiB: through the thread pool, so a slow disk never blocks the event loop.
+ */
+export async function* readFd(fd: number, length: number): AsyncGenerator<Buffer> {
+  let done = 0;
+  while (done < length) {
+    const buf = Buffer.allocUnsafe(Math.min(1 << 20, length - done));
+    const { bytesRead } = await readAsync(fd, buf, 0, buf.length, done);
+    if (bytesRead === 0) return;
+    done += bytesRead;
+    yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+  }
+}
+
 let loaded: NativeFs | undefined;
 
-/** The package root: src/io/ and dist/io/ are both two levels below it. */
-function packageRoot(): string {
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-}
-
-/** Load the addon once; a clear FerryError when it was not built. */
+/** Load the addon once (io/native-parts finds it: build/Release/, or extracted from the pack). */
 export function nativeFs(): NativeFs {
-  if (loaded !== undefined) return loaded;
-  const path = resolve(packageRoot(), 'build', 'Release', ADDON);
-  if (!existsSync(path)) {
-    throw new FerryError('UNSUPPORTED', `native helper ${path} is missing: the addon was not built`, {
-      hint: 'run `npm ci` (or `npm rebuild`) in the ferry package; it needs a C compiler, make and python3 for node-gyp',
-    });
-  }
-  try {
-    loaded = createRequire(import.meta.url)(path) as NativeFs;
-  } catch (err) {
-    throw new FerryError('UNSUPPORTED', `native helper ${path} could not be loaded`, {
-      cause: err,
-      hint: 'rebuild it for this Node version with `npm rebuild`',
-    });
-  }
+  loaded ??= loadAddon('ferry_native.node') as NativeFs;
   return loaded;
 }

@@ -14,9 +14,11 @@ import { parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { importImage, openStoreImageByDigest, type Store } from '../store/index.js';
 import { ownedName } from '../store/owner.js';
+import { containerCgroups } from './cgroups.js';
 import { commandLine } from './containers.js';
 import { upperLayerTar } from './layer-tar.js';
-import { containerPaths, findContainer, type ContainerRecord } from './state.js';
+import { pauseContainer, type Resume } from './pause.js';
+import { containerPaths, findContainer, isAlive, type ContainerInfo, type ContainerRecord } from './state.js';
 
 /**
  * `ferry commit`: a container's upper layer becomes a new layer on top of its image (overlay
@@ -33,6 +35,11 @@ export interface CommitOptions {
   author?: string;
   /** The creation time (default now); fixed in tests. */
   created?: Date;
+  /**
+   * Stop a running container's processes while its files are read (default true, as docker):
+   * otherwise the layer mixes files from before and after its changes.
+   */
+  pause?: boolean;
 }
 
 export interface CommitResult {
@@ -207,6 +214,28 @@ async function baseImage(store: Store, record: ContainerRecord): Promise<Image> 
   };
 }
 
+/** The container's freezer cgroup, when it has one that holds its init (older containers have none). */
+async function freezerOf(id: string, initPid: number): Promise<string | undefined> {
+  const { freezer } = containerCgroups(id);
+  if (freezer === undefined) return undefined;
+  let procs: string;
+  try {
+    procs = await readFile(join(freezer, 'cgroup.procs'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return procs.split('\n').includes(String(initPid)) ? freezer : undefined;
+}
+
+/** Pause a running container (see pause.ts); undefined when it does not run (nothing to pause). */
+async function pauseForCommit(info: ContainerInfo): Promise<Resume | undefined> {
+  const s = info.state;
+  if (info.status !== 'running' || s === undefined || !isAlive(s.pid, s.pidStart)) return undefined;
+  const freezer = await freezerOf(info.record.id, s.pid);
+  return pauseContainer(s.pid, { what: `container ${info.record.name}`, ...(freezer !== undefined ? { freezer } : {}) });
+}
+
 export async function commitContainer(store: Store, text: string, options: CommitOptions = {}): Promise<CommitResult> {
   const ref = options.ref === undefined ? undefined : commitRef(options.ref);
   const info = await findContainer(store.root, text);
@@ -221,7 +250,14 @@ export async function commitContainer(store: Store, text: string, options: Commi
     // One pass: tar (diffId) -> gzip (digest, size) -> file.
     const diff = new Hash();
     const blob = new Hash();
-    await pipeline(Readable.from(upperLayerTar(containerPaths(store.root, record.id).upper)), diff, createGzip({ level: 6 }), blob, createWriteStream(blobPath, { mode: 0o600 }));
+    const resume = options.pause === false ? undefined : await pauseForCommit(info);
+    try {
+      const tar = upperLayerTar(containerPaths(store.root, record.id).upper, { what: `commit container ${record.name}` });
+      await pipeline(Readable.from(tar), diff, createGzip({ level: 6 }), blob, createWriteStream(blobPath, { mode: 0o600 }));
+    } finally {
+      // Only the reading of its files: storing the image does not need the container stopped.
+      await resume?.();
+    }
     const diffId = diff.digester.digest();
     const descriptor: Descriptor = { mediaType: layerMediaTypeFor('gzip', docker), digest: blob.digester.digest(), size: blob.size };
     const newLayer = layerFromBlob({ descriptor, diffId, what: `commit of container ${record.name}`, openBlob: async () => createReadStream(blobPath) });

@@ -9,7 +9,7 @@ import { chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Sto
 import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
-import { lookupLayered, readLayeredFile } from './layered-fs.js';
+import { lookupLayered } from './layered-fs.js';
 import { existingCgroupProcs, oomEventsFile, planContainerCgroups, removeContainerCgroups } from './cgroups.js';
 import { exposedPorts, parsePublish } from './ports.js';
 import { parseResources, type ResourceFlags } from './resources.js';
@@ -32,7 +32,8 @@ import {
   type ContainerInfo,
   type ContainerRecord,
 } from './state.js';
-import { resolveUser, type ExecUser } from './users.js';
+import { resolveUserInLayers, resolveUserInProcessRoot, type ExecUser } from './users.js';
+import { parseNamedVolume, prepareVolumes, removeAnonymousVolumes, type NamedVolumeSpec } from './volumes.js';
 
 /**
  * The container lifecycle (DESIGN "Runtime"): create (files on disk), start (the launcher),
@@ -93,7 +94,7 @@ export function parseVolume(text: string): LaunchBind {
   }
   const [host, ctr, opts = ''] = parts as [string, string, string?];
   if (!isAbsolute(host)) {
-    throw new UsageError(`volume "${text}": the host path must be absolute`, { hint: 'named volumes are not supported: give a host directory, e.g. -v /srv/data:/data' });
+    throw new UsageError(`volume "${text}": the host path must be absolute`, { hint: 'give a host directory (-v /srv/data:/data) or a volume name (-v data:/data)' });
   }
   if (!ctr.startsWith('/')) throw new UsageError(`volume "${text}": the container path must be absolute`);
   const destination = posix.normalize(ctr).replace(/\/+$/, '');
@@ -170,13 +171,6 @@ async function writeNetworkFiles(record: ContainerRecord, root: string): Promise
   await writeFile(paths.resolvConf, resolv, { mode: 0o644 });
 }
 
-/** The image's (or a container's) user, resolved from its own /etc/passwd and /etc/group. */
-export async function resolveUserInLayers(layers: readonly string[], spec: string, where: string): Promise<ExecUser> {
-  const passwd = await readLayeredFile(layers, '/etc/passwd');
-  const group = await readLayeredFile(layers, '/etc/group');
-  return resolveUser(spec, passwd?.toString('utf8'), group?.toString('utf8'), where);
-}
-
 /** Layer diff dirs of a container's image, top first (host paths). */
 async function imageLayerDirs(store: Store, record: ContainerRecord): Promise<string[]> {
   const plan = JSON.parse(await readFile(containerPaths(store.root, record.id).rootfsPlan, 'utf8')) as { chainIds: string[] };
@@ -220,7 +214,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const flags: RunFlags = { ...options, env };
   const spec = buildProcessSpec(image.config.config, flags, shortId(id));
   const user = await resolveUserInLayers(layers, spec.user, `image ${entry.name}`);
-  const volumes = (options.volumes ?? []).map(parseVolume);
+  const volumeSpecs = (options.volumes ?? []).map((v) => parseNamedVolume(v) ?? parseVolume(v));
+  const hostBinds = volumeSpecs.filter((v): v is LaunchBind => !('name' in v));
   const tmpfs = (options.tmpfs ?? []).map(parseTmpfs);
   const resources = parseResources(options.resources ?? {});
   const ports = [...(options.publish ?? []).map(parsePublish), ...(options.publishAll === true ? exposedPorts(image.config.config?.ExposedPorts) : [])];
@@ -231,6 +226,10 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const { security, seccompProfile } = await parseSecurity(options);
   const stopSignal = parseSignal(image.config.config?.StopSignal ?? 'SIGTERM').name;
   const img = image.config.config ?? {};
+  const covered = new Set([...hostBinds, ...tmpfs].map((m) => m.destination));
+  const named = volumeSpecs.filter((v): v is NamedVolumeSpec => 'name' in v);
+  const { binds: volumeBinds, mounts: volumeMounts } = await prepareVolumes(store, named, covered, img.Volumes, layers);
+  const volumes = [...hostBinds, ...volumeBinds];
 
   const record: ContainerRecord = {
     schemaVersion: 1,
@@ -263,6 +262,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     ...(ports.length > 0 ? { ports } : {}),
     readOnly: options.readOnly ?? false,
     volumes,
+    ...(volumeMounts.length > 0 ? { volumeMounts } : {}),
     tmpfs,
     security,
     resources,
@@ -272,7 +272,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   };
 
   // docker creates a missing host directory; an existing file is bound as a file.
-  for (const v of volumes) if (!(await pathExists(v.source))) await mkdir(v.source, { recursive: true });
+  for (const v of hostBinds) if (!(await pathExists(v.source))) await mkdir(v.source, { recursive: true });
   const paths = containerPaths(store.root, id);
   // The plan first (checked and recorded under the store lock): from here on prune keeps the
   // image's layers. The container stays invisible until config.json exists.
@@ -298,6 +298,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     await writeNetworkFiles(record, store.root);
   } catch (err) {
     await removeContainerFiles(store, id);
+    await removeAnonymousVolumes(store, record);
     throw err;
   }
   return record;
@@ -462,7 +463,7 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
     try {
       launched = await launchRecord(store, record, stdio);
     } catch (err) {
-      if (record.autoRemove) await removeContainerFiles(store, record.id);
+      if (record.autoRemove) await removeAutoRemoved(store, record);
       throw err;
     }
     forwarder.target(launched.monitorPid);
@@ -471,7 +472,7 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
   } finally {
     forwarder.stop();
   }
-  if (record.autoRemove) await removeContainerFiles(store, record.id);
+  if (record.autoRemove) await removeAutoRemoved(store, record);
   return { id: record.id, name: record.name, exitCode };
 }
 
@@ -497,7 +498,7 @@ async function recordStarted(root: string, id: string, launched: Launched): Prom
 /** Containers run with `-d --rm` that have exited since: removed the next time ferry looks. */
 async function removeFinishedAutoRemove(store: Store): Promise<void> {
   for (const c of await listContainers(store.root)) {
-    if (c.record.autoRemove && c.status === 'exited') await removeContainerFiles(store, c.record.id);
+    if (c.record.autoRemove && c.status === 'exited') await removeAutoRemoved(store, c.record);
   }
 }
 
@@ -605,8 +606,8 @@ export async function killContainer(store: Store, text: string, signalText = 'SI
   return info;
 }
 
-/** `ferry rm`: drop the container and its writable layer; the image is untouched. */
-export async function removeContainer(store: Store, text: string, force = false): Promise<ContainerInfo> {
+/** `ferry rm`: drop the container and its writable layer; the image is untouched. `removeVolumes` (-v): its anonymous volumes too. */
+export async function removeContainer(store: Store, text: string, force = false, removeVolumes = false): Promise<ContainerInfo> {
   const info = await findContainer(store.root, text);
   if (info.status === 'running') {
     if (!force) {
@@ -618,7 +619,14 @@ export async function removeContainer(store: Store, text: string, force = false)
   }
   await waitMonitorGone(info, 5000);
   await removeContainerFiles(store, info.record.id);
+  if (removeVolumes) await removeAnonymousVolumes(store, info.record);
   return info;
+}
+
+/** --rm: the container and its anonymous volumes go (docker's run --rm). */
+async function removeAutoRemoved(store: Store, record: ContainerRecord): Promise<void> {
+  await removeContainerFiles(store, record.id);
+  await removeAnonymousVolumes(store, record);
 }
 
 /** Take the directory out of containers/ in one rename (under the lock gc uses), then delete it. */
@@ -665,7 +673,7 @@ export async function execInContainer(store: Store, text: string, options: ExecO
   const p = info.record.process;
   let user: ExecUser = { uid: p.uid, gid: p.gid, groups: p.groups, home: p.home, name: undefined };
   if (options.user !== undefined) {
-    user = await resolveUserInLayers(await containerLayerDirs(store, info.record), options.user, `container ${info.record.name}`);
+    user = await resolveUserInProcessRoot(s.pid, s.pidStart, options.user, `container ${info.record.name}`);
   }
   const env = mergeEnv(p.env, expandEnv(options.env ?? [], options.hostEnv ?? process.env));
   const tty = options.tty ?? false;
@@ -754,5 +762,5 @@ export function commandLine(record: ContainerRecord): string {
 /** `ferry diff`: the container's changes against its image. */
 export async function containerDiff(store: Store, text: string): Promise<Change[]> {
   const info = await findContainer(store.root, text);
-  return containerChanges(containerPaths(store.root, info.record.id).upper, await imageLayerDirs(store, info.record));
+  return containerChanges(containerPaths(store.root, info.record.id).upper, await imageLayerDirs(store, info.record), { what: `diff of container ${info.record.name}` });
 }

@@ -1,10 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
-import { dirname, resolve } from 'node:path';
 import type { Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { FerryError } from '../errors.js';
+import { nativePart } from '../io/native-parts.js';
 import type { CgroupOp } from './cgroups.js';
 
 /**
@@ -138,15 +136,9 @@ export class LaunchError extends FerryError {
   }
 }
 
-/** build/Release/ferry-launch of this package (src/runtime and dist/runtime are two levels down). */
+/** The launcher executable: build/Release/ferry-launch, or the packed one, checked by hash before each use. */
 export function launcherPath(): string {
-  const path = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'ferry-launch');
-  if (!existsSync(path)) {
-    throw new FerryError('UNSUPPORTED', `container launcher ${path} is missing: it was not built`, {
-      hint: 'run `npm ci` (or `npm rebuild`) in the ferry package; it needs a C compiler, make and python3 for node-gyp',
-    });
-  }
-  return path;
+  return nativePart('ferry-launch');
 }
 
 function record(key: string, value: string | number | boolean): string {

@@ -9,6 +9,7 @@ import type { ContainerProcessConfig } from './container-spec.js';
 import type { LaunchBind, LaunchTmpfs, PortMapping } from './launcher.js';
 import type { Resources } from './resources.js';
 import type { ContainerSecurity } from './security.js';
+import type { VolumeMount } from './volumes.js';
 
 /**
  * A container on disk, `ROOT/containers/<id>/`:
@@ -58,8 +59,10 @@ export interface ContainerRecord {
   /** -p/-P as asked (host port 0: the kernel picks; the run state has the bound ones). */
   ports?: PortMapping[];
   readOnly: boolean;
-  /** -v volumes (the /etc files are not listed). */
+  /** -v binds, volumes included (the /etc files are not listed). */
   volumes: LaunchBind[];
+  /** Which of those binds are volumes, named or anonymous (absent in containers made before volumes). */
+  volumeMounts?: VolumeMount[];
   /** --tmpfs mounts (absent in containers made before ferry had them). */
   tmpfs?: LaunchTmpfs[];
   /** Capabilities, seccomp, no-new-privileges (absent: docker's defaults). */

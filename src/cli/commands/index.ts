@@ -33,6 +33,8 @@ const MODULES: CommandModule[] = [
   { names: ['port'], load: async () => [(await import('./port.js')).registerPort] },
   { names: ['start', 'restart'], load: async () => { const m = await import('./start.js'); return [m.registerStart, m.registerRestart]; } },
   { names: ['stop', 'kill'], load: async () => { const m = await import('./stop.js'); return [m.registerStop, m.registerKill]; } },
+  { names: ['volume'], load: async () => [(await import('./volume.js')).registerVolume] },
+  { names: ['container'], load: async () => [(await import('./container.js')).registerContainer] },
   { names: ['rm'], load: async () => [(await import('./rm.js')).registerRm] },
   { names: ['logs'], load: async () => [(await import('./logs.js')).registerLogs] },
   { names: ['exec'], load: async () => [(await import('./exec.js')).registerExec] },

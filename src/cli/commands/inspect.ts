@@ -9,6 +9,8 @@ import { findStoreImage, matchStoreImages, openStoreImageByDigest, type Store, t
 import { imageJson } from '../image-json.js';
 import { withRegistryClient } from '../registry-options.js';
 import { existingStore } from '../store-options.js';
+import { findContainer, type ContainerInfo } from '../../runtime/state.js';
+import { printContainerInspect } from './container.js';
 import type { Register } from './index.js';
 
 interface InspectFlags {
@@ -74,12 +76,22 @@ async function inspectRemote(command: Command, text: string, platform: Platform 
   });
 }
 
+async function findContainerOrUndefined(store: Store, text: string): Promise<ContainerInfo | undefined> {
+  try {
+    return await findContainer(store.root, text);
+  } catch (err) {
+    // Not a container (or an ambiguous ID prefix): it may still name an image.
+    if (isFerryError(err, 'NOT_FOUND') || isFerryError(err, 'USAGE')) return undefined;
+    throw err;
+  }
+}
+
 /** `ferry inspect IMAGE [--platform os/arch] [--raw] [--remote]`: an image's manifest and config as JSON. */
 export const registerInspect: Register = (program) => {
   program
     .command('inspect')
-    .description("show an image's digest, platform, layers and config as JSON: from the store, else from its registry")
-    .argument('<image>', 'a store image (name or image ID) or a registry reference, e.g. redis:7 or registry.example:5000/team/app:1.2')
+    .description("show a container (docker's inspect JSON), or an image's digest, platform, layers and config as JSON: from the store, else from its registry")
+    .argument('<image>', 'a container (name or ID), a store image (name or image ID) or a registry reference, e.g. redis:7 or registry.example:5000/team/app:1.2')
     .option('--platform <os/arch[/variant]>', 'for a multi-platform image, the platform to show (default: the whole index with --raw, else this host)')
     .option('--raw', 'print the manifest exactly as stored or served')
     .option('--remote', 'ask the registry even when the store holds the image')
@@ -98,6 +110,11 @@ either way; for a store image imported without its index, "platforms" lists what
       const raw = flags.raw === true;
       if (flags.remote === true) return inspectRemote(command, image, platform, raw);
       const store = await existingStore(command);
+      // A container's name or ID first, as docker inspect does (a sha256: text is only ever an image).
+      if (store !== undefined && platform === undefined && !raw && !image.startsWith('sha256:')) {
+        const container = await findContainerOrUndefined(store, image);
+        if (container !== undefined) return printContainerInspect(store, [image]);
+      }
       let match: StoreMatch | undefined;
       if (store !== undefined) {
         try {

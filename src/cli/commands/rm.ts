@@ -10,10 +10,11 @@ export const registerRm: Register = (program) => {
     .description('remove containers and their writable layers (the images stay)')
     .argument('<container...>', 'container names or IDs')
     .option('-f, --force', 'kill a running container first')
-    .action(async (containers: string[], flags: { force?: boolean }, cmd: Command) => {
+    .option('-v, --volumes', "also remove the container's anonymous volumes (named ones stay)")
+    .action(async (containers: string[], flags: { force?: boolean; volumes?: boolean }, cmd: Command) => {
       const store = await storeFromCommand(cmd);
       for (const c of containers) {
-        await removeContainer(store, c, flags.force === true);
+        await removeContainer(store, c, flags.force === true, flags.volumes === true);
         process.stdout.write(`${c}\n`);
       }
     });

@@ -66,7 +66,7 @@ export const registerRun: Register = (program) => {
     .option('--name <name>', 'name the container')
     .option('-e, --env <NAME[=VALUE]>', 'set an environment variable (NAME alone takes the host value; repeatable)', collect, [])
     .option('--env-file <file>', 'read NAME=VALUE lines from a file (repeatable)', collect, [])
-    .option('-v, --volume <HOST:CONTAINER[:opts]>', 'bind a host directory or file; opts: ro, suid, noexec (repeatable; always nodev)', collect, [])
+    .option('-v, --volume <HOST|NAME:CONTAINER[:opts]>', 'bind a host directory or file, or a volume (created and filled from the image when new); opts: ro, suid, noexec, nocopy (repeatable; always nodev)', collect, [])
     .option('--tmpfs <CONTAINER[:opts]>', 'mount a tmpfs; opts: size=64m, mode=1777, uid=, gid=, ro, exec, suid (repeatable; always nodev)', collect, [])
     .option('--cap-add <cap>', 'add a Linux capability to docker\'s default set (NET_ADMIN, ..., ALL; repeatable)', collect, [])
     .option('--cap-drop <cap>', 'drop a Linux capability (repeatable; ALL drops every one)', collect, [])
