@@ -122,6 +122,26 @@ export interface BundleTotals {
   requiredBytes: number;
 }
 
+/**
+ * A file carried beside the bundle (optional, added within version 1): `export --with-ferry`
+ * puts the ferry executable next to the volumes, so one medium holds the images and the tool that
+ * loads them. Listed here, its hash is covered by the signature; `ferry verify` checks it.
+ */
+export interface BundleTool {
+  /** A plain file name in the bundle's directory, e.g. ferry-linux-x64. */
+  file: string;
+  size: number;
+  /** Hex sha256 of the file. */
+  sha256: string;
+  /** linux-x64, linux-arm64 */
+  platform: string;
+}
+
+/** What a carried file may be called: a plain name, never a path or a hidden file. */
+export function isToolFileName(name: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(name) && !name.includes('..');
+}
+
 export interface BundleHeader {
   format: typeof BUNDLE_FORMAT;
   formatVersion: typeof BUNDLE_FORMAT_VERSION;
@@ -133,6 +153,8 @@ export interface BundleHeader {
   blobs: BundleBlob[];
   requires: BundleRequirement[];
   totals: BundleTotals;
+  /** Files carried beside the bundle (absent when none). */
+  tools?: BundleTool[];
 }
 
 /** The tar entry name of a blob: blobs/sha256/<hex>. */
@@ -266,5 +288,17 @@ export function parseHeader(bytes: Buffer, source: string): BundleHeader {
     }
   });
   objectAt(h.totals, source, 'totals');
+  if (h.tools !== undefined) {
+    arrayField(h, 'tools', source, 'header').forEach((t, i) => {
+      const o = objectAt(t, source, `tools[${i}]`);
+      const file = stringField(o, 'file', source, `tools[${i}]`);
+      // verify reads this name beside the bundle: it must not reach anywhere else.
+      need(isToolFileName(file), null, source, `tools[${i}].file is not a plain file name`);
+      sizeField(o, 'size', source, `tools[${i}]`);
+      const sha = stringField(o, 'sha256', source, `tools[${i}]`);
+      need(/^[a-f0-9]{64}$/.test(sha), null, source, `tools[${i}].sha256 is not a sha256`);
+      stringField(o, 'platform', source, `tools[${i}]`);
+    });
+  }
   return h as unknown as BundleHeader;
 }

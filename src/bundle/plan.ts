@@ -23,6 +23,7 @@ import {
   type BundleImage,
   type BundleIndexRef,
   type BundleRequirement,
+  type BundleTool,
   type LayerEncoding,
 } from './format.js';
 
@@ -51,6 +52,8 @@ export interface PlanOptions {
   ferryVersion: string;
   /** Uncompressed tar size by diffId, for raw layers (from Layer.tarSize or a measuring pass). */
   tarSizes: ReadonlyMap<Digest, number>;
+  /** Files carried beside the bundle (export --with-ferry), recorded in the header. */
+  tools?: readonly BundleTool[];
 }
 
 export type PlannedContent =
@@ -277,6 +280,7 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
       requires: requireList.length,
       requiredBytes: requireList.reduce((s, r) => s + r.size, 0),
     },
+    ...(options.tools !== undefined && options.tools.length > 0 ? { tools: [...options.tools] } : {}),
   };
 
   const index = {

@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
@@ -7,6 +7,8 @@ import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { HEADER_ENTRY, INDEX_ENTRY, REF_NAME_ANNOTATION, type BundleHeader } from './format.js';
 import { openBundleStream } from './read-bundle.js';
 import { publicKeyFrom, verifyHeaderSignature } from './sign.js';
+import { checkTool, type ToolCheck } from './tools.js';
+import type { BundleLocation } from './volumes.js';
 
 /**
  * `ferry verify`: one pass over the bundle that checks every volume against NAME.sha256, every
@@ -29,6 +31,8 @@ export interface VerifyReport {
   volumeChecksums: boolean;
   blobsVerified: number;
   bytesVerified: number;
+  /** Files carried beside the bundle (export --with-ferry) and what their check found. */
+  tools: ToolCheck[];
 }
 
 export interface VerifyBundleOptions {
@@ -49,6 +53,7 @@ export async function verifyBundle(path: string, options: VerifyBundleOptions = 
     volumeChecksums: false,
     blobsVerified: 0,
     bytesVerified: 0,
+    tools: [],
   };
   const problem = (message: string, hint?: string): void => {
     report.problems.push(message);
@@ -57,6 +62,7 @@ export async function verifyBundle(path: string, options: VerifyBundleOptions = 
   const small = new Map<Digest, Buffer>();
   let index: Buffer | undefined;
   const seen = new Set<Digest>();
+  let location: BundleLocation | undefined;
   try {
     const events = openBundleStream(path, {
       ...(options.signal === undefined ? {} : { signal: options.signal }),
@@ -68,6 +74,7 @@ export async function verifyBundle(path: string, options: VerifyBundleOptions = 
       if (event.type === 'header') {
         report.header = event.header;
         const loc = event.location;
+        location = loc;
         report.volumes = loc?.kind === 'volumes' ? loc.volumes.length : 1;
         report.volumeChecksums = loc?.kind === 'volumes' && loc.checksumFile !== undefined;
         if (loc?.kind === 'volumes' && loc.checksumFile === undefined) {
@@ -106,6 +113,19 @@ export async function verifyBundle(path: string, options: VerifyBundleOptions = 
     problem(messageOf(err), err instanceof FerryError ? err.hint : undefined);
   }
   if (report.header !== undefined && report.problems.length === 0) checkComplete(report.header, small, index, seen, problem);
+  for (const tool of report.header?.tools ?? []) {
+    if (location === undefined) {
+      report.tools.push({ file: tool.file, path: tool.file, state: 'not-checked' });
+      continue;
+    }
+    const dir = dirname(location.kind === 'file' ? location.path : location.base);
+    const listed = location.kind === 'volumes' ? location.companions?.get(tool.file) : undefined;
+    const result = await checkTool(dir, tool, listed);
+    report.tools.push(result);
+    if (result.problem !== undefined) {
+      problem(result.problem, result.state === 'missing' ? `copy ${tool.file} along with the bundle` : `copy ${tool.file} again from the source medium (its sha256 is in ferry-bundle.json${report.signature === 'verified' ? ', which the signature covers' : ''})`);
+    }
+  }
   report.ok = report.problems.length === 0;
   return report;
 }

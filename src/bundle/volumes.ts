@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
 import { syncDir, tempPathFor, writeFileAtomic } from '../io/atomic-file.js';
+import { isToolFileName } from './format.js';
 
 /**
  * Volumes: one bundle stream cut into `NAME.001`, `NAME.002`, ... of at most `split` bytes each,
@@ -39,11 +40,15 @@ export class VolumeWriter extends Writable {
   /** The write or commit in flight: destroy waits for it, so no file or handle is left behind. */
   private busy: Promise<void> = Promise.resolve();
 
-  constructor(base: string, split: number) {
+  /** Files beside the volumes (export --with-ferry) that NAME.sha256 lists too. */
+  private readonly companions: ReadonlyArray<{ file: string; sha256: string }>;
+
+  constructor(base: string, split: number, companions: ReadonlyArray<{ file: string; sha256: string }> = []) {
     super({ highWaterMark: 1024 * 1024 });
     if (!Number.isSafeInteger(split) || split < 1) throw new FerryError('USAGE', `invalid volume size ${split}`);
     this.base = base;
     this.split = split;
+    this.companions = companions;
   }
 
   private async openNext(): Promise<void> {
@@ -116,7 +121,7 @@ export class VolumeWriter extends Writable {
     await this.closeCurrent();
     for (let i = 0; i < this.volumes.length; i++) await rename(this.temps[i]!, this.volumes[i]!.path);
     this.temps.length = 0;
-    const lines = this.volumes.map((v) => `${v.sha256!}  ${basename(v.path)}\n`).join('');
+    const lines = [...this.volumes.map((v) => `${v.sha256!}  ${basename(v.path)}\n`), ...this.companions.map((c) => `${c.sha256}  ${c.file}\n`)].join('');
     await writeFileAtomic(checksumPath(this.base), lines);
     // Volumes left from an earlier, longer bundle of the same name would be read as part of this one.
     for (let n = this.volumes.length + 1; n <= 999; n++) {
@@ -173,7 +178,14 @@ export function parseChecksumFile(text: string, source: string): Map<string, str
 /** Where a bundle's bytes are: one file, or volumes found from the base name or any volume. */
 export type BundleLocation =
   | { kind: 'file'; path: string; size: number }
-  | { kind: 'volumes'; base: string; volumes: VolumeInfo[]; checksumFile: string | undefined };
+  | {
+      kind: 'volumes';
+      base: string;
+      volumes: VolumeInfo[];
+      checksumFile: string | undefined;
+      /** Other files NAME.sha256 lists (the carried ferry executable): name -> hex sha256. */
+      companions?: Map<string, string>;
+    };
 
 async function fileSize(path: string): Promise<number | undefined> {
   try {
@@ -205,7 +217,15 @@ export async function locateBundle(path: string): Promise<BundleLocation> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const volumes: VolumeInfo[] = [];
+  const companions = new Map<string, string>();
   if (listed !== undefined) {
+    // Plain names that are no volume of any bundle are files carried beside it (export --with-ferry).
+    for (const [name, sha] of listed) {
+      if (!/\.\d{3}$/.test(name) && isToolFileName(name)) {
+        companions.set(name, sha);
+        listed.delete(name);
+      }
+    }
     const names = [...listed.keys()].sort();
     for (const [i, name] of names.entries()) {
       const expected = basename(volumePath(base, i + 1));
@@ -236,7 +256,7 @@ export async function locateBundle(path: string): Promise<BundleLocation> {
       hint: 'give the bundle file, the base name of its volumes, or its first volume',
     });
   }
-  return { kind: 'volumes', base, volumes, checksumFile: listed === undefined ? undefined : sumFile };
+  return { kind: 'volumes', base, volumes, checksumFile: listed === undefined ? undefined : sumFile, ...(companions.size > 0 ? { companions } : {}) };
 }
 
 export function locationName(location: BundleLocation): string {

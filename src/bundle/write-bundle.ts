@@ -9,10 +9,11 @@ import { FerryError, messageOf } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo, Layer } from '../oci/image.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { packedBuild } from '../io/native-parts.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
 import { ExcludeSet } from './delta.js';
-import { HEADER_ENTRY, SIGNATURE_ENTRY, type BlobKind, type BundleHeader, type LayerEncoding } from './format.js';
+import { HEADER_ENTRY, SIGNATURE_ENTRY, type BlobKind, type BundleHeader, type BundleTool, type LayerEncoding } from './format.js';
 import { planBundle, type BundlePlan, type PlannedEntry } from './plan.js';
 import { privateKeyFrom, signHeader } from './sign.js';
 import { MIN_VOLUME_SIZE } from './size.js';
@@ -58,6 +59,8 @@ export interface WriteBundleOptions {
   exclude?: ReadonlySet<string>;
   /** ed25519 private key (KeyObject or PKCS#8 PEM text): signs ferry-bundle.json. */
   signKey?: KeyObject | string;
+  /** Files carried beside the bundle (export --with-ferry): recorded in the header, listed in NAME.sha256. */
+  tools?: readonly BundleTool[];
   /** The bundle's time; default SOURCE_DATE_EPOCH, else the newest image's `created`. */
   created?: Date;
   /** How many raw layers are measured at once (the pass that learns tar sizes). */
@@ -134,6 +137,9 @@ let cachedVersion: string | undefined;
 /** ferry's version, from its package.json (two levels up from src/bundle or dist/bundle). */
 export async function ferryVersion(): Promise<string> {
   if (cachedVersion !== undefined) return cachedVersion;
+  // The packed executable has no package.json beside it: it carries the version.
+  const packed = packedBuild();
+  if (packed !== undefined) return (cachedVersion = packed.ferryVersion);
   const text = await readFile(new URL('../../package.json', import.meta.url), 'utf8');
   const version = (JSON.parse(text) as { version?: unknown }).version;
   cachedVersion = typeof version === 'string' ? version : '0.0.0';
@@ -285,7 +291,7 @@ async function destroyAndWait(stream: Writable): Promise<void> {
   await closed;
 }
 
-async function openSink(output: BundleOutput): Promise<Sink> {
+async function openSink(output: BundleOutput, tools: readonly BundleTool[]): Promise<Sink> {
   if (output === '-') {
     return { stream: process.stdout, end: false, commit: async () => ({ files: [] }), abort: async () => undefined };
   }
@@ -316,7 +322,7 @@ async function openSink(output: BundleOutput): Promise<Sink> {
       },
     };
   }
-  const volumes = new VolumeWriter(output.path, output.split);
+  const volumes = new VolumeWriter(output.path, output.split, tools);
   return {
     stream: volumes,
     end: true,
@@ -345,7 +351,7 @@ export async function writeBundle(sources: BundleSource[], output: BundleOutput,
   const key = options.signKey === undefined ? undefined : privateKeyFrom(options.signKey);
   const plan = await prepare(sources, options, resolved);
   const signature = key === undefined ? undefined : signHeader(plan.headerBytes, key);
-  const sink = await openSink(output);
+  const sink = await openSink(output, options.tools ?? []);
   const tarCount = new CountBytes();
   const count = new CountBytes();
   const compressor = zstdCompressStream({ level: resolved.level, windowLog: resolved.windowLog, long: true, workers: resolved.workers });
@@ -395,5 +401,6 @@ async function prepare(sources: BundleSource[], options: WriteBundleOptions, res
     created: bundleTime(sources, options.created),
     ferryVersion: await ferryVersion(),
     tarSizes,
+    ...(options.tools === undefined ? {} : { tools: options.tools }),
   });
 }

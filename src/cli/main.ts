@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { versionText } from '../io/native-parts.js';
 import { reportError } from './output.js';
 import { loadCommands, type Register } from './commands/index.js';
 
@@ -25,7 +26,7 @@ export function commandName(argv: readonly string[]): string | undefined {
 export function buildProgram(commands: readonly Register[]): Command {
   const program = new Command('ferry')
     .description('carry container images across an air gap: export, import, run')
-    .version(VERSION, '--version')
+    .version(versionText(VERSION), '--version')
     .option('--root <dir>', 'store root (default $FERRY_ROOT, /var/lib/ferry as root, else $XDG_DATA_HOME/ferry)')
     .option('--insecure-registry <host>', 'use plain HTTP for this registry host (repeatable)', collect)
     .option('--ca-file <file>', 'extra CA certificates (PEM) for registry TLS')

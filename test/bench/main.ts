@@ -8,6 +8,7 @@ import { exportSection } from './export.js';
 import { importSection } from './import.js';
 import { describeMachine } from './machine.js';
 import { memorySection } from './memory.js';
+import { packSection } from './pack.js';
 import { note, sh } from './measure.js';
 import { markdownTable, samplesTable } from './report.js';
 import { runSection } from './run-latency.js';
@@ -16,6 +17,7 @@ const SECTIONS = {
   export: exportSection,
   delta: deltaSection,
   import: importSection,
+  pack: packSection,
   run: runSection,
   memory: memorySection,
 } as const;
@@ -39,7 +41,7 @@ function sections(): SectionName[] {
 
 const USAGE = `npm run bench: ferry next to its peers on the corpus of issue 7 (see test/bench/README.md).
 Env: BENCH_RUNS (default 3, medians), BENCH_RUN_RUNS (default 10, for run latency),
-     BENCH_ONLY="export delta import run memory" (a subset writes $BENCH_WORK/RESULTS.md, not test/bench/RESULTS.md),
+     BENCH_ONLY="export delta import pack run memory" (a subset writes $BENCH_WORK/RESULTS.md, not test/bench/RESULTS.md),
      BENCH_WORK (default /var/tmp/ferry-bench), CORPUS_DIR (default /var/tmp/ferry-corpus).`;
 
 async function main(): Promise<number> {

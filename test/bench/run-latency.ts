@@ -1,6 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { corpusDir, fullRef } from './corpus.js';
-import { Bench, FERRY, FERRY_BIN, ferryHas, perRun } from './context.js';
+import { Bench, FERRY, FERRY_BIN, fileSize, ferryHas, perRun } from './context.js';
+import { PACK } from './pack.js';
 import { PODMAN_SRC, defaultBundle, preparePodman } from './export.js';
 import { importStore } from './import.js';
 import { latencyOnce, median, note, sh, summarise } from './measure.js';
@@ -25,6 +26,8 @@ export async function runSection(b: Bench): Promise<void> {
     const store = importStore(b);
     await sh(`[ -f ${store}/refs.json ] || { [ -f ${defaultBundle(b)} ] || ${FERRY} export -q --cache-dir ${b.path('cache-cold')} -o ${defaultBundle(b)} ${ref}; ${FERRY} --root ${store} import -q ${defaultBundle(b)}; }`);
     runners.push({ id: 'run.ferry', argv: () => [process.execPath, FERRY_BIN, '--root', store, 'run', '--rm', ref, 'true'] });
+    // The pack section (or npm run pack) made it: the same run from the one-file ferry.
+    if (await fileSize(PACK).then((v) => typeof v === 'number')) runners.push({ id: 'run.pack', argv: () => [PACK, '--root', store, 'run', '--rm', ref, 'true'] });
   }
   const rb = b.path('runc-redis');
   await sh(`rm -rf ${rb}; umoci unpack --image ${corpusDir}/oci-src:redis-7 ${rb} >/dev/null`);
@@ -67,6 +70,10 @@ export async function runSection(b: Bench): Promise<void> {
     note(`${r.id}: median ${(median(t) * 1000).toFixed(0)} ms over ${t.length} runs`);
   }
   const ferry = built ? value('run.ferry') : missing('not built');
+  if (times.has('run.pack')) {
+    b.add({ section: s, figure: 'median latency, ferry-linux-x64 (pack)', unit: 's', ferry: value('run.pack'), peer: { name: 'node bin/ferry.js', value: ferry }, runs: perRun(b.measured.get('run.pack'), b.measured.get('run.ferry'), 'wall') });
+    b.add({ section: s, figure: 'median latency, ferry-linux-x64 (pack)', unit: 's', ferry: value('run.pack'), peer: { name: 'runc run, same rootfs', value: value('run.runc') }, target: { of: 'ratio', max: 2, text: '<= 2x' }, runs: perRun(b.measured.get('run.pack'), b.measured.get('run.runc'), 'wall') });
+  }
   b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'runc run, same rootfs', value: value('run.runc') }, target: { of: 'ratio', max: 2, text: '<= 2x' }, runs: perRun(b.measured.get('run.ferry'), b.measured.get('run.runc'), 'wall') });
   b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'podman run --rm', value: podmanBroken === undefined ? value('run.podman') : missing(podmanBroken) }, target: { of: 'ratio', max: 1, text: '< 1x' }, runs: perRun(b.measured.get('run.ferry'), b.measured.get('run.podman'), 'wall') });
   await sh(`rm -rf ${rb}`);

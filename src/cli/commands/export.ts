@@ -1,7 +1,11 @@
 import type { Command } from 'commander';
+import { access } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { writeBundle, loadExcludeSet, parseSize, type BundleOutput, type BundleSource, type WriteBundleOptions } from '../../bundle/index.js';
 import { loadPrivateKey } from '../../bundle/sign.js';
-import { UsageError } from '../../errors.js';
+import { carryFile } from '../../bundle/tools.js';
+import { FerryError, UsageError } from '../../errors.js';
+import { packageRoot, packedBuild } from '../../io/native-parts.js';
 import { shortDigest } from '../../oci/digest.js';
 import type { Image } from '../../oci/image.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
@@ -31,6 +35,27 @@ interface ExportFlags {
   quiet?: boolean;
   json?: boolean;
   pull?: boolean;
+  withFerry?: boolean;
+}
+
+/**
+ * The ferry executable to carry: the packed one copies itself; from a source checkout, the one
+ * `npm run pack` made in pack/.
+ */
+async function ferryExecutable(): Promise<{ path: string; name: string; platform: string }> {
+  const packed = packedBuild();
+  if (packed !== undefined) return { path: process.execPath, name: `ferry-${packed.platform}`, platform: packed.platform };
+  const platform = `linux-${process.arch === 'arm64' ? 'arm64' : 'x64'}`;
+  const path = join(packageRoot(), 'pack', `ferry-${platform}`);
+  try {
+    await access(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    throw new FerryError('NOT_FOUND', `--with-ferry: ${path} is missing: from a source checkout ferry carries the executable \`npm run pack\` made`, {
+      hint: `run \`npm run pack\` in ${packageRoot()} first (after npm ci), then export again`,
+    });
+  }
+  return { path, name: `ferry-${platform}`, platform };
 }
 
 function intFlag(value: string | undefined, name: string): number | undefined {
@@ -57,6 +82,7 @@ export const registerExport: Register = (program) => {
     .option('--split <size>', 'write volumes of at most SIZE (700M, 4G, fat32) plus a .sha256 file')
     .option('--since <bundle|inventory.json>', 'delta: leave out blobs the old bundle or target inventory has')
     .option('--sign <key.pem>', 'sign ferry-bundle.json with this ed25519 private key')
+    .option('--with-ferry', 'also write the ferry executable (ferry-linux-x64) beside the bundle, listed in its .sha256 and signature')
     .option('--pull', 'always pull from the registry, even when the local store has the image')
     .option('--no-cache', 'do not keep pulled blobs in the local pull cache')
     .option('--cache-dir <dir>', 'pull cache directory (default $FERRY_CACHE_DIR, /var/cache/ferry as root, else ~/.cache/ferry)')
@@ -74,6 +100,8 @@ export const registerExport: Register = (program) => {
       const outputPath = flags.output ?? defaults.output ?? 'bundle.tar.zst';
       const splitText = flags.split ?? defaults.split;
       if (splitText !== undefined && outputPath === '-') throw new UsageError('--split cannot be used with -o - (stdout)');
+      if (flags.withFerry === true && outputPath === '-') throw new UsageError('--with-ferry cannot be used with -o - (stdout)', { hint: 'write the bundle to a file; the executable goes beside it' });
+      const carried = flags.withFerry === true ? await ferryExecutable() : undefined;
       const output: BundleOutput = outputPath === '-' ? process.stdout : splitText === undefined ? outputPath : { path: outputPath, split: parseSize(splitText) };
       const quiet = flags.quiet === true;
       const view = new ProgressView(process.stderr, quiet);
@@ -132,6 +160,7 @@ export const registerExport: Register = (program) => {
         if (jobs !== undefined) options.jobs = Math.min(jobs, 4);
         if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
         if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
+        if (carried !== undefined) options.tools = [await carryFile(carried.path, dirname(resolve(outputPath)), carried.name, carried.platform)];
         const labels = new Map<string, number>();
         options.onProgress = (e) => {
           const id = `${e.phase}:${e.digest}`;
@@ -158,6 +187,7 @@ export const registerExport: Register = (program) => {
           uncompressedBytes: summary.tarBytes,
           bytes: summary.bytes,
           signed: summary.signed,
+          ...(options.tools === undefined ? {} : { carried: options.tools.map((t) => join(dirname(outputPath), t.file)) }),
         };
         if (flags.json === true) {
           process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -168,7 +198,8 @@ export const registerExport: Register = (program) => {
             `wrote ${where}: ${header.images.length} images, ${header.blobs.length} unique blobs, ` +
               `${humanBytes(summary.tarBytes)} -> ${humanBytes(summary.bytes)}` +
               `${header.requires.length > 0 ? `, delta requiring ${header.requires.length} blobs on the target` : ''}` +
-              `${summary.signed ? ', signed' : ''}\n`,
+              `${summary.signed ? ', signed' : ''}` +
+              `${options.tools === undefined ? '' : `; ${options.tools.map((t) => join(dirname(outputPath), t.file)).join(', ')} beside it`}\n`,
           );
         }
       } finally {

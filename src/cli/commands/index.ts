@@ -43,6 +43,7 @@ const MODULES: CommandModule[] = [
   { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
   { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
   { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe] },
+  { names: ['doctor'], load: async () => [(await import('./doctor.js')).registerDoctor] },
 ];
 
 /** The commands to register: only the named one's module when it is known, else all (help, typos). */

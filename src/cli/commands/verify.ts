@@ -37,6 +37,10 @@ export const registerVerify: Register = (program) => {
         process.stdout.write(
           `${bundle}: OK: ${volumes}${report.blobsVerified} blobs (${formatBytes(report.bytesVerified)}) match their digests, ${images} image${images === 1 ? '' : 's'} complete${delta}, ${SIGNATURE_TEXT[report.signature]}\n`,
         );
+        for (const t of report.tools) {
+          const covered = report.signature === 'verified' ? ', covered by the signature' : '';
+          process.stdout.write(t.state === 'verified' ? `${t.path}: OK: sha256 matches ferry-bundle.json${covered}\n` : `${t.path}: not checked (the bundle came from stdin)\n`);
+        }
       } else {
         for (const p of report.problems) process.stderr.write(`ferry: ${p}\n`);
         for (const h of report.hints) process.stderr.write(`hint: ${h}\n`);

