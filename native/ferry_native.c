@@ -223,6 +223,21 @@ static napi_value Lsetxattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* The value a *getxattr call wrote into `value` (freed here) as a Buffer; null when the attribute is absent. */
+static napi_value xattr_value(napi_env env, char *value, ssize_t length, const char *syscall, const char *what) {
+  napi_value result;
+  if (length < 0) {
+    int err = errno;
+    free(value);
+    if (err != ENODATA) return throw_errno(env, err, syscall, what);
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_create_buffer_copy(env, (size_t)length, value, NULL, &result);
+  free(value);
+  return result;
+}
+
 /* lgetxattr(path, name) -> Buffer, or null when the attribute is absent. */
 static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -234,35 +249,15 @@ static napi_value Lgetxattr(napi_env env, napi_callback_info info) {
   }
   char *value = malloc(XATTR_VALUE_MAX);
   if (value == NULL) return throw_errno(env, ENOMEM, "lgetxattr", path);
-  ssize_t length = lgetxattr(path, name, value, XATTR_VALUE_MAX);
-  if (length < 0) {
-    int err = errno;
-    free(value);
-    if (err == ENODATA) {
-      napi_value null_value;
-      napi_get_null(env, &null_value);
-      return null_value;
-    }
-    return throw_errno(env, err, "lgetxattr", path);
-  }
-  napi_value result;
-  napi_create_buffer_copy(env, (size_t)length, value, NULL, &result);
-  free(value);
-  return result;
+  return xattr_value(env, value, lgetxattr(path, name, value, XATTR_VALUE_MAX), "lgetxattr", path);
 }
 
-/* llistxattr(path) -> string[] of attribute names (those the caller may see). */
-static napi_value Llistxattr(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  char path[PATH_MAX];
-  if (get_args(env, info, 1, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
-  char *list = malloc(XATTR_LIST_MAX_BYTES);
-  if (list == NULL) return throw_errno(env, ENOMEM, "llistxattr", path);
-  ssize_t length = llistxattr(path, list, XATTR_LIST_MAX_BYTES);
+/* The NUL-separated names a *listxattr call wrote into `list` (freed here), as a string array. */
+static napi_value xattr_names(napi_env env, char *list, ssize_t length, const char *syscall, const char *what) {
   if (length < 0) {
     int err = errno;
     free(list);
-    return throw_errno(env, err, "llistxattr", path);
+    return throw_errno(env, err, syscall, what);
   }
   napi_value result;
   napi_create_array(env, &result);
@@ -278,6 +273,16 @@ static napi_value Llistxattr(napi_env env, napi_callback_info info) {
   }
   free(list);
   return result;
+}
+
+/* llistxattr(path) -> string[] of attribute names (those the caller may see). */
+static napi_value Llistxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[PATH_MAX];
+  if (get_args(env, info, 1, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  char *list = malloc(XATTR_LIST_MAX_BYTES);
+  if (list == NULL) return throw_errno(env, ENOMEM, "llistxattr", path);
+  return xattr_names(env, list, llistxattr(path, list, XATTR_LIST_MAX_BYTES), "llistxattr", path);
 }
 
 /* lutimes(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): utimensat without following a symlink. */
@@ -542,41 +547,6 @@ static napi_value ReadDirFd(napi_env env, napi_callback_info info) {
   int err = errno;
   closedir(d);
   if (err != 0) return throw_errno(env, err, "readdir", "");
-  return result;
-}
-
-static napi_value xattr_value(napi_env env, char *value, ssize_t length, const char *syscall, const char *what) {
-  if (length < 0) {
-    int err = errno;
-    free(value);
-    if (err == ENODATA) return make_null(env);
-    return throw_errno(env, err, syscall, what);
-  }
-  napi_value result;
-  napi_create_buffer_copy(env, (size_t)length, value, NULL, &result);
-  free(value);
-  return result;
-}
-
-static napi_value xattr_names(napi_env env, char *list, ssize_t length, const char *syscall, const char *what) {
-  if (length < 0) {
-    int err = errno;
-    free(list);
-    return throw_errno(env, err, syscall, what);
-  }
-  napi_value result;
-  napi_create_array(env, &result);
-  uint32_t index = 0;
-  for (ssize_t offset = 0; offset < length;) {
-    size_t name_length = strnlen(list + offset, (size_t)(length - offset));
-    if (name_length > 0) {
-      napi_value name;
-      napi_create_string_utf8(env, list + offset, name_length, &name);
-      napi_set_element(env, result, index++, name);
-    }
-    offset += (ssize_t)name_length + 1;
-  }
-  free(list);
   return result;
 }
 

@@ -68,3 +68,27 @@ export async function startFerryServe(args: string[]): Promise<{ child: ChildPro
   });
   return { child, host };
 }
+
+export interface TimedFerryResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** `ferry --root ROOT ARGS`, killed after `ms`: a hang is a failure, not a stuck test run. */
+export async function ferryWithin(root: string, ms: number, args: string[]): Promise<TimedFerryResult> {
+  const child = spawn(process.execPath, [FERRY_BIN, '--root', root, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, ms);
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout, stderr, timedOut };
+}

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pauseContainer } from '../../src/runtime/pause.js';
 import { openStore, openStoreImage } from '../../src/store/index.js';
-import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry.js';
+import { ferryWithin } from '../helpers/ferry.js';
 import { setupRuntime, sleep, waitFor, type RuntimeFixture } from './fixture.js';
 
 /**
@@ -31,29 +31,6 @@ let loop: { path: string; major: number; minor: number } | undefined;
 let counts: string;
 const N = 6;
 
-interface Timed {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/** `ferry ARGS`, killed after `ms` (a hang is a failure, not a stuck test run). */
-async function ferryWithin(ms: number, args: string[]): Promise<Timed> {
-  const child = spawn(process.execPath, [FERRY_BIN, '--root', f.root, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, ms);
-  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, stdout, stderr, timedOut };
-}
 
 /** A counter the container replaces (by rename: a stopped writer never leaves it half written). */
 async function readCount(name: string): Promise<number> {
@@ -159,7 +136,7 @@ describe('commit of a container racing it (--pause=false)', () => {
     const layers: string[] = [];
     for (let k = 0; k < 8 && (k < 3 || swapsDuringCommits < 400); k++) {
       const before = await readCount('n');
-      const r = await ferryWithin(60_000, ['commit', k % 2 === 0 ? '--pause=false' : '-p=false', 'racer', `raced:${k}`]);
+      const r = await ferryWithin(f.root, 60_000, ['commit', k % 2 === 0 ? '--pause=false' : '-p=false', 'racer', `raced:${k}`]);
       const after = await readCount('n');
       expect(r.timedOut, `commit ${k} hung`).toBe(false);
       expect(r.code, r.stderr).toBe(0);
@@ -184,7 +161,7 @@ describe('commit of a container racing it (--pause=false)', () => {
 
   it('diff of the racing container never names host paths or host files', async () => {
     for (let k = 0; k < 10; k++) {
-      const r = await ferryWithin(60_000, ['diff', 'racer']);
+      const r = await ferryWithin(f.root, 60_000, ['diff', 'racer']);
       expect(r.timedOut).toBe(false);
       expect(r.stderr).not.toContain(f.work);
       expect(r.stderr).not.toContain(f.root);
@@ -242,7 +219,7 @@ describe('commit --pause (the default)', () => {
   it("the container's processes are stopped during the commit and run again after it", async () => {
     await f.ok(['run', '-d', '--name', 'paused', '-u', '0', '-v', `${counts}:/count`, 'base', 'sh', '-c', busy('p')]);
     await waitFor(async () => (await readCount('p')) > 10, 30_000, 'the counter');
-    const commit = ferryWithin(120_000, ['commit', 'paused', 'paused:1']);
+    const commit = ferryWithin(f.root, 120_000, ['commit', 'paused', 'paused:1']);
     // While ferry commit reads the 50 MB file, the counter stands still.
     let sawStopped = false;
     const deadline = Date.now() + 60_000;

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeFs } from '../../src/io/native.js';
 import { readFileInRoot, resolveUserInLayers, USER_FILE_MAX_BYTES } from '../../src/runtime/users.js';
-import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry.js';
+import { ferryWithin } from '../helpers/ferry.js';
 import { addImage, setupRuntime, waitFor, type RuntimeFixture } from './fixture.js';
 
 /**
@@ -63,28 +63,6 @@ async function withRoot<T>(dir: string, fn: (fd: number) => Promise<T>): Promise
   }
 }
 
-interface Timed {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-async function ferryWithin(ms: number, args: string[]): Promise<Timed> {
-  const child = spawn(process.execPath, [FERRY_BIN, '--root', f.root, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, ms);
-  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, stdout, stderr, timedOut };
-}
 
 beforeAll(async () => {
   f = await setupRuntime('rt-users', ['base']);
@@ -169,7 +147,7 @@ describe('exec -u in a container racing the lookup', () => {
     const outcomes = new Set<string>();
     for (let k = 0; k < 25; k++) {
       // The command reads no passwd itself (busybox id would open the FIFO and wait, rightly).
-      const r = await ferryWithin(20_000, ['exec', '-u', 'app', 'fifo', 'grep', '^Uid:', '/proc/self/status']);
+      const r = await ferryWithin(f.root, 20_000, ['exec', '-u', 'app', 'fifo', 'grep', '^Uid:', '/proc/self/status']);
       expect(r.timedOut, `exec ${k} hung`).toBe(false);
       if (r.code === 0) {
         expect(r.stdout).toMatch(/^Uid:\s+1000\s/);
@@ -186,7 +164,7 @@ describe('exec -u in a container racing the lookup', () => {
   const execEvil = async (name: string): Promise<void> => {
     const outcomes = new Set<string>();
     for (let k = 0; k < 25; k++) {
-      const r = await ferryWithin(20_000, ['exec', '-u', 'evil', name, 'grep', '^Uid:', '/proc/self/status']);
+      const r = await ferryWithin(f.root, 20_000, ['exec', '-u', 'evil', name, 'grep', '^Uid:', '/proc/self/status']);
       expect(r.timedOut, `exec ${k} hung`).toBe(false);
       expect(r.stdout).not.toMatch(/4242/);
       expect(r.stderr).not.toContain(f.work);
