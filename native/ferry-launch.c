@@ -39,7 +39,8 @@
  * - the command keeps only fds 0-2 (everything else close-on-exec), changes to its working directory
  *   with no directory fd open and checks the result is inside the root (CVE-2024-21626), runs with
  *   docker's default capability set as root (bounding set dropped) or none as another user.
- * Not done: seccomp, cgroups (resource limits), user namespaces.
+ * - docker's default seccomp filter, a fresh session keyring, the v1 device cgroup's rules.
+ * Not done: user namespaces (rootless).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -194,6 +195,7 @@ struct spec {
   size_t nports;
   uid_t uid;
   gid_t gid;
+  char *slirp; /* --network private: slirp4netns, the container's outbound network; NULL: loopback only */
   bool readonly, tty, interactive, netnone, nonewprivs, mkcwd;
   pid_t ppid;                  /* die when this parent dies (foreground); 0: detached */
   pid_t target;                /* exec: the container's init */
@@ -357,6 +359,7 @@ static void read_spec(struct spec *s) {
     else if (!strcmp(k, "nonewprivs")) s->nonewprivs = !strcmp(v, "1");
     else if (!strcmp(k, "exitfile")) s->exitfile = v;
     else if (!strcmp(k, "oomfile")) s->oomfile = v;
+    else if (!strcmp(k, "slirp")) s->slirp = v;
     else if (!strcmp(k, "ppid")) s->ppid = (pid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "netpid")) s->netpid = (pid_t)parse_num(k, v, INT32_MAX);
     else if (!strcmp(k, "netpidstart")) s->netpid_start = parse_num(k, v, ULLONG_MAX);
@@ -1038,13 +1041,13 @@ static _Noreturn void exec_command(const struct spec *s) {
 }
 
 /* Every fd from 3 up becomes close-on-exec: the command inherits only stdin, stdout, stderr. */
-static void cloexec_from_3(void) {
-  if (syscall(SYS_close_range, 3U, ~0U, F_CLOSE_RANGE_CLOEXEC) == 0) return;
+static void cloexec_from(int first) {
+  if (syscall(SYS_close_range, (unsigned)first, ~0U, F_CLOSE_RANGE_CLOEXEC) == 0) return;
   DIR *d = opendir("/proc/self/fd");
   if (d == NULL) fail("list open files");
   for (struct dirent *e; (e = readdir(d)) != NULL;) {
     int fd = atoi(e->d_name);
-    if (fd >= 3 && fd != dirfd(d)) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (fd >= first && fd != dirfd(d)) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   closedir(d);
 }
@@ -1065,7 +1068,7 @@ static _Noreturn void start_command(const struct spec *s, int slave) {
     if (slave > 2) close(slave);
   }
   new_session_keyring();
-  cloexec_from_3();
+  cloexec_from(3);
   umask(022);
   /* runc CVE-2024-21626: no directory fd is open here, and the result must be inside the root. */
   if (chdir(s->cwd) < 0) fail_code(EXIT_SETUP, errno, "chdir to the working directory %s", s->cwd);
@@ -1103,6 +1106,7 @@ static _Noreturn void reap_and_forward(pid_t child) {
 struct init_args {
   struct spec *spec;
   int ttysock;
+  int go[2]; /* the monitor writes a byte once the network is ready (slirp4netns); -1: no wait */
 };
 
 static int init_main(void *arg) {
@@ -1123,6 +1127,15 @@ static int init_main(void *arg) {
   int slave = setup_container(s, a->ttysock);
   if (s->hostname != NULL && sethostname(s->hostname, strlen(s->hostname)) < 0) fail("sethostname %s", s->hostname);
   if (s->netnone && s->netpid == 0) loopback_up();
+  if (a->go[0] >= 0) {
+    /* The command starts only once its outbound network is up (the monitor runs slirp4netns). */
+    close(a->go[1]);
+    char byte;
+    ssize_t n;
+    do n = read(a->go[0], &byte, 1); while (n < 0 && errno == EINTR);
+    if (n != 1) failx("the container's network was not set up");
+    close(a->go[0]);
+  }
   pid_t child = fork();
   if (child < 0) fail("fork");
   if (child == 0) start_command(s, slave);
@@ -1489,6 +1502,62 @@ static pid_t start_proxy(const struct spec *s, pid_t init) {
   return pid;
 }
 
+/* --network private: outbound traffic goes through slirp4netns, a user-mode TCP/IP stack that
+ * runs in the host's network namespace and hands the container a tap device (podman's rootless
+ * design). Nothing is added to the host's firewall, routes or links, so a firewall reload changes
+ * nothing and nothing is left behind; it ends when the monitor closes (or loses) its exit fd.
+ * --disable-host-loopback keeps the host's 127.0.0.1 services out of reach, as a bridge does. */
+static pid_t start_slirp(const struct spec *s, pid_t init, int *exit_w) {
+  int ready[2], ex[2];
+  if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(ex, O_CLOEXEC) < 0) fail("pipe");
+  pid_t pid = fork();
+  if (pid < 0) fail("fork slirp4netns");
+  if (pid == 0) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) _exit(EXIT_SETUP);
+    /* fds 3 and 4 for it, everything else of the monitor's closed at exec */
+    int r = fcntl(ready[1], F_DUPFD, 10), e = fcntl(ex[0], F_DUPFD, 10);
+    if (r < 0 || e < 0 || dup2(r, 3) < 0 || dup2(e, 4) < 0) _exit(EXIT_SETUP);
+    cloexec_from(5);
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) dup2(null, 1); /* its chatter stays out of the container's log; errors go to stderr */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Its sandbox pivots away from the host's mounts; in a mount namespace of its own that only
+     * receives events, none of its unmounts can propagate back (a shared /run/netns would lose
+     * its namespaces otherwise). */
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) {
+      dprintf(2, "ferry-launch: a mount namespace for slirp4netns: %s\n", strerror(errno));
+      _exit(EXIT_SETUP);
+    }
+    char pidtext[32];
+    snprintf(pidtext, sizeof pidtext, "%d", (int)init);
+    /* --enable-sandbox: all capabilities but NET_BIND_SERVICE dropped, an empty root. (Not its
+     * --enable-seccomp: experimental, and it says so on stderr at every start.) */
+    char *argv[] = { s->slirp, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+                     "--ready-fd=3", "--exit-fd=4", pidtext, "tap0", NULL };
+    execv(s->slirp, argv);
+    dprintf(2, "ferry-launch: exec %s: %s\n", s->slirp, strerror(errno));
+    _exit(EXIT_SETUP);
+  }
+  close(ready[1]);
+  close(ex[0]);
+  struct pollfd p = { .fd = ready[0], .events = POLLIN };
+  int n;
+  do n = poll(&p, 1, 10000); while (n < 0 && errno == EINTR);
+  char byte = 0;
+  if (n <= 0 || read(ready[0], &byte, 1) != 1 || byte != '1') {
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    failx("start the container's outbound network (%s): %s", s->slirp,
+          n == 0 ? "not ready after 10 s" : WIFEXITED(status) ? "it exited early (see its message above)" : "it was killed");
+  }
+  close(ready[0]);
+  *exit_w = ex[1];
+  return pid;
+}
+
 /* The container's cgroups once it has ended; the kernel may take a moment to reap the last of
  * its processes (EBUSY until then). ferry removes what is left at `rm`. */
 static void remove_cgroups(const struct spec *s) {
@@ -1527,11 +1596,21 @@ static int run_main(struct spec *s) {
   apply_cgroup_plan(s);
   open_cgroups(s);
   open_shared_netns(s);
-  struct init_args a = { .spec = s, .ttysock = sp[1] };
+  struct init_args a = { .spec = s, .ttysock = sp[1], .go = { -1, -1 } };
+  bool slirp = s->slirp != NULL && s->netnone && s->netpid == 0;
+  if (slirp && pipe2(a.go, O_CLOEXEC) < 0) fail("pipe");
   int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s->netnone && s->netpid == 0 ? CLONE_NEWNET : 0);
   pid_t init = clone(init_main, stack + stack_size, flags | SIGCHLD, &a);
   if (init < 0) fail("create the container's namespaces");
   status_line("pid %d", (int)init);
+  pid_t slirp_pid = 0;
+  int slirp_exit = -1;
+  if (slirp) {
+    close(a.go[0]);
+    slirp_pid = start_slirp(s, init, &slirp_exit);
+    if (write(a.go[1], "1", 1) != 1) fail("start the container");
+    close(a.go[1]);
+  }
   int master = -1;
   if (s->tty) {
     close(sp[1]);
@@ -1547,6 +1626,10 @@ static int run_main(struct spec *s) {
   if (proxy > 0) {
     kill(proxy, SIGKILL);
     waitpid(proxy, NULL, 0);
+  }
+  if (slirp_pid > 0) {
+    close(slirp_exit); /* its exit fd: it ends now */
+    waitpid(slirp_pid, NULL, 0);
   }
   bool oom = oom_killed(s->oomfile);
   remove_cgroups(s);

@@ -9,6 +9,8 @@ export interface MountEntry {
   options: string[];
   fsType: string;
   source: string;
+  /** The filesystem's own options (for cgroup v1: the controllers of that hierarchy). */
+  superOptions: string[];
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
@@ -25,7 +27,7 @@ export function parseMountInfo(text: string): MountEntry[] {
     const fields = left.split(' ');
     const tail = right.split(' ');
     if (fields.length < 6 || tail.length < 2) continue;
-    entries.push({ mountPoint: unescape(fields[4]!), options: fields[5]!.split(','), fsType: tail[0]!, source: unescape(tail[1]!) });
+    entries.push({ mountPoint: unescape(fields[4]!), options: fields[5]!.split(','), fsType: tail[0]!, source: unescape(tail[1]!), superOptions: (tail[2] ?? '').split(',').filter((o) => o !== '') });
   }
   return entries;
 }

@@ -32,6 +32,7 @@ import {
   type ContainerInfo,
   type ContainerRecord,
 } from './state.js';
+import { findSlirp4netns, privateResolvConf } from './network.js';
 import { resolveUserInLayers, resolveUserInProcessRoot, type ExecUser } from './users.js';
 import { parseNamedVolume, prepareVolumes, removeAnonymousVolumes, type NamedVolumeSpec } from './volumes.js';
 
@@ -164,7 +165,9 @@ async function writeNetworkFiles(record: ContainerRecord, root: string): Promise
     resolv = await readHostFile('/etc/resolv.conf');
   } else {
     hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t${name}\n`;
-    resolv = `# ferry: --network ${record.network}\n`;
+    resolv = record.network === 'private' && record.networkContainer === undefined && findSlirp4netns() !== undefined
+      ? privateResolvConf(await readHostFile('/etc/resolv.conf'))
+      : `# ferry: --network ${record.network}\n`;
   }
   await writeFile(paths.hosts, hosts, { mode: 0o644 });
   await writeFile(paths.hostname, `${name}\n`, { mode: 0o644 });
@@ -328,6 +331,12 @@ async function sharedNetwork(store: Store, record: ContainerRecord): Promise<{ s
   return { shareNetworkOf: { pid: s.pid, start: s.pidStart } };
 }
 
+/** --network private: slirp4netns for outbound traffic where the host has it (else loopback only; doctor says so). */
+function outbound(): { slirp4netns?: string } {
+  const slirp4netns = findSlirp4netns();
+  return slirp4netns !== undefined ? { slirp4netns } : {};
+}
+
 async function pathExists(path: string): Promise<boolean> {
   try {
     await lstat(path);
@@ -376,6 +385,7 @@ async function launchRecord(store: Store, record: ContainerRecord, stdio: [Launc
       hostname: record.hostname,
       network: record.network,
       ...(await sharedNetwork(store, record)),
+      ...(record.network === 'private' && record.networkContainer === undefined ? outbound() : {}),
       ports: record.ports ?? [],
       binds: sorted,
       privileged: security.privileged,

@@ -9,6 +9,7 @@ import { freeBytes, FREE_SPACE_RESERVE } from '../store/space.js';
 import { fsck } from '../store/fsck.js';
 import { openStore } from '../store/store.js';
 import { launch, LaunchError } from './launcher.js';
+import { findSlirp4netns } from './network.js';
 
 /**
  * `ferry doctor`: what this host lacks before a run, each with its fix. Checks are real where they
@@ -19,7 +20,7 @@ import { launch, LaunchError } from './launcher.js';
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
 export interface DoctorCheck {
-  /** Stable name: root, kernel, overlay, namespaces, cgroups, space, noexec, store, native. */
+  /** Stable name: root, kernel, overlay, namespaces, cgroups, network, space, noexec, store, native. */
   name: string;
   status: CheckStatus;
   /** What was found. */
@@ -38,6 +39,14 @@ export interface DoctorReport {
 export interface DoctorOptions {
   storeRoot: string;
   uid?: number;
+}
+
+/** --network private: inbound (-p) always; outbound only through slirp4netns. */
+export function checkNetwork(): DoctorCheck {
+  const slirp = findSlirp4netns();
+  return slirp !== undefined
+    ? check('network', 'ok', `--network private and -p: outbound traffic through ${slirp}; no firewall rules, links or routes are added to the host`)
+    : check('network', 'warn', '--network private and -p work, but containers on a private network reach nothing outside it (slirp4netns not found in /usr/bin, /usr/local/bin)', 'install slirp4netns (Debian/Ubuntu: apt-get install slirp4netns; RHEL: dnf install slirp4netns)');
 }
 
 /** 4.18: what the official Node build needs, and overlay's redirect/index features are there. */
@@ -112,6 +121,16 @@ export async function checkNamespaces(): Promise<DoctorCheck> {
   return bad.length > 0 ? check('namespaces', 'warn', `${detail} (only rootless containers would need them)`, 'sysctl -w user.max_user_namespaces=15000 if rootless use is planned') : check('namespaces', 'ok', detail);
 }
 
+/** What each v1 controller gives a container. */
+const V1_NEEDS: Record<string, string> = {
+  memory: '--memory, OOM reports, stats',
+  cpu: '--cpus, --cpu-shares',
+  cpuset: '--cpuset-cpus',
+  pids: '--pids-limit',
+  devices: 'the device rules',
+  freezer: 'commit pausing through the freezer',
+};
+
 /** cgroup v2, v1 or none, from the mount table: resource limits (--memory, --cpus, --pids-limit) need one. */
 export async function checkCgroups(mountInfo?: string): Promise<DoctorCheck> {
   let text = mountInfo;
@@ -126,7 +145,14 @@ export async function checkCgroups(mountInfo?: string): Promise<DoctorCheck> {
   const v2 = mounts.find((m) => m.fsType === 'cgroup2');
   const v1 = mounts.filter((m) => m.fsType === 'cgroup');
   if (v2 !== undefined && v1.length === 0) return check('cgroups', 'ok', `cgroup v2 at ${v2.mountPoint}`);
-  if (v1.length > 0) return check('cgroups', 'ok', `cgroup v1 (${v1.length} hierarchies)${v2 === undefined ? '' : `, v2 at ${v2.mountPoint} (hybrid)`}`);
+  if (v1.length > 0) {
+    const text = `cgroup v1 (${v1.length} hierarchies)${v2 === undefined ? '' : `, v2 at ${v2.mountPoint} (hybrid)`}`;
+    const have = new Set(v1.flatMap((m) => m.superOptions));
+    const missing = Object.keys(V1_NEEDS).filter((c) => !have.has(c));
+    if (missing.length === 0) return check('cgroups', 'ok', text);
+    return check('cgroups', 'warn', `${text} without ${missing.map((c) => `${c} (${V1_NEEDS[c]})`).join(', ')}: those are refused with an error naming the controller`,
+      `mount the missing hierarchies, e.g. mkdir /sys/fs/cgroup/${missing[0]} && mount -t cgroup -o ${missing[0]} cgroup /sys/fs/cgroup/${missing[0]}`);
+  }
   return check('cgroups', 'warn', 'no cgroup filesystem mounted: containers run, but without resource limits', 'mount -t cgroup2 none /sys/fs/cgroup (or boot with systemd, which mounts it)');
 }
 
@@ -272,7 +298,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const uid = options.uid ?? process.getuid?.() ?? -1;
   const checks: DoctorCheck[] = [checkRoot(uid), checkKernel()];
   const native = await checkNativeParts();
-  checks.push(await checkNamespaces(), await checkCgroups(), await checkSpace(options.storeRoot), ...checkNoexec(options.storeRoot), native);
+  checks.push(await checkNamespaces(), await checkCgroups(), checkNetwork(), await checkSpace(options.storeRoot), ...checkNoexec(options.storeRoot), native);
   if (uid === 0 && native.status === 'ok') checks.push(await checkOverlay(options.storeRoot));
   else checks.push(check('overlay', 'fail', `not tested: ${uid !== 0 ? 'needs root' : 'the launcher is missing'}`, uid !== 0 ? 'run ferry doctor as root' : native.fix ?? 'see the native check'));
   checks.push(await checkStore(options.storeRoot));

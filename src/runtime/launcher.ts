@@ -74,6 +74,8 @@ export interface RunLaunch extends LaunchProcess {
   network: 'host' | 'none' | 'private';
   /** --network container:NAME: join that container's namespace (its init's host pid and start time). */
   shareNetworkOf?: { pid: number; start: string };
+  /** --network private: run this slirp4netns for the container's outbound traffic. */
+  slirp4netns?: string;
   /** -p: host listeners the launcher binds (port 0: the kernel picks) and relays into the container. */
   ports?: readonly PortMapping[];
   /** Volumes and tmpfs mounts, in the order they are mounted. */
@@ -161,6 +163,7 @@ export function encodeSpec(spec: LaunchSpec, parentPid: number): Buffer {
       else if ('inherit' in op) r.push(record('cg.inherit', op.inherit));
       else r.push(record('cg.write', op.write), record('cg.value', op.value));
     }
+    if (spec.slirp4netns !== undefined) r.push(record('slirp', spec.slirp4netns));
     if (spec.shareNetworkOf !== undefined) r.push(record('netpid', spec.shareNetworkOf.pid), record('netpidstart', spec.shareNetworkOf.start));
     for (const p of spec.ports ?? []) r.push(record('port', `${p.protocol}:${p.hostIp}:${p.hostPort}:${p.containerPort}`));
     for (const b of spec.binds) {

@@ -39,7 +39,7 @@ describe('ferry doctor', () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const report = JSON.parse(r.stdout) as DoctorReport;
     expect(report.ok).toBe(true);
-    expect(report.checks.map((c) => c.name)).toEqual(['root', 'kernel', 'namespaces', 'cgroups', 'space', 'noexec', 'native', 'overlay', 'store']);
+    expect(report.checks.map((c) => c.name)).toEqual(['root', 'kernel', 'namespaces', 'cgroups', 'network', 'space', 'noexec', 'native', 'overlay', 'store']);
     for (const name of ['root', 'kernel', 'overlay', 'store', 'native', 'namespaces']) expect(checkNamed(report, name).status, name).toBe('ok');
     expect(checkNamed(report, 'overlay').detail).toMatch(/overlay mounted on .* pivot_root and exec in new mount, pid, uts, ipc and net namespaces/);
     expect(checkNamed(report, 'store').detail).toMatch(/1 images, 1 layers/);
@@ -97,6 +97,10 @@ describe('ferry doctor', () => {
     expect(checkKernel('6.1.0-18-amd64').status).toBe('ok');
     const v2 = '30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n';
     expect(await checkCgroups(v2)).toMatchObject({ status: 'ok', detail: 'cgroup v2 at /sys/fs/cgroup' });
+    const v1 = ['memory', 'cpu', 'cpuset', 'pids', 'devices', 'freezer'].map((c, i) => `${40 + i} 31 0:${40 + i} / /sys/fs/cgroup/${c} rw,relatime - cgroup cgroup rw,${c}\n`);
+    expect(await checkCgroups(v1.join(''))).toMatchObject({ status: 'ok', detail: 'cgroup v1 (6 hierarchies)' });
+    const noPids = await checkCgroups(v1.filter((l) => !l.includes('pids')).join(''));
+    expect(noPids).toMatchObject({ status: 'warn', detail: expect.stringMatching(/without pids \(--pids-limit\)/) as unknown, fix: expect.stringMatching(/mount -t cgroup -o pids/) as unknown });
     const none = '22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n';
     expect(await checkCgroups(none)).toMatchObject({ status: 'warn', fix: expect.stringMatching(/mount -t cgroup2/) as unknown });
   });

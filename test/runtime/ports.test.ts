@@ -1,8 +1,8 @@
 import { createSocket } from 'node:dgram';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, readdir, symlink } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../helpers/ferry.js';
+import { FERRY_BIN, REPO_ROOT } from '../helpers/ferry.js';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -151,8 +151,48 @@ describe('published ports', () => {
     }
   });
 
-  it('a private network has loopback only: the host\'s services are not reachable from it', async () => {
-    const out = await f.ok(['run', '--rm', '--network', 'private', 'web', 'sh', '-c', 'cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " "']);
+  it('--network none has loopback only', async () => {
+    const out = await f.ok(['run', '--rm', '--network', 'none', 'web', 'sh', '-c', 'cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " | sort']);
     expect(out).toBe('lo\n');
   });
+
+  it('a private network reaches out through slirp4netns (no host rule, nothing left after rm); the host\'s loopback services stay out of reach', async () => {
+    // The "outside world" is a network namespace of the test's own with a non-127 address and an
+    // httpd on it; ferry runs inside that namespace (nsenter --net only, so the host's /sys and
+    // cgroups stay visible), and so does the slirp4netns its launcher starts.
+    const ns = `ferry-up-${process.pid}`;
+    const outside = '10.213.7.1';
+    const www = join(f.work, 'outside-www');
+    await mkdir(www, { recursive: true });
+    await writeFile(join(www, 'index.html'), 'from outside\n');
+    await run('ip', ['netns', 'add', ns]);
+    const inNs = (cmd: string, ...args: string[]) => run('nsenter', [`--net=/run/netns/${ns}`, cmd, ...args]);
+    try {
+      await inNs('ip', 'link', 'set', 'lo', 'up');
+      await inNs('ip', 'addr', 'add', `${outside}/32`, 'dev', 'lo'); // an address beyond loopback's 127/8
+      await inNs('busybox', 'httpd', '-p', `${outside}:8080`, '-h', www);
+      await inNs('busybox', 'httpd', '-p', '127.0.0.1:8081', '-h', www); // the "host's" loopback service
+      const ferryIn = (args: string[]) => run('nsenter', [`--net=/run/netns/${ns}`, process.execPath, FERRY_BIN, '--root', f.root, ...args]);
+      // nc, not wget: this static busybox's wget crashes resolving a non-loopback address (its libc's NSS).
+      const get = (host: string, port: number) => `printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 ${host} ${port} | tail -n 1`;
+      const { stdout } = await ferryIn(['run', '--rm', '--network', 'private', 'web', 'sh', '-c',
+        `cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " | sort | tr "\\n" " "; echo; grep nameserver /etc/resolv.conf; ${get(outside, 8080)}; ${get('10.0.2.2', 8081)}; echo end`]);
+      expect(stdout).toBe('lo tap0 \nnameserver 10.0.2.3\nfrom outside\nend\n');
+      // -d, then rm: the slirp4netns of the container is gone with it.
+      const id = (await ferryIn(['run', '-d', '--network', 'private', 'web', 'sleep', '60'])).stdout.trim();
+      await waitFor(async () => (await slirpProcesses(ns)).length === 1, 10_000, 'slirp4netns of the container');
+      await ferryIn(['rm', '-f', id]);
+      await waitFor(async () => (await slirpProcesses(ns)).length === 0, 10_000, 'slirp4netns to end with the container');
+    } finally {
+      await run('ip', ['netns', 'pids', ns]).then(({ stdout }) => { for (const pid of stdout.split('\n').filter((l) => l !== '')) process.kill(Number(pid), 'SIGKILL'); });
+      await run('ip', ['netns', 'del', ns]);
+    }
+  });
 });
+
+/** slirp4netns processes in the network namespace `ns` (it runs there: the "host" side). */
+async function slirpProcesses(ns: string): Promise<string[]> {
+  const { stdout } = await run('ip', ['netns', 'pids', ns]);
+  const names = await Promise.all(stdout.split('\n').filter((l) => l !== '').map(async (pid) => (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim()));
+  return names.filter((n) => n === 'slirp4netns');
+}
