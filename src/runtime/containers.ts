@@ -352,7 +352,7 @@ async function confinement(store: Store, record: ContainerRecord, cgroups: reado
   const security = securityOf(record.security);
   const path = containerPaths(store.root, record.id).seccomp;
   const profile = security.seccomp === 'profile' ? await readFile(path, 'utf8') : undefined;
-  return { ...launchSecurity(security, profile, `the seccomp profile of container ${record.name}`), cgroups, noNewPrivileges: security.noNewPrivileges };
+  return { ...(await launchSecurity(security, profile, `the seccomp profile of container ${record.name}`)), cgroups, noNewPrivileges: security.noNewPrivileges };
 }
 
 async function launchRecord(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<Launched> {

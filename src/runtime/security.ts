@@ -1,9 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { UsageError, messageOf } from '../errors.js';
-import { capabilityMask, containerCapabilities } from './capabilities.js';
+import { capabilityMask, containerCapabilities, DEFAULT_CAPABILITIES } from './capabilities.js';
 import type { LaunchTmpfs } from './launcher.js';
-import { compileSeccomp, currentSeccompArch, defaultSeccompProfile, parseSeccompProfile } from './seccomp/index.js';
+import { PRECOMPILED_DEFAULT } from './seccomp/precompiled.js';
+
+/** The compiler, loaded only off the common path (custom profiles, other capability sets): ~20 ms of a start. */
+const seccompCompiler = (): Promise<typeof import('./seccomp/index.js')> => import('./seccomp/index.js');
 
 /**
  * What confines a container beyond its namespaces, with docker's defaults and flags:
@@ -55,6 +58,7 @@ export async function parseSecurity(flags: SecurityFlags): Promise<ParsedSecurit
       } catch (err) {
         throw new UsageError(`--security-opt seccomp=${value}: cannot read the profile: ${messageOf(err)}`, { cause: err });
       }
+      const { compileSeccomp, currentSeccompArch, parseSeccompProfile } = await seccompCompiler();
       const profile = parseSeccompProfile(text, value);
       // Compiled once now, so a profile that cannot be a filter fails at create, not at start.
       compileSeccomp(profile, { arch: currentSeccompArch(), capabilities: new Set(containerCapabilities(flags)) });
@@ -81,11 +85,20 @@ export function securityOf(recorded: ContainerSecurity | undefined): ContainerSe
 }
 
 /** The launcher's part: capability mask and compiled filter. */
-export function launchSecurity(security: ContainerSecurity, profileText: string | undefined, profileSource: string): { capabilities: bigint; seccomp?: Buffer } {
+export async function launchSecurity(security: ContainerSecurity, profileText: string | undefined, profileSource: string): Promise<{ capabilities: bigint; seccomp?: Buffer }> {
   const capabilities = capabilityMask(security.capabilities);
   if (security.seccomp === 'unconfined') return { capabilities };
+  if (security.seccomp === 'default' && hasDefaultCapabilities(security.capabilities)) {
+    const arch = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : undefined;
+    if (arch !== undefined) return { capabilities, seccomp: Buffer.from(PRECOMPILED_DEFAULT[arch], 'base64') };
+  }
+  const { compileSeccomp, currentSeccompArch, defaultSeccompProfile, parseSeccompProfile } = await seccompCompiler();
   const profile = security.seccomp === 'profile' && profileText !== undefined ? parseSeccompProfile(profileText, profileSource) : defaultSeccompProfile();
   return { capabilities, seccomp: compileSeccomp(profile, { arch: currentSeccompArch(), capabilities: new Set(security.capabilities) }) };
+}
+
+function hasDefaultCapabilities(capabilities: readonly string[]): boolean {
+  return capabilities.length === DEFAULT_CAPABILITIES.length && DEFAULT_CAPABILITIES.every((c) => capabilities.includes(c));
 }
 
 const TMPFS_SIZE = /^\d+[kmgKMG%]?$/;

@@ -10,6 +10,7 @@ import {
   BPF_MAXINSNS, compileSeccomp, currentSeccompArch, defaultSeccompProfile, defaultSeccompProgram, parseSeccompProfile,
   syscallNumber, syscallTable, type SeccompArch, type SeccompProfile,
 } from '../../src/runtime/seccomp/index.js';
+import { PRECOMPILED_DEFAULT } from '../../src/runtime/seccomp/precompiled.js';
 
 /**
  * The seccomp compiler, checked by running its programs: a small classic-BPF interpreter below
@@ -166,6 +167,10 @@ describe('syscall tables', () => {
 describe.each(['x86_64', 'aarch64'] as const)('the default profile on %s', (arch) => {
   const program = defaultSeccompProgram(arch, DOCKER_CAPS);
   const admin = defaultSeccompProgram(arch, withCaps('CAP_SYS_ADMIN'));
+
+  it('the precompiled program run uses is exactly what the compiler makes (stale: node scripts/seccomp-precompile.js)', () => {
+    expect(Buffer.from(PRECOMPILED_DEFAULT[arch], 'base64').equals(defaultSeccompProgram(arch, new Set(DEFAULT_CAPABILITIES)))).toBe(true);
+  });
 
   it('fits the kernel and starts by checking the architecture', () => {
     const insns = checkProgram(program);
