@@ -500,7 +500,7 @@ async function recordStarted(root: string, id: string, launched: Launched): Prom
     monitorStart: processStartTime(launched.monitorPid) ?? '',
     pid: launched.pid,
     pidStart: processStartTime(launched.pid) ?? '',
-    startedAt: new Date().toISOString(),
+    startedAt: launched.startedAt.toISOString(),
     ...(launched.ports.length > 0 ? { ports: launched.ports } : {}),
   });
 }

@@ -121,6 +121,8 @@ export interface Launched {
   exited: Promise<number>;
   /** The ports published, with the host ports actually bound. */
   ports: PortMapping[];
+  /** When the launcher was started (docker's StartedAt: never after the container's FinishedAt). */
+  startedAt: Date;
 }
 
 /** A start that failed inside the launcher: the code is what docker would exit with (125/126/127). */
@@ -219,6 +221,8 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
  * LaunchError when the start failed; the launcher has exited (or is exiting) with its code then.
  */
 export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<Launched> {
+  // Before the spawn: a command that ends at once may be recorded as finished before the pid line arrives.
+  const startedAt = new Date();
   const child = spawn(launcherPath(), [spec.mode], {
     stdio: [...options.stdio, 'pipe'],
     // Always its own session: a terminal's signals reach ferry, which forwards them once.
@@ -259,5 +263,5 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
     const code = await exited;
     throw new LaunchError(`container launcher exited with status ${code} before starting the container`, 125);
   }
-  return { child, monitorPid: child.pid, pid, exited, ports };
+  return { child, monitorPid: child.pid, pid, exited, ports, startedAt };
 }
