@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -160,5 +160,83 @@ describe('restart policies', () => {
     await sleep(500);
     expect((await inspect('nope')).State.Running).toBe(false);
     await f.ok(['rm', 'nope']);
+  });
+});
+
+describe('back after a reboot', () => {
+  it('after a simulated host crash (SIGKILL to every monitor, supervisor and container), start --all-restartable brings back always and unless-stopped, not one stopped by hand', async () => {
+    const sh = ['base', 'sh', '-c', 'exec sleep 1000'];
+    await f.ok(['run', '-d', '--name', 'b-always', '--restart', 'always', ...sh]);
+    await f.ok(['run', '-d', '--name', 'b-unless', '--restart', 'unless-stopped', ...sh]);
+    await f.ok(['run', '-d', '--name', 'b-unless-stopped', '--restart', 'unless-stopped', ...sh]);
+    await f.ok(['run', '-d', '--name', 'b-none', ...sh]);
+    await f.ok(['run', '-d', '--name', 'b-always-stopped', '--restart', 'always', ...sh]);
+    await f.ok(['stop', '-t', '1', 'b-unless-stopped', 'b-always-stopped']);
+    const running = ['b-always', 'b-unless', 'b-none'];
+    const pids = await pidsOf(f.root, running);
+    // The crash: everything of ferry's dies at once, nothing gets to record an exit.
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    await waitFor(async () => pids.every((p) => !alive(p)), 5000, 'the processes to die');
+    await sleep(300);
+    for (const name of running) expect((await inspect(name)).State.Running, name).toBe(false);
+
+    const started = await f.ok(['start', '--all-restartable']);
+    // docker's rule when its daemon comes up: always even when stopped by hand, unless-stopped only when not.
+    expect(started.split('\n').filter((l) => l !== '').sort()).toEqual(['b-always', 'b-always-stopped', 'b-unless']);
+    for (const name of ['b-always', 'b-unless', 'b-always-stopped']) expect((await inspect(name)).State.Running, name).toBe(true);
+    for (const name of ['b-unless-stopped', 'b-none']) expect((await inspect(name)).State.Running, name).toBe(false);
+    // Supervised again: a kill -9 is followed by a restart.
+    const pid = (await inspect('b-unless')).State.Pid;
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => (await inspect('b-unless')).State.Running && (await inspect('b-unless')).State.Pid !== pid, 3000, 'the restart');
+    // Running ones are left alone by a second boot run.
+    expect(await f.ok(['start', '--all-restartable'])).toBe('');
+    await f.ok(['rm', '-f', 'b-always', 'b-unless', 'b-unless-stopped', 'b-none', 'b-always-stopped']);
+  });
+
+  it('generate systemd prints a forking unit (PIDFile, KillMode=mixed, Restart=on-failure, ExecStop with the timeout) and the boot unit; systemd-analyze verify accepts both', async () => {
+    await f.ok(['run', '-d', '--name', 'unit', '--restart', 'unless-stopped', 'base', 'sleep', '1000']);
+    const id = await idOf('unit');
+    const unit = await f.ok(['generate', 'systemd', '-t', '15', 'unit']);
+    expect(unit).toMatch(/^Type=forking$/m);
+    expect(unit).toMatch(/^KillMode=mixed$/m);
+    expect(unit).toMatch(/^Restart=on-failure$/m);
+    expect(unit).toContain(`PIDFile=${join(f.root, 'containers', id, 'main.pid')}`);
+    expect(unit).toMatch(new RegExp(`^ExecStart=\\S+ \\S+ --root ${f.root} start ${id}$`, 'm'));
+    expect(unit).toMatch(new RegExp(`^ExecStop=\\S+ \\S+ --root ${f.root} stop -t 15 ${id}$`, 'm'));
+    expect(unit).toMatch(/^TimeoutStopSec=35$/m);
+    // The PIDFile names the process systemd watches: the supervisor ferry start forked.
+    const mainPid = Number((await readFile(join(f.root, 'containers', id, 'main.pid'), 'utf8')).trim());
+    const state = JSON.parse(await readFile(join(f.root, 'containers', id, 'state.json'), 'utf8')) as { supervisorPid: number };
+    expect(mainPid).toBe(state.supervisorPid);
+    const boot = await f.ok(['generate', 'systemd', '--boot']);
+    expect(boot).toMatch(/^Type=oneshot$/m);
+    expect(boot).toMatch(new RegExp(`^ExecStart=\\S+ \\S+ --root ${f.root} start --all-restartable$`, 'm'));
+    expect((await f.ferry(['generate', 'systemd'])).code).toBe(2);
+    // No systemd as PID 1 here: --install says so instead of writing half a setup.
+    if (!existsSync('/run/systemd/system')) {
+      const r = await f.ferry(['generate', 'systemd', '--install', 'unit']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/systemd is not running here/);
+    }
+    let analyze: string | undefined;
+    try {
+      analyze = (await run('sh', ['-c', 'command -v systemd-analyze'])).stdout.trim();
+    } catch {
+      analyze = undefined;
+    }
+    if (analyze === undefined || analyze === '') {
+      console.warn('systemd-analyze is not installed: the units were not verified');
+    } else {
+      const dir = join(f.work, 'units');
+      await run('mkdir', ['-p', dir]);
+      for (const [name, text] of [['ferry-unit.service', unit], ['ferry-containers.service', boot]] as const) {
+        await writeFile(join(dir, name), text);
+        const r = await run(analyze, ['verify', join(dir, name)]).then((o) => ({ code: 0, stderr: o.stderr }), (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }));
+        // verify exits 0 even for lines it ignores; what it says about the file is the verdict.
+        expect(r, name).toEqual({ code: 0, stderr: expect.not.stringContaining(name) as unknown as string });
+      }
+    }
+    await f.ok(['rm', '-f', 'unit']);
   });
 });
