@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sleep, setupRuntime, waitFor, type RuntimeFixture } from './fixture.js';
+import { addImage, sleep, setupRuntime, waitFor, type RuntimeFixture } from './fixture.js';
 
 /**
  * Services that last (issue 13): restart policies applied by each container's supervisor with
@@ -238,5 +238,77 @@ describe('back after a reboot', () => {
       }
     }
     await f.ok(['rm', '-f', 'unit']);
+  });
+});
+
+describe('health checks', () => {
+  it('a check that starts failing turns ps to (unhealthy) after the retries; inspect has State.Health with the last 5 results', async () => {
+    await f.ok(['run', '-d', '--name', 'hc', '--health-cmd', 'test -f /tmp/ok && echo fine', '--health-interval', '200ms', '--health-retries', '2', 'base', 'sh', '-c', 'touch /tmp/ok; exec sleep 1000']);
+    await waitFor(async () => /\(healthy\)/.test(await psLine('hc')), 5000, 'healthy');
+    const healthy = (await inspect('hc')).State.Health!;
+    expect(healthy).toMatchObject({ Status: 'healthy', FailingStreak: 0 });
+    expect(healthy.Log.at(-1)).toMatchObject({ ExitCode: 0, Output: 'fine\n' });
+    await f.ok(['exec', 'hc', 'rm', '/tmp/ok']);
+    await waitFor(async () => /Up .* \(unhealthy\)/.test(await psLine('hc')), 5000, 'unhealthy');
+    await sleep(1000);
+    const sick = (await inspect('hc')).State.Health!;
+    expect(sick.Status).toBe('unhealthy');
+    expect(sick.FailingStreak).toBeGreaterThanOrEqual(2);
+    expect(sick.Log.length).toBe(5);
+    for (const r of sick.Log) expect(Date.parse(r.End)).toBeGreaterThanOrEqual(Date.parse(r.Start));
+    expect(sick.Log.at(-1)!.ExitCode).toBe(1);
+    // Without --health-on-failure it is only reported: still the same run.
+    expect((await inspect('hc')).RestartCount).toBe(0);
+    await f.ok(['rm', '-f', 'hc']);
+  });
+
+  it('--health-on-failure restart: an unhealthy container is restarted (its writable layer kept), and starts healthy again', async () => {
+    await f.ok(['run', '-d', '--name', 'hr', '--health-cmd', 'test -f /tmp/ok', '--health-interval', '200ms', '--health-retries', '2', '--health-on-failure', 'restart', 'base', 'sh', '-c', 'touch /tmp/ok; echo start >> /runs; exec sleep 1000']);
+    await waitFor(async () => /\(healthy\)/.test(await psLine('hr')), 5000, 'healthy');
+    const pid = (await inspect('hr')).State.Pid;
+    await f.ok(['exec', 'hr', 'rm', '/tmp/ok']);
+    await waitFor(async () => {
+      const s = await inspect('hr');
+      return s.RestartCount === 1 && s.State.Running && s.State.Pid !== pid;
+    }, 20_000, 'the restart');
+    await waitFor(async () => /\(healthy\)/.test(await psLine('hr')), 5000, 'healthy again');
+    expect(await f.ok(['exec', 'hr', 'cat', '/runs'])).toBe('start\nstart\n');
+    await f.ok(['rm', '-f', 'hr']);
+  });
+
+  it("the image's Healthcheck applies (durations in ns), --no-healthcheck drops it, a probe past --health-timeout is killed and logged as -1, and a probe is confined as exec is", async () => {
+    await addImage(f, 'checked', async () => undefined, { Healthcheck: { Test: ['CMD-SHELL', 'echo image-check'], Interval: 200e6, Retries: 1 } });
+    await f.ok(['run', '-d', '--name', 'img', 'checked', 'sleep', '1000']);
+    await waitFor(async () => /\(healthy\)/.test(await psLine('img')), 5000, 'healthy');
+    const s = await inspect('img');
+    expect(s.Config.Healthcheck).toEqual({ Test: ['CMD-SHELL', 'echo image-check'], Interval: 200e6, Retries: 1 });
+    expect(s.State.Health!.Log.at(-1)!.Output).toBe('image-check\n');
+
+    await f.ok(['run', '-d', '--name', 'none', '--no-healthcheck', 'checked', 'sleep', '1000']);
+    const n = await inspect('none');
+    expect(n.Config.Healthcheck).toBeUndefined();
+    expect(n.State.Health).toBeUndefined();
+    expect(await psLine('none')).not.toMatch(/health/);
+    expect((await f.ferry(['run', '-d', '--no-healthcheck', '--health-cmd', 'true', 'checked'])).code).toBe(2);
+    expect((await f.ferry(['run', '-d', '--health-interval', '5x', 'base'])).code).toBe(2);
+
+    await f.ok(['run', '-d', '--name', 'slow', '--health-cmd', 'sleep 5', '--health-timeout', '300ms', '--health-interval', '200ms', '--health-retries', '1', 'base', 'sleep', '1000']);
+    await waitFor(async () => /\(unhealthy\)/.test(await psLine('slow')), 5000, 'unhealthy');
+    expect((await inspect('slow')).State.Health!.Log[0]).toMatchObject({ ExitCode: -1, Output: 'Health check exceeded timeout (0.3s)' });
+
+    // Failures inside the start period do not count: it stays "starting".
+    await f.ok(['run', '-d', '--name', 'early', '--health-cmd', 'false', '--health-start-period', '60s', '--health-interval', '200ms', '--health-retries', '1', 'base', 'sleep', '1000']);
+    await waitFor(async () => ((await inspect('early')).State.Health?.Log.length ?? 0) >= 2, 5000, 'two probes');
+    expect(await psLine('early')).toMatch(/Up .* \(health: starting\)/);
+    expect((await inspect('early')).State.Health).toMatchObject({ Status: 'starting', FailingStreak: 0 });
+
+    // A probe is confined exactly as ferry exec is: same user, capabilities, seccomp, no-new-privileges, cgroup.
+    const status = 'grep -E "^(Uid|Gid|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/self/status; cat /proc/self/cgroup | sort';
+    await f.ok(['run', '-d', '--name', 'conf', '-u', 'app', '--cap-drop', 'NET_RAW', '--health-cmd', status, '--health-interval', '200ms', 'base', 'sleep', '1000']);
+    await waitFor(async () => /\(healthy\)/.test(await psLine('conf')), 5000, 'healthy');
+    const probed = (await inspect('conf')).State.Health!.Log.at(-1)!.Output;
+    expect(probed).toMatch(/Seccomp:\s+2/);
+    expect(probed).toBe(await f.ok(['exec', 'conf', 'sh', '-c', status]));
+    await f.ok(['rm', '-f', 'img', 'none', 'slow', 'early', 'conf']);
   });
 });
