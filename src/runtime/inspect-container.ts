@@ -64,7 +64,8 @@ export function containerInspectJson(info: ContainerInfo): Record<string, unknow
       StartedAt: info.state?.startedAt ?? ZERO_TIME,
       FinishedAt: info.finishedAt ?? ZERO_TIME,
       RestartCount: info.restartCount,
-      ...(r.healthcheck !== undefined ? { Health: info.health ?? { Status: running ? 'starting' : 'unhealthy', FailingStreak: 0, Log: [] } } : {}),
+      // What the supervisor last wrote (none for a foreground run: only detached containers are probed).
+      ...(info.health !== undefined ? { Health: info.health } : {}),
     },
     Image: r.image.configDigest,
     Name: `/${r.name}`,

@@ -89,7 +89,14 @@ export function parseMount(text: string): { volume?: LaunchBind | NamedVolumeSpe
   if (type === 'tmpfs') {
     if (source !== undefined) throw new UsageError(`--mount ${text}: a tmpfs has no source`);
     const opts = [...tmpfsOpts, ...(readOnly ? ['ro'] : []), ...(extra.includes('exec') ? ['exec'] : []), ...(extra.includes('suid') ? ['suid'] : [])];
-    return { tmpfs: parseTmpfs(opts.length > 0 ? `${destination}:${opts.join(',')}` : destination) };
+    const spec = opts.length > 0 ? `${destination}:${opts.join(',')}` : destination;
+    try {
+      return { tmpfs: parseTmpfs(spec) };
+    } catch (err) {
+      // Say it in the user's words (--mount), not --tmpfs's.
+      if (!(err instanceof UsageError)) throw err;
+      throw new UsageError(`--mount ${text}: ${err.message.replace(`--tmpfs ${spec}: `, '')}`, { cause: err, ...(err.hint !== undefined ? { hint: err.hint } : {}) });
+    }
   }
   if (tmpfsOpts.length > 0) throw new UsageError(`--mount ${text}: tmpfs-size and tmpfs-mode are for type=tmpfs`);
   if (type === 'bind') {
