@@ -5,7 +5,7 @@ import { FerryError, UsageError, messageOf } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
-import { chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
+import { StoreLock, chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
 import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
@@ -631,9 +631,24 @@ export async function stopContainer(store: Store, text: string, timeoutSeconds =
  */
 export async function startContainer(store: Store, text: string, options: { attach?: boolean } = {}): Promise<RunResult> {
   requireRoot(`start ${text}`);
-  const info = await findContainer(store.root, text);
+  const found = await findContainer(store.root, text);
+  const paths = containerPaths(store.root, found.record.id);
+  // One start at a time per container: the boot entry point and a systemd unit (or two users)
+  // starting it together must not make two supervisors for one container.
+  return new StoreLock(join(paths.dir, 'start.lock'), 60_000).with(() => startUnlocked(store, found.record.id, options));
+}
+
+async function startUnlocked(store: Store, id: string, options: { attach?: boolean }): Promise<RunResult> {
+  let info = await loadContainer(store.root, id);
+  if (info === undefined) throw new FerryError('NOT_FOUND', `no such container: ${id}`, { hint: 'ferry ps -a lists the containers' });
+  // A live supervisor between an exit and its decision: wait for it to restart the container or to give up.
+  const deadline = Date.now() + 5000;
+  while (info.supervised && info.status !== 'running' && info.status !== 'restarting' && Date.now() < deadline) {
+    await sleep(50);
+    info = (await loadContainer(store.root, id)) ?? info;
+  }
   const record = info.record;
-  if (info.status === 'running' || info.status === 'restarting') return { id: record.id, name: record.name };
+  if (info.status === 'running' || info.status === 'restarting' || info.supervised) return { id: record.id, name: record.name };
   const paths = containerPaths(store.root, record.id);
   // The monitor of the last run must be gone before its exit file and cgroups are reused.
   await waitMonitorGone(info, 5000);

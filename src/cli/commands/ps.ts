@@ -24,7 +24,8 @@ export function humanDuration(ms: number): string {
 
 /** docker's suffix: (healthy), (unhealthy), (health: starting). */
 function healthText(c: ContainerInfo): string {
-  if (c.record.healthcheck === undefined || c.health === undefined) return '';
+  // Only while a supervisor probes it: a stale result would look current.
+  if (c.record.healthcheck === undefined || c.health === undefined || !c.supervised) return '';
   return c.health.Status === 'starting' ? ' (health: starting)' : ` (${c.health.Status})`;
 }
 
