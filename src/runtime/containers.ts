@@ -634,11 +634,27 @@ export async function startContainer(store: Store, text: string, options: { atta
   const found = await findContainer(store.root, text);
   const paths = containerPaths(store.root, found.record.id);
   // One start at a time per container: the boot entry point and a systemd unit (or two users)
-  // starting it together must not make two supervisors for one container.
-  return new StoreLock(join(paths.dir, 'start.lock'), 60_000).with(() => startUnlocked(store, found.record.id, options));
+  // starting it together must not make two supervisors for one container. Held until the
+  // command runs, not while an attached run lasts.
+  const lock = new StoreLock(join(paths.dir, 'start.lock'), 60_000);
+  if (options.attach !== true) return lock.with(() => startUnlocked(store, found.record.id, undefined));
+  const forwarder = forwardSignals();
+  try {
+    let launched: Launched | undefined;
+    const result = await lock.with(() =>
+      startUnlocked(store, found.record.id, (l) => {
+        launched = l;
+        forwarder.target(l.monitorPid);
+      }),
+    );
+    return launched === undefined ? result : { ...result, exitCode: await launched.exited };
+  } finally {
+    forwarder.stop();
+  }
 }
 
-async function startUnlocked(store: Store, id: string, options: { attach?: boolean }): Promise<RunResult> {
+/** The start itself, under the start lock; `attached`: launch in the foreground and hand the launch over. */
+async function startUnlocked(store: Store, id: string, attached: ((launched: Launched) => void) | undefined): Promise<RunResult> {
   let info = await loadContainer(store.root, id);
   if (info === undefined) throw new FerryError('NOT_FOUND', `no such container: ${id}`, { hint: 'ferry ps -a lists the containers' });
   // A live supervisor between an exit and its decision: wait for it to restart the container or to give up.
@@ -656,7 +672,7 @@ async function startUnlocked(store: Store, id: string, options: { attach?: boole
   await rm(paths.state, { force: true });
   await rm(paths.stopped, { force: true });
   await rm(paths.health, { force: true });
-  if (options.attach !== true) {
+  if (attached === undefined) {
     const log = await open(paths.log, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND | fsConstants.O_NOFOLLOW, 0o640);
     try {
       return await startDetached(store, { ...record, detached: true }, log.fd);
@@ -664,15 +680,10 @@ async function startUnlocked(store: Store, id: string, options: { attach?: boole
       await log.close();
     }
   }
-  const forwarder = forwardSignals();
-  try {
-    const launched = await launchRecord(store, record, [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']);
-    forwarder.target(launched.monitorPid);
-    await recordStarted(store.root, record.id, launched);
-    return { id: record.id, name: record.name, exitCode: await launched.exited };
-  } finally {
-    forwarder.stop();
-  }
+  const launched = await launchRecord(store, record, [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']);
+  attached(launched);
+  await recordStarted(store.root, record.id, launched);
+  return { id: record.id, name: record.name };
 }
 
 /** `ferry restart`: stop (StopSignal, SIGKILL after the timeout), then start detached. */
