@@ -140,7 +140,10 @@ function startHealthChecks(
       await writeFileAtomic(path, `${JSON.stringify(state)}\n`, 0o644);
       if (state.Status === 'unhealthy' && before !== 'unhealthy') onUnhealthy();
     }
-  })();
+  })().catch((err: unknown) => {
+    // ferry's own failure (no space for health.json, ...): said in the log; the container runs on.
+    process.stderr.write(`ferry: health checks of container ${record.name} stopped: ${messageOf(err)}\n`);
+  });
   return {
     async stop() {
       running = false;
@@ -156,7 +159,7 @@ function startHealthChecks(
  * whether the first start worked. Resolves with the last exit code.
  */
 export async function superviseContainer(store: Store, id: string, report: (started: SupervisorStart) => void): Promise<number> {
-  const info = await loadContainer(store.root, id);
+  const info = /^[0-9a-f]{64}$/.test(id) ? await loadContainer(store.root, id) : undefined;
   if (info === undefined) {
     report({ ok: false, message: `supervise container ${shortId(id)}: no such container`, exitCode: 125 });
     return 125;
