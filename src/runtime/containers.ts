@@ -2,6 +2,7 @@ import { constants as fsConstants } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
@@ -37,7 +38,6 @@ import {
   type ContainerRecord,
   type ContainerRunState,
 } from './state.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
 import { resolveUserInLayers, resolveUserInProcessRoot, type ExecUser } from './users.js';
 import { parseNamedVolume, prepareVolumes, removeAnonymousVolumes, type NamedVolumeSpec } from './volumes.js';
 

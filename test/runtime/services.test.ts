@@ -267,7 +267,10 @@ describe('health checks', () => {
     await f.ok(['exec', 'hc', 'rm', '/tmp/ok']);
     await waitFor(async () => /Up .* \(unhealthy\)/.test(await psLine('hc')), 5000, 'unhealthy');
     await sleep(1000);
-    const sick = (await inspect('hc')).State.Health!;
+    const state = (await inspect('hc')).State;
+    // What `ferry inspect C | jq .State` gives, as docker's.
+    expect(Object.keys(state)).toEqual(expect.arrayContaining(['Status', 'Running', 'ExitCode', 'StartedAt', 'FinishedAt', 'OOMKilled', 'RestartCount', 'Health']));
+    const sick = state.Health!;
     expect(sick.Status).toBe('unhealthy');
     expect(sick.FailingStreak).toBeGreaterThanOrEqual(2);
     expect(sick.Log.length).toBe(5);
