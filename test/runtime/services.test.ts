@@ -4,6 +4,9 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'node:http';
+import { cgroupMounts } from '../../src/runtime/cgroups.js';
+import { freePort } from '../helpers/net.js';
 import { addImage, sleep, setupRuntime, waitFor, type RuntimeFixture } from './fixture.js';
 
 /**
@@ -53,6 +56,18 @@ async function pidsOf(root: string, names: string[]): Promise<number[]> {
 
 async function idOf(name: string): Promise<string> {
   return (await inspect(name) as unknown as { Id: string }).Id;
+}
+
+async function get(port: number): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolvePromise(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** Live `ferry supervise ID` processes. */
@@ -144,6 +159,29 @@ describe('restart policies', () => {
     await f.ok(['start', 'svc']);
     expect((await inspect('svc')).State).toMatchObject({ Running: true, RestartCount: 0 });
     await f.ok(['rm', '-f', 'svc']);
+  });
+
+  it('a restart by the policy keeps the limits, the published port and the volume (as ferry start does)', async () => {
+    const port = await freePort();
+    const script = 'echo run >> /data/runs; mkdir -p /www; echo hello > /www/index.html; exec httpd -f -p 80 -h /www';
+    await f.ok(['run', '-d', '--name', 'keep', '--restart', 'always', '--memory', '96m', '--pids-limit', '50', '-p', `127.0.0.1:${port}:80`, '-v', 'keepvol:/data', 'base', 'sh', '-c', script]);
+    const id = await idOf('keep');
+    await waitFor(async () => (await get(port).catch(() => '')) === 'hello\n', 10_000, 'httpd');
+    const pid = (await inspect('keep')).State.Pid;
+    process.kill(pid, 'SIGKILL');
+    await waitFor(async () => {
+      const s = await inspect('keep');
+      return s.RestartCount === 1 && s.State.Running && s.State.Pid !== pid;
+    }, 3000, 'the restart');
+    await waitFor(async () => (await get(port).catch(() => '')) === 'hello\n', 10_000, 'httpd after the restart');
+    const mounts = cgroupMounts();
+    const v1 = mounts.v1.has('memory');
+    const node = (controller: string): string => (v1 ? join(mounts.v1.get(controller)!, 'ferry', id) : join(mounts.v2!, 'ferry', id));
+    expect(Number((await readFile(join(node('memory'), v1 ? 'memory.limit_in_bytes' : 'memory.max'), 'utf8')).trim())).toBe(96 * 1024 * 1024);
+    expect((await readFile(join(node('pids'), 'pids.max'), 'utf8')).trim()).toBe('50');
+    expect(await f.ok(['exec', 'keep', 'cat', '/data/runs'])).toBe('run\nrun\n');
+    await f.ok(['rm', '-f', '-v', 'keep']);
+    await f.ok(['volume', 'rm', 'keepvol']);
   });
 
   it('ps shows "Restarting (N) ... ago" while it backs off', async () => {
