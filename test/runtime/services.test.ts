@@ -252,6 +252,20 @@ describe('back after a reboot', () => {
     await f.ok(['rm', '-f', 'b-always', 'b-unless', 'b-unless-stopped', 'b-none', 'b-always-stopped']);
   });
 
+  it('a shutdown (SIGTERM to the supervisor) stops the container with its stop signal but not "by hand": unless-stopped comes back at the next boot', async () => {
+    await f.ok(['run', '-d', '--name', 'down', '--restart', 'unless-stopped', 'base', 'sh', '-c', 'trap "echo got TERM; exit 0" TERM; while true; do sleep 0.1; done']);
+    const id = await idOf('down');
+    const [supervisor] = await supervisorsOf(id);
+    process.kill(supervisor!, 'SIGTERM');
+    await waitFor(async () => !alive(supervisor!) && !(await inspect('down')).State.Running, 10_000, 'the shutdown');
+    expect((await inspect('down')).State).toMatchObject({ Status: 'exited', ExitCode: 0 });
+    expect(await f.ok(['logs', 'down'])).toBe('got TERM\n');
+    expect(existsSync(join(f.root, 'containers', id, 'stopped'))).toBe(false);
+    expect(await f.ok(['start', '--all-restartable'])).toBe('down\n');
+    expect((await inspect('down')).State.Running).toBe(true);
+    await f.ok(['rm', '-f', 'down']);
+  });
+
   it('generate systemd prints a forking unit (PIDFile, KillMode=mixed, Restart=on-failure, ExecStop with the timeout) and the boot unit; systemd-analyze verify accepts both', async () => {
     await f.ok(['run', '-d', '--name', 'unit', '--restart', 'unless-stopped', 'base', 'sleep', '1000']);
     const id = await idOf('unit');
