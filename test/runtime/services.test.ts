@@ -347,6 +347,15 @@ describe('health checks', () => {
     await f.ok(['rm', '-f', 'hr']);
   });
 
+  it('--health-on-failure kill with --restart always: the unhealthy container is killed and its policy starts it again', async () => {
+    await f.ok(['run', '-d', '--name', 'hk', '--restart', 'always', '--health-cmd', 'test -f /tmp/ok', '--health-interval', '200ms', '--health-retries', '1', '--health-on-failure', 'kill', 'base', 'sh', '-c', 'touch /tmp/ok; exec sleep 1000']);
+    await waitFor(async () => /\(healthy\)/.test(await psLine('hk')), 5000, 'healthy');
+    await f.ok(['exec', 'hk', 'rm', '/tmp/ok']);
+    await waitFor(async () => (await inspect('hk')).RestartCount === 1, 10_000, 'the kill and restart');
+    await waitFor(async () => /\(healthy\)/.test(await psLine('hk')), 5000, 'healthy again');
+    await f.ok(['rm', '-f', 'hk']);
+  });
+
   it("the image's Healthcheck applies (durations in ns), --no-healthcheck drops it, a probe past --health-timeout is killed and logged as -1, and a probe is confined as exec is", async () => {
     await addImage(f, 'checked', async () => undefined, { Healthcheck: { Test: ['CMD-SHELL', 'echo image-check'], Interval: 200e6, Retries: 1 } });
     await f.ok(['run', '-d', '--name', 'img', 'checked', 'sleep', '1000']);
