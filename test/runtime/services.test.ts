@@ -70,6 +70,14 @@ async function get(port: number): Promise<string> {
   });
 }
 
+/** What confines the command a container's init (`pid`) started, as the host sees it (cgroup paths name the container, the same across runs). */
+async function confinementOf(pid: number): Promise<string> {
+  const child = Number((await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(' ')[0]);
+  const status = (await readFile(`/proc/${child}/status`, 'utf8')).split('\n').filter((l) => /^(Uid|Gid|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):/.test(l));
+  const cgroup = (await readFile(`/proc/${child}/cgroup`, 'utf8')).split('\n').sort();
+  return [...status, ...cgroup].join('\n');
+}
+
 /** Live `ferry supervise ID` processes. */
 async function supervisorsOf(id: string): Promise<number[]> {
   const out: number[] = [];
@@ -161,13 +169,15 @@ describe('restart policies', () => {
     await f.ok(['rm', '-f', 'svc']);
   });
 
-  it('a restart by the policy keeps the limits, the published port and the volume (as ferry start does)', async () => {
+  it('a restart by the policy keeps the limits, the published port, the volume and the confinement (user, capabilities, seccomp, cgroups)', async () => {
     const port = await freePort();
     const script = 'echo run >> /data/runs; mkdir -p /www; echo hello > /www/index.html; exec httpd -f -p 80 -h /www';
     await f.ok(['run', '-d', '--name', 'keep', '--restart', 'always', '--memory', '96m', '--pids-limit', '50', '-p', `127.0.0.1:${port}:80`, '-v', 'keepvol:/data', 'base', 'sh', '-c', script]);
     const id = await idOf('keep');
     await waitFor(async () => (await get(port).catch(() => '')) === 'hello\n', 10_000, 'httpd');
     const pid = (await inspect('keep')).State.Pid;
+    const before = await confinementOf(pid);
+    expect(before).toMatch(/Seccomp:\s+2/);
     process.kill(pid, 'SIGKILL');
     await waitFor(async () => {
       const s = await inspect('keep');
@@ -180,6 +190,8 @@ describe('restart policies', () => {
     expect(Number((await readFile(join(node('memory'), v1 ? 'memory.limit_in_bytes' : 'memory.max'), 'utf8')).trim())).toBe(96 * 1024 * 1024);
     expect((await readFile(join(node('pids'), 'pids.max'), 'utf8')).trim()).toBe('50');
     expect(await f.ok(['exec', 'keep', 'cat', '/data/runs'])).toBe('run\nrun\n');
+    // Confined as the first start was: user, capabilities, seccomp, no-new-privileges, cgroups (devices included).
+    expect(await confinementOf((await inspect('keep')).State.Pid)).toBe(before);
     await f.ok(['rm', '-f', '-v', 'keep']);
     await f.ok(['volume', 'rm', 'keepvol']);
   });
