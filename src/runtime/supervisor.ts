@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { open, rm, stat, writeFile } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import { messageOf } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { Store } from '../store/index.js';
@@ -219,7 +219,7 @@ export async function superviseContainer(store: Store, id: string, report: (star
         // A restart that cannot start (a port taken meanwhile, ...) counts as a failed run.
         code = err instanceof LaunchError ? err.exitCode : 125;
         await log.write(`ferry: restart ${restartCount} of container ${record.name} failed: ${messageOf(err)}\n`);
-        await writeFile(paths.exit, `${code}\n`);
+        await writeFileAtomic(paths.exit, `${code}\n`, 0o644);
       }
       if (launched !== undefined) {
         current = launched;
