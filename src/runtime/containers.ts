@@ -211,6 +211,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     throw new UsageError(`--restart ${options.restart ?? ''} needs -d`, { hint: 'a restarted container runs in the background; run it with -d and follow it with ferry logs -f' });
   }
   const healthOnFailure = parseHealthOnFailure(options.healthOnFailure);
+  // The --health-* flags checked before the image is looked up (merged with its Healthcheck below).
+  mergeHealthcheck(undefined, options);
   const mountSpecs = parseMounts(options.mounts ?? []);
   const entry = await findStoreImage(store, options.image, options.platform);
   const image = await openStoreImageByDigest(store, entry.manifestDigest, parseReference(entry.name));
