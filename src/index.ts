@@ -56,6 +56,8 @@ export {
   runContainer,
   createContainer,
   stopContainer,
+  startContainer,
+  restartContainer,
   killContainer,
   removeContainer,
   execInContainer,
@@ -70,6 +72,10 @@ export { commitContainer, type CommitOptions, type CommitResult } from './runtim
 export { LaunchError } from './runtime/launcher.js';
 export { findContainer, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './runtime/state.js';
 export type { Change, ChangeKind } from './runtime/changes.js';
+export { startRestartable, type BootResult } from './runtime/boot.js';
+export { parseRestartPolicy, type RestartPolicy, type RestartPolicyName } from './runtime/restart-policy.js';
+export type { HealthState, HealthResult, HealthcheckConfig, HealthOnFailure } from './runtime/healthcheck.js';
+export { bootUnit, containerUnit } from './runtime/systemd.js';
 export { writeDockerArchive, type SaveImage, type WriteDockerArchiveOptions } from './archive/docker-archive-writer.js';
 export { startRegistryServer, type RegistryContent, type RegistryServer, type ServedBlob, type ServedManifest } from './registry/server.js';
 export { pushImages, ImagePusher, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './transfer/push-images.js';

@@ -62,6 +62,14 @@ export function packageRoot(): string {
 }
 
 /**
+ * How to run this same ferry as another process (a container's supervisor, a systemd unit):
+ * the packed executable itself, or this Node with the checkout's bin/ferry.js.
+ */
+export function ferryCommand(): string[] {
+  return packed !== undefined ? [process.execPath] : [process.execPath, join(packageRoot(), 'bin', 'ferry.js')];
+}
+
+/**
  * Where the packed executable extracts its parts, in order of preference: root's
  * /usr/local/lib/ferry (the store root's native/ when /usr is read-only), a user's
  * $XDG_DATA_HOME/ferry/native.

@@ -2,10 +2,11 @@ import { constants as fsConstants } from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
 import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
-import { chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
+import { StoreLock, chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
 import { ownedName } from '../store/owner.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
@@ -13,9 +14,13 @@ import { lookupLayered } from './layered-fs.js';
 import { existingCgroupProcs, oomEventsFile, planContainerCgroups, removeContainerCgroups } from './cgroups.js';
 import { exposedPorts, parsePublish } from './ports.js';
 import { parseResources, type ResourceFlags } from './resources.js';
-import { launch, type LaunchBind, type LaunchMount, type LaunchStdio, type Launched } from './launcher.js';
+import { launch, type ExecLaunch, type LaunchBind, type LaunchMount, type LaunchStdio, type Launched } from './launcher.js';
 import { launchSecurity, parseSecurity, parseTmpfs, securityOf, type SecurityFlags } from './security.js';
 import { killArgument, parseSignal } from './signals.js';
+import { mergeHealthcheck, parseHealthOnFailure, type HealthFlags } from './healthcheck.js';
+import { parseMounts } from './mount-flag.js';
+import { parseRestartPolicy } from './restart-policy.js';
+import { needsSupervisor, spawnSupervisor } from './supervise.js';
 import {
   checkName,
   containerPaths,
@@ -31,6 +36,7 @@ import {
   writeRunState,
   type ContainerInfo,
   type ContainerRecord,
+  type ContainerRunState,
 } from './state.js';
 import { findSlirp4netns, privateResolvConf } from './network.js';
 import { resolveUserInLayers, resolveUserInProcessRoot, type ExecUser } from './users.js';
@@ -41,7 +47,11 @@ import { parseNamedVolume, prepareVolumes, removeAnonymousVolumes, type NamedVol
  * stop / kill / rm, exec, logs. A container's status comes from its files and live processes
  * (state.ts), so it survives ferry exiting.
  */
-export interface RunOptions extends RunFlags, SecurityFlags {
+export interface RunOptions extends RunFlags, SecurityFlags, HealthFlags {
+  /** --restart no|on-failure[:N]|always|unless-stopped */
+  restart?: string;
+  /** --mount type=bind|volume|tmpfs,... (docker's syntax) */
+  mounts?: readonly string[];
   /** --memory, --cpus, --pids-limit, ... as given (docker's units). */
   resources?: ResourceFlags;
   /** Image name or digest in the store. */
@@ -196,8 +206,20 @@ function requireRoot(what: string): void {
 
 /** Write a container's files (nothing runs yet). */
 export async function createContainer(store: Store, options: RunOptions): Promise<ContainerRecord> {
+  const restartPolicy = parseRestartPolicy(options.restart ?? 'no');
+  if (restartPolicy.name !== 'no' && options.remove === true) {
+    throw new UsageError(`--restart ${options.restart ?? ''} and --rm conflict`, { hint: 'a container removed when it exits cannot be restarted: drop one of them' });
+  }
+  if (restartPolicy.name !== 'no' && options.detach !== true) {
+    throw new UsageError(`--restart ${options.restart ?? ''} needs -d`, { hint: 'a restarted container runs in the background; run it with -d and follow it with ferry logs -f' });
+  }
+  const healthOnFailure = parseHealthOnFailure(options.healthOnFailure);
+  // The --health-* flags checked before the image is looked up (merged with its Healthcheck below).
+  mergeHealthcheck(undefined, options);
+  const mountSpecs = parseMounts(options.mounts ?? []);
   const entry = await findStoreImage(store, options.image, options.platform);
   const image = await openStoreImageByDigest(store, entry.manifestDigest, parseReference(entry.name));
+  const healthcheck = mergeHealthcheck(image.config.config?.Healthcheck, options);
   const id = newContainerId();
   const diffIds = image.config.rootfs.diff_ids;
   const layers = chainIds(diffIds).reverse().map((c) => store.layers.diffDir(c));
@@ -217,9 +239,9 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const flags: RunFlags = { ...options, env };
   const spec = buildProcessSpec(image.config.config, flags, shortId(id));
   const user = await resolveUserInLayers(layers, spec.user, `image ${entry.name}`);
-  const volumeSpecs = (options.volumes ?? []).map((v) => parseNamedVolume(v) ?? parseVolume(v));
+  const volumeSpecs = [...(options.volumes ?? []).map((v) => parseNamedVolume(v) ?? parseVolume(v)), ...mountSpecs.volumes];
   const hostBinds = volumeSpecs.filter((v): v is LaunchBind => !('name' in v));
-  const tmpfs = (options.tmpfs ?? []).map(parseTmpfs);
+  const tmpfs = [...(options.tmpfs ?? []).map(parseTmpfs), ...mountSpecs.tmpfs];
   const resources = parseResources(options.resources ?? {});
   const ports = [...(options.publish ?? []).map(parsePublish), ...(options.publishAll === true ? exposedPorts(image.config.config?.ExposedPorts) : [])];
   if (ports.length > 0 && options.network !== undefined && options.network !== 'private') {
@@ -272,8 +294,14 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     stopSignal,
     autoRemove: options.remove ?? false,
     detached: options.detach ?? false,
+    ...(restartPolicy.name !== 'no' ? { restartPolicy } : {}),
+    ...(healthcheck !== undefined ? { healthcheck } : {}),
+    ...(healthOnFailure !== 'none' ? { healthOnFailure } : {}),
   };
 
+  for (const source of mountSpecs.mustExist) {
+    if (!(await pathExists(source))) throw new UsageError(`--mount: the bind source ${source} does not exist`, { hint: 'create it first (-v creates a missing directory, --mount does not, as docker)' });
+  }
   // docker creates a missing host directory; an existing file is bound as a file.
   for (const v of hostBinds) if (!(await pathExists(v.source))) await mkdir(v.source, { recursive: true });
   const paths = containerPaths(store.root, id);
@@ -355,7 +383,8 @@ async function confinement(store: Store, record: ContainerRecord, cgroups: reado
   return { ...(await launchSecurity(security, profile, `the seccomp profile of container ${record.name}`)), cgroups, noNewPrivileges: security.noNewPrivileges };
 }
 
-async function launchRecord(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<Launched> {
+/** Start the container's init through the launcher: every start (run, start, a restart by the supervisor) comes here. */
+export async function launchRecord(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<Launched> {
   const paths = containerPaths(store.root, record.id);
   const plan = JSON.parse(await readFile(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
   const rel = (p: string): string => relative(store.root, p);
@@ -460,7 +489,7 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
   if (record.detached) {
     const log = await open(paths.log, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND | fsConstants.O_NOFOLLOW, 0o640);
     try {
-      return await startDetached(store, record, ['ignore', log.fd, log.fd]);
+      return await startDetached(store, record, log.fd);
     } finally {
       await log.close();
     }
@@ -486,16 +515,25 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
   return { id: record.id, name: record.name, exitCode };
 }
 
-async function startDetached(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<RunResult> {
-  const launched = await launchRecord(store, record, stdio);
+async function startDetached(store: Store, record: ContainerRecord, log: number): Promise<RunResult> {
+  const paths = containerPaths(store.root, record.id);
+  if (needsSupervisor(record)) {
+    // The supervisor starts it (the same launchRecord), restarts it and runs its health checks.
+    const { pid } = await spawnSupervisor(store.root, record.id, log);
+    await writeFileAtomic(paths.mainPid, `${pid}\n`, 0o644);
+    return { id: record.id, name: record.name };
+  }
+  const launched = await launchRecord(store, record, ['ignore', log, log]);
   await recordStarted(store.root, record.id, launched);
+  await writeFileAtomic(paths.mainPid, `${launched.monitorPid}\n`, 0o644);
   // The monitor lives on (its own session); ferry may exit.
   launched.child.unref();
   return { id: record.id, name: record.name };
 }
 
-async function recordStarted(root: string, id: string, launched: Launched): Promise<void> {
+export async function recordStarted(root: string, id: string, launched: Launched, extra: Partial<ContainerRunState> = {}): Promise<void> {
   await writeRunState(root, id, {
+    ...extra,
     monitorPid: launched.monitorPid,
     monitorStart: processStartTime(launched.monitorPid) ?? '',
     pid: launched.pid,
@@ -546,12 +584,27 @@ async function waitMonitorGone(info: ContainerInfo, timeoutMs: number): Promise<
   if (s === undefined) return;
   const deadline = Date.now() + timeoutMs;
   while (isAlive(s.monitorPid, s.monitorStart) && Date.now() < deadline) await sleep(20);
+  if (s.supervisorPid === undefined) return;
+  while (isAlive(s.supervisorPid, s.supervisorStart ?? '') && Date.now() < deadline) await sleep(20);
 }
 
-/** `ferry stop`: the image's StopSignal (SIGTERM by default), then SIGKILL after `timeoutSeconds`. */
-export async function stopContainer(store: Store, text: string, timeoutSeconds = 10): Promise<ContainerInfo> {
-  const info = await findContainer(store.root, text);
-  if (info.status !== 'running') return info;
+function signalSupervisor(info: ContainerInfo, signal: NodeJS.Signals): void {
+  const s = info.state;
+  if (s?.supervisorPid === undefined || !isAlive(s.supervisorPid, s.supervisorStart ?? '')) return;
+  try {
+    process.kill(s.supervisorPid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+/** Stopped by hand: its supervisor does not restart it, and `unless-stopped` stays down at boot. */
+async function markStopped(root: string, id: string): Promise<void> {
+  await writeFile(containerPaths(root, id).stopped, `${new Date().toISOString()}\n`, { mode: 0o644 });
+}
+
+/** Stop one run: StopSignal, SIGKILL after the timeout. */
+async function stopRun(store: Store, info: ContainerInfo, timeoutSeconds: number): Promise<void> {
   const signal = parseSignal(info.record.stopSignal);
   signalInit(info, killArgument(signal));
   let after = await waitStopped(store.root, info.record.id, timeoutSeconds * 1000);
@@ -562,7 +615,24 @@ export async function stopContainer(store: Store, text: string, timeoutSeconds =
   if (after?.status === 'running') {
     throw new FerryError('RUNTIME_ERROR', `stop container ${info.record.name}: still running after SIGKILL`);
   }
-  await waitMonitorGone(info, 5000);
+}
+
+/**
+ * `ferry stop`: the image's StopSignal (SIGTERM by default), then SIGKILL after `timeoutSeconds`.
+ * Marked stopped by hand first, so its supervisor (restart policy) lets it be; while it waits
+ * between two runs, the supervisor is told to give up.
+ */
+export async function stopContainer(store: Store, text: string, timeoutSeconds = 10): Promise<ContainerInfo> {
+  const info = await findContainer(store.root, text);
+  await markStopped(store.root, info.record.id);
+  // A supervisor may start it again between our look and its own (it reads the mark only after an exit): look again.
+  for (let round = 0; round < 5; round++) {
+    const now = (await loadContainer(store.root, info.record.id)) ?? info;
+    if (now.status === 'running') await stopRun(store, now, timeoutSeconds);
+    else if (now.supervised) signalSupervisor(now, 'SIGTERM');
+    else break;
+    await waitMonitorGone(now, 5000);
+  }
   return (await loadContainer(store.root, info.record.id)) ?? info;
 }
 
@@ -573,31 +643,59 @@ export async function stopContainer(store: Store, text: string, timeoutSeconds =
  */
 export async function startContainer(store: Store, text: string, options: { attach?: boolean } = {}): Promise<RunResult> {
   requireRoot(`start ${text}`);
-  const info = await findContainer(store.root, text);
+  const found = await findContainer(store.root, text);
+  const paths = containerPaths(store.root, found.record.id);
+  // One start at a time per container: the boot entry point and a systemd unit (or two users)
+  // starting it together must not make two supervisors for one container. Held until the
+  // command runs, not while an attached run lasts.
+  const lock = new StoreLock(join(paths.dir, 'start.lock'), 60_000);
+  if (options.attach !== true) return lock.with(() => startUnlocked(store, found.record.id, undefined));
+  const forwarder = forwardSignals();
+  try {
+    let launched: Launched | undefined;
+    const result = await lock.with(() =>
+      startUnlocked(store, found.record.id, (l) => {
+        launched = l;
+        forwarder.target(l.monitorPid);
+      }),
+    );
+    return launched === undefined ? result : { ...result, exitCode: await launched.exited };
+  } finally {
+    forwarder.stop();
+  }
+}
+
+/** The start itself, under the start lock; `attached`: launch in the foreground and hand the launch over. */
+async function startUnlocked(store: Store, id: string, attached: ((launched: Launched) => void) | undefined): Promise<RunResult> {
+  let info = await loadContainer(store.root, id);
+  if (info === undefined) throw new FerryError('NOT_FOUND', `no such container: ${id}`, { hint: 'ferry ps -a lists the containers' });
+  // A live supervisor between an exit and its decision: wait for it to restart the container or to give up.
+  const deadline = Date.now() + 5000;
+  while (info.supervised && info.status !== 'running' && info.status !== 'restarting' && Date.now() < deadline) {
+    await sleep(50);
+    info = (await loadContainer(store.root, id)) ?? info;
+  }
   const record = info.record;
-  if (info.status === 'running') return { id: record.id, name: record.name };
+  if (info.status === 'running' || info.status === 'restarting' || info.supervised) return { id: record.id, name: record.name };
   const paths = containerPaths(store.root, record.id);
   // The monitor of the last run must be gone before its exit file and cgroups are reused.
   await waitMonitorGone(info, 5000);
   await rm(paths.exit, { force: true });
   await rm(paths.state, { force: true });
-  if (options.attach !== true) {
+  await rm(paths.stopped, { force: true });
+  await rm(paths.health, { force: true });
+  if (attached === undefined) {
     const log = await open(paths.log, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND | fsConstants.O_NOFOLLOW, 0o640);
     try {
-      return await startDetached(store, { ...record, detached: true }, ['ignore', log.fd, log.fd]);
+      return await startDetached(store, { ...record, detached: true }, log.fd);
     } finally {
       await log.close();
     }
   }
-  const forwarder = forwardSignals();
-  try {
-    const launched = await launchRecord(store, record, [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']);
-    forwarder.target(launched.monitorPid);
-    await recordStarted(store.root, record.id, launched);
-    return { id: record.id, name: record.name, exitCode: await launched.exited };
-  } finally {
-    forwarder.stop();
-  }
+  const launched = await launchRecord(store, record, [record.process.interactive ? 'inherit' : 'ignore', 'inherit', 'inherit']);
+  attached(launched);
+  await recordStarted(store.root, record.id, launched);
+  return { id: record.id, name: record.name };
 }
 
 /** `ferry restart`: stop (StopSignal, SIGKILL after the timeout), then start detached. */
@@ -610,6 +708,13 @@ export async function restartContainer(store: Store, text: string, timeoutSecond
 export async function killContainer(store: Store, text: string, signalText = 'SIGKILL'): Promise<ContainerInfo> {
   const signal = parseSignal(signalText);
   const info = await findContainer(store.root, text);
+  // As docker: a kill that ends it (SIGKILL or its stop signal) is a stop by hand, not a crash to restart from.
+  const ends = signal.name === 'SIGKILL' || signal.name === parseSignal(info.record.stopSignal).name;
+  if (ends && (info.status === 'running' || info.status === 'restarting')) await markStopped(store.root, info.record.id);
+  if (info.status === 'restarting' && ends) {
+    signalSupervisor(info, 'SIGTERM');
+    return info;
+  }
   if (info.status !== 'running' || !signalInit(info, killArgument(signal))) {
     throw new FerryError('RUNTIME_ERROR', `kill container ${info.record.name}: it is not running`, { hint: 'ferry ps -a shows its status' });
   }
@@ -619,10 +724,12 @@ export async function killContainer(store: Store, text: string, signalText = 'SI
 /** `ferry rm`: drop the container and its writable layer; the image is untouched. `removeVolumes` (-v): its anonymous volumes too. */
 export async function removeContainer(store: Store, text: string, force = false, removeVolumes = false): Promise<ContainerInfo> {
   const info = await findContainer(store.root, text);
-  if (info.status === 'running') {
+  if (info.status === 'running' || info.status === 'restarting' || info.supervised) {
     if (!force) {
-      throw new FerryError('IN_USE', `remove container ${info.record.name}: it is running`, { hint: 'stop it first (ferry stop), or use ferry rm -f' });
+      throw new FerryError('IN_USE', `remove container ${info.record.name}: it is ${info.status === 'restarting' ? 'restarting' : 'running'}`, { hint: 'stop it first (ferry stop), or use ferry rm -f' });
     }
+    // The supervisor first, so that nothing starts it again.
+    signalSupervisor(info, 'SIGKILL');
     signalInit(info, 'SIGKILL');
     const after = await waitStopped(store.root, info.record.id, 10_000);
     if (after?.status === 'running') throw new FerryError('RUNTIME_ERROR', `remove container ${info.record.name}: still running after SIGKILL`);
@@ -668,6 +775,32 @@ export interface ExecOptions {
   stdio?: [LaunchStdio, LaunchStdio, LaunchStdio];
 }
 
+/**
+ * A process to start in a running container (`target`: its init) with the container's
+ * confinement (capabilities, seccomp, cgroups, no-new-privileges): `ferry exec` and health probes.
+ */
+export async function execLaunchSpec(
+  store: Store,
+  record: ContainerRecord,
+  target: { pid: number; pidStart: string },
+  options: { argv: readonly string[]; env: readonly string[]; cwd: string; user: ExecUser; tty: boolean; interactive: boolean },
+): Promise<ExecLaunch> {
+  return {
+    mode: 'exec',
+    targetPid: target.pid,
+    targetStart: target.pidStart,
+    argv: options.argv,
+    env: withHome(options.env, options.user.home),
+    cwd: options.cwd,
+    uid: options.user.uid,
+    gid: options.user.gid,
+    groups: options.user.groups,
+    tty: options.tty,
+    interactive: options.interactive,
+    ...(await confinement(store, record, await existingCgroupProcs(record.id))),
+  };
+}
+
 /** `ferry exec`: run a command in a running container (its namespaces, env, workdir); returns its exit code. */
 export async function execInContainer(store: Store, text: string, options: ExecOptions): Promise<number> {
   requireRoot(`exec in ${text}`);
@@ -688,25 +821,17 @@ export async function execInContainer(store: Store, text: string, options: ExecO
   const env = mergeEnv(p.env, expandEnv(options.env ?? [], options.hostEnv ?? process.env));
   const tty = options.tty ?? false;
   const interactive = options.interactive ?? false;
+  const spec = await execLaunchSpec(store, info.record, { pid: s.pid, pidStart: s.pidStart }, {
+    argv: options.argv,
+    env: tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env,
+    cwd: options.workdir ?? p.cwd,
+    user,
+    tty,
+    interactive,
+  });
   const forwarder = forwardSignals();
   try {
-    const launched = await launch(
-      {
-        mode: 'exec',
-        targetPid: s.pid,
-        targetStart: s.pidStart,
-        argv: options.argv,
-        env: withHome(tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env, user.home),
-        cwd: options.workdir ?? p.cwd,
-        uid: user.uid,
-        gid: user.gid,
-        groups: user.groups,
-        tty,
-        interactive,
-        ...(await confinement(store, info.record, await existingCgroupProcs(info.record.id))),
-      },
-      { stdio: options.stdio ?? [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'], detached: false },
-    );
+    const launched = await launch(spec, { stdio: options.stdio ?? [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'], detached: false });
     forwarder.target(launched.monitorPid);
     return await launched.exited;
   } finally {

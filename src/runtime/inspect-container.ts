@@ -1,12 +1,13 @@
 import { DEFAULT_CAPABILITIES } from './capabilities.js';
 import type { LaunchTmpfs, PortMapping } from './launcher.js';
+import { NO_RESTART } from './restart-policy.js';
 import { securityOf } from './security.js';
 import type { ContainerInfo } from './state.js';
 
 /**
  * `ferry inspect CONTAINER`: docker's `inspect` shape (the fields scripts read with
  * `docker inspect -f` or jq), built from the container's record and live status. Fields ferry has
- * no notion of are left out rather than faked, except the few docker always has (Paused, RestartCount).
+ * no notion of are left out rather than faked, except the few docker always has (Paused, Dead).
  */
 const ZERO_TIME = '0001-01-01T00:00:00Z';
 
@@ -26,6 +27,8 @@ function isTmpfs(m: unknown): m is LaunchTmpfs {
 export function containerInspectJson(info: ContainerInfo): Record<string, unknown> {
   const r = info.record;
   const running = info.status === 'running';
+  const restarting = info.status === 'restarting';
+  const policy = r.restartPolicy ?? NO_RESTART;
   const security = securityOf(r.security);
   const res = r.resources ?? {};
   const volumeOf = new Map((r.volumeMounts ?? []).map((m) => [m.destination, m]));
@@ -48,9 +51,10 @@ export function containerInspectJson(info: ContainerInfo): Record<string, unknow
     Args: r.process.argv.slice(1),
     State: {
       Status: info.status,
-      Running: running,
+      // docker: a container between two runs of its restart policy is still Running, and Restarting.
+      Running: running || restarting,
       Paused: false,
-      Restarting: false,
+      Restarting: restarting,
       OOMKilled: info.oomKilled === true,
       Dead: false,
       Pid: running ? info.state?.pid ?? 0 : 0,
@@ -59,17 +63,19 @@ export function containerInspectJson(info: ContainerInfo): Record<string, unknow
       Error: info.exitCode === null ? 'the container monitor ended without recording the exit status' : '',
       StartedAt: info.state?.startedAt ?? ZERO_TIME,
       FinishedAt: info.finishedAt ?? ZERO_TIME,
-      RestartCount: 0,
+      RestartCount: info.restartCount,
+      // What the supervisor last wrote (none for a foreground run: only detached containers are probed).
+      ...(info.health !== undefined ? { Health: info.health } : {}),
     },
     Image: r.image.configDigest,
     Name: `/${r.name}`,
-    RestartCount: 0,
+    RestartCount: info.restartCount,
     Platform: r.image.platform,
     HostConfig: {
       Binds: r.volumes.map((b) => `${volumeOf.get(b.destination)?.name ?? b.source}:${b.destination}${b.readOnly ? ':ro' : ''}`),
       NetworkMode: networkMode,
       PortBindings: portMap(r.ports ?? []),
-      RestartPolicy: { Name: 'no', MaximumRetryCount: 0 },
+      RestartPolicy: { Name: policy.name, MaximumRetryCount: policy.maximumRetryCount },
       AutoRemove: r.autoRemove,
       CapAdd: security.privileged ? null : caps.filter((c) => !DEFAULT_CAPABILITIES.includes(c)),
       CapDrop: security.privileged ? null : DEFAULT_CAPABILITIES.filter((c) => !caps.includes(c)),
@@ -101,6 +107,7 @@ export function containerInspectJson(info: ContainerInfo): Record<string, unknow
       ExposedPorts: r.config.ExposedPorts ?? null,
       Volumes: r.config.Volumes ?? null,
       StopSignal: r.stopSignal,
+      ...(r.healthcheck !== undefined ? { Healthcheck: r.healthcheck } : {}),
     },
     NetworkSettings: {
       Ports: portMap(boundPorts),

@@ -101,8 +101,8 @@ export interface ExecLaunch extends LaunchProcess {
 
 export type LaunchSpec = RunLaunch | ExecLaunch;
 
-/** 'inherit' (ferry's own), 'ignore' (/dev/null) or an open fd (a log file). */
-export type LaunchStdio = 'inherit' | 'ignore' | number;
+/** 'inherit' (ferry's own), 'ignore' (/dev/null), 'pipe' (read by ferry: a health probe's output) or an open fd (a log file). */
+export type LaunchStdio = 'inherit' | 'ignore' | 'pipe' | number;
 
 export interface LaunchOptions {
   /** stdin, stdout, stderr of the launcher (and, without a pty, of the command). */

@@ -7,7 +7,9 @@ import type { Digest } from '../oci/digest.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { ContainerProcessConfig } from './container-spec.js';
 import type { LaunchBind, LaunchTmpfs, PortMapping } from './launcher.js';
+import type { HealthOnFailure, HealthState, HealthcheckConfig } from './healthcheck.js';
 import type { Resources } from './resources.js';
+import type { RestartPolicy } from './restart-policy.js';
 import type { ContainerSecurity } from './security.js';
 import type { VolumeMount } from './volumes.js';
 
@@ -24,6 +26,9 @@ import type { VolumeMount } from './volumes.js';
  *                 show in diff or commit); rootfs/ the mount point (empty on the host)
  *   hosts hostname resolv.conf   bound onto /etc in the container
  *   log           stdout and stderr of a detached container
+ *   main.pid      the top process of a detached start (supervisor, else monitor): systemd's PIDFile
+ *   stopped       present while the container was stopped by hand (`unless-stopped` stays down at boot)
+ *   health.json   the health check's status and last results, written by the supervisor
  */
 export interface ContainerRecord {
   schemaVersion: 1;
@@ -72,6 +77,12 @@ export interface ContainerRecord {
   stopSignal: string;
   autoRemove: boolean;
   detached: boolean;
+  /** --restart (absent: no). */
+  restartPolicy?: RestartPolicy;
+  /** The image's Healthcheck merged with the --health-* flags (absent: none). */
+  healthcheck?: HealthcheckConfig;
+  /** --health-on-failure (absent: none). */
+  healthOnFailure?: HealthOnFailure;
 }
 
 export interface ContainerRunState {
@@ -84,9 +95,21 @@ export interface ContainerRunState {
   startedAt: string;
   /** Published ports as bound. */
   ports?: PortMapping[];
+  /**
+   * The supervisor (a detached ferry process that restarts the container and runs its health
+   * checks), when the container has a restart policy or a health check.
+   */
+  supervisorPid?: number;
+  supervisorStart?: string;
+  /** Restarts by the policy since the last start by hand. */
+  restartCount?: number;
+  /** The supervisor waits (back-off) before starting it again; the last run's exit follows. */
+  restarting?: boolean;
+  lastExitCode?: number;
+  lastFinishedAt?: string;
 }
 
-export type ContainerStatus = 'created' | 'running' | 'exited';
+export type ContainerStatus = 'created' | 'running' | 'restarting' | 'exited';
 
 export interface ContainerInfo {
   record: ContainerRecord;
@@ -97,6 +120,14 @@ export interface ContainerInfo {
   finishedAt: string | undefined;
   /** The kernel's OOM killer ended it (its memory limit was reached). */
   oomKilled?: boolean;
+  /** Restarts by its policy since it was last started by hand. */
+  restartCount: number;
+  /** Stopped by hand (ferry stop/kill) since it was last started. */
+  stoppedByHand: boolean;
+  /** Its health check's state, while it runs with one. */
+  health?: HealthState;
+  /** Its supervisor is alive (the container may be between two runs). */
+  supervised: boolean;
 }
 
 export interface ContainerPaths {
@@ -117,6 +148,9 @@ export interface ContainerPaths {
   resolvConf: string;
   /** The --security-opt seccomp=FILE profile, as given. */
   seccomp: string;
+  mainPid: string;
+  stopped: string;
+  health: string;
 }
 
 export const ID_LENGTH = 64;
@@ -145,6 +179,9 @@ export function containerPaths(root: string, id: string): ContainerPaths {
     hostname: join(dir, 'hostname'),
     resolvConf: join(dir, 'resolv.conf'),
     seccomp: join(dir, 'seccomp.json'),
+    mainPid: join(dir, 'main.pid'),
+    stopped: join(dir, 'stopped'),
+    health: join(dir, 'health.json'),
   };
 }
 
@@ -243,21 +280,38 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   return { code, at: (await stat(path)).mtime.toISOString(), oom: flag === 'oom' };
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 /** A container's record and live status; undefined when it does not exist (or is half-created). */
 export async function loadContainer(root: string, id: string): Promise<ContainerInfo | undefined> {
   const paths = containerPaths(root, id);
   const record = await readJson<ContainerRecord>(paths.config, `container ${shortId(id)} config`);
   if (record === undefined) return undefined;
   const state = await readJson<ContainerRunState>(paths.state, `container ${shortId(id)} state`);
+  const supervised = state?.supervisorPid !== undefined && isAlive(state.supervisorPid, state.supervisorStart ?? '');
+  const health = record.healthcheck !== undefined ? await readJson<HealthState>(paths.health, `container ${shortId(id)} health`) : undefined;
+  const common = { record, state, restartCount: state?.restartCount ?? 0, stoppedByHand: await exists(paths.stopped), supervised, ...(health !== undefined ? { health } : {}) };
+  // Between two runs: the supervisor waits out its back-off (docker's "Restarting").
+  if (supervised && state?.restarting === true) {
+    return { ...common, status: 'restarting', exitCode: state.lastExitCode, finishedAt: state.lastFinishedAt };
+  }
   const exit = await readExit(paths.exit);
-  if (exit !== undefined) return { record, state, status: 'exited', exitCode: exit.code, finishedAt: exit.at, ...(exit.oom ? { oomKilled: true } : {}) };
-  if (state === undefined) return { record, state, status: 'created', exitCode: undefined, finishedAt: undefined };
-  if (isAlive(state.monitorPid, state.monitorStart)) return { record, state, status: 'running', exitCode: undefined, finishedAt: undefined };
+  if (exit !== undefined) return { ...common, status: 'exited', exitCode: exit.code, finishedAt: exit.at, ...(exit.oom ? { oomKilled: true } : {}) };
+  if (state === undefined) return { ...common, status: 'created', exitCode: undefined, finishedAt: undefined };
+  if (isAlive(state.monitorPid, state.monitorStart)) return { ...common, status: 'running', exitCode: undefined, finishedAt: undefined };
   // The monitor is gone without writing the exit file: it was killed (or the host rebooted).
   // It may also have written it just now, between the two reads.
   const late = await readExit(paths.exit);
-  if (late !== undefined) return { record, state, status: 'exited', exitCode: late.code, finishedAt: late.at };
-  return { record, state, status: 'exited', exitCode: null, finishedAt: undefined };
+  if (late !== undefined) return { ...common, status: 'exited', exitCode: late.code, finishedAt: late.at };
+  return { ...common, status: 'exited', exitCode: null, finishedAt: undefined };
 }
 
 /** Every container, newest first. */

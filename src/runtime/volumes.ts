@@ -37,6 +37,8 @@ export interface NamedVolumeSpec {
   bind: LaunchBind;
   /** `nocopy`: do not fill a new volume from the image. */
   noCopy: boolean;
+  /** `--mount type=volume` without a source: a new anonymous volume (`rm -v` removes it). */
+  anonymous?: boolean;
 }
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -337,7 +339,7 @@ export async function prepareVolumes(
 ): Promise<{ binds: LaunchBind[]; mounts: VolumeMount[] }> {
   const binds: LaunchBind[] = [];
   const mounts: VolumeMount[] = [];
-  const want: Array<{ name: string; bind: LaunchBind; anonymous: boolean; noCopy: boolean }> = named.map((n) => ({ ...n, anonymous: false }));
+  const want: Array<{ name: string; bind: LaunchBind; anonymous: boolean; noCopy: boolean }> = named.map((n) => ({ ...n, anonymous: n.anonymous ?? false }));
   const taken = new Set([...covered, ...named.map((n) => n.bind.destination)]);
   for (const path of Object.keys(imageVolumes ?? {})) {
     if (!path.startsWith('/')) continue;

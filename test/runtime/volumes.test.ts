@@ -181,3 +181,54 @@ describe('anonymous volumes and inspect', () => {
     expect(Array.isArray(image)).toBe(false);
   });
 });
+
+describe('--mount', () => {
+  it('type=volume (named and anonymous), bind (readonly, the source must exist) and tmpfs map onto -v and --tmpfs, with the same nodev/nosuid rules', async () => {
+    const host = join(f.work, 'mount-src');
+    await mkdir(host);
+    await writeFile(join(host, 'given'), 'from the host\n');
+    const opts = (path: string): string => `awk '$5 == "${path}" { print $6 }' /proc/self/mountinfo`;
+    const out = await f.ok([
+      'run', '--name', 'mnt',
+      '--mount', 'type=volume,source=mvol,target=/data',
+      '--mount', 'type=volume,target=/anon',
+      '--mount', `type=bind,source=${host},target=/host,readonly`,
+      '--mount', 'type=tmpfs,target=/scratch,tmpfs-size=1m,tmpfs-mode=700',
+      'base', 'sh', '-c',
+      `echo kept > /data/f; cat /host/given; echo x > /host/nope 2>/dev/null || echo read-only; ${opts('/data')}; ${opts('/host')}; ${opts('/scratch')}; grep " /scratch " /proc/mounts | grep -o "size=[0-9a-z]*,mode=[0-7]*"`,
+    ]);
+    expect(out.split('\n').slice(0, 2)).toEqual(['from the host', 'read-only']);
+    const [data, bound, scratch, tmpfsData] = out.split('\n').slice(2);
+    for (const o of [data, bound, scratch]) expect(o).toMatch(/\bnodev\b/);
+    expect(data).toMatch(/nosuid/);
+    expect(bound).toMatch(/^ro,/);
+    expect(scratch).toMatch(/noexec/);
+    expect(tmpfsData).toBe('size=1024k,mode=700');
+    const [m] = JSON.parse(await f.ok(['inspect', 'mnt'])) as Array<{ Mounts: Array<{ Type: string; Name?: string; Destination: string; RW: boolean }> }>;
+    expect(m!.Mounts.map((x) => [x.Type, x.Destination, x.RW])).toEqual(expect.arrayContaining([
+      ['volume', '/data', true], ['volume', '/anon', true], ['bind', '/host', false], ['tmpfs', '/scratch', true],
+    ]));
+    const anon = m!.Mounts.find((x) => x.Destination === '/anon')!.Name!;
+    expect((await f.ok(['volume', 'ls', '-q'])).split('\n')).toEqual(expect.arrayContaining(['mvol', anon]));
+    // The named volume outlives the container; the anonymous one goes with rm -v.
+    await f.ok(['rm', '-v', 'mnt']);
+    expect((await f.ok(['volume', 'ls', '-q'])).split('\n')).not.toContain(anon);
+    expect(await f.ok(['run', '--rm', '--mount', 'src=mvol,dst=/d', 'base', 'cat', '/d/f'])).toBe('kept\n');
+    await f.ok(['volume', 'rm', 'mvol']);
+
+    for (const bad of [
+      'type=bind,source=/no/such/dir,target=/x', // --mount does not create a bind source, as docker
+      'type=bind,target=/x',
+      'type=volume,source=v',
+      'type=tmpfs,source=x,target=/x',
+      'type=nfs,target=/x',
+      'type=volume,source=v,target=/x,volume-opt=o=addr',
+      'type=bind,source=/tmp,target=/x,bind-propagation=shared',
+      'type=tmpfs,target=/x,tmpfs-mode=abc',
+    ]) {
+      const r = await f.ferry(['run', '--rm', '--mount', bad, 'base', 'true']);
+      expect(r.code, bad).toBe(2);
+    }
+    expect(await f.ok(['ps', '-aq'])).toBe('');
+  });
+});

@@ -43,6 +43,8 @@ const MODULES: CommandModule[] = [
   { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
   { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
   { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe] },
+  { names: ['generate'], load: async () => [(await import('./generate.js')).registerGenerate] },
+  { names: ['supervise'], load: async () => [(await import('./supervise.js')).registerSupervise] },
   { names: ['doctor'], load: async () => [(await import('./doctor.js')).registerDoctor] },
 ];
 

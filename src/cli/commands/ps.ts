@@ -22,10 +22,18 @@ export function humanDuration(ms: number): string {
   return unit(Math.round(s / 86400), 'day');
 }
 
+/** docker's suffix: (healthy), (unhealthy), (health: starting). */
+function healthText(c: ContainerInfo): string {
+  // Only while a supervisor probes it: a stale result would look current.
+  if (c.record.healthcheck === undefined || c.health === undefined || !c.supervised) return '';
+  return c.health.Status === 'starting' ? ' (health: starting)' : ` (${c.health.Status})`;
+}
+
 function statusText(c: ContainerInfo, now: number): string {
-  if (c.status === 'running') return `Up ${humanDuration(now - Date.parse(c.state?.startedAt ?? c.record.created))}`;
+  if (c.status === 'running') return `Up ${humanDuration(now - Date.parse(c.state?.startedAt ?? c.record.created))}${healthText(c)}`;
   if (c.status === 'created') return 'Created';
   const code = c.exitCode === null || c.exitCode === undefined ? '?' : String(c.exitCode);
+  if (c.status === 'restarting') return `Restarting (${code}) ${humanDuration(now - Date.parse(c.finishedAt ?? c.record.created))} ago`;
   const oom = c.oomKilled === true ? ' (OOM killed)' : '';
   return c.finishedAt === undefined ? `Exited (${code})${oom}` : `Exited (${code}) ${humanDuration(now - Date.parse(c.finishedAt))} ago${oom}`;
 }
@@ -50,7 +58,8 @@ export const registerPs: Register = (program) => {
     .action(async (flags: PsFlags, cmd: Command) => {
       const store = await storeFromCommand(cmd);
       const all = await listAllContainers(store);
-      const shown = flags.all === true ? all : all.filter((c) => c.status === 'running');
+      // As docker: a container between two runs of its restart policy is listed with the running ones.
+      const shown = flags.all === true ? all : all.filter((c) => c.status === 'running' || c.status === 'restarting');
       if (flags.json === true) {
         const json = shown.map((c) => ({
           id: c.record.id,
@@ -62,6 +71,9 @@ export const registerPs: Register = (program) => {
           status: c.status,
           exitCode: c.exitCode ?? null,
           OOMKilled: c.oomKilled === true,
+          restartCount: c.restartCount,
+          restartPolicy: c.record.restartPolicy?.name ?? 'no',
+          ...(c.health !== undefined ? { health: c.health.Status } : {}),
           pid: c.status === 'running' ? c.state?.pid ?? null : null,
           startedAt: c.state?.startedAt ?? null,
           finishedAt: c.finishedAt ?? null,

@@ -36,6 +36,15 @@ interface RunFlags {
   network?: string;
   readOnly?: boolean;
   platform?: string;
+  restart?: string;
+  mount: string[];
+  healthCmd?: string;
+  healthInterval?: string;
+  healthTimeout?: string;
+  healthRetries?: string;
+  healthStartPeriod?: string;
+  healthcheck?: boolean;
+  healthOnFailure?: string;
 }
 
 export function collect(value: string, previous: string[]): string[] {
@@ -67,6 +76,7 @@ export const registerRun: Register = (program) => {
     .option('-e, --env <NAME[=VALUE]>', 'set an environment variable (NAME alone takes the host value; repeatable)', collect, [])
     .option('--env-file <file>', 'read NAME=VALUE lines from a file (repeatable)', collect, [])
     .option('-v, --volume <HOST|NAME:CONTAINER[:opts]>', 'bind a host directory or file, or a volume (created and filled from the image when new); opts: ro, suid, noexec, nocopy (repeatable; always nodev)', collect, [])
+    .option('--mount <type=bind|volume|tmpfs,source=..,target=..[,readonly]>', 'mount a host path, a volume or a tmpfs (docker\'s syntax; repeatable; always nodev)', collect, [])
     .option('--tmpfs <CONTAINER[:opts]>', 'mount a tmpfs; opts: size=64m, mode=1777, uid=, gid=, ro, exec, suid (repeatable; always nodev)', collect, [])
     .option('--cap-add <cap>', 'add a Linux capability to docker\'s default set (NET_ADMIN, ..., ALL; repeatable)', collect, [])
     .option('--cap-drop <cap>', 'drop a Linux capability (repeatable; ALL drops every one)', collect, [])
@@ -86,6 +96,14 @@ export const registerRun: Register = (program) => {
     .option('--network <mode>', 'host (the host\'s network; the default without -p), private (its own, loopback only, ports published with -p; the default with -p), none, or container:NAME (share that container\'s)')
     .option('-p, --publish <[IP:]HOST:CONTAINER[/udp]>', 'publish a container port on the host (repeatable; implies --network private)', collect, [])
     .option('-P, --publish-all', 'publish every port the image exposes, on ports the host picks')
+    .option('--restart <policy>', 'no, on-failure[:N], always or unless-stopped: restart it when it exits (needs -d; 100 ms back-off doubling, reset after 10 s up)')
+    .option('--health-cmd <command>', 'health check command, run in the container through /bin/sh -c')
+    .option('--health-interval <duration>', 'time between health checks (default 30s)')
+    .option('--health-timeout <duration>', 'longest a health check may run (default 30s)')
+    .option('--health-retries <n>', 'failures in a row before it is unhealthy (default 3)')
+    .option('--health-start-period <duration>', 'failures in this time after the start do not count')
+    .option('--no-healthcheck', 'no health check, not even the image\'s')
+    .option('--health-on-failure <action>', 'when it turns unhealthy: none (default), kill, restart or stop')
     .option('--read-only', 'mount the container\'s root filesystem read-only')
     .option('--platform <os/arch[/variant]>', 'which platform of a multi-platform image (default: this host\'s)')
     .passThroughOptions()
@@ -119,6 +137,15 @@ export const registerRun: Register = (program) => {
         tty: flags.tty === true,
         detach: flags.detach === true,
         remove: flags.rm === true,
+        mounts: flags.mount,
+        ...(flags.restart !== undefined ? { restart: flags.restart } : {}),
+        ...(flags.healthCmd !== undefined ? { healthCmd: flags.healthCmd } : {}),
+        ...(flags.healthInterval !== undefined ? { healthInterval: flags.healthInterval } : {}),
+        ...(flags.healthTimeout !== undefined ? { healthTimeout: flags.healthTimeout } : {}),
+        ...(flags.healthRetries !== undefined ? { healthRetries: flags.healthRetries } : {}),
+        ...(flags.healthStartPeriod !== undefined ? { healthStartPeriod: flags.healthStartPeriod } : {}),
+        ...(flags.healthcheck === false ? { noHealthcheck: true } : {}),
+        ...(flags.healthOnFailure !== undefined ? { healthOnFailure: flags.healthOnFailure } : {}),
       };
       if (flags.name !== undefined) options.name = flags.name;
       if (flags.workdir !== undefined) options.workdir = flags.workdir;
