@@ -170,8 +170,15 @@ async function main() {
     await must(['run', '--rm', 'demo/hello:2', '/bin/sh', '-c', show], env);
     await must(['run', '--rm', ref, '/bin/sh', '-c', show], env);
     await must(['images'], env);
+
+    step('a service: --restart on-failure:2 runs it again with docker\'s back-off, three runs in all, then it stays exited');
+    await must(['run', '-d', '--name', 'demo-svc', '--restart', 'on-failure:2', ref, '/bin/sh', '-c', 'echo "service run"; exit 1'], env);
+    await waitForExit('demo-svc', env);
+    await must(['logs', 'demo-svc'], env);
+    await must(['ps', '-a'], env);
+    await must(['rm', 'demo-svc'], env);
     await must(['fsck'], env);
-    step('done: export -> import -> run -> commit worked end to end');
+    step('done: export -> import -> run -> commit -> services worked end to end');
   } finally {
     if (server) server.kill('SIGTERM');
     await rm(work, { recursive: true, force: true });
@@ -189,6 +196,23 @@ function firstLine(child) {
     });
     child.once('exit', (code) => reject(new Error(`ferry serve exited with ${code} before listening`)));
   });
+}
+
+/** Wait until a restarting container has used up its policy (ferry ps --json says exited, not restarting). */
+async function waitForExit(name, env) {
+  for (let i = 0; i < 100; i++) {
+    const out = await new Promise((resolvePromise, reject) => {
+      const child = spawn(process.execPath, [ferryBin, 'inspect', name], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+      let text = '';
+      child.stdout.on('data', (c) => (text += c));
+      child.on('error', reject);
+      child.on('close', () => resolvePromise(text));
+    });
+    const state = JSON.parse(out)[0]?.State;
+    if (state !== undefined && state.Status === 'exited' && state.RestartCount === 2) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`demo failed: ${name} did not finish its restarts`);
 }
 
 /** Run a ferry step; the demo fails loudly at the first step that fails. */
