@@ -1,0 +1,140 @@
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { lookupLayered, type LayeredEntry } from '../runtime/layered-fs.js';
+import type { LayerEntry } from './layer-writer.js';
+import type { SourceNode, SourceTree } from './source-tree.js';
+
+/**
+ * COPY/ADD as data: which entries the new layer holds, by docker's rules:
+ * - several sources, or a destination ending in '/', make the destination a directory;
+ * - a file copied to an existing directory lands inside it, otherwise it is the destination;
+ * - a directory's contents (not the directory itself) are copied into the destination;
+ * - missing parents are created (0755, root); existing ones keep the image's metadata;
+ * - files from the context belong to 0:0, from a stage or image they keep their owners;
+ *   --chown and --chmod apply to everything copied.
+ * Also the step's cache input: every entry's path, type, mode, owner, link target and content
+ * digest, never its mtime (touching a file keeps the cache).
+ */
+export interface CopySource {
+  tree: SourceTree;
+  node: SourceNode;
+}
+
+export interface CopyPlanInput {
+  sources: readonly CopySource[];
+  /** Heredoc files (`COPY <<EOF /dest`). */
+  inline?: ReadonlyArray<{ name: string; content: Buffer }>;
+  /** Absolute; a trailing '/' means a directory. */
+  dest: string;
+  /** The stage's layer directories, top first (to see what the destination is now). */
+  layers: readonly string[];
+  owner?: { uid: number; gid: number };
+  chmod?: number;
+  /** Keep the sources' owners (--from) instead of 0:0. */
+  keepOwners: boolean;
+  /** mtime for directories the copy creates. */
+  now: number;
+}
+
+export interface CopyPlan {
+  entries: LayerEntry[];
+  /** sha256 over what was copied (not mtimes), for the cache key. */
+  contentKey: string;
+}
+
+/** The canonical path of `path`'s parent inside the image (symlinked parents followed), if it exists. */
+async function canonical(layers: readonly string[], path: string): Promise<string> {
+  const parent = posix.dirname(path);
+  if (parent === '/' || layers.length === 0) return path;
+  const entry = await lookupLayered(layers, parent, true);
+  if (entry === undefined || !entry.stat.isDirectory()) return path;
+  const top = entry.dirLayers[0];
+  const rel = top === undefined ? parent : `/${entry.hostPath.slice(top.length + 1)}`;
+  return posix.join(rel === '/' || rel === '' ? '/' : rel, posix.basename(path));
+}
+
+async function imageEntry(layers: readonly string[], path: string): Promise<LayeredEntry | undefined> {
+  if (layers.length === 0) return undefined;
+  return lookupLayered(layers, path, false);
+}
+
+export async function planCopy(input: CopyPlanInput): Promise<CopyPlan> {
+  const hash = createHash('sha256');
+  const entries: LayerEntry[] = [];
+  const made = new Set<string>();
+  const owner = (n: SourceNode): { uid: number; gid: number } => input.owner ?? (input.keepOwners ? { uid: n.uid, gid: n.gid } : { uid: 0, gid: 0 });
+  const modeOf = (n: SourceNode): number => (input.chmod !== undefined && n.type !== 'symlink' ? input.chmod : n.mode);
+
+  const addNode = async (tree: SourceTree, node: SourceNode, target: string): Promise<void> => {
+    const path = target.replace(/^\/+/, '');
+    const o = owner(node);
+    const entry: LayerEntry = { path, type: node.type, mode: modeOf(node), uid: o.uid, gid: o.gid, mtime: node.mtime };
+    let digest = '';
+    if (node.type === 'symlink') entry.linkTarget = node.linkTarget ?? '';
+    if (node.type === 'file') {
+      entry.content = { tree, node };
+      const h = createHash('sha256');
+      for await (const chunk of tree.open(node)) h.update(chunk as Buffer);
+      digest = h.digest('hex');
+    }
+    hash.update(`${JSON.stringify([path, node.type, entry.mode, o.uid, o.gid, entry.linkTarget ?? '', digest])}\n`);
+    entries.push(entry);
+    made.add(path);
+    if (node.type === 'dir') {
+      for (const child of await tree.list(node)) await addNode(tree, child, posix.join(target, posix.basename(child.rel)));
+    }
+  };
+
+  const count = input.sources.length + (input.inline?.length ?? 0);
+  const destIsDir = input.dest.endsWith('/') || count > 1;
+  const dest = await canonical(input.layers, posix.normalize(input.dest).replace(/(.)\/+$/, '$1'));
+  const existing = await imageEntry(input.layers, dest);
+  const intoDir = destIsDir || (existing !== undefined && existing.stat.isDirectory());
+
+  for (const { tree, node } of input.sources) {
+    if (node.type === 'dir') {
+      // The directory itself becomes the destination (its metadata unless it exists already).
+      const path = dest.replace(/^\/+/, '');
+      if (path !== '' && existing === undefined) {
+        const o = owner(node);
+        entries.push({ path, type: 'dir', mode: modeOf(node), uid: o.uid, gid: o.gid, mtime: node.mtime });
+        made.add(path);
+        hash.update(`${JSON.stringify([path, 'dir', modeOf(node), o.uid, o.gid])}\n`);
+      }
+      for (const child of await tree.list(node)) await addNode(tree, child, posix.join(dest, posix.basename(child.rel)));
+    } else {
+      await addNode(tree, node, intoDir ? posix.join(dest, posix.basename(node.rel)) : dest);
+    }
+  }
+  for (const f of input.inline ?? []) {
+    const target = intoDir ? posix.join(dest, f.name) : dest;
+    const path = target.replace(/^\/+/, '');
+    const o = input.owner ?? { uid: 0, gid: 0 };
+    const mode = input.chmod ?? 0o644;
+    entries.push({ path, type: 'file', mode, uid: o.uid, gid: o.gid, mtime: input.now, content: f.content });
+    made.add(path);
+    hash.update(`${JSON.stringify([path, 'file', mode, o.uid, o.gid, createHash('sha256').update(f.content).digest('hex')])}\n`);
+  }
+
+  // Every parent of what is copied: the image's own directory, or a new 0755 root directory.
+  const parents = new Set<string>();
+  for (const e of entries) {
+    let p = posix.dirname(e.path);
+    while (p !== '.' && p !== '/' && p !== '') {
+      parents.add(p);
+      p = posix.dirname(p);
+    }
+  }
+  for (const p of [...parents].sort()) {
+    if (made.has(p)) continue;
+    const found = await imageEntry(input.layers, `/${p}`);
+    if (found !== undefined && found.stat.isDirectory()) {
+      const st = found.stat;
+      entries.push({ path: p, type: 'dir', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) });
+    } else {
+      entries.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: input.now });
+      hash.update(`${JSON.stringify([p, 'dir', 0o755])}\n`);
+    }
+  }
+  return { entries, contentKey: hash.digest('hex') };
+}

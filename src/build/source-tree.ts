@@ -1,0 +1,216 @@
+import { createReadStream, type Stats } from 'node:fs';
+import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import type { Readable } from 'node:stream';
+import { FerryError } from '../errors.js';
+import { listLayeredDir, lookupLayered, type LayeredEntry } from '../runtime/layered-fs.js';
+import { hasGlob, IgnoreMatcher, matchComponent } from './dockerignore.js';
+
+/**
+ * Where COPY and ADD read from: the build context (a host directory, filtered by
+ * .dockerignore) or another stage's or image's files (store layer directories, read as the
+ * merged overlay would show them, nothing mounted). A context is hostile input: a path or a
+ * symlink that leads out of it is refused, never followed; files are read only from lstat'ed
+ * regular files inside the root.
+ */
+export interface SourceNode {
+  /** Path relative to the tree's root, '' for the root. */
+  rel: string;
+  type: 'file' | 'dir' | 'symlink';
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch. */
+  mtime: number;
+  size: number;
+  linkTarget?: string;
+  /** Host path to read a file's bytes from. */
+  hostPath: string;
+  /** For layer trees: the merged directory. */
+  layered?: LayeredEntry;
+}
+
+export interface SourceTree {
+  /** For messages: "the build context", "stage builder". */
+  readonly what: string;
+  /** Path inside the tree; symlinks followed inside it (a link out of a context is an error). */
+  resolve(path: string): Promise<SourceNode | undefined>;
+  /** A directory's children, sorted by name. */
+  list(dir: SourceNode): Promise<SourceNode[]>;
+  open(node: SourceNode): Readable;
+}
+
+function nodeOf(rel: string, st: Stats, hostPath: string, linkTarget?: string): SourceNode | undefined {
+  const type = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : undefined;
+  if (type === undefined) return undefined; // sockets, FIFOs, devices: not build input
+  return {
+    rel,
+    type,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    mtime: Math.floor(st.mtimeMs / 1000),
+    size: type === 'file' ? st.size : 0,
+    hostPath,
+    ...(linkTarget !== undefined ? { linkTarget } : {}),
+  };
+}
+
+function parts(path: string): string[] {
+  return path.split('/').filter((c) => c !== '' && c !== '.');
+}
+
+const MAX_LINKS = 40;
+
+export class ContextTree implements SourceTree {
+  readonly what = 'the build context';
+  private constructor(
+    readonly root: string,
+    private readonly ignore: IgnoreMatcher,
+  ) {}
+
+  static async open(dir: string, ignoreText: string): Promise<ContextTree> {
+    return new ContextTree(await realpath(dir), new IgnoreMatcher(ignoreText));
+  }
+
+  ignored(rel: string): boolean {
+    return rel !== '' && this.ignore.ignored(rel);
+  }
+
+  /**
+   * Resolve inside the root: `..` never climbs above it; a symlink is followed only when its
+   * target stays inside the context, otherwise the path is refused (UNSAFE_PATH).
+   */
+  async resolve(path: string): Promise<SourceNode | undefined> {
+    let todo = parts(path);
+    let resolved: string[] = [];
+    let links = 0;
+    const asked = path;
+    for (;;) {
+      const c = todo.shift();
+      if (c === undefined) break;
+      if (c === '..') {
+        if (resolved.length === 0) throw outside(asked, `${asked} is outside the build context`);
+        resolved.pop();
+        continue;
+      }
+      const rel = [...resolved, c].join('/');
+      let st: Stats;
+      try {
+        st = await lstat(join(this.root, rel));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+        throw err;
+      }
+      if (st.isSymbolicLink()) {
+        if (++links > MAX_LINKS) throw outside(asked, `${asked}: too many levels of symbolic links`);
+        const target = await readlink(join(this.root, rel));
+        if (target.startsWith('/')) throw outside(asked, `${asked} goes through the symlink ${rel} -> ${target}, which leaves the build context`);
+        const next = posix.normalize(posix.join(resolved.join('/'), target));
+        if (next === '..' || next.startsWith('../')) throw outside(asked, `${asked} goes through the symlink ${rel} -> ${target}, which leaves the build context`);
+        todo = [...parts(next), ...todo];
+        resolved = [];
+        continue;
+      }
+      resolved.push(c);
+      if (todo.length > 0 && !st.isDirectory()) return undefined;
+    }
+    const rel = resolved.join('/');
+    const st = await lstat(join(this.root, rel));
+    // An excluded directory still shows what an exception (`!dir/file`) brings back.
+    if (this.ignored(rel) && !(st.isDirectory() && this.ignore.mayHoldExceptions(rel))) return undefined;
+    return nodeOf(rel, st, join(this.root, rel));
+  }
+
+  async list(dir: SourceNode): Promise<SourceNode[]> {
+    const names = (await readdir(dir.hostPath)).sort();
+    const out: SourceNode[] = [];
+    for (const name of names) {
+      const rel = dir.rel === '' ? name : `${dir.rel}/${name}`;
+      const hostPath = join(dir.hostPath, name);
+      const st = await lstat(hostPath);
+      if (this.ignored(rel) && !(st.isDirectory() && this.ignore.mayHoldExceptions(rel))) continue;
+      const node = nodeOf(rel, st, hostPath, st.isSymbolicLink() ? await readlink(hostPath) : undefined);
+      if (node !== undefined) out.push(node);
+    }
+    return out;
+  }
+
+  open(node: SourceNode): Readable {
+    return createReadStream(node.hostPath);
+  }
+}
+
+function outside(path: string, message: string): FerryError {
+  return new FerryError('UNSAFE_PATH', message, { hint: `COPY and ADD read only files inside the build context (${path})` });
+}
+
+/** Another stage's or image's files: layer directories of the store, top first. */
+export class LayersTree implements SourceTree {
+  constructor(
+    readonly what: string,
+    private readonly layers: readonly string[],
+  ) {}
+
+  private async node(rel: string, entry: LayeredEntry): Promise<SourceNode | undefined> {
+    const st = entry.stat;
+    const node = nodeOf(rel, st, entry.hostPath, st.isSymbolicLink() ? await readlink(entry.hostPath) : undefined);
+    if (node !== undefined) node.layered = entry;
+    return node;
+  }
+
+  async resolve(path: string): Promise<SourceNode | undefined> {
+    if (this.layers.length === 0) return undefined;
+    const entry = await lookupLayered(this.layers, `/${path}`, true);
+    if (entry === undefined) return undefined;
+    return this.node(parts(posix.normalize(`/${path}`)).join('/'), entry);
+  }
+
+  async list(dir: SourceNode): Promise<SourceNode[]> {
+    if (dir.layered === undefined) return [];
+    const rel = dir.layered.dirLayers[0] === undefined ? '' : dir.layered.hostPath.slice(dir.layered.dirLayers[0].length + 1);
+    const children = await listLayeredDir(dir.layered, rel);
+    const out: SourceNode[] = [];
+    for (const name of [...children.keys()].sort()) {
+      const node = await this.node(dir.rel === '' ? name : `${dir.rel}/${name}`, children.get(name)!);
+      if (node !== undefined) out.push(node);
+    }
+    return out;
+  }
+
+  open(node: SourceNode): Readable {
+    return createReadStream(node.hostPath);
+  }
+}
+
+/** A COPY source pattern to the nodes it names: globs per path component, sorted; none: []. */
+export async function expandSource(tree: SourceTree, pattern: string): Promise<SourceNode[]> {
+  const comps = parts(posix.normalize(`/${pattern}`));
+  if (!comps.some(hasGlob)) {
+    const node = await tree.resolve(comps.join('/'));
+    return node === undefined ? [] : [node];
+  }
+  let current: SourceNode[] = [];
+  const root = await tree.resolve('');
+  if (root === undefined) return [];
+  current = [root];
+  for (const comp of comps) {
+    const next: SourceNode[] = [];
+    for (const dir of current) {
+      if (!hasGlob(comp)) {
+        const node = await tree.resolve(dir.rel === '' ? comp : `${dir.rel}/${comp}`);
+        if (node !== undefined) next.push(node);
+        continue;
+      }
+      const real = dir.type === 'dir' ? dir : undefined;
+      if (real === undefined) continue;
+      for (const child of await tree.list(real)) {
+        const name = posix.basename(child.rel);
+        if (matchComponent(comp, name)) next.push(child.type === 'symlink' ? ((await tree.resolve(child.rel)) ?? child) : child);
+      }
+    }
+    current = next;
+  }
+  return current;
+}
