@@ -48,6 +48,7 @@ export interface Unpacked {
  * (skopeo to an OCI layout, then umoci unpack, owners kept) and its raw config.
  */
 export async function unpackArchive(archive: string, work: string): Promise<Unpacked> {
+  await mkdir(work, { recursive: true });
   const layout = join(work, 'oci');
   await run('skopeo', ['copy', '-q', `docker-archive:${archive}`, `oci:${layout}:img`]);
   await run('umoci', ['unpack', '--image', `${layout}:img`, join(work, 'bundle')]);
@@ -82,7 +83,7 @@ export function comparedConfig(config: Record<string, unknown>): Record<string, 
       delete labels['io.buildah.version'];
       v = Object.keys(labels).length > 0 ? labels : undefined;
     }
-    if (v === null || (Array.isArray(v) && v.length === 0) || v === '') v = undefined;
+    if (v === null || (Array.isArray(v) && v.length === 0) || v === '' || (typeof v === 'object' && Object.keys(v).length === 0)) v = undefined;
     if (v !== undefined) out[k] = v;
   }
   return out;
