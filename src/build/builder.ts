@@ -171,6 +171,7 @@ class Builder {
   private readonly globalArgs = new Map<string, string | undefined>();
   private readonly usedArgs = new Set<string>();
   private readonly tmpFiles: string[] = [];
+  private readonly pendingCache: Array<[string, CacheEntry]> = [];
   private readonly now: number;
   private readonly created: () => string;
   private step = 0;
@@ -442,7 +443,8 @@ class Builder {
     s.key = sha(s.key, ins.keyword, canonical, s.config);
     const entry = this.options.noCache === true ? undefined : await this.cache.get(s.key);
     const created = entry?.created ?? this.created();
-    if (entry === undefined) await this.cache.put(s.key, { created });
+    // Written with the next layer or the image: a build that fails before adds nothing.
+    if (entry === undefined) this.pendingCache.push([s.key, { created }]);
     s.history.push({ created, created_by: createdBy, empty_layer: true });
   }
 
@@ -644,6 +646,7 @@ class Builder {
     const stored = s.layers[s.layers.length - 1]!;
     s.layers[s.layers.length - 1] = { ...stored, ...layerFromBlob({ descriptor: stored.descriptor, diffId: stored.diffId, what: `build step ${this.step}`, openBlob: async () => this.store.blobs.open(layer.digest) }) };
     await this.cache.put(s.key, { created, layer });
+    await this.flushCache();
     this.log(`--> ${shortDigest(written.diffId)}`);
   }
 
@@ -806,6 +809,10 @@ class Builder {
     const sources: CopySource[] = [];
     const archives: CopySource[] = [];
     for (const w of srcWords) {
+      const normal = posix.normalize(w);
+      if (fromText === undefined && (normal === '..' || normal.startsWith('../'))) {
+        throw new FerryError('UNSAFE_PATH', `${this.df.path}:${ins.line}: ${ins.keyword} ${w}: the path is outside the build context`, { hint: 'COPY and ADD read only files inside the build context; move the file into it' });
+      }
       const found = await expandSource(tree, w);
       if (found.length === 0) {
         throw this.fail(ins, `${ins.keyword} ${w}: no such file or directory in ${tree.what}`, tree === this.context ? 'paths are relative to the build context; check .dockerignore too' : undefined);
@@ -838,6 +845,10 @@ class Builder {
     await this.layerStep(s, ins, canonical, shown, async (file) => writeEntriesLayer(entries, file, this.options.sourceDateEpoch));
   }
 
+  private async flushCache(): Promise<void> {
+    for (const [key, entry] of this.pendingCache.splice(0)) await this.cache.put(key, entry);
+  }
+
   private async commit(s: StageState): Promise<BuildResult> {
     const { image } = this.assemble(s, { ...(this.options.labels !== undefined ? { labels: this.options.labels } : {}) });
     const refs = (this.options.tags ?? []).map(nameTag);
@@ -848,6 +859,7 @@ class Builder {
       const summary = await importImage(this.store, { ...image, ref }, { ref });
       if (summary.name !== undefined) names.push(summary.name);
     }
+    await this.flushCache();
     for (const n of names) this.log(`Successfully tagged ${n}`);
     return { manifestDigest: image.digest, configDigest: image.configDigest, names, steps: this.step, cached: this.cachedSteps };
   }
