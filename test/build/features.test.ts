@@ -1,0 +1,121 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestLayout } from '../helpers/test-images.js';
+import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { ferryOk, imageId, writeContext } from './build-helpers.js';
+
+/**
+ * What buildah 1.28 cannot be compared on, checked against the Dockerfile reference directly:
+ * heredocs, the escape directive, --target, --build-arg, --label, -q, --iidfile, COPY --from an
+ * image, WORKDIR/USER inherited by RUN; and a built image travelling like any other (export,
+ * import elsewhere, run; fsck clean).
+ */
+let work: string;
+let root: string;
+
+beforeAll(async () => {
+  work = await makeTempDir('build-features');
+  const layout = await buildTestLayout(join(work, 'layout'));
+  root = join(work, 'store');
+  await ferryOk(root, ['import', `oci:${layout.dir}:base`]);
+  await ferryOk(root, ['import', `oci:${layout.dir}:tools`]);
+}, 60_000);
+
+afterAll(async () => {
+  await removeDir(work);
+});
+
+async function sh(image: string, script: string): Promise<string> {
+  return ferryOk(root, ['run', '--rm', '--user', 'root', '--entrypoint', '/bin/sh', image, '-c', script]);
+}
+
+describe('ferry build: the rest of the Dockerfile reference', () => {
+  it('heredocs: RUN <<EOF as a script, COPY <<EOF with and without expansion, a heredoc the shell reads', async () => {
+    const context = join(work, 'heredoc');
+    await writeContext(context, {
+      Dockerfile: [
+        'FROM base',
+        'ARG NAME=world',
+        'RUN <<EOF',
+        'echo "hello $NAME" > /run-script.txt',
+        'echo second line >> /run-script.txt',
+        'EOF',
+        'COPY <<EOF /etc/greeting.txt',
+        'Hello ${NAME}',
+        'EOF',
+        "COPY <<'EOF' /etc/literal.txt",
+        'Hello ${NAME}',
+        'EOF',
+        'RUN cat <<EOF > /inline.txt',
+        '\tinline $NAME',
+        'EOF',
+        'RUN <<-EOF',
+        '\techo tabs stripped > /tabs.txt',
+        '\tEOF',
+        '',
+      ].join('\n'),
+    });
+    await ferryOk(root, ['build', '-t', 'feat/heredoc', context]);
+    const out = await sh('feat/heredoc', 'cat /run-script.txt /etc/greeting.txt /etc/literal.txt /inline.txt /tabs.txt');
+    expect(out).toBe('hello world\nsecond line\nHello world\nHello ${NAME}\n\tinline world\ntabs stripped\n');
+  }, 60_000);
+
+  it('the escape directive, --build-arg, --label, --target, -q and --iidfile', async () => {
+    const context = join(work, 'flags');
+    await writeContext(context, {
+      Dockerfile: [
+        '# escape=`',
+        'ARG FLAVOUR=plain',
+        'FROM base AS first',
+        'ARG FLAVOUR',
+        'RUN echo "flavour=$FLAVOUR" > /flavour.txt && `',
+        '    echo continued >> /flavour.txt',
+        'LABEL stage=first',
+        '',
+        'FROM first AS second',
+        'RUN echo second > /second.txt',
+        '',
+      ].join('\n'),
+    });
+    const iid = join(work, 'iid');
+    const out = await ferryOk(root, ['build', '-q', '--target', 'first', '--build-arg', 'FLAVOUR=spicy', '--label', 'org.example.ci=yes', '--iidfile', iid, '-t', 'feat/flags', context]);
+    expect(out).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+    expect(await readFile(iid, 'utf8')).toBe(out.trim());
+    expect(await sh('feat/flags', 'cat /flavour.txt; test -e /second.txt && echo second-built || echo target-stopped')).toBe('flavour=spicy\ncontinued\ntarget-stopped\n');
+    const inspect = JSON.parse(await ferryOk(root, ['inspect', 'feat/flags'])) as { digest: string; config: string };
+    expect(inspect.digest).toBe(out.trim());
+    const config = JSON.parse(await readFile(join(root, 'blobs', 'sha256', inspect.config.slice('sha256:'.length)), 'utf8')) as { config: { Labels: Record<string, string> } };
+    expect(config.config.Labels).toEqual({ stage: 'first', 'org.example.ci': 'yes' });
+  }, 60_000);
+
+  it('COPY --from an image of the store, WORKDIR and USER seen by RUN, exec-form RUN', async () => {
+    const context = join(work, 'from-image');
+    await writeContext(context, {
+      Dockerfile: [
+        'FROM base',
+        'COPY --from=tools /opt/tools/ /opt/borrowed/',
+        'WORKDIR /home/app/work',
+        'USER app',
+        'RUN ["/bin/sh", "-c", "pwd > /tmp/where.txt && id -u >> /tmp/where.txt"]',
+        '',
+      ].join('\n'),
+    });
+    await ferryOk(root, ['build', '-t', 'feat/from-image', context]);
+    expect(await sh('feat/from-image', 'ls /opt/borrowed; cat /tmp/where.txt; stat -c %U /tmp/where.txt')).toBe('tool.sh\n/home/app/work\n1000\napp\n');
+  }, 60_000);
+
+  it('a built image exports, imports into another store and runs there', async () => {
+    const context = join(work, 'travel');
+    await writeContext(context, { Dockerfile: 'FROM base\nCOPY msg.txt /msg.txt\nRUN rm /etc/app/keep.conf\nCMD ["cat", "/msg.txt"]\n', 'msg.txt': 'carried across\n' });
+    const id = imageId(await ferryOk(root, ['build', '-t', 'feat/travel:1', context]));
+    const bundle = join(work, 'travel.tar.zst');
+    await ferryOk(root, ['export', '-o', bundle, 'feat/travel:1'], { FERRY_CACHE_DIR: join(work, 'cache') });
+    const there = join(work, 'there');
+    await ferryOk(there, ['import', bundle]);
+    expect(await ferryOk(there, ['run', '--rm', 'feat/travel:1'])).toBe('carried across\n');
+    expect(await ferryOk(there, ['run', '--rm', '--entrypoint', '/bin/sh', 'feat/travel:1', '-c', 'test -e /etc/app/keep.conf && echo kept || echo deleted'])).toBe('deleted\n');
+    expect(JSON.parse(await ferryOk(there, ['inspect', 'feat/travel:1'])) as { digest: string }).toMatchObject({ digest: id });
+    expect(await ferryOk(root, ['fsck'])).toMatch(/0 problems/);
+  }, 60_000);
+});
