@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, mkdir, open, readFile, rm } from 'node:fs/promises';
-import { basename, join, posix, resolve } from 'node:path';
+import { join, posix, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { FerryError, UsageError, isFerryError } from '../errors.js';
 import { digestOf, shortDigest, type Digest } from '../oci/digest.js';
 import type { Image, Layer } from '../oci/image.js';
@@ -631,7 +632,8 @@ class Builder {
       if (hit !== undefined && l !== undefined && (await this.store.layers.has(chainIdOf(parentChain, l.diffId))) && (await this.store.blobs.has(l.digest))) {
         this.log('--> CACHED');
         this.cachedSteps++;
-        this.appendLayer(s, l, hit.created, createdBy, async () => this.store.blobs.open(l.digest));
+        s.layers.push(this.newLayer(l, async () => this.store.blobs.open(l.digest)));
+        s.history.push({ created: hit.created, created_by: createdBy });
         return;
       }
     }
@@ -640,30 +642,22 @@ class Builder {
     const written = await make(file);
     const created = this.created();
     const layer = { diffId: written.diffId, digest: written.digest, size: written.size, mediaType: LAYER_MEDIA_TYPE };
-    this.appendLayer(s, layer, created, createdBy, async () => createReadStream(file));
+    s.layers.push(this.newLayer(layer, async () => createReadStream(file)));
+    s.history.push({ created, created_by: createdBy });
     // Into the store now: later RUN steps need it unpacked, and the cache needs it kept.
-    await importImage(this.store, this.assemble(s).image);
-    const stored = s.layers[s.layers.length - 1]!;
-    s.layers[s.layers.length - 1] = { ...stored, ...layerFromBlob({ descriptor: stored.descriptor, diffId: stored.diffId, what: `build step ${this.step}`, openBlob: async () => this.store.blobs.open(layer.digest) }) };
+    await importImage(this.store, this.assemble(s));
+    s.layers[s.layers.length - 1] = this.newLayer(layer, async () => this.store.blobs.open(layer.digest));
     await this.cache.put(s.key, { created, layer });
     await this.flushCache();
     this.log(`--> ${shortDigest(written.diffId)}`);
   }
 
-  private appendLayer(s: StageState, l: NonNullable<CacheEntry['layer']>, created: string, createdBy: string, openBlob: () => Promise<NodeJS.ReadableStream>): void {
-    s.layers.push(
-      layerFromBlob({
-        descriptor: { mediaType: l.mediaType, digest: l.digest, size: l.size },
-        diffId: l.diffId,
-        what: `build step ${this.step}`,
-        openBlob: openBlob as Parameters<typeof layerFromBlob>[0]['openBlob'],
-      }),
-    );
-    s.history.push({ created, created_by: createdBy });
+  private newLayer(l: NonNullable<CacheEntry['layer']>, openBlob: () => Promise<Readable>): Layer {
+    return layerFromBlob({ descriptor: { mediaType: l.mediaType, digest: l.digest, size: l.size }, diffId: l.diffId, what: `build step ${this.step}`, openBlob });
   }
 
   /** The stage as an Image: OCI manifest, config from the base with this build's changes. */
-  private assemble(s: StageState, extra: { labels?: Readonly<Record<string, string>>; forRun?: boolean } = {}): { image: Image } {
+  private assemble(s: StageState, extra: { labels?: Readonly<Record<string, string>>; forRun?: boolean } = {}): Image {
     const containerConfig: ContainerConfig = structuredClone(s.config);
     if (extra.labels !== undefined && Object.keys(extra.labels).length > 0) containerConfig.Labels = { ...(containerConfig.Labels ?? {}), ...extra.labels };
     // A RUN container mounts no volumes: what it writes under a VOLUME path belongs to the layer.
@@ -688,18 +682,16 @@ class Builder {
     };
     const rawManifest = Buffer.from(JSON.stringify(manifest));
     return {
-      image: {
-        ref: undefined,
-        digest: digestOf(rawManifest),
-        mediaType: MediaType.ociManifest,
-        rawManifest,
-        manifest,
-        configDigest,
-        rawConfig,
-        config,
-        platform: s.platform,
-        layers: [...s.layers],
-      },
+      ref: undefined,
+      digest: digestOf(rawManifest),
+      mediaType: MediaType.ociManifest,
+      rawManifest,
+      manifest,
+      configDigest,
+      rawConfig,
+      config,
+      platform: s.platform,
+      layers: [...s.layers],
     };
   }
 
@@ -731,7 +723,7 @@ class Builder {
     const canonical = JSON.stringify({ argv, env, config: s.config, network: netMode });
     const createdBy = `RUN ${json !== undefined ? JSON.stringify(json) : argv.slice(shell.length).join(' ')}`.replace(/\n[\s\S]*$/, ' ...');
     await this.layerStep(s, ins, canonical, createdBy, async (file) => {
-      const image = this.assemble(s, { forRun: true }).image;
+      const image = this.assemble(s, { forRun: true });
       const stdio = this.options.runStdio ?? ['inherit', 'inherit'];
       const result = await runContainer(this.store, {
         image: `build step ${this.step} (${this.df.path}:${ins.line})`,
@@ -850,7 +842,7 @@ class Builder {
   }
 
   private async commit(s: StageState): Promise<BuildResult> {
-    const { image } = this.assemble(s, { ...(this.options.labels !== undefined ? { labels: this.options.labels } : {}) });
+    const image = this.assemble(s, this.options.labels !== undefined ? { labels: this.options.labels } : {});
     const refs = (this.options.tags ?? []).map(nameTag);
     this.log(`COMMIT ${refs.map(formatReference).join(', ')}`);
     await importImage(this.store, image);
@@ -876,10 +868,10 @@ export async function buildImage(store: Store, options: BuildOptions): Promise<B
   }
   if (!st.isDirectory()) throw new UsageError(`build: the context ${options.context} is not a directory`);
   const dockerfilePath = options.dockerfile ?? join(contextDir, 'Dockerfile');
-  const shownPath = options.dockerfile ?? 'Dockerfile';
   for (const t of options.tags ?? []) nameTag(t);
   const text = await readDockerfile(dockerfilePath);
-  const df = parseDockerfile(text, shownPath === dockerfilePath ? basename(shownPath) === shownPath ? shownPath : shownPath : shownPath);
+  // Messages name the Dockerfile as the user did (-f PATH), else "Dockerfile".
+  const df = parseDockerfile(text, options.dockerfile ?? 'Dockerfile');
   const context = await ContextTree.open(contextDir, await readIgnore(contextDir));
   const lease = await store.lease();
   try {

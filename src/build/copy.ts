@@ -42,15 +42,26 @@ export interface CopyPlan {
   contentKey: string;
 }
 
-/** The canonical path of `path`'s parent inside the image (symlinked parents followed), if it exists. */
-async function canonical(layers: readonly string[], path: string): Promise<string> {
-  const parent = posix.dirname(path);
-  if (parent === '/' || layers.length === 0) return path;
-  const entry = await lookupLayered(layers, parent, true);
-  if (entry === undefined || !entry.stat.isDirectory()) return path;
+/** Where a directory of the image really is (symlinks followed inside the image), if it is one. */
+async function realDir(layers: readonly string[], path: string): Promise<string | undefined> {
+  if (layers.length === 0) return undefined;
+  const entry = await lookupLayered(layers, path, true);
+  if (entry === undefined || !entry.stat.isDirectory()) return undefined;
   const top = entry.dirLayers[0];
-  const rel = top === undefined ? parent : `/${entry.hostPath.slice(top.length + 1)}`;
-  return posix.join(rel === '/' || rel === '' ? '/' : rel, posix.basename(path));
+  return top === undefined ? path : `/${entry.hostPath.slice(top.length + 1)}`;
+}
+
+/**
+ * The destination as the image resolves it: an existing directory (also through a symlink such
+ * as /var/run -> /run) is written where it really is, so the copy never replaces a link by a
+ * directory; otherwise the real parent plus the name.
+ */
+async function canonical(layers: readonly string[], path: string): Promise<{ path: string; isDir: boolean }> {
+  const dir = await realDir(layers, path);
+  if (dir !== undefined) return { path: dir, isDir: true };
+  const parent = posix.dirname(path);
+  const real = parent === '/' ? '/' : await realDir(layers, parent);
+  return { path: posix.join(real ?? parent, posix.basename(path)), isDir: false };
 }
 
 async function imageEntry(layers: readonly string[], path: string): Promise<LayeredEntry | undefined> {
@@ -87,9 +98,10 @@ export async function planCopy(input: CopyPlanInput): Promise<CopyPlan> {
 
   const count = input.sources.length + (input.inline?.length ?? 0);
   const destIsDir = input.dest.endsWith('/') || count > 1;
-  const dest = await canonical(input.layers, posix.normalize(input.dest).replace(/(.)\/+$/, '$1'));
-  const existing = await imageEntry(input.layers, dest);
-  const intoDir = destIsDir || (existing !== undefined && existing.stat.isDirectory());
+  const resolved = await canonical(input.layers, posix.normalize(input.dest).replace(/(.)\/+$/, '$1'));
+  const dest = resolved.path;
+  const existing = resolved.isDir ? await imageEntry(input.layers, dest) : undefined;
+  const intoDir = destIsDir || resolved.isDir;
 
   for (const { tree, node } of input.sources) {
     if (node.type === 'dir') {

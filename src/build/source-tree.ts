@@ -1,4 +1,4 @@
-import { createReadStream, type Stats } from 'node:fs';
+import { constants, createReadStream, openSync, type Stats } from 'node:fs';
 import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -138,7 +138,10 @@ export class ContextTree implements SourceTree {
   }
 
   open(node: SourceNode): Readable {
-    return createReadStream(node.hostPath);
+    // Not through a symlink swapped in since the lstat: the file itself or an error.
+    // (open() here is synchronous because SourceTree.open hands back a stream at once.)
+    const fd = openSync(node.hostPath, constants.O_RDONLY | constants.O_NOFOLLOW);
+    return createReadStream(node.hostPath, { fd });
   }
 }
 

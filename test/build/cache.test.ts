@@ -16,9 +16,9 @@ let context: string;
 
 const DOCKERFILE = `FROM base
 COPY a.txt /a.txt
-RUN cat /a.txt > /from-a.txt && sleep 2
+RUN cat /a.txt > /from-a.txt && sleep 3
 COPY b.txt /b.txt
-RUN cat /b.txt > /from-b.txt && dd if=/dev/zero of=/zeros bs=1024 count=4096 2>/dev/null
+RUN cat /b.txt > /from-b.txt && sleep 3 && dd if=/dev/zero of=/zeros bs=1024 count=4096 2>/dev/null
 CMD ["cat", "/from-b.txt"]
 `;
 
@@ -76,7 +76,7 @@ describe('build cache', () => {
     await writeFile(join(context, 'b.txt'), 'b two\n');
     const out = await ferryOk(root, ['build', '-t', 'cache/app', context]);
     expect(cachedCount(out)).toBe(2);
-    expect(rebuilt(out)).toEqual(['COPY b.txt /b.txt', 'RUN cat /b.txt > /from-b.txt && dd if=/dev/zero of=/zeros bs=1024 count=4096 2>/dev/null']);
+    expect(rebuilt(out)).toEqual(['COPY b.txt /b.txt', 'RUN cat /b.txt > /from-b.txt && sleep 3 && dd if=/dev/zero of=/zeros bs=1024 count=4096 2>/dev/null']);
     expect((await ferryOk(root, ['run', '--rm', 'cache/app'])).trim()).toBe('b two');
   }, 60_000);
 
