@@ -54,14 +54,19 @@ async function realDir(layers: readonly string[], path: string): Promise<string 
 /**
  * The destination as the image resolves it: an existing directory (also through a symlink such
  * as /var/run -> /run) is written where it really is, so the copy never replaces a link by a
- * directory; otherwise the real parent plus the name.
+ * directory; otherwise its nearest existing ancestor, resolved, plus the rest of the path.
  */
 async function canonical(layers: readonly string[], path: string): Promise<{ path: string; isDir: boolean }> {
   const dir = await realDir(layers, path);
   if (dir !== undefined) return { path: dir, isDir: true };
-  const parent = posix.dirname(path);
-  const real = parent === '/' ? '/' : await realDir(layers, parent);
-  return { path: posix.join(real ?? parent, posix.basename(path)), isDir: false };
+  // The nearest existing ancestor, where it really is, plus the parts still to be made.
+  const rest = [posix.basename(path)];
+  for (let parent = posix.dirname(path); parent !== '/'; parent = posix.dirname(parent)) {
+    const real = await realDir(layers, parent);
+    if (real !== undefined) return { path: posix.join(real, ...rest), isDir: false };
+    rest.unshift(posix.basename(parent));
+  }
+  return { path: posix.join('/', ...rest), isDir: false };
 }
 
 async function imageEntry(layers: readonly string[], path: string): Promise<LayeredEntry | undefined> {

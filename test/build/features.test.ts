@@ -105,6 +105,13 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(await sh('feat/from-image', 'ls /opt/borrowed; cat /tmp/where.txt; stat -c %U /tmp/where.txt')).toBe('tool.sh\n/home/app/work\n1000\napp\n');
   }, 60_000);
 
+  it('COPY into a directory reached through a symlink writes where it really is and keeps the link', async () => {
+    const context = join(work, 'through-link');
+    await writeContext(context, { Dockerfile: 'FROM base\nRUN mkdir /real && ln -s /real /link\nCOPY msg.txt /link/\nCOPY msg.txt /link/sub/renamed.txt\n', 'msg.txt': 'via link\n' });
+    await ferryOk(root, ['build', '-t', 'feat/link', context]);
+    expect(await sh('feat/link', 'readlink /link; cat /real/msg.txt /real/sub/renamed.txt')).toBe('/real\nvia link\nvia link\n');
+  }, 60_000);
+
   it('a built image exports, imports into another store and runs there', async () => {
     const context = join(work, 'travel');
     await writeContext(context, { Dockerfile: 'FROM base\nCOPY msg.txt /msg.txt\nRUN rm /etc/app/keep.conf\nCMD ["cat", "/msg.txt"]\n', 'msg.txt': 'carried across\n' });
