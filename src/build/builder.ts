@@ -704,6 +704,7 @@ class Builder {
 
   private async runStep(s: StageState, ins: Instruction, flags: Map<string, string>): Promise<void> {
     if (flags.has('mount')) throw this.fail(ins, 'RUN --mount is not supported by ferry build yet', 'copy what the step needs with COPY, or use a build stage');
+    if (flags.has('security')) throw this.fail(ins, 'RUN --security is not supported by ferry build', 'RUN steps get the runtime\'s default confinement');
     const network = flags.get('network') ?? this.options.network ?? 'none';
     if (network !== 'none' && network !== 'host' && network !== 'default') throw this.fail(ins, `RUN --network=${network}: expected none or host`);
     let argv: string[];
@@ -760,6 +761,9 @@ class Builder {
   private async copyStep(s: StageState, ins: Instruction, flags: Map<string, string>, defs: StageDef[]): Promise<void> {
     const ex = this.expander(ins, this.stageLookup(s));
     const isAdd = ins.keyword === 'ADD';
+    for (const unsupported of ['exclude', 'parents', 'checksum', 'keep-git-dir']) {
+      if (flags.has(unsupported)) throw this.fail(ins, `${ins.keyword} --${unsupported} is not supported by ferry build yet`, 'copy without it, or select files with .dockerignore');
+    }
     const words = (jsonForm(ins.args) ?? splitWords(ins.args, this.df.escape)).map((w) => ex.word(w));
     const heredocNames = new Set(ins.heredocs.map((h) => h.name));
     const srcWords = words.slice(0, -1).filter((w) => !/^\d*<<-?/.test(w) || !heredocNames.has(w.replace(/^\d*<<-?/, '')));
