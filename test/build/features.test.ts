@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestLayout } from '../helpers/test-images.js';
+import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { ferryOk, imageId, writeContext } from './build-helpers.js';
 
@@ -13,10 +13,11 @@ import { ferryOk, imageId, writeContext } from './build-helpers.js';
  */
 let work: string;
 let root: string;
+let layout: TestLayout;
 
 beforeAll(async () => {
   work = await makeTempDir('build-features');
-  const layout = await buildTestLayout(join(work, 'layout'));
+  layout = await buildTestLayout(join(work, 'layout'));
   root = join(work, 'store');
   await ferryOk(root, ['import', `oci:${layout.dir}:base`]);
   await ferryOk(root, ['import', `oci:${layout.dir}:tools`]);
@@ -110,6 +111,20 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     await writeContext(context, { Dockerfile: 'FROM base\nRUN mkdir /real && ln -s /real /link\nCOPY msg.txt /link/\nCOPY msg.txt /link/sub/renamed.txt\n', 'msg.txt': 'via link\n' });
     await ferryOk(root, ['build', '-t', 'feat/link', context]);
     expect(await sh('feat/link', 'readlink /link; cat /real/msg.txt /real/sub/renamed.txt')).toBe('/real\nvia link\nvia link\n');
+  }, 60_000);
+
+  it('FROM --platform and --platform pick the base for that platform; TARGETARCH follows the build platform', async () => {
+    await ferryOk(root, ['import', '--platform', 'linux/amd64,linux/arm64', `oci:${layout.dir}:multi`]);
+    const context = join(work, 'platform');
+    await writeContext(context, { Dockerfile: 'FROM --platform=linux/arm64 multi\nARG TARGETARCH\nLABEL target=$TARGETARCH\nCOPY Dockerfile /copied\n' });
+    await ferryOk(root, ['build', '-t', 'feat/arm', context]);
+    await ferryOk(root, ['build', '--platform', 'linux/arm64', '-t', 'feat/arm2', context]);
+    for (const [name, target] of [['feat/arm', process.arch === 'arm64' ? 'arm64' : 'amd64'], ['feat/arm2', 'arm64']] as const) {
+      const inspect = JSON.parse(await ferryOk(root, ['inspect', name])) as { platform: string; config: string };
+      expect(inspect.platform).toMatch(/^linux\/arm64/);
+      const config = JSON.parse(await readFile(join(root, 'blobs', 'sha256', inspect.config.slice('sha256:'.length)), 'utf8')) as { config: { Labels: Record<string, string> } };
+      expect(config.config.Labels.target).toBe(target);
+    }
   }, 60_000);
 
   it('a built image exports, imports into another store and runs there', async () => {
