@@ -12,7 +12,12 @@ interface Pattern {
   text: string;
 }
 
-function globToRegExp(pattern: string): RegExp {
+/** A pattern that cannot be read (an invalid character class, ...). */
+export class PatternError extends Error {}
+
+function globToRegExp(input: string): RegExp {
+  // Repeated `**/` match nothing more than one, and would only make the regex backtrack.
+  const pattern = input.replace(/(\*\*\/)+/g, '**/');
   let re = '';
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i]!;
@@ -38,14 +43,19 @@ function globToRegExp(pattern: string): RegExp {
       re += pattern[++i]!.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
     } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
   }
-  return new RegExp(`^${re}$`, 's');
+  try {
+    return new RegExp(`^${re}$`, 's');
+  } catch (err) {
+    throw new PatternError(`bad pattern "${input}": ${(err as Error).message}`, { cause: err });
+  }
 }
 
 export class IgnoreMatcher {
   private readonly patterns: Pattern[] = [];
 
+  /** Throws PatternError naming the line of a bad pattern. */
   constructor(text: string) {
-    for (const rawLine of text.split(/\r?\n/)) {
+    for (const [index, rawLine] of text.split(/\r?\n/).entries()) {
       let line = rawLine.trim();
       if (line === '' || line.startsWith('#')) continue;
       let exclusion = false;
@@ -55,7 +65,13 @@ export class IgnoreMatcher {
       }
       let p = posix.normalize(line).replace(/^\/+/, '').replace(/\/+$/, '');
       if (p === '.' || p === '') p = '.';
-      this.patterns.push({ exclusion, re: globToRegExp(p), text: p });
+      let re: RegExp;
+      try {
+        re = globToRegExp(p);
+      } catch (err) {
+        throw new PatternError(`line ${index + 1}: ${(err as Error).message}`, { cause: err });
+      }
+      this.patterns.push({ exclusion, re, text: p });
     }
   }
 

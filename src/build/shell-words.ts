@@ -11,8 +11,12 @@ export type Lookup = (name: string) => string | undefined;
 
 const SPECIAL = new Set(['@', '*', '#', '?', '-', '$', '!', '0']);
 
+/** Nested `${a:-${b:-...}}` deeper than this is refused (a Dockerfile is hostile input). */
+const MAX_NESTING = 64;
+
 class Lexer {
   private i = 0;
+  private depth = 0;
   private readonly chars: string[];
   /** Words as split by unquoted whitespace (ProcessWords); `null` entries separate words. */
   constructor(
@@ -135,6 +139,15 @@ class Lexer {
   }
 
   private dollar(): string {
+    if (++this.depth > MAX_NESTING) throw new ExpansionError(`substitutions nested more than ${MAX_NESTING} deep`);
+    try {
+      return this.dollarInner();
+    } finally {
+      this.depth--;
+    }
+  }
+
+  private dollarInner(): string {
     this.next();
     if (this.peek() !== '{') {
       const name = this.name();

@@ -4,7 +4,7 @@ import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { listLayeredDir, lookupLayered, type LayeredEntry } from '../runtime/layered-fs.js';
-import { hasGlob, IgnoreMatcher, matchComponent } from './dockerignore.js';
+import { hasGlob, IgnoreMatcher, matchComponent, PatternError } from './dockerignore.js';
 
 /**
  * Where COPY and ADD read from: the build context (a host directory, filtered by
@@ -70,7 +70,14 @@ export class ContextTree implements SourceTree {
   ) {}
 
   static async open(dir: string, ignoreText: string): Promise<ContextTree> {
-    return new ContextTree(await realpath(dir), new IgnoreMatcher(ignoreText));
+    let ignore: IgnoreMatcher;
+    try {
+      ignore = new IgnoreMatcher(ignoreText);
+    } catch (err) {
+      if (!(err instanceof PatternError)) throw err;
+      throw new FerryError('DOCKERFILE_INVALID', `.dockerignore: ${err.message}`, { hint: 'patterns use Go filepath.Match syntax plus **', cause: err });
+    }
+    return new ContextTree(await realpath(dir), ignore);
   }
 
   ignored(rel: string): boolean {
@@ -210,7 +217,14 @@ export async function expandSource(tree: SourceTree, pattern: string): Promise<S
       if (real === undefined) continue;
       for (const child of await tree.list(real)) {
         const name = posix.basename(child.rel);
-        if (matchComponent(comp, name)) next.push(child.type === 'symlink' ? ((await tree.resolve(child.rel)) ?? child) : child);
+        let hit: boolean;
+        try {
+          hit = matchComponent(comp, name);
+        } catch (err) {
+          if (!(err instanceof PatternError)) throw err;
+          throw new FerryError('DOCKERFILE_INVALID', `${pattern}: ${err.message}`, { cause: err });
+        }
+        if (hit) next.push(child.type === 'symlink' ? ((await tree.resolve(child.rel)) ?? child) : child);
       }
     }
     current = next;

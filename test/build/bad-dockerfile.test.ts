@@ -77,6 +77,13 @@ describe('bad Dockerfiles and contexts', () => {
     );
   });
 
+  it('a bad .dockerignore pattern, a bad glob and runaway nesting are errors, not crashes', async () => {
+    await failing('bad-ignore', { Dockerfile: 'FROM base\nCOPY . /x\n', '.dockerignore': 'ok\n[z-a]\n' }, { code: 1, message: /\.dockerignore: line 2: bad pattern "\[z-a\]"/ });
+    await failing('bad-glob', { Dockerfile: 'FROM base\nCOPY [z-a]* /x\n', 'a.txt': 'a' }, { code: 1, message: /Dockerfile:2: COPY: \[z-a\]\*: bad pattern/ });
+    const deep = `${'${A:-'.repeat(100)}x${'}'.repeat(100)}`;
+    await failing('nesting', { Dockerfile: `FROM base\nENV B=${deep}\n` }, { code: 1, message: /Dockerfile:2: ENV: substitutions nested more than 64 deep/ });
+  });
+
   it('a base image that is not in the store names ferry pull and ferry import', async () => {
     await failing('no-base', { Dockerfile: 'FROM mysql:8\n' }, { code: 1, message: /Dockerfile:1: FROM mysql:8: the image is not in the store[\s\S]*ferry pull[\s\S]*ferry import/ });
   });
