@@ -1,19 +1,20 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { x as extractTar } from 'tar';
 import { FerryError, messageOf } from '../errors.js';
+import { unpackLayerTar } from '../store/index.js';
 import { ContextTree, type SourceNode, type SourceTree } from './source-tree.js';
 
 /**
  * ADD's auto-extraction of a local archive (tar, gzip, bzip2, xz; as docker: by content, not by
- * name). The archive is hostile input: node-tar extracts it into a private directory of the
- * store's tmp/ (no path leaves it, links are not followed while writing), and the COPY planner
- * then reads that directory like a context that cannot be left. bzip2 and xz are decoded by the
- * system's `bzip2`/`xz`: Node has no decoder for them and they are on every Debian host.
+ * name). The archive is hostile input: the store's layer unpacker (the one every imported layer
+ * goes through) extracts it into a private directory of the store's tmp/, and the COPY planner
+ * then reads that directory like a context that cannot be left. node-tar is not used: it rewrites
+ * absolute symlink targets, which images rely on. bzip2 and xz are decoded by the system's
+ * `bzip2`/`xz`: Node has no decoder for them and they are on every Debian host.
  */
 type Kind = 'gzip' | 'bzip2' | 'xz' | 'tar';
 
@@ -53,7 +54,7 @@ class Hash extends Transform {
 }
 
 /** Decode with the system's bzip2/xz: the archive goes to its stdin, the tar comes from its stdout. */
-async function decodeWith(kind: 'bzip2' | 'xz', input: Readable, sink: NodeJS.WritableStream, what: string): Promise<void> {
+function decodeWith(kind: 'bzip2' | 'xz', input: Readable, what: string): { tar: Readable; exited: Promise<void> } {
   const child = spawn(kind, ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -61,26 +62,29 @@ async function decodeWith(kind: 'bzip2' | 'xz', input: Readable, sink: NodeJS.Wr
     child.on('error', (err) => reject(new FerryError('UNSUPPORTED', `${what}: cannot decode the ${kind} archive: ${messageOf(err)}`, { hint: `install ${kind}`, cause: err })));
     child.on('close', (code) => (code === 0 ? resolve() : reject(new FerryError('INVALID_LAYER', `${what}: the ${kind} archive is damaged: ${stderr.trim()}`))));
   });
-  await Promise.all([pipeline(input, child.stdin), pipeline(child.stdout, sink), exited]);
+  const fed = pipeline(input, child.stdin);
+  // A failure to feed shows as the decoder's own failure (or the unpacker's) below.
+  fed.catch((err: unknown) => child.stdout.destroy(err instanceof Error ? err : new Error(String(err))));
+  return { tar: child.stdout, exited };
 }
 
-/** Extract `node` of `tree` into `dir`; the contents as a tree, and the archive's digest for the cache. */
+/**
+ * Extract `node` of `tree` into `dir` with the store's hostile-input-safe unpacker (names with
+ * `..` and writes through symlinks refused, symlink targets kept as written, owners kept); the
+ * contents as a tree, and the archive's digest for the cache.
+ */
 export async function extractArchive(tree: SourceTree, node: SourceNode, dir: string, what: string): Promise<{ tree: ContextTree; digest: string }> {
   const kind = kindOf(await headOf(tree.open(node)));
   if (kind === undefined) throw new FerryError('UNSUPPORTED', `${what}: ${node.rel} is not an archive`);
   await mkdir(dir, { mode: 0o700 });
   const hash = new Hash();
   const label = `${what}: ADD ${node.rel}`;
-  try {
-    const sink = extractTar({ cwd: dir, preserveOwner: true, chmod: true, processUmask: 0, strict: true });
-    if (kind === 'bzip2' || kind === 'xz') {
-      await decodeWith(kind, tree.open(node).pipe(hash), sink, label);
-    } else {
-      await pipeline(tree.open(node), hash, kind === 'gzip' ? createGunzip() : new PassThrough(), sink);
-    }
-  } catch (err) {
-    if (err instanceof FerryError) throw err;
-    throw new FerryError('INVALID_LAYER', `${label}: cannot extract the archive: ${messageOf(err)}`, { cause: err });
+  const source = tree.open(node).pipe(hash);
+  if (kind === 'bzip2' || kind === 'xz') {
+    const { tar, exited } = decodeWith(kind, source, label);
+    await Promise.all([unpackLayerTar(tar, dir, { what: label }), exited]);
+  } else {
+    await unpackLayerTar(kind === 'gzip' ? source.pipe(createGunzip()) : source, dir, { what: label });
   }
   return { tree: await ContextTree.open(dir, ''), digest: hash.hash.digest('hex') };
 }

@@ -1,4 +1,6 @@
-import { readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestLayout } from '../helpers/test-images.js';
@@ -9,6 +11,7 @@ import { ferry, ferryOk, writeContext } from './build-helpers.js';
  * A Dockerfile and its context are hostile input: a bad one fails with the Dockerfile and line
  * named, exit 1 (usage errors 2), never a stack trace, and adds nothing to the store.
  */
+const run = promisify(execFile);
 let work: string;
 let root: string;
 
@@ -82,6 +85,35 @@ describe('bad Dockerfiles and contexts', () => {
     await failing('bad-glob', { Dockerfile: 'FROM base\nCOPY [z-a]* /x\n', 'a.txt': 'a' }, { code: 1, message: /Dockerfile:2: COPY: \[z-a\]\*: bad pattern/ });
     const deep = `${'${A:-'.repeat(100)}x${'}'.repeat(100)}`;
     await failing('nesting', { Dockerfile: `FROM base\nENV B=${deep}\n` }, { code: 1, message: /Dockerfile:2: ENV: substitutions nested more than 64 deep/ });
+  });
+
+  it('ADD of a tarball that writes through its own symlink to a host directory is refused; nothing reaches the host', async () => {
+    const outside = join(work, 'outside-target');
+    await mkdir(outside);
+    await failing(
+      'add-through-link',
+      { Dockerfile: 'FROM base\nADD evil.tar /x/\n' },
+      { code: 1, message: /Dockerfile:2: ADD evil\.tar: entry "link\/pwned\.txt" refused: its parent "link" is a symlink/ },
+      async (dir) => {
+        const src = join(work, 'evil-src');
+        await mkdir(src);
+        await symlink(outside, join(src, 'link'));
+        await run('tar', ['-C', src, '-cf', join(dir, 'evil.tar'), 'link']);
+        // The same name again as a directory entry holding a file: the write would follow the link.
+        await writeContext(join(work, 'evil-src2'), { 'link/pwned.txt': 'pwned\n' });
+        await run('tar', ['-C', join(work, 'evil-src2'), '-rf', join(dir, 'evil.tar'), 'link/pwned.txt']);
+      },
+    );
+    expect(await readdir(outside)).toEqual([]);
+    await failing(
+      'add-dotdot',
+      { Dockerfile: 'FROM base\nADD evil.tar /x/\n' },
+      { code: 1, message: /Dockerfile:2: ADD evil\.tar: .*\.\./ },
+      async (dir) => {
+        await writeContext(join(work, 'dd'), { 'a/escape.txt': 'escape\n' });
+        await run('tar', ['-C', join(work, 'dd', 'a'), '--transform', 's,^,../../,', '-cf', join(dir, 'evil.tar'), 'escape.txt']);
+      },
+    );
   });
 
   it('a base image that is not in the store names ferry pull and ferry import', async () => {

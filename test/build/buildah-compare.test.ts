@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cp, mkdir } from 'node:fs/promises';
+import { cp, mkdir, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,9 @@ async function prepare(name: string): Promise<string> {
   await cp(join(CONTEXTS, name), dir, { recursive: true });
   const src = join(work, 'archive-src', name);
   await writeContext(src, { 't/f.txt': 'in the tarball\n', 'pkg/bz.txt': 'packed\n', 'pkg/sub/deep.txt': 'deep\n' });
+  // Links as images have them: an absolute target (resolved in the image, never on the host) and a relative one.
+  await symlink('/etc/passwd', join(src, 't', 'abs-link'));
+  await symlink('f.txt', join(src, 't', 'rel-link'));
   await run('tar', ['-C', src, '--owner=123', '--group=456', '-czf', join(dir, 'arch.tar.gz'), 't']);
   await run('tar', ['-C', src, '-cjf', join(dir, 'pkg.tar.bz2'), 'pkg']);
   await run('tar', ['-C', src, '-cJf', join(dir, 'pkg.tar.xz'), 'pkg']);
