@@ -96,6 +96,15 @@ function sha(...parts: unknown[]): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
+/** A list of strings from an image config (hostile JSON): anything else is refused, not spread. */
+function stringList(value: unknown, what: string): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value) || !value.every((v): v is string => typeof v === 'string')) {
+    throw new FerryError('INVALID_MANIFEST', `${what} is not a list of strings`);
+  }
+  return value;
+}
+
 function envMap(env: readonly string[] | undefined): Map<string, string> {
   const m = new Map<string, string>();
   for (const e of env ?? []) {
@@ -383,7 +392,7 @@ class Builder {
       stage.history = [...from.history];
       stage.platform = from.platform;
       stage.key = sha('stage', from.key);
-      onbuild = [...((from.config.OnBuild as string[] | undefined) ?? [])];
+      onbuild = stringList(from.config.OnBuild, `the ONBUILD triggers of stage ${dep.name ?? dep.index}`) ?? [];
     } else if (baseName.toLowerCase() === 'scratch') {
       stage.key = sha('scratch', formatPlatform(platform));
     } else {
@@ -391,10 +400,14 @@ class Builder {
       stage.layers = [...image.layers];
       stage.base = JSON.parse(image.rawConfig.toString('utf8')) as ImageConfig;
       stage.config = structuredClone(stage.base.config ?? {});
+      // Fields the build reads and extends: checked here, as the image's config is foreign JSON.
+      const env = stringList(stage.config.Env, `the Env of image ${baseName}`);
+      if (env !== undefined) stage.config.Env = env;
+      stringList(stage.config.Shell, `the Shell of image ${baseName}`);
       stage.history = [...(stage.base.history ?? [])];
       stage.platform = image.platform;
       stage.key = sha('image', image.digest);
-      onbuild = [...((stage.config.OnBuild as string[] | undefined) ?? [])];
+      onbuild = stringList(stage.config.OnBuild, `the OnBuild of image ${baseName}`) ?? [];
     }
     // Triggers run in the child build, right after its FROM, and are not inherited further.
     delete stage.config.OnBuild;
@@ -558,7 +571,7 @@ class Builder {
         return this.healthcheck(s, ins, flags);
       case 'ONBUILD': {
         const inner = ins.inner!;
-        c.OnBuild = [...((c.OnBuild as string[] | undefined) ?? []), inner.text];
+        c.OnBuild = [...(stringList(c.OnBuild, 'the OnBuild of the stage') ?? []), inner.text];
         return this.configStep(s, ins, inner.text, `ONBUILD ${inner.text}`);
       }
       case 'RUN':
@@ -574,7 +587,7 @@ class Builder {
   private commandOf(s: StageState, ins: Instruction): string[] {
     const json = jsonForm(ins.args);
     if (json !== undefined) return json;
-    const shell = (s.config.Shell as string[] | undefined) ?? DEFAULT_SHELL;
+    const shell = stringList(s.config.Shell, 'the Shell of the stage') ?? DEFAULT_SHELL;
     return [...shell, ins.args];
   }
 
@@ -709,7 +722,7 @@ class Builder {
     if (network !== 'none' && network !== 'host' && network !== 'default') throw this.fail(ins, `RUN --network=${network}: expected none or host`);
     let argv: string[];
     const json = jsonForm(ins.args);
-    const shell = (s.config.Shell as string[] | undefined) ?? DEFAULT_SHELL;
+    const shell = stringList(s.config.Shell, 'the Shell of the stage') ?? DEFAULT_SHELL;
     if (json !== undefined) argv = json;
     else if (ins.heredocs.length === 1 && /^\d*<<-?["']?[^\s"']+["']?$/.test(ins.args.trim())) {
       // RUN <<EOF: the heredoc is the script.
