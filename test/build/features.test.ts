@@ -1,6 +1,9 @@
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startRegistry } from '../helpers/registry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { ferryOk, imageId, writeContext } from './build-helpers.js';
@@ -11,6 +14,7 @@ import { ferryOk, imageId, writeContext } from './build-helpers.js';
  * image, WORKDIR/USER inherited by RUN; and a built image travelling like any other (export,
  * import elsewhere, run; fsck clean).
  */
+const run = promisify(execFile);
 let work: string;
 let root: string;
 let layout: TestLayout;
@@ -127,7 +131,7 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     }
   }, 60_000);
 
-  it('a built image exports, imports into another store and runs there', async () => {
+  it('a built image exports, imports into another store and runs there, and pushes to a registry', async () => {
     const context = join(work, 'travel');
     await writeContext(context, { Dockerfile: 'FROM base\nCOPY msg.txt /msg.txt\nRUN rm /etc/app/keep.conf\nCMD ["cat", "/msg.txt"]\n', 'msg.txt': 'carried across\n' });
     const id = imageId(await ferryOk(root, ['build', '-t', 'feat/travel:1', context]));
@@ -139,5 +143,14 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(await ferryOk(there, ['run', '--rm', '--entrypoint', '/bin/sh', 'feat/travel:1', '-c', 'test -e /etc/app/keep.conf && echo kept || echo deleted'])).toBe('deleted\n');
     expect(JSON.parse(await ferryOk(there, ['inspect', 'feat/travel:1'])) as { digest: string }).toMatchObject({ digest: id });
     expect(await ferryOk(root, ['fsck'])).toMatch(/0 problems/);
+    // Pushed to a registry it keeps its digest, and skopeo reads it there.
+    const registry = await startRegistry();
+    try {
+      await ferryOk(root, ['push', 'feat/travel:1', `${registry.host}/feat/travel:1`]);
+      const { stdout } = await run('skopeo', ['inspect', '--tls-verify=false', `docker://${registry.host}/feat/travel:1`]);
+      expect((JSON.parse(stdout) as { Digest: string }).Digest).toBe(id);
+    } finally {
+      await registry.stop();
+    }
   }, 60_000);
 });
