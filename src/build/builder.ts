@@ -43,6 +43,8 @@ export interface BuildOptions {
   context: string;
   /** Default CONTEXT/Dockerfile. */
   dockerfile?: string;
+  /** The Dockerfile's text itself (`-f -`: read from stdin by the CLI); `dockerfile` then only names it. */
+  dockerfileText?: string;
   tags?: readonly string[];
   buildArgs?: Readonly<Record<string, string>>;
   target?: string;
@@ -886,7 +888,10 @@ export async function buildImage(store: Store, options: BuildOptions): Promise<B
   if (!st.isDirectory()) throw new UsageError(`build: the context ${options.context} is not a directory`);
   const dockerfilePath = options.dockerfile ?? join(contextDir, 'Dockerfile');
   for (const t of options.tags ?? []) nameTag(t);
-  const text = await readDockerfile(dockerfilePath);
+  if (options.dockerfileText !== undefined && Buffer.byteLength(options.dockerfileText) > MAX_DOCKERFILE_BYTES) {
+    throw new FerryError('DOCKERFILE_INVALID', `${options.dockerfile ?? 'Dockerfile'}: over the ${MAX_DOCKERFILE_BYTES}-byte limit for a Dockerfile`);
+  }
+  const text = options.dockerfileText ?? (await readDockerfile(dockerfilePath));
   // Messages name the Dockerfile as the user did (-f PATH), else "Dockerfile".
   const df = parseDockerfile(text, options.dockerfile ?? 'Dockerfile');
   const context = await ContextTree.open(contextDir, await readIgnore(contextDir));

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runFerry } from '../helpers/ferry.js';
 import { startRegistry } from '../helpers/registry.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
@@ -92,6 +93,17 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(inspect.digest).toBe(out.trim());
     const config = JSON.parse(await readFile(join(root, 'blobs', 'sha256', inspect.config.slice('sha256:'.length)), 'utf8')) as { config: { Labels: Record<string, string> } };
     expect(config.config.Labels).toEqual({ stage: 'first', 'org.example.ci': 'yes' });
+  }, 60_000);
+
+  it('-f - reads the Dockerfile from stdin, and errors name it "-"', async () => {
+    const context = join(work, 'stdin');
+    await writeContext(context, { 'a.txt': 'from stdin build\n' });
+    const r = await runFerry(['--root', root, 'build', '-q', '-f', '-', '-t', 'feat/stdin', context], { input: 'FROM base\nCOPY a.txt /a.txt\n' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await sh('feat/stdin', 'cat /a.txt')).toBe('from stdin build\n');
+    const bad = await runFerry(['--root', root, 'build', '-f', '-', context], { input: 'FROM base\nNOPE\n' });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/^ferry: -:2: unknown instruction: NOPE/m);
   }, 60_000);
 
   it('COPY --from an image of the store, WORKDIR and USER seen by RUN, exec-form RUN', async () => {

@@ -51,7 +51,7 @@ export const registerBuild: Register = (program) => {
     .description('build an image from a Dockerfile into the store (offline: bases come from the store)')
     .argument('<context>', 'the build context directory')
     .option('-t, --tag <name>', 'name the image NAME[:TAG] (repeatable)', collect, [])
-    .option('-f, --file <path>', 'the Dockerfile (default CONTEXT/Dockerfile)')
+    .option('-f, --file <path>', 'the Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)')
     .option('--build-arg <k=v>', 'set a build argument (repeatable)', collect, [])
     .option('--target <stage>', 'build up to this stage')
     .option('--no-cache', 'do not use the build cache')
@@ -79,7 +79,13 @@ export const registerBuild: Register = (program) => {
         log: quiet ? () => undefined : (line) => process.stdout.write(`${line}\n`),
         runStdio: quiet ? ['ignore', 'ignore'] : ['inherit', 'inherit'],
       };
-      if (flags.file !== undefined) options.dockerfile = flags.file;
+      if (flags.file === '-') {
+        // docker build -f - CONTEXT: the Dockerfile comes from stdin.
+        const chunks: Buffer[] = [];
+        for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+        options.dockerfileText = Buffer.concat(chunks).toString('utf8');
+        options.dockerfile = '-';
+      } else if (flags.file !== undefined) options.dockerfile = flags.file;
       if (flags.target !== undefined) options.target = flags.target;
       if (flags.network !== undefined) options.network = flags.network as 'none' | 'host';
       if (flags.platform !== undefined) options.platform = parsePlatform(flags.platform);
