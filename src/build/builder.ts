@@ -433,7 +433,8 @@ class Builder {
       return await openStoreImageByDigest(this.store, entry.manifestDigest, parseReference(entry.name));
     } catch (err) {
       if (isFerryError(err, 'NOT_FOUND') || isFerryError(err, 'PLATFORM_NOT_FOUND') || isFerryError(err, 'INVALID_REFERENCE')) {
-        throw new FerryError('NOT_FOUND', `${this.df.path}:${ins.line}: FROM ${name}: the image is not in the store (${formatPlatform(platform)})`, {
+        const what = ins.keyword === 'FROM' ? `FROM ${name}` : `${ins.keyword} --from=${name}`;
+        throw new FerryError('NOT_FOUND', `${this.df.path}:${ins.line}: ${what}: the image is not in the store (${formatPlatform(platform)})`, {
           hint: `ferry build does not download base images: bring ${name} into the store first with ferry pull (where a registry is reachable) or ferry import`,
           cause: err,
         });
