@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, UsageError, isFerryError } from '../errors.js';
@@ -719,7 +719,7 @@ class Builder {
   }
 
   private async runStep(s: StageState, ins: Instruction, flags: Map<string, string>): Promise<void> {
-    if (flags.has('mount')) throw this.fail(ins, 'RUN --mount is not supported by ferry build yet', 'copy what the step needs with COPY, or use a build stage');
+    const mounts = await this.cacheMounts(s, ins);
     if (flags.has('security')) throw this.fail(ins, 'RUN --security is not supported by ferry build', 'RUN steps get the runtime\'s default confinement');
     const network = flags.get('network') ?? this.options.network ?? 'none';
     if (network !== 'none' && network !== 'host' && network !== 'default') throw this.fail(ins, `RUN --network=${network}: expected none or host`);
@@ -737,7 +737,7 @@ class Builder {
     if (argv.length === 0) throw this.fail(ins, 'RUN needs a command');
     const env = this.runEnv(s);
     const netMode = network === 'default' ? (this.options.network ?? 'none') : network;
-    const canonical = JSON.stringify({ argv, env, config: s.config, network: netMode });
+    const canonical = JSON.stringify({ argv, env, config: s.config, network: netMode, mounts: mounts.map((m) => m.spec) });
     const createdBy = `RUN ${json !== undefined ? JSON.stringify(json) : argv.slice(shell.length).join(' ')}`.replace(/\n[\s\S]*$/, ' ...');
     await this.layerStep(s, ins, canonical, createdBy, async (file) => {
       const image = this.assemble(s, { forRun: true });
@@ -751,6 +751,7 @@ class Builder {
         ...(s.config.User !== undefined && s.config.User !== '' ? { user: s.config.User } : {}),
         ...(s.config.WorkingDir !== undefined && s.config.WorkingDir !== '' ? { workdir: s.config.WorkingDir } : {}),
         network: netMode,
+        volumes: mounts.map((m) => m.volume),
         remove: false,
         stdio: ['ignore', stdio[0], stdio[1]],
       });
@@ -766,6 +767,53 @@ class Builder {
         await removeContainer(this.store, result.id, true);
       }
     });
+  }
+
+  /**
+   * `RUN --mount=type=cache,target=DIR[,id=ID][,mode=,uid=,gid=][,ro]`: a directory kept under
+   * ROOT/build-cache/mounts/ between builds (ferry prune removes it) and bound at DIR for the
+   * step, so what the step writes there stays out of the layer. Other mount types are refused.
+   */
+  private async cacheMounts(s: StageState, ins: Instruction): Promise<Array<{ spec: string; volume: string }>> {
+    const out: Array<{ spec: string; volume: string }> = [];
+    for (const flag of ins.flags.filter((f) => f.startsWith('--mount='))) {
+      const fields = new Map<string, string>();
+      for (const part of flag.slice('--mount='.length).split(',')) {
+        const eq = part.indexOf('=');
+        fields.set(eq < 0 ? part : part.slice(0, eq), eq < 0 ? 'true' : part.slice(eq + 1));
+      }
+      const type = fields.get('type') ?? 'bind';
+      if (type !== 'cache') throw this.fail(ins, `RUN --mount=type=${type} is not supported by ferry build yet (only type=cache)`, 'copy what the step needs with COPY, or use a build stage');
+      const targetText = fields.get('target') ?? fields.get('dst') ?? fields.get('destination');
+      if (targetText === undefined || targetText === '') throw this.fail(ins, 'RUN --mount=type=cache needs target=DIR');
+      const workdir = s.config.WorkingDir === undefined || s.config.WorkingDir === '' ? '/' : s.config.WorkingDir;
+      const target = posix.normalize(posix.isAbsolute(targetText) ? targetText : posix.join(workdir, targetText));
+      if (target === '/' || /[:,]/.test(target)) throw this.fail(ins, `RUN --mount target "${targetText}" cannot be used`);
+      const number = (name: string, fallback: number, radix: number): number => {
+        const text = fields.get(name);
+        if (text === undefined) return fallback;
+        const n = parseInt(text, radix);
+        if (!Number.isInteger(n) || n < 0 || !(radix === 8 ? /^[0-7]+$/ : /^\d+$/).test(text)) throw this.fail(ins, `RUN --mount ${name}=${text}: not a valid number`);
+        return n;
+      };
+      const mode = number('mode', 0o755, 8);
+      const uid = number('uid', 0, 10);
+      const gid = number('gid', 0, 10);
+      const readOnly = fields.get('ro') === 'true' || fields.get('readonly') === 'true';
+      const id = fields.get('id') ?? target;
+      const dir = join(this.store.root, 'build-cache', 'mounts', sha('cache-mount', id).slice(0, 32));
+      await mkdir(join(this.store.root, 'build-cache', 'mounts'), { recursive: true, mode: 0o700 });
+      try {
+        // Made once, with the mode and owner asked for; later builds find it as the last one left it.
+        await mkdir(dir, { mode });
+        await chown(dir, uid, gid);
+        await chmod(dir, mode);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      out.push({ spec: JSON.stringify({ id, target, mode, uid, gid, readOnly }), volume: `${dir}:${target}${readOnly ? ':ro' : ''}` });
+    }
+    return out;
   }
 
   private async chownOf(s: StageState, ins: Instruction, spec: string | undefined): Promise<{ uid: number; gid: number } | undefined> {

@@ -95,6 +95,22 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(config.config.Labels).toEqual({ stage: 'first', 'org.example.ci': 'yes' });
   }, 60_000);
 
+  it('RUN --mount=type=cache keeps its directory between builds and out of the layer', async () => {
+    const context = join(work, 'cache-mount');
+    await writeContext(context, {
+      Dockerfile: 'FROM base\nRUN --mount=type=cache,target=/var/cache/app,uid=1000,gid=1000 echo run >> /var/cache/app/runs && wc -l < /var/cache/app/runs > /seen.txt && stat -c %u /var/cache/app >> /seen.txt\n',
+    });
+    await ferryOk(root, ['build', '--no-cache', '-t', 'feat/cache-mount', context]);
+    expect(await sh('feat/cache-mount', 'cat /seen.txt; ls -A /var/cache/app | wc -l')).toBe('1\n1000\n0\n');
+    await ferryOk(root, ['build', '--no-cache', '-t', 'feat/cache-mount', context]);
+    expect(await sh('feat/cache-mount', 'cat /seen.txt')).toBe('2\n1000\n');
+    const bind = join(work, 'bind-mount');
+    await writeContext(bind, { Dockerfile: 'FROM base\nRUN --mount=type=bind,source=.,target=/src ls /src\n' });
+    const r = await runFerry(['--root', root, 'build', bind]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Dockerfile:2: RUN --mount=type=bind is not supported by ferry build yet/);
+  }, 60_000);
+
   it('-f - reads the Dockerfile from stdin, and errors name it "-"', async () => {
     const context = join(work, 'stdin');
     await writeContext(context, { 'a.txt': 'from stdin build\n' });
