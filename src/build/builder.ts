@@ -26,7 +26,7 @@ import { dockerfileError, jsonForm, keyValuePairs, parseDockerfile, splitWords, 
 import { instructionFlags, parseDuration } from './instruction-args.js';
 import { writeEntriesLayer, writeLayerFile, type LayerEntry, type WrittenLayer } from './layer-writer.js';
 import { expandWord, expandWords, ExpansionError } from './shell-words.js';
-import { ContextTree, expandSource, LayersTree, type SourceTree } from './source-tree.js';
+import { ContextTree, expandSource, LayersTree, materialize, type SourceTree } from './source-tree.js';
 
 /**
  * `ferry build`: a Dockerfile and its context become an image in the store (DESIGN: a copy from
@@ -335,10 +335,19 @@ class Builder {
       const dep = this.stageRef(defs, base, d.index);
       if (dep !== undefined) visit(dep);
       for (const ins of d.body) {
-        const from = ins.keyword === 'COPY' ? /^--from=(.*)$/.exec(ins.flags.find((f) => f.startsWith('--from=')) ?? '')?.[1] : undefined;
-        if (from === undefined) continue;
-        const s = this.stageRef(defs, from, d.index);
-        if (s !== undefined) visit(s);
+        const froms: string[] = [];
+        const copyFrom = ins.keyword === 'COPY' ? /^--from=(.*)$/.exec(ins.flags.find((f) => f.startsWith('--from=')) ?? '')?.[1] : undefined;
+        if (copyFrom !== undefined) froms.push(copyFrom);
+        if (ins.keyword === 'RUN') {
+          for (const f of ins.flags.filter((x) => x.startsWith('--mount='))) {
+            const m = /(?:^--mount=|,)from=([^,]+)/.exec(f);
+            if (m) froms.push(m[1]!);
+          }
+        }
+        for (const from of froms) {
+          const s = this.stageRef(defs, from, d.index);
+          if (s !== undefined) visit(s);
+        }
       }
     };
     visit(target);
@@ -578,7 +587,7 @@ class Builder {
         return this.configStep(s, ins, inner.text, `ONBUILD ${inner.text}`);
       }
       case 'RUN':
-        return this.runStep(s, ins, flags);
+        return this.runStep(s, ins, flags, defs);
       case 'COPY':
       case 'ADD':
         return this.copyStep(s, ins, flags, defs);
@@ -718,8 +727,8 @@ class Builder {
     return out;
   }
 
-  private async runStep(s: StageState, ins: Instruction, flags: Map<string, string>): Promise<void> {
-    const mounts = await this.cacheMounts(s, ins);
+  private async runStep(s: StageState, ins: Instruction, flags: Map<string, string>, defs: StageDef[]): Promise<void> {
+    const mounts = await this.runMounts(s, ins, defs);
     if (flags.has('security')) throw this.fail(ins, 'RUN --security is not supported by ferry build', 'RUN steps get the runtime\'s default confinement');
     const network = flags.get('network') ?? this.options.network ?? 'none';
     if (network !== 'none' && network !== 'host' && network !== 'default') throw this.fail(ins, `RUN --network=${network}: expected none or host`);
@@ -772,9 +781,11 @@ class Builder {
   /**
    * `RUN --mount=type=cache,target=DIR[,id=ID][,mode=,uid=,gid=][,ro]`: a directory kept under
    * ROOT/build-cache/mounts/ between builds (ferry prune removes it) and bound at DIR for the
-   * step, so what the step writes there stays out of the layer. Other mount types are refused.
+   * step, so what the step writes there stays out of the layer. `type=bind[,source=P][,from=STAGE|IMAGE][,rw]`:
+   * a copy of the context's P (as .dockerignore filters it) or of the stage's, bound read-only
+   * (rw: writable, the writes thrown away). Other mount types are refused.
    */
-  private async cacheMounts(s: StageState, ins: Instruction): Promise<Array<{ spec: string; volume: string }>> {
+  private async runMounts(s: StageState, ins: Instruction, defs: StageDef[]): Promise<Array<{ spec: string; volume: string }>> {
     const out: Array<{ spec: string; volume: string }> = [];
     for (const flag of ins.flags.filter((f) => f.startsWith('--mount='))) {
       const fields = new Map<string, string>();
@@ -783,12 +794,16 @@ class Builder {
         fields.set(eq < 0 ? part : part.slice(0, eq), eq < 0 ? 'true' : part.slice(eq + 1));
       }
       const type = fields.get('type') ?? 'bind';
-      if (type !== 'cache') throw this.fail(ins, `RUN --mount=type=${type} is not supported by ferry build yet (only type=cache)`, 'copy what the step needs with COPY, or use a build stage');
+      if (type !== 'cache' && type !== 'bind') throw this.fail(ins, `RUN --mount=type=${type} is not supported by ferry build yet (only cache and bind)`, 'copy what the step needs with COPY, or use a build stage');
       const targetText = fields.get('target') ?? fields.get('dst') ?? fields.get('destination');
-      if (targetText === undefined || targetText === '') throw this.fail(ins, 'RUN --mount=type=cache needs target=DIR');
+      if (targetText === undefined || targetText === '') throw this.fail(ins, `RUN --mount=type=${type} needs target=DIR`);
       const workdir = s.config.WorkingDir === undefined || s.config.WorkingDir === '' ? '/' : s.config.WorkingDir;
       const target = posix.normalize(posix.isAbsolute(targetText) ? targetText : posix.join(workdir, targetText));
       if (target === '/' || /[:,]/.test(target)) throw this.fail(ins, `RUN --mount target "${targetText}" cannot be used`);
+      if (type === 'bind') {
+        out.push(await this.bindMount(s, ins, defs, fields, target));
+        continue;
+      }
       const number = (name: string, fallback: number, radix: number): number => {
         const text = fields.get(name);
         if (text === undefined) return fallback;
@@ -816,6 +831,40 @@ class Builder {
     return out;
   }
 
+  private async bindMount(s: StageState, ins: Instruction, defs: StageDef[], fields: Map<string, string>, target: string): Promise<{ spec: string; volume: string }> {
+    const ex = this.expander(ins, this.stageLookup(s));
+    const sourceText = fields.get('source') ?? fields.get('src') ?? '.';
+    const fromText = fields.get('from');
+    const { tree, key } = await this.sourceTree(s, ins, defs, fromText === undefined ? undefined : ex.word(fromText));
+    const normal = posix.normalize(sourceText);
+    if (fromText === undefined && (normal === '..' || normal.startsWith('../'))) {
+      throw new FerryError('UNSAFE_PATH', `${this.df.path}:${ins.line}: RUN --mount source ${sourceText}: the path is outside the build context`);
+    }
+    const node = await tree.resolve(posix.normalize(`/${sourceText}`).slice(1));
+    if (node === undefined) throw this.fail(ins, `RUN --mount source ${sourceText}: no such file or directory in ${tree.what}`);
+    await mkdir(this.store.tmpDir, { recursive: true });
+    const dir = this.tmpFile('build-bind');
+    await materialize(tree, node, dir, fromText !== undefined);
+    // The step's cache key covers what it sees there: content, not mtimes (as for COPY).
+    const content = await planCopy({ sources: [{ tree, node }], dest: '/m', layers: [], keepOwners: fromText !== undefined, now: 0 });
+    const rw = fields.get('rw') === 'true' || fields.get('readwrite') === 'true';
+    return { spec: JSON.stringify({ type: 'bind', target, source: node.rel, from: key, content: content.contentKey, rw }), volume: `${dir}:${target}${rw ? '' : ':ro'}` };
+  }
+
+  /** What COPY --from / RUN --mount from= name: a stage built before, else a store image; none: the context. */
+  private async sourceTree(s: StageState, ins: Instruction, defs: StageDef[], from: string | undefined): Promise<{ tree: SourceTree; key: string }> {
+    if (from === undefined) return { tree: this.context, key: 'context' };
+    const stage = this.stageRef(defs, from, s.index);
+    const built = stage === undefined ? undefined : this.stages.get(stage.index);
+    if (stage !== undefined) {
+      if (built === undefined) throw this.fail(ins, `stage ${from} is not built before this step`);
+      return { tree: new LayersTree(`stage ${stage.name ?? stage.index}`, this.layerDirs(built)), key: `stage:${chainIds(built.layers.map((l) => l.diffId)).at(-1) ?? 'empty'}` };
+    }
+    const image = await this.openBase(ins, from, this.targetPlatform);
+    const dirs = chainIds(image.config.rootfs.diff_ids).reverse().map((c) => this.store.layers.diffDir(c));
+    return { tree: new LayersTree(`image ${from}`, dirs), key: `image:${image.digest}` };
+  }
+
   private async chownOf(s: StageState, ins: Instruction, spec: string | undefined): Promise<{ uid: number; gid: number } | undefined> {
     if (spec === undefined) return undefined;
     const user = await resolveUserInLayers(this.layerDirs(s), spec, `the image of ${this.df.path}:${ins.line}`);
@@ -839,22 +888,7 @@ class Builder {
     if (destWord === '.' || destWord === './') dest = workdir.endsWith('/') ? workdir : `${workdir}/`;
 
     const fromText = flags.get('from');
-    let tree: SourceTree = this.context;
-    let fromKey = 'context';
-    if (fromText !== undefined) {
-      const from = ex.word(fromText);
-      const stage = this.stageRef(defs, from, s.index);
-      if (stage !== undefined) {
-        const built = this.stages.get(stage.index)!;
-        tree = new LayersTree(`stage ${stage.name ?? stage.index}`, this.layerDirs(built));
-        fromKey = `stage:${chainIds(built.layers.map((l) => l.diffId)).at(-1) ?? 'empty'}`;
-      } else {
-        const image = await this.openBase(ins, from, this.targetPlatform);
-        const dirs = chainIds(image.config.rootfs.diff_ids).reverse().map((c) => this.store.layers.diffDir(c));
-        tree = new LayersTree(`image ${from}`, dirs);
-        fromKey = `image:${image.digest}`;
-      }
-    }
+    const { tree, key: fromKey } = await this.sourceTree(s, ins, defs, fromText === undefined ? undefined : ex.word(fromText));
     for (const w of srcWords) {
       if (/^[a-z][a-z0-9+.-]*:\/\//i.test(w)) {
         if (!isAdd) throw this.fail(ins, `COPY ${w}: COPY takes files of the context; URLs only with ADD`);

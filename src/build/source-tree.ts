@@ -1,7 +1,8 @@
-import { constants, createReadStream, openSync, type Stats } from 'node:fs';
-import { lstat, readdir, readlink, realpath } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream, openSync, type Stats } from 'node:fs';
+import { chmod, lchown, lstat, mkdir, readdir, readlink, realpath, symlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { listLayeredDir, lookupLayered, type LayeredEntry } from '../runtime/layered-fs.js';
 import { hasGlob, IgnoreMatcher, matchComponent, PatternError } from './dockerignore.js';
@@ -230,4 +231,26 @@ export async function expandSource(tree: SourceTree, pattern: string): Promise<S
     current = next;
   }
   return current;
+}
+
+/**
+ * Copy `node` of `tree` (a file, or a directory and everything below it) to `dest` on the host,
+ * for `RUN --mount=type=bind`: the step sees the context as filtered by .dockerignore (or a
+ * stage's files), never the context directory itself, and what it writes there is thrown away.
+ * Symlinks are recreated, never followed; owners are 0:0 for the context, kept for stages.
+ */
+export async function materialize(tree: SourceTree, node: SourceNode, dest: string, keepOwners: boolean): Promise<void> {
+  const own = async (path: string, n: SourceNode): Promise<void> => {
+    await lchown(path, keepOwners ? n.uid : 0, keepOwners ? n.gid : 0);
+    if (n.type !== 'symlink') await chmod(path, n.mode);
+  };
+  if (node.type === 'file') {
+    await pipeline(tree.open(node), createWriteStream(dest, { flags: 'wx', mode: 0o600 }));
+  } else if (node.type === 'symlink') {
+    await symlink(node.linkTarget ?? '', dest);
+  } else {
+    await mkdir(dest, { mode: 0o700 });
+    for (const child of await tree.list(node)) await materialize(tree, child, join(dest, posix.basename(child.rel)), keepOwners);
+  }
+  await own(dest, node);
 }

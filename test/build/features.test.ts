@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -104,11 +104,34 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(await sh('feat/cache-mount', 'cat /seen.txt; ls -A /var/cache/app | wc -l')).toBe('1\n1000\n0\n');
     await ferryOk(root, ['build', '--no-cache', '-t', 'feat/cache-mount', context]);
     expect(await sh('feat/cache-mount', 'cat /seen.txt')).toBe('2\n1000\n');
-    const bind = join(work, 'bind-mount');
-    await writeContext(bind, { Dockerfile: 'FROM base\nRUN --mount=type=bind,source=.,target=/src ls /src\n' });
-    const r = await runFerry(['--root', root, 'build', bind]);
+    const other = join(work, 'secret-mount');
+    await writeContext(other, { Dockerfile: 'FROM base\nRUN --mount=type=secret,id=x cat /run/secrets/x\n' });
+    const r = await runFerry(['--root', root, 'build', other]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/Dockerfile:2: RUN --mount=type=bind is not supported by ferry build yet/);
+    expect(r.stderr).toMatch(/Dockerfile:2: RUN --mount=type=secret is not supported by ferry build yet/);
+  }, 60_000);
+
+  it('RUN --mount=type=bind shows the context as .dockerignore filters it (or a stage), read-only, out of the layer, in the cache key', async () => {
+    const context = join(work, 'bind-mount');
+    await writeContext(context, {
+      Dockerfile: [
+        'FROM base AS builder',
+        'RUN mkdir /out && echo from-stage > /out/x',
+        'FROM base',
+        'RUN --mount=type=bind,target=/src --mount=type=bind,from=builder,source=/out,target=/b \\',
+        '    ls -A /src > /listing && cat /src/a.txt /b/x >> /listing && (touch /src/new 2>/dev/null && echo writable || echo read-only) >> /listing',
+        '',
+      ].join('\n'),
+      '.dockerignore': 'secret.txt\n',
+      'a.txt': 'a one\n',
+      'secret.txt': 'not for the build\n',
+    });
+    await ferryOk(root, ['build', '-t', 'feat/bind', context]);
+    expect(await sh('feat/bind', 'cat /listing; find /src /b -mindepth 1 | wc -l')).toBe('.dockerignore\nDockerfile\na.txt\na one\nfrom-stage\nread-only\n0\n');
+    await writeFile(join(context, 'a.txt'), 'a two\n');
+    const again = await ferryOk(root, ['build', '-t', 'feat/bind', context]);
+    expect(again).not.toMatch(/RUN --mount=type=bind,target=\/src[^\n]*\n--> CACHED/);
+    expect(await sh('feat/bind', 'sed -n 4p /listing')).toBe('a two\n');
   }, 60_000);
 
   it('-f - reads the Dockerfile from stdin, and errors name it "-"', async () => {
