@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, UsageError, isFerryError } from '../errors.js';
@@ -737,8 +737,20 @@ class Builder {
     const shell = stringList(s.config.Shell, 'the Shell of the stage') ?? DEFAULT_SHELL;
     if (json !== undefined) argv = json;
     else if (ins.heredocs.length === 1 && /^\d*<<-?["']?[^\s"']+["']?$/.test(ins.args.trim())) {
-      // RUN <<EOF: the heredoc is the script.
-      argv = [...shell, ins.heredocs[0]!.content];
+      const script = ins.heredocs[0]!;
+      if (script.content.startsWith('#!')) {
+        // RUN <<EOF with `#!`: its own interpreter runs it, from a file bound read-only under
+        // /dev/pipes (BuildKit's place; /dev is the runtime's tmpfs, so nothing reaches the layer).
+        await mkdir(this.store.tmpDir, { recursive: true });
+        const file = this.tmpFile('build-heredoc');
+        await writeFile(file, script.content, { mode: 0o755 });
+        const target = `/dev/pipes/${script.name.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+        mounts.push({ spec: JSON.stringify({ heredoc: target, content: script.content }), volume: `${file}:${target}:ro` });
+        argv = [target];
+      } else {
+        // RUN <<EOF: the heredoc is the script for the stage's shell.
+        argv = [...shell, script.content];
+      }
     } else if (ins.heredocs.length > 0) {
       // The shell reads the heredocs itself: give it the line and the bodies, as written.
       argv = [...shell, `${ins.args}\n${ins.heredocs.map((h) => `${h.content}${h.name}\n`).join('')}`];

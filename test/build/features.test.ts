@@ -37,7 +37,7 @@ async function sh(image: string, script: string): Promise<string> {
 }
 
 describe('ferry build: the rest of the Dockerfile reference', () => {
-  it('heredocs: RUN <<EOF as a script, COPY <<EOF with and without expansion, a heredoc the shell reads', async () => {
+  it('heredocs: RUN <<EOF as a script (with #!: its own interpreter), COPY <<EOF with and without expansion, a heredoc the shell reads', async () => {
     const context = join(work, 'heredoc');
     await writeContext(context, {
       Dockerfile: [
@@ -59,12 +59,16 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
         'RUN <<-EOF',
         '\techo tabs stripped > /tabs.txt',
         '\tEOF',
+        'RUN <<SCRIPT',
+        '#!/bin/sh -e',
+        'echo "own interpreter: $0" > /shebang.txt',
+        'SCRIPT',
         '',
       ].join('\n'),
     });
     await ferryOk(root, ['build', '-t', 'feat/heredoc', context]);
-    const out = await sh('feat/heredoc', 'cat /run-script.txt /etc/greeting.txt /etc/literal.txt /inline.txt /tabs.txt');
-    expect(out).toBe('hello world\nsecond line\nHello world\nHello ${NAME}\n\tinline world\ntabs stripped\n');
+    const out = await sh('feat/heredoc', 'cat /run-script.txt /etc/greeting.txt /etc/literal.txt /inline.txt /tabs.txt /shebang.txt');
+    expect(out).toBe('hello world\nsecond line\nHello world\nHello ${NAME}\n\tinline world\ntabs stripped\nown interpreter: /dev/pipes/SCRIPT\n');
   }, 60_000);
 
   it('the escape directive, --build-arg, --label, --target, -q and --iidfile', async () => {
