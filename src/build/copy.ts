@@ -9,7 +9,8 @@ import type { SourceNode, SourceTree } from './source-tree.js';
  * - several sources, or a destination ending in '/', make the destination a directory;
  * - a file copied to an existing directory lands inside it, otherwise it is the destination;
  * - a directory's contents (not the directory itself) are copied into the destination;
- * - missing parents are created (0755, root); existing ones keep the image's metadata;
+ * - missing parents, and the destination of a directory's contents, are created 0755, owned by
+ *   the --chown user or root; existing ones keep the image's metadata;
  * - files from the context belong to 0:0, from a stage or image they keep their owners;
  *   --chown and --chmod apply to everything copied.
  * Also the step's cache input: every entry's path, type, mode, owner, link target and content
@@ -110,13 +111,14 @@ export async function planCopy(input: CopyPlanInput): Promise<CopyPlan> {
 
   for (const { tree, node } of input.sources) {
     if (node.type === 'dir') {
-      // The directory itself becomes the destination (its metadata unless it exists already).
+      // The destination of a directory's contents is made like a missing parent (0755, the
+      // --chown owner or root; buildah's rule), unless it exists already.
       const path = dest.replace(/^\/+/, '');
-      if (path !== '' && existing === undefined) {
-        const o = owner(node);
-        entries.push({ path, type: 'dir', mode: modeOf(node), uid: o.uid, gid: o.gid, mtime: node.mtime });
+      if (path !== '' && existing === undefined && !made.has(path)) {
+        const o = input.owner ?? { uid: 0, gid: 0 };
+        entries.push({ path, type: 'dir', mode: 0o755, uid: o.uid, gid: o.gid, mtime: node.mtime });
         made.add(path);
-        hash.update(`${JSON.stringify([path, 'dir', modeOf(node), o.uid, o.gid])}\n`);
+        hash.update(`${JSON.stringify([path, 'dir', 0o755, o.uid, o.gid])}\n`);
       }
       for (const child of await tree.list(node)) await addNode(tree, child, posix.join(dest, posix.basename(child.rel)));
     } else {
@@ -133,7 +135,8 @@ export async function planCopy(input: CopyPlanInput): Promise<CopyPlan> {
     hash.update(`${JSON.stringify([path, 'file', mode, o.uid, o.gid, createHash('sha256').update(f.content).digest('hex')])}\n`);
   }
 
-  // Every parent of what is copied: the image's own directory, or a new 0755 root directory.
+  // Every parent of what is copied: the image's own directory, or a new 0755 directory owned by
+  // the --chown user (root without one), as buildah makes them.
   const parents = new Set<string>();
   for (const e of entries) {
     let p = posix.dirname(e.path);
@@ -149,8 +152,9 @@ export async function planCopy(input: CopyPlanInput): Promise<CopyPlan> {
       const st = found.stat;
       entries.push({ path: p, type: 'dir', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) });
     } else {
-      entries.push({ path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: input.now });
-      hash.update(`${JSON.stringify([p, 'dir', 0o755])}\n`);
+      const o = input.owner ?? { uid: 0, gid: 0 };
+      entries.push({ path: p, type: 'dir', mode: 0o755, uid: o.uid, gid: o.gid, mtime: input.now });
+      hash.update(`${JSON.stringify([p, 'dir', 0o755, o.uid, o.gid])}\n`);
     }
   }
   return { entries, contentKey: hash.digest('hex') };

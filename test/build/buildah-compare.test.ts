@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { cp, mkdir, symlink } from 'node:fs/promises';
+import { chmod, cp, mkdir, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +46,8 @@ async function prepare(name: string): Promise<string> {
   const dir = join(work, 'ctx', name);
   await mkdir(dirname(dir), { recursive: true });
   await cp(join(CONTEXTS, name), dir, { recursive: true });
+  // git keeps no directory modes: a private directory is made so here.
+  if (name === 'rules') await chmod(join(dir, 'private'), 0o700);
   const src = join(work, 'archive-src', name);
   await writeContext(src, { 't/f.txt': 'in the tarball\n', 'pkg/bz.txt': 'packed\n', 'pkg/sub/deep.txt': 'deep\n' });
   // Links as images have them: an absolute target (resolved in the image, never on the host) and a relative one.
