@@ -523,10 +523,21 @@ class Builder {
         const layers = this.layerDirs(s);
         const exists = layers.length > 0 ? await lookupLayered(layers, path, true) : undefined;
         if (exists !== undefined || path === '/') return this.configStep(s, ins, path, `WORKDIR ${path}`);
-        // A missing working directory is made in a layer of its own (docker's builder does too).
-        return this.layerStep(s, ins, sha('WORKDIR', path), `WORKDIR ${path}`, async (file) => {
-          const plan = await planCopy({ sources: [], inline: [], dest: path, layers, keepOwners: false, now: this.now });
-          const entries: LayerEntry[] = [...plan.entries, { path: path.slice(1), type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: this.now }];
+        // A missing working directory is made in a layer of its own (docker's builder does too),
+        // owned by the stage's USER as BuildKit and buildah make it.
+        const owner = c.User !== undefined && c.User !== '' ? await this.chownOf(s, ins, c.User) : undefined;
+        return this.layerStep(s, ins, sha('WORKDIR', path, owner ?? null), `WORKDIR ${path}`, async (file) => {
+          const o = owner ?? { uid: 0, gid: 0 };
+          const entries: LayerEntry[] = [];
+          const parts = path.split('/').filter((p) => p !== '');
+          for (let i = 1; i <= parts.length; i++) {
+            const dir = `/${parts.slice(0, i).join('/')}`;
+            const found = layers.length > 0 ? await lookupLayered(layers, dir, false) : undefined;
+            const st = found?.stat;
+            // An existing parent keeps its metadata in the layer; a missing one is made.
+            if (st !== undefined && st.isDirectory()) entries.push({ path: dir.slice(1), type: 'dir', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) });
+            else entries.push({ path: dir.slice(1), type: 'dir', mode: 0o755, uid: o.uid, gid: o.gid, mtime: this.now });
+          }
           return writeEntriesLayer(entries, file, this.options.sourceDateEpoch);
         });
       }
