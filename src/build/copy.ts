@@ -122,7 +122,7 @@ export async function planCopy(input: CopyPlanInput): Promise<CopyPlan> {
       }
       for (const child of await tree.list(node)) await addNode(tree, child, posix.join(dest, posix.basename(child.rel)));
     } else {
-      await addNode(tree, node, intoDir ? posix.join(dest, posix.basename(node.rel)) : dest);
+      await addNode(tree, node, intoDir ? posix.join(dest, node.name ?? posix.basename(node.rel)) : dest);
     }
   }
   for (const f of input.inline ?? []) {

@@ -15,8 +15,10 @@ import { hasGlob, IgnoreMatcher, matchComponent, PatternError } from './dockerig
  * regular files inside the root.
  */
 export interface SourceNode {
-  /** Path relative to the tree's root, '' for the root. */
+  /** Path relative to the tree's root, '' for the root (symlinks resolved). */
   rel: string;
+  /** The name it was asked by, when that differs from rel's last part (a symlink named as a source). */
+  name?: string;
   type: 'file' | 'dir' | 'symlink';
   mode: number;
   uid: number;
@@ -55,6 +57,13 @@ function nodeOf(rel: string, st: Stats, hostPath: string, linkTarget?: string): 
     hostPath,
     ...(linkTarget !== undefined ? { linkTarget } : {}),
   };
+}
+
+/** The node as named by `asked` (COPY link.txt /x/ makes /x/link.txt, whatever link.txt points to). */
+function named(node: SourceNode | undefined, asked: string): SourceNode | undefined {
+  const name = parts(asked).at(-1);
+  if (node === undefined || name === undefined || name === '..' || name === posix.basename(node.rel)) return node;
+  return { ...node, name };
 }
 
 function parts(path: string): string[] {
@@ -128,7 +137,7 @@ export class ContextTree implements SourceTree {
     const st = await lstat(join(this.root, rel));
     // An excluded directory still shows what an exception (`!dir/file`) brings back.
     if (this.ignored(rel) && !(st.isDirectory() && this.ignore.mayHoldExceptions(rel))) return undefined;
-    return nodeOf(rel, st, join(this.root, rel));
+    return named(nodeOf(rel, st, join(this.root, rel)), asked);
   }
 
   async list(dir: SourceNode): Promise<SourceNode[]> {
@@ -175,7 +184,7 @@ export class LayersTree implements SourceTree {
     if (this.layers.length === 0) return undefined;
     const entry = await lookupLayered(this.layers, `/${path}`, true);
     if (entry === undefined) return undefined;
-    return this.node(parts(posix.normalize(`/${path}`)).join('/'), entry);
+    return named(await this.node(parts(posix.normalize(`/${path}`)).join('/'), entry), path);
   }
 
   async list(dir: SourceNode): Promise<SourceNode[]> {

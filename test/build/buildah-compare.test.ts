@@ -45,7 +45,7 @@ afterAll(async () => {
 async function prepare(name: string): Promise<string> {
   const dir = join(work, 'ctx', name);
   await mkdir(dirname(dir), { recursive: true });
-  await cp(join(CONTEXTS, name), dir, { recursive: true });
+  await cp(join(CONTEXTS, name), dir, { recursive: true, verbatimSymlinks: true });
   // git keeps no directory modes: a private directory is made so here.
   if (name === 'rules') await chmod(join(dir, 'private'), 0o700);
   const src = join(work, 'archive-src', name);
