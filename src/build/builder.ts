@@ -481,11 +481,13 @@ class Builder {
     switch (ins.keyword) {
       case 'ENV': {
         const pairs = keyValuePairs(ins.args, this.df.escape, 'ENV', this.df.path, ins.line);
+        // Every value is expanded with the environment from before this instruction (the
+        // reference: `ENV abc=bye def=$abc` gives def the old abc), then all are set.
+        const expanded = pairs.map(([k, v]) => [ex.word(k), ex.word(v)] as const);
         const done: string[] = [];
-        for (const [k, v] of pairs) {
-          const value = ex.word(v);
-          c.Env = setEnv(c.Env, ex.word(k), value);
-          done.push(`${ex.word(k)}=${value}`);
+        for (const [k, value] of expanded) {
+          c.Env = setEnv(c.Env, k, value);
+          done.push(`${k}=${value}`);
         }
         return this.configStep(s, ins, done.join('\n'), `ENV ${done.join(' ')}`);
       }
