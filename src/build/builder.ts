@@ -791,7 +791,7 @@ class Builder {
       });
       try {
         if (result.exitCode !== 0) {
-          throw new FerryError('BUILD_FAILED', `${this.df.path}:${ins.line}: RUN ${ins.args.split('\n')[0]!}: the command exited with code ${String(result.exitCode)}`, {
+          throw new FerryError('BUILD_FAILED', `${this.df.path}:${ins.line}: step ${this.step}/${this.total}, RUN ${ins.args.split('\n')[0]!}: the command exited with code ${String(result.exitCode)}`, {
             hint: 'the output above shows why; the steps before this one are cached',
           });
         }

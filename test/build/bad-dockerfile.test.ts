@@ -130,7 +130,7 @@ describe('bad Dockerfiles and contexts', () => {
     const refs = await readFile(join(root, 'refs.json'), 'utf8');
     const r = await ferry(root, ['build', '-t', 'bad/run-fails', context]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^ferry: Dockerfile:3: RUN exit 3: the command exited with code 3/m);
+    expect(r.stderr).toMatch(/^ferry: Dockerfile:3: step 3\/3, RUN exit 3: the command exited with code 3/m);
     expect(await readFile(join(root, 'refs.json'), 'utf8')).toBe(refs);
     expect(await readdir(join(root, 'containers'))).toEqual([]);
     await writeContext(context, { Dockerfile: 'FROM base\nRUN echo before > /before.txt\nRUN exit 0\n' });
