@@ -87,6 +87,15 @@ interface StageState {
   cmdSet: boolean;
 }
 
+/** A RUN step's --mount: what goes into its cache key, and the runtime mount that makes it. */
+interface RunMount {
+  spec: string;
+  /** HOST:CONTAINER[:ro] for the runtime's -v. */
+  volume?: string;
+  /** PATH[:opts] for the runtime's --tmpfs. */
+  tmpfs?: string;
+}
+
 interface StageDef {
   name: string | undefined;
   index: number;
@@ -785,7 +794,8 @@ class Builder {
         ...(s.config.User !== undefined && s.config.User !== '' ? { user: s.config.User } : {}),
         ...(s.config.WorkingDir !== undefined && s.config.WorkingDir !== '' ? { workdir: s.config.WorkingDir } : {}),
         network: netMode,
-        volumes: mounts.map((m) => m.volume),
+        volumes: mounts.flatMap((m) => (m.volume !== undefined ? [m.volume] : [])),
+        tmpfs: mounts.flatMap((m) => (m.tmpfs !== undefined ? [m.tmpfs] : [])),
         remove: false,
         stdio: ['ignore', stdio[0], stdio[1]],
       });
@@ -808,10 +818,11 @@ class Builder {
    * ROOT/build-cache/mounts/ between builds (ferry prune removes it) and bound at DIR for the
    * step, so what the step writes there stays out of the layer. `type=bind[,source=P][,from=STAGE|IMAGE][,rw]`:
    * a copy of the context's P (as .dockerignore filters it) or of the stage's, bound read-only
-   * (rw: writable, the writes thrown away). Other mount types are refused.
+   * (rw: writable, the writes thrown away). `type=tmpfs,target=DIR[,size=]`: an empty tmpfs.
+   * Other mount types (secret, ssh) are refused.
    */
-  private async runMounts(s: StageState, ins: Instruction, defs: StageDef[]): Promise<Array<{ spec: string; volume: string }>> {
-    const out: Array<{ spec: string; volume: string }> = [];
+  private async runMounts(s: StageState, ins: Instruction, defs: StageDef[]): Promise<RunMount[]> {
+    const out: RunMount[] = [];
     for (const flag of ins.flags.filter((f) => f.startsWith('--mount='))) {
       const fields = new Map<string, string>();
       for (const part of flag.slice('--mount='.length).split(',')) {
@@ -819,7 +830,7 @@ class Builder {
         fields.set(eq < 0 ? part : part.slice(0, eq), eq < 0 ? 'true' : part.slice(eq + 1));
       }
       const type = fields.get('type') ?? 'bind';
-      if (type !== 'cache' && type !== 'bind') throw this.fail(ins, `RUN --mount=type=${type} is not supported by ferry build yet (only cache and bind)`, 'copy what the step needs with COPY, or use a build stage');
+      if (type !== 'cache' && type !== 'bind' && type !== 'tmpfs') throw this.fail(ins, `RUN --mount=type=${type} is not supported by ferry build yet (only cache, bind and tmpfs)`, 'copy what the step needs with COPY, or use a build stage');
       const targetText = fields.get('target') ?? fields.get('dst') ?? fields.get('destination');
       if (targetText === undefined || targetText === '') throw this.fail(ins, `RUN --mount=type=${type} needs target=DIR`);
       const workdir = s.config.WorkingDir === undefined || s.config.WorkingDir === '' ? '/' : s.config.WorkingDir;
@@ -827,6 +838,12 @@ class Builder {
       if (target === '/' || /[:,]/.test(target)) throw this.fail(ins, `RUN --mount target "${targetText}" cannot be used`);
       if (type === 'bind') {
         out.push(await this.bindMount(s, ins, defs, fields, target));
+        continue;
+      }
+      if (type === 'tmpfs') {
+        const size = fields.get('size');
+        if (size !== undefined && !/^\d+[kmgKMG]?$/.test(size)) throw this.fail(ins, `RUN --mount=type=tmpfs size=${size}: expected a size such as 64m`);
+        out.push({ spec: JSON.stringify({ type, target, size }), tmpfs: `${target}:exec${size !== undefined ? `,size=${size}` : ''}` });
         continue;
       }
       const number = (name: string, fallback: number, radix: number): number => {
@@ -856,7 +873,7 @@ class Builder {
     return out;
   }
 
-  private async bindMount(s: StageState, ins: Instruction, defs: StageDef[], fields: Map<string, string>, target: string): Promise<{ spec: string; volume: string }> {
+  private async bindMount(s: StageState, ins: Instruction, defs: StageDef[], fields: Map<string, string>, target: string): Promise<RunMount> {
     const ex = this.expander(ins, this.stageLookup(s));
     const sourceText = fields.get('source') ?? fields.get('src') ?? '.';
     const fromText = fields.get('from');

@@ -99,7 +99,7 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(config.config.Labels).toEqual({ stage: 'first', 'org.example.ci': 'yes' });
   }, 60_000);
 
-  it('RUN --mount=type=cache keeps its directory between builds and out of the layer', async () => {
+  it('RUN --mount=type=cache keeps its directory between builds and out of the layer; type=tmpfs is empty and gone; secret is refused', async () => {
     const context = join(work, 'cache-mount');
     await writeContext(context, {
       Dockerfile: 'FROM base\nRUN --mount=type=cache,target=/var/cache/app,uid=1000,gid=1000 echo run >> /var/cache/app/runs && wc -l < /var/cache/app/runs > /seen.txt && stat -c %u /var/cache/app >> /seen.txt\n',
@@ -108,6 +108,10 @@ describe('ferry build: the rest of the Dockerfile reference', () => {
     expect(await sh('feat/cache-mount', 'cat /seen.txt; ls -A /var/cache/app | wc -l')).toBe('1\n1000\n0\n');
     await ferryOk(root, ['build', '--no-cache', '-t', 'feat/cache-mount', context]);
     expect(await sh('feat/cache-mount', 'cat /seen.txt')).toBe('2\n1000\n');
+    const tmp = join(work, 'tmpfs-mount');
+    await writeContext(tmp, { Dockerfile: 'FROM base\nRUN --mount=type=tmpfs,target=/scratch,size=8m echo temp > /scratch/t && cat /scratch/t > /tmpfs-saw.txt\n' });
+    await ferryOk(root, ['build', '-t', 'feat/tmpfs', tmp]);
+    expect(await sh('feat/tmpfs', 'cat /tmpfs-saw.txt; find /scratch -mindepth 1 | wc -l')).toBe('temp\n0\n');
     const other = join(work, 'secret-mount');
     await writeContext(other, { Dockerfile: 'FROM base\nRUN --mount=type=secret,id=x cat /run/secrets/x\n' });
     const r = await runFerry(['--root', root, 'build', other]);
