@@ -26,7 +26,9 @@ export type ErrorCode =
   | 'IN_USE'
   | 'NO_SPACE'
   | 'RUNTIME_ERROR'
-  | 'IO_ERROR';
+  | 'IO_ERROR'
+  | 'DOCKERFILE_INVALID'
+  | 'BUILD_FAILED';
 
 export interface FerryErrorOptions {
   hint?: string;

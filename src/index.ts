@@ -69,6 +69,8 @@ export {
   type ExecOptions,
 } from './runtime/containers.js';
 export { commitContainer, type CommitOptions, type CommitResult } from './runtime/commit.js';
+export { buildImage, type BuildOptions, type BuildResult } from './build/builder.js';
+export { parseDockerfile, type Dockerfile, type Instruction, type Heredoc } from './build/dockerfile.js';
 export { LaunchError } from './runtime/launcher.js';
 export { findContainer, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './runtime/state.js';
 export type { Change, ChangeKind } from './runtime/changes.js';

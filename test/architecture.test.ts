@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
  * DESIGN's "Layout and who may import what", enforced. Imports point inward:
  *   errors.ts imports nothing; oci/ only oci/ and errors.ts (and node:*); io/ adds io/ and packages;
  *   the locations registry/, archive/, bundle/, store/ never import each other, transfer/, runtime/
- *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/; nothing imports
+ *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/; build/ may use
+ *   store/ and runtime/ (a copy to the store whose RUN steps go through the runtime); nothing imports
  *   cli/; only cli/ and index.ts wire stages together. Type-only imports count: a type is a
  *   dependency too. Also: relative specifiers end in .js, no default exports, no `any`.
  */
@@ -16,9 +17,9 @@ import { describe, expect, it } from 'vitest';
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
 type Area =
-  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'cli';
+  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'build' | 'cli';
 
-const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'cli']);
+const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'build', 'cli']);
 const LOCATIONS: Area[] = ['registry', 'archive', 'bundle', 'store'];
 const INNER: Area[] = ['oci', 'io', 'errors'];
 
@@ -37,8 +38,10 @@ const RULES: Record<Area, Rule> = {
   store: { areas: ['store', ...INNER], packages: true },
   transfer: { areas: ['transfer', ...INNER], packages: true },
   runtime: { areas: ['runtime', 'store', ...INNER], packages: true },
-  cli: { areas: ['cli', 'index', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
-  index: { areas: ['transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  // A location-to-store copy (Dockerfile + context -> store) whose RUN steps go through the runtime.
+  build: { areas: ['build', 'store', 'runtime', ...INNER], packages: true },
+  cli: { areas: ['cli', 'index', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
+  index: { areas: ['transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
 };
 
 /** The area of a path relative to src/ ('registry/auth.ts' -> registry), or undefined if unknown. */
@@ -185,6 +188,11 @@ describe('architecture', () => {
     expect(check('transfer/a.ts', "import type { Image } from '../oci/image.js';")).toEqual([]);
     expect(check('runtime/a.ts', "import { s } from '../store/refs.js';")).toEqual([]);
     expect(check('runtime/a.ts', "import { b } from '../bundle/format.js';")).toHaveLength(1);
+    expect(check('build/a.ts', "import { r } from '../runtime/containers.js';\nimport { s } from '../store/index.js';")).toEqual([]);
+    expect(check('build/a.ts', "import { r } from '../registry/client.js';")).toHaveLength(1);
+    expect(check('build/a.ts', "import { t } from '../transfer/copy.js';")).toHaveLength(1);
+    expect(check('runtime/a.ts', "import { b } from '../build/builder.js';")).toHaveLength(1);
+    expect(check('store/a.ts', "import { b } from '../build/cache.js';")).toHaveLength(1);
     expect(check('index.ts', "export { main } from './cli/main.js';")).toEqual([
       "src/index.ts:1: nothing imports cli/, but index imports \"./cli/main.js\"",
     ]);

@@ -4,6 +4,7 @@ import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { parseDigest } from '../oci/digest.js';
+import type { Image } from '../oci/image.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
 import { StoreLock, chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
@@ -54,8 +55,13 @@ export interface RunOptions extends RunFlags, SecurityFlags, HealthFlags {
   mounts?: readonly string[];
   /** --memory, --cpus, --pids-limit, ... as given (docker's units). */
   resources?: ResourceFlags;
-  /** Image name or digest in the store. */
+  /** Image name or digest in the store (with `builtImage`: only its name for messages). */
   image: string;
+  /**
+   * `ferry build`'s RUN: the stage's image as built so far, not a store image (no ref); its
+   * layers must be in the store.
+   */
+  builtImage?: Image;
   platform?: Platform;
   envFiles?: readonly string[];
   /** -v HOST:CONTAINER[:ro|rw] */
@@ -204,6 +210,11 @@ function requireRoot(what: string): void {
   }
 }
 
+async function openNamed(store: Store, text: string, platform: Platform | undefined): Promise<{ name: string; image: Image }> {
+  const found = await findStoreImage(store, text, platform);
+  return { name: found.name, image: await openStoreImageByDigest(store, found.manifestDigest, parseReference(found.name)) };
+}
+
 /** Write a container's files (nothing runs yet). */
 export async function createContainer(store: Store, options: RunOptions): Promise<ContainerRecord> {
   const restartPolicy = parseRestartPolicy(options.restart ?? 'no');
@@ -217,8 +228,8 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   // The --health-* flags checked before the image is looked up (merged with its Healthcheck below).
   mergeHealthcheck(undefined, options);
   const mountSpecs = parseMounts(options.mounts ?? []);
-  const entry = await findStoreImage(store, options.image, options.platform);
-  const image = await openStoreImageByDigest(store, entry.manifestDigest, parseReference(entry.name));
+  const entry = options.builtImage !== undefined ? { name: options.image, image: options.builtImage } : await openNamed(store, options.image, options.platform);
+  const image = entry.image;
   const healthcheck = mergeHealthcheck(image.config.config?.Healthcheck, options);
   const id = newContainerId();
   const diffIds = image.config.rootfs.diff_ids;

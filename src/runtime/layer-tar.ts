@@ -182,18 +182,25 @@ function tarMtime(st: FdStat): number {
   return Number(ms / 1000n);
 }
 
-function baseFields(st: FdStat, name: Buffer): Pick<HeaderFields, 'name' | 'mode' | 'uid' | 'gid' | 'mtime'> {
+function entryFields(st: FdStat, name: Buffer): Pick<HeaderFields, 'name' | 'mode' | 'uid' | 'gid' | 'mtime'> {
   return { name, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: tarMtime(st) };
 }
 
 export interface UpperLayerTarOptions {
   /** What is being written, for messages ("commit container web"); default "layer tar". */
   what?: string;
+  /** Clamp mtimes to this (seconds): `ferry build` with SOURCE_DATE_EPOCH makes reproducible layers. */
+  maxMtime?: number;
 }
 
 /** The tar stream of `upper` (its root directory itself is not an entry, as in docker layers). */
 export async function* upperLayerTar(upper: string, options: UpperLayerTarOptions = {}): AsyncGenerator<Buffer> {
   const what = options.what ?? 'layer tar';
+  const maxMtime = options.maxMtime;
+  const baseFields = (st: FdStat, name: Buffer): ReturnType<typeof entryFields> => {
+    const f = entryFields(st, name);
+    return maxMtime !== undefined && f.mtime > maxMtime ? { ...f, mtime: maxMtime } : f;
+  };
   const native = nativeFs();
   const links = new Map<string, Buffer>(); // "dev:ino" -> first name
   let rootFd: number;

@@ -117,7 +117,11 @@ export async function prune(store: Store, options: { dryRun?: boolean } = {}): P
         if (t !== undefined) trash.push(t);
       }
     }
-    if (!dryRun) await removeDanglingLinks(store);
+    if (!dryRun) {
+      await removeDanglingLinks(store);
+      // `ferry build`'s cache (keys -> layers) goes with the unreferenced layers it kept.
+      await rm(join(store.root, 'build-cache'), { recursive: true, force: true });
+    }
     return result;
   });
   // Out of layers/ already: the slow deletion runs without the lock.

@@ -1,6 +1,7 @@
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
+import { buildSection } from './build.js';
 import { ensureCorpus } from './corpus.js';
 import { Bench, FERRY_BIN, REPO } from './context.js';
 import { deltaSection } from './delta.js';
@@ -20,6 +21,7 @@ const SECTIONS = {
   pack: packSection,
   run: runSection,
   memory: memorySection,
+  build: buildSection,
 } as const;
 type SectionName = keyof typeof SECTIONS;
 
@@ -41,7 +43,7 @@ function sections(): SectionName[] {
 
 const USAGE = `npm run bench: ferry next to its peers on the corpus of issue 7 (see test/bench/README.md).
 Env: BENCH_RUNS (default 3, medians), BENCH_RUN_RUNS (default 10, for run latency),
-     BENCH_ONLY="export delta import pack run memory" (a subset writes $BENCH_WORK/RESULTS.md, not test/bench/RESULTS.md),
+     BENCH_ONLY="export delta import pack run memory build" (a subset writes $BENCH_WORK/RESULTS.md, not test/bench/RESULTS.md),
      BENCH_WORK (default /var/tmp/ferry-bench), CORPUS_DIR (default /var/tmp/ferry-corpus).`;
 
 async function main(): Promise<number> {

@@ -39,6 +39,7 @@ const MODULES: CommandModule[] = [
   { names: ['logs'], load: async () => [(await import('./logs.js')).registerLogs] },
   { names: ['exec'], load: async () => [(await import('./exec.js')).registerExec] },
   { names: ['diff'], load: async () => [(await import('./diff.js')).registerDiff] },
+  { names: ['build'], load: async () => [(await import('./build.js')).registerBuild] },
   { names: ['commit'], load: async () => [(await import('./commit.js')).registerCommit] },
   { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
   { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
