@@ -23,6 +23,7 @@ export { planBundle, rewriteManifest, type BundlePlan, type PlanOptions, type Pl
 export {
   writeBundle,
   planBundleFor,
+  checkWriteOptions,
   bundleTime,
   DEFAULT_LEVEL,
   DEFAULT_WINDOW_LOG,

@@ -66,7 +66,7 @@ async function detect(source: string): Promise<{ kind: Kind; spec: string }> {
  * under every tag it has, as docker load does (`docker save` / `podman save -m` of several images);
  * anything else is what export would read from it.
  */
-async function openArchiveImports(spec: string, platforms: string | undefined): Promise<OpenedSource> {
+async function openArchiveImports(spec: string, platforms: Platform[] | 'all'): Promise<OpenedSource> {
   const parsed = parseSourceSpec(spec);
   if (parsed.kind === 'docker-archive' && parsed.selector === undefined) {
     const archive = await listDockerArchive(resolve(parsed.path));
@@ -81,7 +81,7 @@ async function openArchiveImports(spec: string, platforms: string | undefined): 
     return { images, close: archive.close };
   }
   return openSource(spec, {
-    platforms: parsePlatformList(platforms),
+    platforms,
     client: () => {
       throw new UsageError('import reads local files only');
     },
@@ -116,6 +116,8 @@ export const registerImport: Register = (program) => {
     .option('-q, --quiet', 'print only the imported manifest digests')
     .action(async (source: string, flags: ImportFlags, command: Command) => {
       const started = Date.now();
+      // Options first: a usage error costs no disk work.
+      const platformList = parsePlatformList(flags.platform);
       const store = await storeFromCommand(command);
       const { kind, spec } = await detect(source);
       const keepBlobs = flags.keepBlobs !== false;
@@ -127,7 +129,7 @@ export const registerImport: Register = (program) => {
       const rows: Array<{ ref: string; platform: string; manifestDigest: string; layersUnpacked: number; layersSkipped: number; bytesWritten: number; bytesPresent: number }> = [];
       if (kind === 'bundle') {
         if (flags.platform === 'all') throw new UsageError('import: --platform all is the default for bundles; leave it out');
-        const platforms: Platform[] | undefined = flags.platform === undefined ? undefined : (parsePlatformList(flags.platform) as Platform[]);
+        const platforms: Platform[] | undefined = flags.platform === undefined || platformList === 'all' ? undefined : platformList;
         const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
         const s = await importBundle(store, spec, {
           keepBlobs,
@@ -151,7 +153,7 @@ export const registerImport: Register = (program) => {
         return;
       } else {
         if (flags.key !== undefined) throw new UsageError('import: --key applies to bundles only');
-        const opened = await openArchiveImports(spec, flags.platform);
+        const opened = await openArchiveImports(spec, platformList);
         try {
           for (const { ref, image } of opened.images) {
             const s = await importImage(store, image, { ref: parseReference(ref), keepBlobs, onWarning: warn, onProgress, ...(opened.index ? { index: opened.index } : {}) });

@@ -82,6 +82,7 @@ export const registerPush: Register = (program) => {
     .action(async (image: string | undefined, dest: string | undefined, flags: PushFlags, command: Command) => {
       const compression = parseCompression(flags.compress);
       const jobs = jobsFlag(flags.jobs);
+      const platforms = flags.platform === undefined ? undefined : parsePlatformList(flags.platform);
       if (flags.all === true && flags.bundle !== undefined) throw new UsageError('push: --all and --bundle cannot be combined', { hint: '--bundle already pushes every image of the bundle' });
       if (flags.key !== undefined && flags.bundle === undefined) throw new UsageError('push: --key applies to --bundle only');
       const view = new ProgressView(process.stderr, flags.quiet === true || flags.json === true);
@@ -119,7 +120,6 @@ export const registerPush: Register = (program) => {
           }
         } else {
           if (image === undefined) throw new UsageError('push: name an image (or use --all / --bundle)', { hint: 'ferry push redis:7 registry.internal:5000/library/redis:7' });
-          const platforms = flags.platform === undefined ? undefined : parsePlatformList(flags.platform);
           const target = dest === undefined ? undefined : parseReference(dest);
           if (parseSourceSpec(image).kind !== 'registry') {
             const source = await openSource(image, {
