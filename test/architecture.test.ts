@@ -8,17 +8,18 @@ import { describe, expect, it } from 'vitest';
  * DESIGN's "Layout and who may import what", enforced. Imports point inward:
  *   errors.ts imports nothing; oci/ only oci/ and errors.ts (and node:*); io/ adds io/ and packages;
  *   the locations registry/, archive/, bundle/, store/ never import each other, transfer/, runtime/
- *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/; nothing imports
- *   cli/; only cli/ and index.ts wire stages together. Type-only imports count: a type is a
+ *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/'s public API
+ *   (store/index.js); verbs/ (the use cases: a source, a destination, copyImages) wires locations to
+ *   transfer/, and only cli/ and index.ts import it; nothing imports cli/. Type-only imports count: a type is a
  *   dependency too. Also: relative specifiers end in .js, no default exports, no `any`.
  */
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
 type Area =
-  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'cli';
+  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'verbs' | 'cli';
 
-const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'cli']);
+const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'verbs', 'cli']);
 const LOCATIONS: Area[] = ['registry', 'archive', 'bundle', 'store'];
 const INNER: Area[] = ['oci', 'io', 'errors'];
 
@@ -37,8 +38,10 @@ const RULES: Record<Area, Rule> = {
   store: { areas: ['store', ...INNER], packages: true },
   transfer: { areas: ['transfer', ...INNER], packages: true },
   runtime: { areas: ['runtime', 'store', ...INNER], packages: true },
-  cli: { areas: ['cli', 'index', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
-  index: { areas: ['transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  // The use cases: each wires a source location and a destination to transfer's copyImages.
+  verbs: { areas: ['verbs', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  cli: { areas: ['cli', 'index', 'verbs', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  index: { areas: ['verbs', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
 };
 
 /** The area of a path relative to src/ ('registry/auth.ts' -> registry), or undefined if unknown. */
@@ -111,6 +114,8 @@ function checkSources(files: Map<string, string>): string[] {
         problems.push(`${where(line)}: "${specifier}" points outside DESIGN's layout`);
       } else if (targetArea === 'cli' && area !== 'cli') {
         problems.push(`${where(line)}: nothing imports cli/, but ${area} imports "${specifier}"`);
+      } else if (area === 'runtime' && targetArea === 'store' && target !== 'store/index.ts') {
+        problems.push(`${where(line)}: runtime/ uses the store's public API (store/index.js), not "${specifier}"`);
       } else if (!rule.areas.includes(targetArea)) {
         problems.push(`${where(line)}: ${area === 'errors' || area === 'index' ? `${area}.ts` : `${area}/`} may not import ${targetArea === 'errors' || targetArea === 'index' ? `${targetArea}.ts` : `${targetArea}/`} ("${specifier}")`);
       }
@@ -183,7 +188,16 @@ describe('architecture', () => {
   it('catches transfer/ naming a location, anything importing cli/, and runtime/ limits', () => {
     expect(check('transfer/a.ts', "import { s } from '../store/refs.js';")).toHaveLength(1);
     expect(check('transfer/a.ts', "import type { Image } from '../oci/image.js';")).toEqual([]);
-    expect(check('runtime/a.ts', "import { s } from '../store/refs.js';")).toEqual([]);
+    expect(check('runtime/a.ts', "import { s } from '../store/index.js';")).toEqual([]);
+    expect(check('runtime/a.ts', "import { s } from '../store/refs.js';")).toEqual([
+      'src/runtime/a.ts:1: runtime/ uses the store\'s public API (store/index.js), not "../store/refs.js"',
+    ]);
+    expect(check('runtime/a.ts', "import { c } from '../transfer/copy-images.js';")).toHaveLength(1);
+    expect(check('runtime/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
+    expect(check('store/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
+    expect(check('transfer/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
+    expect(check('verbs/a.ts', "import { c } from '../transfer/copy-images.js';\nimport { s } from '../store/index.js';")).toEqual([]);
+    expect(check('verbs/a.ts', "import { c } from '../cli/output.js';")).toHaveLength(1);
     expect(check('runtime/a.ts', "import { b } from '../bundle/format.js';")).toHaveLength(1);
     expect(check('index.ts', "export { main } from './cli/main.js';")).toEqual([
       "src/index.ts:1: nothing imports cli/, but index imports \"./cli/main.js\"",

@@ -6,7 +6,7 @@ import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
 import { chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
-import { ownedName } from '../store/owner.js';
+import { ownedName } from '../store/index.js';
 import { containerChanges, type Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered } from './layered-fs.js';

@@ -15,7 +15,7 @@ import { loadBundleDefinition } from '../bundle-file.js';
 import { humanBytes, ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
 import { existingStore } from '../store-options.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
 import type { Register } from './index.js';
 
 interface ExportFlags {

@@ -10,7 +10,7 @@ import { importImage } from '../../store/index.js';
 import { ZSTD_MAGIC } from '../../io/zstd.js';
 import { importBundle } from '../import-bundle.js';
 import { ProgressView } from '../progress.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 

@@ -10,8 +10,8 @@ import { pushStreamedImages, type StreamedBlob } from '../../transfer/push-strea
 import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
 import { ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
-import { openSource, parseSourceSpec } from '../sources.js';
-import { openAllStoreNames, openStoreName, storeLayerCache } from '../store-images.js';
+import { openSource, parseSourceSpec } from '../../verbs/locations.js';
+import { openAllStoreNames, openStoreName, storeLayerCache } from '../../verbs/store-names.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
