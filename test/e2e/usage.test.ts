@@ -33,6 +33,8 @@ describe('usage errors exit 2 before any network or disk work', () => {
     [['export', '--split', 'lots', '-o', 'x.tar.zst', NOWHERE], /invalid size "lots"/],
     [['import', '--platform', 'linux/', 'nothing.tar.zst'], /invalid platform "linux\/"/],
     [['push', '--platform', 'linux/', 'app', NOWHERE], /invalid platform "linux\/"/],
+    [['pull', '--platform', 'linux/', NOWHERE], /invalid platform "linux\/"/],
+    [['pull', '--jobs', '0', NOWHERE], /--jobs "0"/],
   ])('ferry %j', async (args, message) => {
     const r = await runFerry(args, { env, cwd: work });
     expect(r.stderr).toMatch(message);

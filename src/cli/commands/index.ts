@@ -40,6 +40,7 @@ const MODULES: CommandModule[] = [
   { names: ['exec'], load: async () => [(await import('./exec.js')).registerExec] },
   { names: ['diff'], load: async () => [(await import('./diff.js')).registerDiff] },
   { names: ['commit'], load: async () => [(await import('./commit.js')).registerCommit] },
+  { names: ['pull'], load: async () => [(await import('./pull.js')).registerPull] },
   { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
   { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
   { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe] },
