@@ -72,7 +72,7 @@ export { findContainer, type ContainerInfo, type ContainerRecord, type Container
 export type { Change, ChangeKind } from './runtime/changes.js';
 export { writeDockerArchive, type SaveImage, type WriteDockerArchiveOptions } from './archive/docker-archive-writer.js';
 export { startRegistryServer, type RegistryContent, type RegistryServer, type ServedBlob, type ServedManifest } from './registry/server.js';
-export { pushImages, ImagePusher, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './transfer/push-images.js';
+export { pushImages, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './verbs/push.js';
 export { pushStreamedImages, type StreamedImage, type StreamedBlob, type StreamedLayer, type PushStreamOptions } from './transfer/push-stream.js';
 export { CompressedLayerCache, type CompressedLayer } from './transfer/compressed-cache.js';
 export { compressImage, replaceLayers } from './transfer/compressed-image.js';

@@ -19,18 +19,19 @@ export interface CopyTarget {
   readonly images: readonly Image[];
   /** The index the images came from, kept byte for byte where the destination can. */
   readonly index?: IndexInfo;
+  /** Images a location had to make anew to be read (see the store's readable images): their digest -> the location's own. */
+  readonly originalDigests?: ReadonlyMap<string, Digest>;
 }
 
 export interface PutOptions {
   signal?: AbortSignal;
   onProgress?: ProgressListener;
   onWarning?: (message: string) => void;
+  /** Other scopes of this destination known to hold a blob (registry repositories: mount sources). */
+  knownAt?: (digest: Digest) => readonly string[];
 }
 
-export interface BlobPutOptions extends PutOptions {
-  /** Other scopes of this destination known to hold the blob (registry repositories: mount sources). */
-  knownAt?: readonly string[];
-  /** What the blob is, for messages and progress. */
+export interface BlobPutOptions extends PutOptions {  /** What the blob is, for messages and progress. */
   kind: 'config' | 'manifest' | 'index' | 'layer';
 }
 
@@ -76,10 +77,15 @@ export interface ImageDestination {
   hasBlob(target: CopyTarget, digest: Digest, options: PutOptions): Promise<boolean>;
   /** Store a blob of known digest and size, verified while it is written. */
   putBlob(target: CopyTarget, descriptor: { digest: Digest; size: number; mediaType?: string }, open: OpenBytes, options: BlobPutOptions): Promise<BlobPut>;
+  /**
+   * Layers with the same key are copied once per copy (a registry repository: scope and digest);
+   * undefined: the destination finds what it has itself (the store: by layer stack).
+   */
+  layerKey(target: CopyTarget, image: Image, index: number): string | undefined;
   /** Store layer `index` of `image` in the form this destination keeps (blob, tar, unpacked). */
   putLayer(target: CopyTarget, image: Image, index: number, options: PutOptions): Promise<LayerPut>;
   /** The image's manifest, after its config and layers (rewritten when layers changed form). */
-  putManifest(target: CopyTarget, image: Image, layers: readonly LayerPut[], options: PutOptions & { byDigest: boolean }): Promise<ManifestPut>;
+  putManifest(target: CopyTarget, image: Image, layers: readonly LayerPut[], options: PutOptions): Promise<ManifestPut>;
   /** Several images under one name: the index, after their manifests (the source's when unchanged). */
   putIndex(target: CopyTarget, manifests: readonly ManifestPut[], options: PutOptions): Promise<Digest | undefined>;
   /** Name the target's images: last, so a crash leaves the old name or the complete new one. */

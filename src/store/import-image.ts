@@ -95,7 +95,7 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
     count(await destination.putBlob(target, { digest: image.digest, size: raw.length }, async () => Readable.from([raw]), { ...put, kind: 'manifest' }), raw.length);
     const indexInfo = options.index;
     if (indexInfo) count(await destination.putBlob(target, { digest: indexInfo.digest, size: indexInfo.raw.length }, async () => Readable.from([indexInfo.raw]), { ...put, kind: 'index' }), indexInfo.raw.length);
-    const manifest = await destination.putManifest(target, image, layers, { ...put, byDigest: false });
+    const manifest = await destination.putManifest(target, image, layers, put);
     const index = await destination.putIndex(target, [manifest], put);
     await destination.setRef(target, [manifest], index);
     if (ref !== undefined) summary.name = formatReference(ref);

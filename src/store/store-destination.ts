@@ -79,6 +79,11 @@ export class StoreDestination implements ImageDestination {
     await ensureFreeSpace(this.store.root, needed, `import ${what}`);
   }
 
+  /** Layer stacks are found by chainId in the store itself: one layer on two parents is two stacks. */
+  layerKey(): undefined {
+    return undefined;
+  }
+
   hasBlob(_target: CopyTarget, digest: Digest): Promise<boolean> {
     return this.store.blobs.has(digest);
   }
@@ -146,7 +151,7 @@ export class StoreDestination implements ImageDestination {
   }
 
   /** The store keeps manifests byte for byte: the source's own, whatever form its layers took here. */
-  async putManifest(target: CopyTarget, image: Image, _layers: readonly LayerPut[], options: PutOptions & { byDigest: boolean }): Promise<ManifestPut> {
+  async putManifest(target: CopyTarget, image: Image, _layers: readonly LayerPut[], options: PutOptions): Promise<ManifestPut> {
     await this.putBlob(target, { digest: image.digest, size: image.rawManifest.length }, async () => Readable.from([image.rawManifest]), { ...options, kind: 'manifest' });
     return { digest: image.digest, mediaType: image.mediaType, size: image.rawManifest.length, sourceDigest: image.digest };
   }

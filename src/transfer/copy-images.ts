@@ -64,6 +64,8 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     });
   /** scope + digest -> the copy of that blob there: a blob shared by images goes once. */
   const blobJobs = new Map<string, Promise<BlobPut>>();
+  /** The destination's layer key -> the copy of that layer (see ImageDestination.layerKey). */
+  const layerJobs = new Map<string, Promise<LayerPut>>();
   /** digest -> scopes known to hold it (mount sources). */
   const homes = new Map<Digest, Set<string>>();
   const home = (digest: Digest, scope: string): void => {
@@ -87,7 +89,9 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   try {
     for (const target of targets) {
       const warnings: string[] = [];
+      const scope = destination.scopeOf(target);
       const put: PutOptions = {
+        knownAt: (digest) => [...(homes.get(digest) ?? [])].filter((s) => s !== scope),
         signal,
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),
         onWarning: (m) => {
@@ -108,7 +112,6 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
         blobsMounted: 0,
         warnings,
       };
-      const scope = destination.scopeOf(target);
       const countBlob = (r: BlobPut, size: number): void => {
         if (r.existed) {
           result.blobsPresent++;
@@ -125,7 +128,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
         if (job === undefined) {
           job = limit(() =>
             withRetry(`${kind} ${digest}`, () =>
-              destination.putBlob(target, { digest, size }, async () => Readable.from([bytes]), { ...put, kind, knownAt: [...(homes.get(digest) ?? [])].filter((s) => s !== scope) }),
+              destination.putBlob(target, { digest, size }, async () => Readable.from([bytes]), { ...put, kind }),
             ),
           ).then((r) => {
             home(digest, scope);
@@ -137,33 +140,41 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
         return job;
       };
       const copyLayers = async (image: Image): Promise<LayerPut[]> => {
-        const one = (i: number): Promise<LayerPut> =>
-          withRetry(`${image.ref === undefined ? image.digest : formatReference(image.ref)} layer ${i} (${image.layers[i]!.descriptor.digest})`, () =>
+        const one = (i: number): Promise<LayerPut> => {
+          const key = destination.layerKey(target, image, i);
+          const shared = key === undefined ? undefined : layerJobs.get(key);
+          if (shared !== undefined) return shared;
+          // The slot is taken only by the copy itself: a layer shared with a copy in flight waits outside the limit.
+          const job = limit(() =>
+            withRetry(`${image.ref === undefined ? image.digest : formatReference(image.ref)} layer ${i} (${image.layers[i]!.descriptor.digest})`, () =>
             destination.putLayer(target, image, i, put),
+            )
           ).then((r) => {
             home(r.descriptor.digest, scope);
-            if (r.existed) result.layersPresent++;
+            if (r.mounted === true) result.blobsMounted++;
+            else if (r.existed) result.layersPresent++;
             else result.layersWritten++;
             result.bytesWritten += r.written;
             result.bytesPresent += r.present;
-            if (r.mounted === true) result.blobsMounted++;
             return r;
           });
+          if (key !== undefined) layerJobs.set(key, job);
+          return job;
+        };
         if (destination.maxConcurrency === 1) {
           // Layers stack on their parents: one after the other, bottom first.
           const out: LayerPut[] = [];
-          for (let i = 0; i < image.layers.length; i++) out.push(await limit(() => one(i)));
+          for (let i = 0; i < image.layers.length; i++) out.push(await one(i));
           return out;
         }
-        return Promise.all(image.layers.map((_, i) => limit(() => one(i))));
+        return Promise.all(image.layers.map((_, i) => one(i)));
       };
 
       await destination.prepare(target, put);
       const manifests: ManifestPut[] = [];
-      const multi = target.images.length > 1 || target.index !== undefined;
       const jobs = target.images.map(async (image) => {
         const [layers] = await Promise.all([copyLayers(image), copyBlob('config', image.configDigest, image.rawConfig.length, image.rawConfig)]);
-        return destination.putManifest(target, image, layers, { ...put, byDigest: multi });
+        return destination.putManifest(target, image, layers, put);
       });
       for (const job of jobs) job.catch((err: unknown) => controller.abort(err));
       const settled = await Promise.allSettled(jobs);
@@ -178,7 +189,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   } catch (err) {
     // The first failure stops the other copies in flight; they settle before the destination is released.
     controller.abort(err);
-    await Promise.allSettled([...blobJobs.values()]);
+    await Promise.allSettled([...blobJobs.values(), ...layerJobs.values()]);
     throw err;
   } finally {
     await destination.commit();

@@ -9,9 +9,8 @@ import { layerCompression } from '../oci/media-types.js';
 import { formatPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, withDigest, type Reference } from '../oci/reference.js';
 import type { ProgressListener } from '../io/progress.js';
-import type { PushResult } from './push-images.js';
-import { BlobProgress, compress, repoText, type BlobPushResult, type BlobSize, type PushCompression, type PushTarget, type Repository } from './push-target.js';
-import { buildIndex, indexIsComplete, rewriteManifest, type BuiltManifest, type IndexChild } from './rewrite-manifest.js';
+import { BlobProgress, compress, repoText, type PushResult, type BlobPushResult, type BlobSize, type PushCompression, type PushTarget, type Repository } from './push-target.js';
+import { buildIndex, indexIsComplete, rewriteManifest, type BuiltManifest, type IndexChild } from '../oci/rewrite-manifest.js';
 import { Spool } from './spool.js';
 
 /**

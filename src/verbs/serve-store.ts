@@ -7,7 +7,7 @@ import { formatReference, parseReference } from '../oci/reference.js';
 import type { RegistryContent } from '../registry/server.js';
 import type { RefEntry, Store } from '../store/index.js';
 import { compressImage } from '../transfer/compressed-image.js';
-import { buildIndex, indexIsComplete } from '../transfer/rewrite-manifest.js';
+import { buildIndex, indexIsComplete } from '../oci/rewrite-manifest.js';
 import { contentFromImages, type ServedImage } from '../registry/served-content.js';
 import { readableStoreImage, storeLayerCache } from './store-names.js';
 

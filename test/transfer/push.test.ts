@@ -10,7 +10,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { CompressedLayerCache } from '../../src/transfer/compressed-cache.js';
-import { pushImages } from '../../src/transfer/push-images.js';
+import { pushImages } from '../../src/verbs/push.js';
 import { pushStreamedImages, type StreamedBlob } from '../../src/transfer/push-stream.js';
 import { parseDestination, reroot } from '../../src/transfer/push-target.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';

@@ -5,7 +5,7 @@ import { FerryError, UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { familiarReference, formatReference, parseReference, type Reference } from '../../oci/reference.js';
 import { RegistryClient } from '../../registry/client.js';
-import { pushImages, type PushRequest, type PushResult } from '../../transfer/push-images.js';
+import { pushImages, type PushRequest, type PushResult } from '../../verbs/push.js';
 import { pushStreamedImages, type StreamedBlob } from '../../transfer/push-stream.js';
 import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
 import { ProgressView } from '../progress.js';

@@ -1,10 +1,10 @@
 import { FerryError } from '../errors.js';
-import type { Descriptor } from '../oci/descriptor.js';
-import { digestOf, type Digest } from '../oci/digest.js';
-import type { IndexInfo } from '../oci/image.js';
-import { parseManifest } from '../oci/manifest.js';
-import { MediaType, layerCompression, layerMediaTypeFor } from '../oci/media-types.js';
-import type { Platform } from '../oci/platform.js';
+import type { Descriptor } from './descriptor.js';
+import { digestOf, type Digest } from './digest.js';
+import type { IndexInfo } from './image.js';
+import { parseManifest } from './manifest.js';
+import { MediaType, layerCompression, layerMediaTypeFor } from './media-types.js';
+import type { Platform } from './platform.js';
 
 /**
  * New manifests for layers that changed form (uncompressed in a bundle or the store, compressed
