@@ -70,7 +70,8 @@ export { commitContainer, type CommitOptions, type CommitResult } from './runtim
 export { LaunchError } from './runtime/launcher.js';
 export { findContainer, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './runtime/state.js';
 export type { Change, ChangeKind } from './runtime/changes.js';
-export { writeDockerArchive, type SaveImage, type WriteDockerArchiveOptions } from './archive/docker-archive-writer.js';
+export { writeDockerArchive, type SaveImage, type WriteDockerArchiveOptions } from './verbs/save.js';
+export { DockerArchiveDestination } from './archive/docker-archive-destination.js';
 export { startRegistryServer, type RegistryContent, type RegistryServer, type ServedBlob, type ServedManifest } from './registry/server.js';
 export { pushImages, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './verbs/push.js';
 export { pushStreamedImages, type StreamedImage, type StreamedBlob, type StreamedLayer, type PushStreamOptions } from './transfer/push-stream.js';

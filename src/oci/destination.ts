@@ -90,6 +90,8 @@ export interface ImageDestination {
   putIndex(target: CopyTarget, manifests: readonly ManifestPut[], options: PutOptions): Promise<Digest | undefined>;
   /** Name the target's images: last, so a crash leaves the old name or the complete new one. */
   setRef(target: CopyTarget, manifests: readonly ManifestPut[], index: Digest | undefined, options: PutOptions): Promise<void>;
-  /** Release what `prepare` claimed; make everything written durable and visible. */
+  /** After the last target: make everything written durable and visible; release what `prepare` claimed. */
   commit(): Promise<void>;
+  /** After a failure: leave nothing half-written visible; release what `prepare` claimed. */
+  abort(): Promise<void>;
 }

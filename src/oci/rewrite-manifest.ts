@@ -52,11 +52,12 @@ function replaceDescriptor(original: unknown, replacement: Pick<Descriptor, 'med
 }
 
 /**
- * The manifest with `layers[i]` replaced where `replacements[i]` is given. A Docker manifest stays
+ * The manifest with `layers[i]` replaced where `replacements[i]` is given ('none': the uncompressed
+ * tar, named by its diffId, as docker-archives and raw bundles hold it). A Docker manifest stays
  * a Docker manifest for gzip; with any zstd layer it becomes an OCI manifest (Docker schema 2 has
  * no zstd type), config and layer types renamed to their OCI equivalents (same bytes).
  */
-export function rewriteManifest(rawManifest: Buffer, mediaType: string, replacements: ReadonlyArray<Pick<Descriptor, 'digest' | 'size'> & { compression: 'gzip' | 'zstd' } | undefined>, what: string): BuiltManifest {
+export function rewriteManifest(rawManifest: Buffer, mediaType: string, replacements: ReadonlyArray<Pick<Descriptor, 'digest' | 'size'> & { compression: 'none' | 'gzip' | 'zstd' } | undefined>, what: string): BuiltManifest {
   const json = parseObject(rawManifest, what);
   const layers = json.layers;
   if (!Array.isArray(layers) || layers.length !== replacements.length) {

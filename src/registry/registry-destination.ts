@@ -164,4 +164,7 @@ export class RegistryDestination implements ImageDestination {
   async setRef(): Promise<void> {}
 
   async commit(): Promise<void> {}
+
+  /** Blobs already uploaded stay: unreferenced, the registry's gc takes them; a rerun finds them. */
+  async abort(): Promise<void> {}
 }

@@ -99,8 +99,10 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
     const index = await destination.putIndex(target, [manifest], put);
     await destination.setRef(target, [manifest], index);
     if (ref !== undefined) summary.name = formatReference(ref);
-    return summary;
-  } finally {
-    await destination.commit();
+  } catch (err) {
+    await destination.abort();
+    throw err;
   }
+  await destination.commit();
+  return summary;
 }

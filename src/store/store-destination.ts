@@ -177,6 +177,11 @@ export class StoreDestination implements ImageDestination {
     this.lease = undefined;
     await lease?.release();
   }
+
+  /** What was written stays unnamed: gc takes it, a rerun finds it. */
+  abort(): Promise<void> {
+    return this.commit();
+  }
 }
 
 /** Await two tasks fed by one stream: when one fails, abort the source so the other ends too. */

@@ -190,9 +190,9 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     // The first failure stops the other copies in flight; they settle before the destination is released.
     controller.abort(err);
     await Promise.allSettled([...blobJobs.values(), ...layerJobs.values()]);
+    await destination.abort();
     throw err;
-  } finally {
-    await destination.commit();
   }
+  await destination.commit();
   return results;
 }

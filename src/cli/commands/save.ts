@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { writeDockerArchive, type SaveImage } from '../../archive/docker-archive-writer.js';
+import { writeDockerArchive, type SaveImage } from '../../verbs/save.js';
 import { FerryError, UsageError } from '../../errors.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches, type Platform } from '../../oci/platform.js';
 import { familiarReference, parseReference, type Reference } from '../../oci/reference.js';
