@@ -14,6 +14,11 @@ import type { Lease, Store } from './store.js';
 export interface StoreDestinationOptions {
   /** Keep compressed layer blobs (for push/serve) when the source holds them. Default true. */
   keepBlobs?: boolean;
+  /**
+   * A layer stack several images of one copy use is copied and counted once (a bundle import
+   * counts stacks); otherwise each later image finds it present (an archive import counts per image).
+   */
+  shareStacks?: boolean;
 }
 
 function nameOf(image: Image): string {
@@ -46,6 +51,7 @@ export class StoreDestination implements ImageDestination {
   readonly maxConcurrency = 1;
   private lease: Lease | undefined;
   private readonly keepBlobs: boolean;
+  private readonly shareStacks: boolean;
 
   constructor(
     private readonly store: Store,
@@ -53,6 +59,7 @@ export class StoreDestination implements ImageDestination {
   ) {
     this.name = `store ${store.root}`;
     this.keepBlobs = options.keepBlobs ?? true;
+    this.shareStacks = options.shareStacks ?? false;
   }
 
   scopeOf(): string {
@@ -79,9 +86,9 @@ export class StoreDestination implements ImageDestination {
     await ensureFreeSpace(this.store.root, needed, `import ${what}`);
   }
 
-  /** Layer stacks are found by chainId in the store itself: one layer on two parents is two stacks. */
-  layerKey(): undefined {
-    return undefined;
+  /** Layer stacks are keyed by chainId: one layer on two parents is two stacks. */
+  layerKey(_target: CopyTarget, image: Image, index: number): string | undefined {
+    return this.shareStacks ? chainIds(image.layers.slice(0, index + 1).map((l) => l.diffId))[index] : undefined;
   }
 
   hasBlob(_target: CopyTarget, digest: Digest): Promise<boolean> {

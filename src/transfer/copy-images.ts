@@ -23,6 +23,10 @@ export interface CopyOptions {
   signal?: AbortSignal;
   onProgress?: ProgressListener;
   onWarning?: (message: string) => void;
+  /** Where a layer's bytes pass in a one-pass source: a destination that copies one at a time takes them in this order. */
+  order?: (image: Image, index: number) => number;
+  /** After every byte is copied, before any name is set: a one-pass source reads to its end and checks it. */
+  beforeNames?: () => Promise<void>;
 }
 
 export interface CopiedImage {
@@ -85,34 +89,52 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     }
   };
 
-  const results: CopyResult[] = [];
-  try {
-    for (const target of targets) {
-      const warnings: string[] = [];
-      const scope = destination.scopeOf(target);
-      const put: PutOptions = {
-        knownAt: (digest) => [...(homes.get(digest) ?? [])].filter((s) => s !== scope),
-        signal,
-        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-        onWarning: (m) => {
-          warnings.push(m);
-          options.onWarning?.(m);
-        },
-      };
-      const result: CopyResult = {
-        ref: target.ref === undefined ? undefined : formatReference(target.ref),
-        images: [],
-        index: undefined,
-        bytesWritten: 0,
-        bytesPresent: 0,
-        layersWritten: 0,
-        layersPresent: 0,
-        blobsWritten: 0,
-        blobsPresent: 0,
-        blobsMounted: 0,
-        warnings,
-      };
-      const countBlob = (r: BlobPut, size: number): void => {
+  interface Context {
+    target: CopyTarget;
+    scope: string;
+    put: PutOptions;
+    result: CopyResult;
+    layers: Map<Image, LayerPut[]>;
+    manifests: ManifestPut[];
+  }
+  const contextOf = (target: CopyTarget): Context => {
+    const warnings: string[] = [];
+    const scope = destination.scopeOf(target);
+    const put: PutOptions = {
+      knownAt: (digest) => [...(homes.get(digest) ?? [])].filter((s) => s !== scope),
+      signal,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      onWarning: (m) => {
+        warnings.push(m);
+        options.onWarning?.(m);
+      },
+    };
+    const result: CopyResult = {
+      ref: target.ref === undefined ? undefined : formatReference(target.ref),
+      images: [],
+      index: undefined,
+      bytesWritten: 0,
+      bytesPresent: 0,
+      layersWritten: 0,
+      layersPresent: 0,
+      blobsWritten: 0,
+      blobsPresent: 0,
+      blobsMounted: 0,
+      warnings,
+    };
+    return { target, scope, put, result, layers: new Map(), manifests: [] };
+  };
+
+  const copyConfig = (ctx: Context, image: Image): Promise<BlobPut> => {
+    const { digest } = { digest: image.configDigest };
+    const size = image.rawConfig.length;
+    const bytes = image.rawConfig;
+    const key = `${ctx.scope} ${digest}`;
+    let job = blobJobs.get(key);
+    if (job === undefined) {
+      job = limit(() => withRetry(`config ${digest}`, () => destination.putBlob(ctx.target, { digest, size }, async () => Readable.from([bytes]), { ...ctx.put, kind: 'config' }))).then((r) => {
+        home(digest, ctx.scope);
+        const { result } = ctx;
         if (r.existed) {
           result.blobsPresent++;
           result.bytesPresent += size;
@@ -121,71 +143,85 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
           result.blobsWritten++;
           result.bytesWritten += r.written;
         }
-      };
-      const copyBlob = (kind: 'config' | 'layer', digest: Digest, size: number, bytes: Buffer): Promise<BlobPut> => {
-        const key = `${scope} ${digest}`;
-        let job = blobJobs.get(key);
-        if (job === undefined) {
-          job = limit(() =>
-            withRetry(`${kind} ${digest}`, () =>
-              destination.putBlob(target, { digest, size }, async () => Readable.from([bytes]), { ...put, kind }),
-            ),
-          ).then((r) => {
-            home(digest, scope);
-            countBlob(r, size);
-            return r;
-          });
-          blobJobs.set(key, job);
-        }
-        return job;
-      };
-      const copyLayers = async (image: Image): Promise<LayerPut[]> => {
-        const one = (i: number): Promise<LayerPut> => {
-          const key = destination.layerKey(target, image, i);
-          const shared = key === undefined ? undefined : layerJobs.get(key);
-          if (shared !== undefined) return shared;
-          // The slot is taken only by the copy itself: a layer shared with a copy in flight waits outside the limit.
-          const job = limit(() =>
-            withRetry(`${image.ref === undefined ? image.digest : formatReference(image.ref)} layer ${i} (${image.layers[i]!.descriptor.digest})`, () =>
-            destination.putLayer(target, image, i, put),
-            )
-          ).then((r) => {
-            home(r.descriptor.digest, scope);
-            if (r.mounted === true) result.blobsMounted++;
-            else if (r.existed) result.layersPresent++;
-            else result.layersWritten++;
-            result.bytesWritten += r.written;
-            result.bytesPresent += r.present;
-            return r;
-          });
-          if (key !== undefined) layerJobs.set(key, job);
-          return job;
-        };
-        if (destination.maxConcurrency === 1) {
-          // Layers stack on their parents: one after the other, bottom first.
-          const out: LayerPut[] = [];
-          for (let i = 0; i < image.layers.length; i++) out.push(await one(i));
-          return out;
-        }
-        return Promise.all(image.layers.map((_, i) => one(i)));
-      };
-
-      await destination.prepare(target, put);
-      const manifests: ManifestPut[] = [];
-      const jobs = target.images.map(async (image) => {
-        const [layers] = await Promise.all([copyLayers(image), copyBlob('config', image.configDigest, image.rawConfig.length, image.rawConfig)]);
-        return destination.putManifest(target, image, layers, put);
+        return r;
       });
-      for (const job of jobs) job.catch((err: unknown) => controller.abort(err));
-      const settled = await Promise.allSettled(jobs);
-      const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-      if (failed !== undefined) throw failed.reason;
-      for (const s of settled) if (s.status === 'fulfilled') manifests.push(s.value);
-      result.images = manifests.map((m, i) => ({ platform: target.images[i]!.platform, sourceDigest: m.sourceDigest, digest: m.digest }));
-      result.index = await destination.putIndex(target, manifests, put);
-      await destination.setRef(target, manifests, result.index, put);
-      results.push(result);
+      blobJobs.set(key, job);
     }
+    return job;
+  };
+
+  const copyLayer = (ctx: Context, image: Image, i: number): Promise<LayerPut> => {
+    const key = destination.layerKey(ctx.target, image, i);
+    const shared = key === undefined ? undefined : layerJobs.get(key);
+    if (shared !== undefined) return shared;
+    const what = `${image.ref === undefined ? image.digest : formatReference(image.ref)} layer ${i} (${image.layers[i]!.descriptor.digest})`;
+    // The slot is taken only by the copy itself: a layer shared with a copy in flight waits outside the limit.
+    const job = limit(() => withRetry(what, () => destination.putLayer(ctx.target, image, i, ctx.put))).then((r) => {
+      const { result } = ctx;
+      home(r.descriptor.digest, ctx.scope);
+      if (r.mounted === true) result.blobsMounted++;
+      else if (r.existed) result.layersPresent++;
+      else result.layersWritten++;
+      result.bytesWritten += r.written;
+      result.bytesPresent += r.present;
+      return r;
+    });
+    if (key !== undefined) layerJobs.set(key, job);
+    return job;
+  };
+
+  /** Every job of a phase, the first failure stopping the others. */
+  const all = async <T>(jobs: Array<Promise<T>>): Promise<T[]> => {
+    for (const job of jobs) job.catch((err: unknown) => controller.abort(err));
+    const settled = await Promise.allSettled(jobs);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed !== undefined) throw signal.aborted && signal.reason !== undefined ? signal.reason : failed.reason;
+    return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+  };
+
+  const finishTarget = async (ctx: Context): Promise<void> => {
+    for (const image of ctx.target.images) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers.get(image)!, ctx.put));
+    ctx.result.images = ctx.manifests.map((m, i) => ({ platform: ctx.target.images[i]!.platform, sourceDigest: m.sourceDigest, digest: m.digest }));
+    ctx.result.index = await destination.putIndex(ctx.target, ctx.manifests, ctx.put);
+  };
+
+  const contexts = targets.map(contextOf);
+  try {
+    if (destination.maxConcurrency === 1) {
+      // One copy at a time, layers stacked on their parents: every config, then every layer in
+      // the source's order (a one-pass stream's) but never before its parent, then the manifests.
+      for (const ctx of contexts) await destination.prepare(ctx.target, ctx.put);
+      for (const ctx of contexts) for (const image of ctx.target.images) await copyConfig(ctx, image);
+      const tasks: Array<{ ctx: Context; image: Image; index: number; key: number; seq: number }> = [];
+      for (const ctx of contexts) {
+        for (const image of ctx.target.images) {
+          ctx.layers.set(image, []);
+          let key = Number.NEGATIVE_INFINITY;
+          for (let index = 0; index < image.layers.length; index++) {
+            key = Math.max(key, options.order?.(image, index) ?? tasks.length);
+            tasks.push({ ctx, image, index, key, seq: tasks.length });
+          }
+        }
+      }
+      tasks.sort((x, y) => x.key - y.key || x.seq - y.seq);
+      for (const t of tasks) t.ctx.layers.get(t.image)![t.index] = await copyLayer(t.ctx, t.image, t.index);
+      for (const ctx of contexts) await finishTarget(ctx);
+    } else {
+      // Target by target (a second repository then mounts what the first received), each one's blobs at once.
+      for (const ctx of contexts) {
+        await destination.prepare(ctx.target, ctx.put);
+        await all(
+          ctx.target.images.map(async (image) => {
+            const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
+            ctx.layers.set(image, layers);
+          }),
+        );
+        await finishTarget(ctx);
+      }
+    }
+    // Names last: every image is complete in the destination before any name points at it.
+    await options.beforeNames?.();
+    for (const ctx of contexts) await destination.setRef(ctx.target, ctx.manifests, ctx.result.index, ctx.put);
   } catch (err) {
     // The first failure stops the other copies in flight; they settle before the destination is released.
     controller.abort(err);
@@ -194,5 +230,5 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     throw err;
   }
   await destination.commit();
-  return results;
+  return contexts.map((c) => c.result);
 }

@@ -6,7 +6,7 @@ import { indexTar } from '../../archive/index.js';
 import { formatPlatform, parsePlatformList, type Platform } from '../../oci/platform.js';
 import { familiarReference, parseReference } from '../../oci/reference.js';
 import { ZSTD_MAGIC } from '../../io/zstd.js';
-import { importBundle } from '../import-bundle.js';
+import { importBundle } from '../../verbs/import-bundle.js';
 import { ProgressView } from '../progress.js';
 import { importArchive } from '../../verbs/import-archive.js';
 import { storeFromCommand } from '../store-options.js';
