@@ -78,3 +78,12 @@ export { pushStreamedImages, type StreamedImage, type StreamedBlob, type Streame
 export { CompressedLayerCache, type CompressedLayer } from './transfer/compressed-cache.js';
 export { compressImage, replaceLayers } from './transfer/compressed-image.js';
 export { parseDestination, reroot, type Destination, type PushCompression, type PushTarget } from './transfer/push-target.js';
+export { copyImages, type CopyOptions, type CopyResult, type CopiedImage } from './transfer/copy-images.js';
+export { StoreDestination, type StoreDestinationOptions } from './store/store-destination.js';
+export { RegistryDestination, type RegistryDestinationOptions, type CompressedForms } from './registry/registry-destination.js';
+export { importArchive, type ImportArchiveOptions } from './verbs/import-archive.js';
+export { importBundle, type ImportBundleOptions, type ImportBundleSummary } from './verbs/import-bundle.js';
+export { pullImages, type PullOptions, type PullResult } from './verbs/pull.js';
+export { openSource, parseSourceSpec, type OpenedSource, type OpenSourceOptions, type SourceImage, type SourceSpec } from './verbs/locations.js';
+export { openStoreName, openAllStoreNames, readableStoreImage, storeLayerCache, type StoreName } from './verbs/store-names.js';
+export { defaultCacheDir, cacheImages, type CacheSummary } from './transfer/pull-cache.js';
