@@ -74,7 +74,7 @@ export { writeDockerArchive, type SaveImage, type WriteDockerArchiveOptions } fr
 export { DockerArchiveDestination } from './archive/docker-archive-destination.js';
 export { startRegistryServer, type RegistryContent, type RegistryServer, type ServedBlob, type ServedManifest } from './registry/server.js';
 export { pushImages, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './verbs/push.js';
-export { pushStreamedImages, type StreamedImage, type StreamedBlob, type StreamedLayer, type PushStreamOptions } from './transfer/push-stream.js';
+export { pushBundle, type PushBundleOptions } from './verbs/push-bundle.js';
 export { CompressedLayerCache, type CompressedLayer } from './transfer/compressed-cache.js';
 export { compressImage, replaceLayers } from './transfer/compressed-image.js';
 export { parseDestination, reroot, type Destination, type PushCompression, type PushTarget } from './transfer/push-target.js';

@@ -48,7 +48,7 @@ export interface OpenedBundle {
    * Before the copy: how many times each layer blob will be opened (a copy that already has a
    * layer never opens it). Blobs not listed pass unread; a blob opened more often is spooled.
    */
-  expect(uses: ReadonlyMap<Digest, number>, spoolPath: (digest: Digest) => string): void;
+  expect(uses: ReadonlyMap<Digest, number>, spoolPath: (digest: Digest) => string, options?: { keep?: boolean; destination?: string }): void;
   /** After the copy: reads the rest of the stream, so a damaged or truncated bundle fails before any name is set. */
   finish(): Promise<void>;
   /** Ends the pass and removes spool files. */
@@ -80,6 +80,9 @@ class Passage {
   private readonly passed = new Set<string>();
   private uses = new Map<string, number>();
   private spoolPath: ((digest: Digest) => string) | undefined;
+  /** Every wanted blob spooled as it passes and read from there, as often as it is opened (uploads retried, several repositories). */
+  private keep = false;
+  private destination = 'the destination';
   private pumping: Promise<void> | undefined;
   private ended = false;
 
@@ -90,9 +93,11 @@ class Passage {
     private readonly name: string,
   ) {}
 
-  expect(uses: ReadonlyMap<Digest, number>, spoolPath: (digest: Digest) => string): void {
+  expect(uses: ReadonlyMap<Digest, number>, spoolPath: (digest: Digest) => string, options: { keep?: boolean; destination?: string } = {}): void {
     this.uses = new Map(uses);
     this.spoolPath = spoolPath;
+    this.keep = options.keep ?? false;
+    this.destination = options.destination ?? 'the destination';
   }
 
   async open(digest: Digest, what: string): Promise<Readable> {
@@ -101,12 +106,12 @@ class Passage {
     await this.spooling.get(digest);
     const spool = this.spooled.get(digest);
     if (spool !== undefined) {
-      this.take(digest);
+      if (!this.keep) this.take(digest);
       return createReadStream(spool);
     }
     if (!this.inBundle.has(digest)) {
-      throw new FerryError('NOT_FOUND', `import ${what}: blob ${digest} is not in this delta bundle and not in the store`, {
-        hint: 'import the bundle this delta was made against first, or export a full bundle',
+      throw new FerryError('NOT_FOUND', `${what}: blob ${digest} is not in this delta bundle and not in ${this.destination}`, {
+        hint: 'copy the bundle this delta was made against there first, or export a full bundle',
       });
     }
     if (this.passed.has(digest)) {
@@ -139,6 +144,18 @@ class Passage {
         }
         this.passed.add(event.digest);
         const waiters = this.waiting.get(event.digest);
+        if (this.keep) {
+          if (waiters === undefined && !this.uses.has(event.digest)) continue; // not wanted: skipped unread
+          this.waiting.delete(event.digest);
+          try {
+            await this.spool(event.digest, event.stream);
+          } catch (err) {
+            for (const w of waiters ?? []) w.reject(err);
+            throw err;
+          }
+          for (const w of waiters ?? []) w.resolve(createReadStream(this.spooled.get(event.digest)!));
+          continue;
+        }
         const left = waiters === undefined ? (this.uses.get(event.digest) ?? 0) : this.take(event.digest);
         if (waiters !== undefined) {
           this.waiting.delete(event.digest);
@@ -293,7 +310,7 @@ export async function openBundleSource(input: BundleInput, options: BundleSource
     targets,
     entries,
     order: (image, index) => positions.get(entries.get(image)?.layers[index]?.blob ?? '') ?? Number.MAX_SAFE_INTEGER,
-    expect: (uses, spoolPath) => passage.expect(uses, spoolPath),
+    expect: (uses, spoolPath, keep) => passage.expect(uses, spoolPath, keep),
     finish: () => passage.finish(),
     close: () => passage.close(),
   };

@@ -1,12 +1,14 @@
 import { Readable } from 'node:stream';
-import { FerryError } from '../errors.js';
+import { FerryError, isFerryError } from '../errors.js';
 import { CopyProgress } from '../io/copy-progress.js';
 import { compress, type PushCompression } from '../io/layer-compress.js';
 import type { BlobPut, BlobPutOptions, CopyTarget, ImageDestination, LayerPut, ManifestPut, OpenBytes, PutOptions } from '../oci/destination.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { shortDigest, type Digest } from '../oci/digest.js';
 import { holdsCompressedBlob, type Image, type Layer, type OpenOptions } from '../oci/image.js';
-import { layerMediaTypeFor, MediaType } from '../oci/media-types.js';
+import { parseManifest } from '../oci/manifest.js';
+import { layerCompression, layerMediaTypeFor, MediaType } from '../oci/media-types.js';
+import { platformMatches } from '../oci/platform.js';
 import { formatReference, withDigest, type Reference } from '../oci/reference.js';
 import { buildIndex, indexIsComplete, rewriteManifest } from '../oci/rewrite-manifest.js';
 import type { PushBlobResult, RegistryClient, Repository } from './client.js';
@@ -20,6 +22,12 @@ export interface RegistryDestinationOptions {
   /** For layers held only as a tar (default gzip: every engine reads it). */
   compression?: PushCompression;
   forms?: CompressedForms;
+  /**
+   * Learn, from the manifests an earlier push left under each target's tag, the compressed form of
+   * tar-only layers: a second push of the same raw bundle then compresses and sends nothing (as
+   * docker's layer digest cache does).
+   */
+  reuseEarlier?: boolean;
 }
 
 interface Compressed {
@@ -50,6 +58,8 @@ export class RegistryDestination implements ImageDestination {
   private readonly compression: PushCompression;
   /** diffId -> its compressed form, made once per copy (compression is deterministic: a retry or another repository gets the same bytes). */
   private readonly compressed = new Map<string, Promise<Compressed>>();
+  /** scope + diffId -> the compressed blob an earlier push of this layer left in that repository. */
+  private readonly earlier = new Map<string, { digest: Digest; size: number }>();
 
   constructor(
     private readonly client: RegistryClient,
@@ -75,9 +85,45 @@ export class RegistryDestination implements ImageDestination {
     return target.images.length > 1 || (target.index !== undefined && indexIsComplete(target.index, sources, what));
   }
 
-  async prepare(target: CopyTarget): Promise<void> {
+  async prepare(target: CopyTarget, options: PutOptions): Promise<void> {
     repoOf(target);
     if (target.images.length === 0) throw new FerryError('NOT_FOUND', `push ${formatReference(target.ref!)}: no images to push`);
+    if (this.options.reuseEarlier === true) await this.learnEarlier(target, options);
+  }
+
+  /** See RegistryDestinationOptions.reuseEarlier: manifests under the tag whose config is one of ours. */
+  private async learnEarlier(target: CopyTarget, options: PutOptions): Promise<void> {
+    const ref = target.ref!;
+    if (ref.tag === undefined || !target.images.some((i) => i.layers.some((l) => !holdsCompressedBlob(l)))) return;
+    const call = options.signal ? { signal: options.signal } : {};
+    const what = `manifest of ${formatReference(ref)} (an earlier push)`;
+    let top: { raw: Buffer; mediaType: string };
+    try {
+      top = await this.client.getManifest(ref, call);
+    } catch (err) {
+      if (isFerryError(err, 'NOT_FOUND')) return; // never pushed: nothing to reuse
+      throw err;
+    }
+    const manifests: Buffer[] = [];
+    const parsed = parseManifest(top.raw, top.mediaType, what);
+    if (parsed.kind === 'image') manifests.push(top.raw);
+    else {
+      for (const entry of parsed.manifest.manifests) {
+        if (entry.platform === undefined || !target.images.some((image) => platformMatches(image.platform, entry.platform!))) continue;
+        manifests.push((await this.client.getManifest(withDigest(repoOf(target), entry.digest), call)).raw);
+      }
+    }
+    const scope = this.scopeOf(target);
+    for (const raw of manifests) {
+      const m = parseManifest(raw, undefined, what);
+      if (m.kind !== 'image') continue;
+      const image = target.images.find((i) => i.configDigest === m.manifest.config.digest && i.layers.length === m.manifest.layers.length);
+      if (image === undefined) continue;
+      for (const [i, layer] of image.layers.entries()) {
+        const d = m.manifest.layers[i]!;
+        if (!holdsCompressedBlob(layer) && layerCompression(d.mediaType) === this.compression) this.earlier.set(`${scope} ${layer.diffId}`, { digest: d.digest, size: d.size });
+      }
+    }
   }
 
   async hasBlob(target: CopyTarget, digest: Digest, options: PutOptions): Promise<boolean> {
@@ -108,6 +154,10 @@ export class RegistryDestination implements ImageDestination {
     }
     const docker = image.mediaType === MediaType.dockerManifest || image.mediaType === MediaType.dockerManifestList;
     const mediaType = layerMediaTypeFor(this.compression, docker && this.compression === 'gzip');
+    const known = this.earlier.get(`${this.scopeOf(target)} ${layer.diffId}`);
+    if (known !== undefined && (await this.hasBlob(target, known.digest, options))) {
+      return { descriptor: { mediaType, ...known }, existed: true, written: 0, present: known.size };
+    }
     let job = this.compressed.get(layer.diffId);
     if (job === undefined) {
       const forms = this.options.forms;

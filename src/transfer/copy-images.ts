@@ -25,7 +25,7 @@ export interface CopyOptions {
   onWarning?: (message: string) => void;
   /** Where a layer's bytes pass in a one-pass source: a destination that copies one at a time takes them in this order. */
   order?: (image: Image, index: number) => number;
-  /** After every byte is copied, before any name is set: a one-pass source reads to its end and checks it. */
+  /** After every blob is copied, before any manifest or name: a one-pass source reads to its end and checks it. */
   beforeNames?: () => Promise<void>;
 }
 
@@ -205,7 +205,6 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
       }
       tasks.sort((x, y) => x.key - y.key || x.seq - y.seq);
       for (const t of tasks) t.ctx.layers.get(t.image)![t.index] = await copyLayer(t.ctx, t.image, t.index);
-      for (const ctx of contexts) await finishTarget(ctx);
     } else {
       // Target by target (a second repository then mounts what the first received), each one's blobs at once.
       for (const ctx of contexts) {
@@ -216,11 +215,12 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
             ctx.layers.set(image, layers);
           }),
         );
-        await finishTarget(ctx);
       }
     }
-    // Names last: every image is complete in the destination before any name points at it.
+    // Manifests and names last: every blob is in the destination (and a one-pass source read to
+    // its end and checked) before any manifest or name points at it.
     await options.beforeNames?.();
+    for (const ctx of contexts) await finishTarget(ctx);
     for (const ctx of contexts) await destination.setRef(ctx.target, ctx.manifests, ctx.result.index, ctx.put);
   } catch (err) {
     // The first failure stops the other copies in flight; they settle before the destination is released.

@@ -62,7 +62,7 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
         }
       }
     }
-    source.expect(uses, (digest) => join(store.tmpDir, ownedName(`spool-${digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13)}`)));
+    source.expect(uses, (digest) => join(store.tmpDir, ownedName(`spool-${digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13)}`)), { destination: 'the store' });
     const results = await copyImages(source.targets, new StoreDestination(store, { keepBlobs, shareStacks: true }), {
       order: source.order,
       beforeNames: () => source.finish(),

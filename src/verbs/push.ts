@@ -5,7 +5,8 @@ import type { PushCompression } from '../io/layer-compress.js';
 import type { RegistryClient } from '../registry/client.js';
 import { RegistryDestination, type CompressedForms } from '../registry/registry-destination.js';
 import type { Reference } from '../oci/reference.js';
-import { copyImages } from '../transfer/copy-images.js';
+import type { CopyTarget } from '../oci/destination.js';
+import { copyImages, type CopyResult } from '../transfer/copy-images.js';
 import type { PushResult } from '../transfer/push-target.js';
 
 export type { PushedImage, PushResult } from '../transfer/push-target.js';
@@ -55,8 +56,13 @@ export async function pushImages(client: RegistryClient, requests: readonly Push
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
+  return pushResults(targets, copied);
+}
+
+/** What each target's copy into a registry gave, as push reports it. */
+export function pushResults(targets: readonly CopyTarget[], copied: readonly CopyResult[]): PushResult[] {
   return copied.map((c, i) => {
-    const request = requests[i]!;
+    const request = targets[i]!;
     const images = c.images.map((m) => ({ platform: m.platform, sourceDigest: m.sourceDigest, digest: m.digest, rewritten: m.digest !== m.sourceDigest }));
     const result: PushResult = {
       target: c.ref!,

@@ -1,12 +1,11 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { openBundleStream } from '../../bundle/index.js';
 import { FerryError, UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { familiarReference, formatReference, parseReference, type Reference } from '../../oci/reference.js';
 import { RegistryClient } from '../../registry/client.js';
 import { pushImages, type PushRequest, type PushResult } from '../../verbs/push.js';
-import { pushStreamedImages, type StreamedBlob } from '../../transfer/push-stream.js';
+import { pushBundle } from '../../verbs/push-bundle.js';
 import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
 import { ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
@@ -97,18 +96,12 @@ export const registerPush: Register = (program) => {
           const retarget = (ref: string): Reference => reroot(parseReference(ref), destination);
           if (flags.bundle !== undefined) {
             const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
-            const events = openBundleStream(flags.bundle, publicKey === undefined ? {} : { publicKey });
-            const first = await events.next();
-            if (first.done === true || first.value.type !== 'header') throw new FerryError('BUNDLE_INVALID', `${flags.bundle}: no header`);
-            const header = first.value.header;
-            const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
-              for await (const event of events) if (event.type === 'blob') yield event;
-            })();
-            results = await pushStreamedImages(client, header.images, blobs, {
-              retarget,
+            results = await pushBundle(client, flags.bundle, {
+              retarget: (ref) => retarget(ref),
               compression,
               jobs,
               onProgress: view.listener,
+              ...(publicKey === undefined ? {} : { publicKey }),
               ...(flags.tmpDir !== undefined ? { spoolDir: flags.tmpDir } : {}),
             });
           } else {
