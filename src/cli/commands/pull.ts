@@ -1,12 +1,11 @@
 import type { Command } from 'commander';
-import { UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { familiarReference, parseReference } from '../../oci/reference.js';
 import { RegistryClient } from '../../registry/client.js';
 import { defaultCacheDir } from '../../transfer/pull-cache.js';
 import { pullImages } from '../../verbs/pull.js';
 import { humanBytes, ProgressView } from '../progress.js';
-import { registryClientOptions } from '../registry-options.js';
+import { jobsFlag, registryClientOptions } from '../registry-options.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -18,13 +17,6 @@ interface PullFlags {
   keepBlobs?: boolean;
   quiet?: boolean;
   json?: boolean;
-}
-
-function jobsFlag(text: string | undefined): number {
-  if (text === undefined) return 4;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 32) throw new UsageError(`--jobs "${text}": expected a whole number from 1 to 32`);
-  return n;
 }
 
 /** `ferry pull [--platform P] IMAGE...`: registry straight into the store (the hosts of an isolated network, from the registry push fed). */

@@ -8,7 +8,7 @@ import { pushImages, type PushRequest, type PushResult } from '../../verbs/push.
 import { pushBundle } from '../../verbs/push-bundle.js';
 import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
 import { ProgressView } from '../progress.js';
-import { registryClientOptions } from '../registry-options.js';
+import { jobsFlag, registryClientOptions } from '../registry-options.js';
 import { openSource, parseSourceSpec } from '../../verbs/locations.js';
 import { openAllStoreNames, openStoreName, storeLayerCache } from '../../verbs/store-names.js';
 import { storeFromCommand } from '../store-options.js';
@@ -24,13 +24,6 @@ interface PushFlags {
   tmpDir?: string;
   quiet?: boolean;
   json?: boolean;
-}
-
-function jobsFlag(text: string | undefined): number {
-  if (text === undefined) return 4;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 32) throw new UsageError(`--jobs "${text}": expected a whole number from 1 to 32`);
-  return n;
 }
 
 function report(results: PushResult[], flags: PushFlags, compression: string): void {
