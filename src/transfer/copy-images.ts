@@ -126,7 +126,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   };
 
   const copyConfig = (ctx: Context, image: Image): Promise<BlobPut> => {
-    const { digest } = { digest: image.configDigest };
+    const digest = image.configDigest;
     const size = image.rawConfig.length;
     const bytes = image.rawConfig;
     const key = `${ctx.scope} ${digest}`;
