@@ -8,18 +8,19 @@ import { describe, expect, it } from 'vitest';
  * DESIGN's "Layout and who may import what", enforced. Imports point inward:
  *   errors.ts imports nothing; oci/ only oci/ and errors.ts (and node:*); io/ adds io/ and packages;
  *   the locations registry/, archive/, bundle/, store/ never import each other, transfer/, runtime/
- *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/; build/ may use
- *   store/ and runtime/ (a copy to the store whose RUN steps go through the runtime); nothing imports
- *   cli/; only cli/ and index.ts wire stages together. Type-only imports count: a type is a
+ *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/'s public API
+ *   (store/index.js); verbs/ (the use cases: a source, a destination, copyImages) wires locations to
+ *   transfer/, and only cli/ and index.ts import it; build/ may use store/ and runtime/ (a copy to
+ *   the store whose RUN steps go through the runtime); nothing imports cli/. Type-only imports count: a type is a
  *   dependency too. Also: relative specifiers end in .js, no default exports, no `any`.
  */
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 
 type Area =
-  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'build' | 'cli';
+  | 'errors' | 'index' | 'oci' | 'io' | 'registry' | 'archive' | 'bundle' | 'store' | 'transfer' | 'runtime' | 'build' | 'verbs' | 'cli';
 
-const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'build', 'cli']);
+const FOLDERS = new Set<Area>(['oci', 'io', 'registry', 'archive', 'bundle', 'store', 'transfer', 'runtime', 'build', 'verbs', 'cli']);
 const LOCATIONS: Area[] = ['registry', 'archive', 'bundle', 'store'];
 const INNER: Area[] = ['oci', 'io', 'errors'];
 
@@ -40,9 +41,29 @@ const RULES: Record<Area, Rule> = {
   runtime: { areas: ['runtime', 'store', ...INNER], packages: true },
   // A location-to-store copy (Dockerfile + context -> store) whose RUN steps go through the runtime.
   build: { areas: ['build', 'store', 'runtime', ...INNER], packages: true },
-  cli: { areas: ['cli', 'index', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
-  index: { areas: ['transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
+  // The use cases: each wires a source location and a destination to transfer's copyImages.
+  verbs: { areas: ['verbs', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  cli: { areas: ['cli', 'index', 'verbs', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
+  index: { areas: ['verbs', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
 };
+
+/**
+ * cli/ holds only the entry points, output, progress, option parsing and one file per command;
+ * library logic lives in its room (the locations, transfer/, verbs/).
+ */
+const CLI_FILES = new Set([
+  'cli/main.ts', 'cli/packed-main.ts', // entry points
+  'cli/output.ts', 'cli/image-json.ts', 'cli/progress.ts', // what is printed
+  'cli/registry-options.ts', 'cli/store-options.ts', 'cli/bundle-file.ts', // option parsing (--root, --ca-file, -f FILE)
+]);
+const isCliFile = (path: string): boolean => CLI_FILES.has(path) || /^cli\/commands\/[a-z-]+\.ts$/.test(path);
+
+/**
+ * The one concurrency limit is the transfer engine's: p-limit only in transfer/. Known debts,
+ * each to move into a copy: the registry client's per-host transfer slots and the bundle
+ * writer's tar measuring.
+ */
+const P_LIMIT_DEBTS = new Set(['registry/client.ts', 'bundle/write-bundle.ts']);
 
 /** The area of a path relative to src/ ('registry/auth.ts' -> registry), or undefined if unknown. */
 function areaOf(srcPath: string): Area | undefined {
@@ -94,7 +115,13 @@ function checkSources(files: Map<string, string>): string[] {
       continue;
     }
     const rule = RULES[area];
+    if (area === 'cli' && !isCliFile(path)) {
+      problems.push(`src/${path}: cli/ holds only main, output, progress, option parsing and commands/*.ts; move this logic to its room`);
+    }
     for (const { specifier, line } of specifiersOf(source)) {
+      if (specifier === 'p-limit' && area !== 'transfer' && !P_LIMIT_DEBTS.has(path)) {
+        problems.push(`${where(line)}: p-limit only in transfer/ (the one concurrency limit of copyImages)`);
+      }
       if (specifier.startsWith('node:')) {
         if (area === 'errors') problems.push(`${where(line)}: errors.ts imports nothing, but imports ${specifier}`);
         continue;
@@ -114,6 +141,8 @@ function checkSources(files: Map<string, string>): string[] {
         problems.push(`${where(line)}: "${specifier}" points outside DESIGN's layout`);
       } else if (targetArea === 'cli' && area !== 'cli') {
         problems.push(`${where(line)}: nothing imports cli/, but ${area} imports "${specifier}"`);
+      } else if (area === 'runtime' && targetArea === 'store' && target !== 'store/index.ts') {
+        problems.push(`${where(line)}: runtime/ uses the store's public API (store/index.js), not "${specifier}"`);
       } else if (!rule.areas.includes(targetArea)) {
         problems.push(`${where(line)}: ${area === 'errors' || area === 'index' ? `${area}.ts` : `${area}/`} may not import ${targetArea === 'errors' || targetArea === 'index' ? `${targetArea}.ts` : `${targetArea}/`} ("${specifier}")`);
       }
@@ -186,7 +215,16 @@ describe('architecture', () => {
   it('catches transfer/ naming a location, anything importing cli/, and runtime/ limits', () => {
     expect(check('transfer/a.ts', "import { s } from '../store/refs.js';")).toHaveLength(1);
     expect(check('transfer/a.ts', "import type { Image } from '../oci/image.js';")).toEqual([]);
-    expect(check('runtime/a.ts', "import { s } from '../store/refs.js';")).toEqual([]);
+    expect(check('runtime/a.ts', "import { s } from '../store/index.js';")).toEqual([]);
+    expect(check('runtime/a.ts', "import { s } from '../store/refs.js';")).toEqual([
+      'src/runtime/a.ts:1: runtime/ uses the store\'s public API (store/index.js), not "../store/refs.js"',
+    ]);
+    expect(check('runtime/a.ts', "import { c } from '../transfer/copy-images.js';")).toHaveLength(1);
+    expect(check('runtime/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
+    expect(check('store/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
+    expect(check('transfer/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
+    expect(check('verbs/a.ts', "import { c } from '../transfer/copy-images.js';\nimport { s } from '../store/index.js';")).toEqual([]);
+    expect(check('verbs/a.ts', "import { c } from '../cli/output.js';")).toHaveLength(1);
     expect(check('runtime/a.ts', "import { b } from '../bundle/format.js';")).toHaveLength(1);
     expect(check('build/a.ts', "import { r } from '../runtime/containers.js';\nimport { s } from '../store/index.js';")).toEqual([]);
     expect(check('build/a.ts', "import { r } from '../registry/client.js';")).toHaveLength(1);
@@ -197,6 +235,19 @@ describe('architecture', () => {
       "src/index.ts:1: nothing imports cli/, but index imports \"./cli/main.js\"",
     ]);
     expect(check('cli/commands/x.ts', "import { r } from '../../registry/transport.js';\nimport { o } from '../output.js';")).toEqual([]);
+  });
+
+  it('catches p-limit outside transfer/, and library logic in cli/', () => {
+    expect(check('transfer/a.ts', "import pLimit from 'p-limit';")).toEqual([]);
+    expect(check('store/a.ts', "import pLimit from 'p-limit';")).toEqual(['src/store/a.ts:1: p-limit only in transfer/ (the one concurrency limit of copyImages)']);
+    expect(check('archive/a.ts', "import { type LimitFunction } from 'p-limit';")).toHaveLength(1);
+    expect(check('cli/commands/a.ts', "import pLimit from 'p-limit';")).toHaveLength(1);
+    expect(check('cli/commands/pull.ts', 'export const x = 1;')).toEqual([]);
+    expect(check('cli/main.ts', 'export const x = 1;')).toEqual([]);
+    expect(check('cli/import-bundle.ts', 'export const x = 1;')).toEqual([
+      'src/cli/import-bundle.ts: cli/ holds only main, output, progress, option parsing and commands/*.ts; move this logic to its room',
+    ]);
+    expect(check('cli/commands/deep/a.ts', 'export const x = 1;')).toHaveLength(1);
   });
 
   it('catches default exports, any, specifiers without .js and files outside the layout', () => {

@@ -23,6 +23,7 @@ export { planBundle, rewriteManifest, type BundlePlan, type PlanOptions, type Pl
 export {
   writeBundle,
   planBundleFor,
+  checkWriteOptions,
   bundleTime,
   DEFAULT_LEVEL,
   DEFAULT_WINDOW_LOG,
@@ -50,3 +51,4 @@ export { ExcludeSet, excludeSetFromHeader, excludeSetFromInventory, loadExcludeS
 export { loadPrivateKey, loadPublicKey, privateKeyFrom, publicKeyFrom, signHeader, verifyHeaderSignature, writeKeyPair, type KeyPairFiles } from './sign.js';
 export { FAT32_MAX_FILE, MIN_VOLUME_SIZE, formatBytes, formatMemory, parseSize } from './size.js';
 export { locateBundle, checksumPath, volumePath, type BundleLocation, type VolumeInfo } from './volumes.js';
+export { openBundleSource, type OpenedBundle, type BundleSourceOptions, type BundleTarget } from './bundle-source.js';

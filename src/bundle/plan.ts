@@ -4,6 +4,7 @@ import type { Image, IndexInfo, Layer } from '../oci/image.js';
 import { checkLayers, parseManifest } from '../oci/manifest.js';
 import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
+import { rewriteManifest as rewriteLayers } from '../oci/rewrite-manifest.js';
 import { zstdDecodeMemory } from '../io/zstd.js';
 import {
   BLOBS_DIR,
@@ -135,20 +136,12 @@ function indexOf(source: PlanSource): IndexInfo | undefined {
 
 /** The manifest the layout points at in raw mode: same JSON, layers replaced by their raw tars. */
 export function rewriteManifest(image: Image, tarSizes: ReadonlyMap<Digest, number>, ref: string): Buffer {
-  const doc = JSON.parse(image.rawManifest.toString('utf8')) as Record<string, unknown>;
-  const rawLayers = Array.isArray(doc.layers) ? (doc.layers as unknown[]) : [];
-  doc.layers = image.layers.map((layer, i) => {
+  const layers = image.layers.map((layer) => {
     const size = tarSizes.get(layer.diffId);
     if (size === undefined) throw new FerryError('BUNDLE_INVALID', `plan bundle: image ${ref}: no tar size for layer ${layer.diffId}`);
-    const original = rawLayers[i];
-    const out: Record<string, unknown> = typeof original === 'object' && original !== null ? { ...(original as Record<string, unknown>) } : {};
-    out.mediaType = layerMediaTypeFor('none', dockerFamily(layer.descriptor.mediaType));
-    out.digest = layer.diffId;
-    out.size = size;
-    delete out.urls;
-    return out;
+    return { digest: layer.diffId, size, compression: 'none' as const };
   });
-  return Buffer.from(JSON.stringify(doc), 'utf8');
+  return rewriteLayers(image.rawManifest, image.mediaType, layers, `manifest of ${ref}`).raw;
 }
 
 /** Compute the bundle plan. Pure: the same sources and options give the same plan and bytes. */

@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pLimit from 'p-limit';
-import { FerryError, messageOf } from '../errors.js';
+import { FerryError, messageOf, UsageError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo, Layer } from '../oci/image.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
@@ -94,21 +94,26 @@ interface Resolved {
   jobs: number;
 }
 
+/** Check the options before any work (a bad level must not cost a pull): throws UsageError. */
+export function checkWriteOptions(options: WriteBundleOptions): void {
+  resolveOptions(options);
+}
+
 function resolveOptions(options: WriteBundleOptions): Resolved {
   const layers = options.layers ?? 'raw';
-  if (layers !== 'raw' && layers !== 'as-pulled') throw new FerryError('USAGE', `invalid layer encoding "${String(layers)}": use raw or as-pulled`);
+  if (layers !== 'raw' && layers !== 'as-pulled') throw new UsageError(`invalid layer encoding "${String(layers)}": use raw or as-pulled`);
   const level = options.level === 'max' ? MAX_LEVEL_ALIAS : options.level ?? DEFAULT_LEVEL;
   if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) {
-    throw new FerryError('USAGE', `invalid compression level ${String(options.level)}: use 1..${ZSTD_MAX_LEVEL} or max`);
+    throw new UsageError(`invalid compression level ${String(options.level)}: use 1..${ZSTD_MAX_LEVEL} or max`);
   }
   const windowLog = options.windowLog ?? DEFAULT_WINDOW_LOG;
   if (!Number.isInteger(windowLog) || windowLog < 10 || windowLog > 31) {
-    throw new FerryError('USAGE', `invalid window log ${String(options.windowLog)}: use 10..31 (27 = 128 MiB, what plain zstd reads)`);
+    throw new UsageError(`invalid window log ${String(options.windowLog)}: use 10..31 (27 = 128 MiB, what plain zstd reads)`);
   }
   const workers = options.workers ?? DEFAULT_WORKERS;
-  if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new FerryError('USAGE', `invalid worker count ${String(options.workers)}`);
+  if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new UsageError(`invalid worker count ${String(options.workers)}`);
   const jobs = options.jobs ?? 2;
-  if (!Number.isInteger(jobs) || jobs < 1) throw new FerryError('USAGE', `invalid job count ${String(options.jobs)}`);
+  if (!Number.isInteger(jobs) || jobs < 1) throw new UsageError(`invalid job count ${String(options.jobs)}`);
   return { layers, level, windowLog, workers, jobs };
 }
 

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 
 interface GlobalRegistryFlags {
@@ -22,4 +23,12 @@ export async function withRegistryClient<T>(command: Command, fn: (client: Regis
   } finally {
     client.close();
   }
+}
+
+/** `-j/--jobs N`: blobs moved to or from a registry at once. */
+export function jobsFlag(text: string | undefined): number {
+  if (text === undefined) return 4;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 32) throw new UsageError(`--jobs "${text}": expected a whole number from 1 to 32`);
+  return n;
 }

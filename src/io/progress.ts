@@ -1,13 +1,2 @@
-/**
- * Progress events of long operations (pulls, bundle writes, imports). Library code emits them;
- * only the CLI decides how to show them (live lines on a TTY, plain lines otherwise).
- */
-export type ProgressEvent =
-  | { kind: 'start'; id: string; label: string; total?: number }
-  | { kind: 'advance'; id: string; bytes: number }
-  | { kind: 'done'; id: string; label: string; bytes: number; skipped?: boolean }
-  | { kind: 'note'; message: string };
-
-export type ProgressListener = (event: ProgressEvent) => void;
-
-export const noProgress: ProgressListener = () => undefined;
+// The event type lives in oci/ beside the destination interface that carries it.
+export { noProgress, type ProgressEvent, type ProgressListener } from '../oci/progress-event.js';

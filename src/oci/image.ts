@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Descriptor } from './descriptor.js';
 import type { Digest } from './digest.js';
+import { layerCompression } from './media-types.js';
 import type { ImageConfig, ImageManifest } from './manifest.js';
 import type { Platform } from './platform.js';
 import type { Reference } from './reference.js';
@@ -80,4 +81,10 @@ export function withLayers(image: Image, layers: readonly Layer[]): Image {
     platform: image.platform,
     layers,
   };
+}
+
+/** A layer goes to a registry as it is when the location holds its compressed blob. */
+export function holdsCompressedBlob(layer: Layer): boolean {
+  const compression = layerCompression(layer.descriptor.mediaType);
+  return layer.stored === 'blob' && compression !== undefined && compression !== 'none';
 }

@@ -5,3 +5,5 @@ export * from './manifest.js';
 export * from './media-types.js';
 export * from './platform.js';
 export * from './reference.js';
+export * from './destination.js';
+export * from './progress-event.js';

@@ -1,4 +1,4 @@
-import { FerryError } from '../errors.js';
+import { UsageError } from '../errors.js';
 
 /** An image platform, as in an index entry or an image config. */
 export interface Platform {
@@ -44,7 +44,7 @@ export function normalizePlatform(p: Platform): Platform {
 export function parsePlatform(text: string): Platform {
   const parts = text.trim().split('/');
   if (parts.length < 2 || parts.length > 3 || parts.some((x) => x === '')) {
-    throw new FerryError('USAGE', `invalid platform "${text}": expected os/arch[/variant], e.g. linux/arm64`);
+    throw new UsageError(`invalid platform "${text}": expected os/arch[/variant], e.g. linux/arm64`);
   }
   const [os, architecture, variant] = parts as [string, string, string | undefined];
   return normalizePlatform(variant ? { os, architecture, variant } : { os, architecture });

@@ -13,7 +13,7 @@ import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
 import { parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { importImage, openStoreImageByDigest, type Store } from '../store/index.js';
-import { ownedName } from '../store/owner.js';
+import { ownedName } from '../store/index.js';
 import { containerCgroups } from './cgroups.js';
 import { commandLine } from './containers.js';
 import { upperLayerTar } from './layer-tar.js';

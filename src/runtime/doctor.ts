@@ -5,9 +5,9 @@ import { dirname, join, relative } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import { mountOf, parseMountInfo } from '../io/mounts.js';
 import { extractDirCandidates, nativePart, packedBuild, untrustedReason, type NativePartName } from '../io/native-parts.js';
-import { freeBytes, FREE_SPACE_RESERVE } from '../store/space.js';
-import { fsck } from '../store/fsck.js';
-import { openStore } from '../store/store.js';
+import { freeBytes, FREE_SPACE_RESERVE } from '../store/index.js';
+import { fsck } from '../store/index.js';
+import { openStore } from '../store/index.js';
 import { launch, LaunchError } from './launcher.js';
 import { findSlirp4netns } from './network.js';
 

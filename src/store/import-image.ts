@@ -1,13 +1,11 @@
-import { FerryError } from '../errors.js';
-import { shortDigest, type Digest } from '../oci/digest.js';
+import { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
-import { formatReference, type Reference } from '../oci/reference.js';
-import { decompressLayer } from '../io/layer-forms.js';
 import type { ProgressListener } from '../io/progress.js';
-import { chainIdOf, type UnpackLayerResult } from './layers.js';
-import { ensureFreeSpace } from './space.js';
+import { formatReference, type Reference } from '../oci/reference.js';
+import { chainIds } from './layers.js';
+import { StoreDestination } from './store-destination.js';
 import type { Store } from './store.js';
-import { tee } from '../io/tee.js';
 
 export interface ImportOptions {
   /** The name to record; default the image's own ref. No name: blobs and layers only. */
@@ -40,22 +38,15 @@ export interface ImportSummary {
 }
 
 /**
- * Copy any Image into the store: manifest and config blobs, each layer unpacked once (skipped
- * when its chainId is present), compressed blobs kept when the source has them, the ref LAST.
- * A crash at any point leaves the old state plus unreferenced content that gc removes.
+ * One local image (a container's commit, an image in memory) into the store, in the store
+ * destination's steps: config, layers bottom first, manifest, index, the ref LAST. Locations do not
+ * import the transfer engine, so the runtime's commit comes here; every verb that copies from
+ * another location goes through transfer's copyImages with the same StoreDestination.
  */
 export async function importImage(store: Store, image: Image, options: ImportOptions = {}): Promise<ImportSummary> {
-  const what = image.ref === undefined ? `image ${image.digest}` : formatReference(image.ref);
-  const diffIds = image.config.rootfs.diff_ids;
-  if (diffIds.length !== image.layers.length) {
-    throw new FerryError('INVALID_MANIFEST', `${what}: the manifest lists ${image.layers.length} layers but the config has ${diffIds.length} diff_ids`);
-  }
-  image.layers.forEach((layer, i) => {
-    if (layer.diffId !== diffIds[i]) {
-      throw new FerryError('INVALID_MANIFEST', `${what}: layer ${i} has diffId ${layer.diffId} but the config says ${String(diffIds[i])}`);
-    }
-  });
-  const keepBlobs = options.keepBlobs ?? true;
+  const destination = new StoreDestination(store, options.keepBlobs === undefined ? {} : { keepBlobs: options.keepBlobs });
+  const ref = options.ref ?? image.ref;
+  const target = { ref, images: [image], ...(options.index ? { index: options.index } : {}) };
   const summary: ImportSummary = {
     manifestDigest: image.digest,
     name: undefined,
@@ -67,9 +58,13 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
     blobsPresent: 0,
     warnings: [],
   };
-  const warn = (message: string): void => {
-    summary.warnings.push(message);
-    options.onWarning?.(message);
+  const put = {
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    onWarning: (m: string): void => {
+      summary.warnings.push(m);
+      options.onWarning?.(m);
+    },
   };
   const count = (r: { written: number; existed: boolean }, size: number): void => {
     if (r.existed) {
@@ -80,104 +75,34 @@ export async function importImage(store: Store, image: Image, options: ImportOpt
       summary.bytesWritten += r.written;
     }
   };
-  const ingestOptions = (w: string): { what: string; signal?: AbortSignal } => (options.signal ? { what: w, signal: options.signal } : { what: w });
-
-  const lease = await store.lease();
   try {
-    // Space: what is not there yet, as far as the source knows its sizes.
-    let needed = 0;
-    let parent: Digest | undefined;
-    for (const layer of image.layers) {
-      parent = chainIdOf(parent, layer.diffId);
-      if (!(await store.layers.has(parent))) {
-        needed += layer.tarSize ?? layer.descriptor.size * 3;
-        if (keepBlobs && layer.stored === 'blob') needed += layer.descriptor.size;
-      }
-    }
-    await ensureFreeSpace(store.root, needed, `import ${what}`);
-
-    count(await store.blobs.put(image.rawConfig, image.configDigest, ingestOptions(`config of ${what}`)), image.rawConfig.length);
-    count(await store.blobs.put(image.rawManifest, image.digest, ingestOptions(`manifest of ${what}`)), image.rawManifest.length);
-    if (options.index) count(await store.blobs.put(options.index.raw, options.index.digest, ingestOptions(`index of ${what}`)), options.index.raw.length);
-
-    parent = undefined;
+    await destination.prepare(target);
+    const config = image.rawConfig;
+    count(await destination.putBlob(target, { digest: image.configDigest, size: config.length }, async () => Readable.from([config]), { ...put, kind: 'config' }), config.length);
+    const chain = chainIds(image.layers.map((l) => l.diffId));
+    const layers = [];
     for (const [index, layer] of image.layers.entries()) {
-      const chainId = chainIdOf(parent, layer.diffId);
-      const layerWhat = `${what} layer ${index} (${layer.descriptor.digest})`;
-      const keepBlob = keepBlobs && layer.stored === 'blob' && layer.descriptor.digest !== layer.diffId;
-      if (await store.layers.has(chainId)) {
-        summary.layersSkipped++;
-        summary.bytesPresent += layer.tarSize ?? (await store.layers.meta(chainId))?.size ?? 0;
-        if (keepBlob && !(await store.blobs.has(layer.descriptor.digest))) {
-          count(await store.blobs.ingest(await layer.blob(options), layer.descriptor.digest, layer.descriptor.size, ingestOptions(`blob of ${layerWhat}`)), layer.descriptor.size);
-        }
-        options.onLayer?.({ index, diffId: layer.diffId, chainId, skipped: true, bytes: 0 });
-        options.onProgress?.({ kind: 'done', id: chainId, label: `layer ${shortDigest(layer.diffId)}`, bytes: layer.tarSize ?? 0, skipped: true });
-      } else {
-        const label = `layer ${shortDigest(layer.diffId)}`;
-        const progress = options.onProgress;
-        progress?.({ kind: 'start', id: chainId, label, ...(layer.tarSize === undefined ? {} : { total: layer.tarSize }) });
-        const unpackOptions = {
-          what: layerWhat,
-          onWarning: warn,
-          ...(progress ? { onBytes: (bytes: number) => progress({ kind: 'advance', id: chainId, bytes }) } : {}),
-        };
-        let result: UnpackLayerResult;
-        if (keepBlob && !(await store.blobs.has(layer.descriptor.digest))) {
-          // One read of the blob feeds both the content store and the unpacker.
-          const blob = await layer.blob(options);
-          const [toStore, toUnpack] = tee(blob);
-          const tar = decompressLayer(toUnpack, layer.descriptor.mediaType, layerWhat);
-          const [ingested, unpacked] = await settleBoth(
-            store.blobs.ingest(toStore, layer.descriptor.digest, layer.descriptor.size, ingestOptions(`blob of ${layerWhat}`)),
-            store.layers.unpack(tar, layer.diffId, parent, unpackOptions),
-            (err) => blob.destroy(err),
-          );
-          count(ingested, layer.descriptor.size);
-          result = unpacked;
-        } else {
-          result = await store.layers.unpack(await layer.tar(options), layer.diffId, parent, unpackOptions);
-        }
-        if (result.skipped) {
-          summary.layersSkipped++;
-          summary.bytesPresent += result.size;
-        } else {
-          summary.layersUnpacked++;
-          summary.bytesWritten += result.size;
-        }
-        options.onLayer?.({ index, diffId: layer.diffId, chainId, skipped: result.skipped, bytes: result.size });
-        progress?.({ kind: 'done', id: chainId, label, bytes: result.size, skipped: result.skipped });
-      }
-      await store.layers.addCompressedDigest(chainId, layer.descriptor.digest);
-      parent = chainId;
+      const r = await destination.putLayer(target, image, index, put);
+      layers.push(r);
+      if (r.existed) summary.layersSkipped++;
+      else summary.layersUnpacked++;
+      summary.bytesWritten += r.written;
+      summary.bytesPresent += r.present;
+      options.onLayer?.({ index, diffId: layer.diffId, chainId: chain[index]!, skipped: r.existed, bytes: r.existed ? 0 : r.written });
     }
-
-    const ref = options.ref ?? image.ref;
-    if (ref !== undefined) {
-      const name = formatReference(ref);
-      const entry: Parameters<Store['setRef']>[0] = { name, manifestDigest: image.digest, mediaType: image.mediaType, platform: image.platform };
-      if (options.index) entry.indexDigest = options.index.digest;
-      await store.setRef(entry);
-      summary.name = name;
-    }
-    return summary;
-  } finally {
-    await lease.release();
-  }
-}
-
-
-/** Await two tasks fed by one stream: when one fails, abort the source so the other ends too. */
-async function settleBoth<A, B>(a: Promise<A>, b: Promise<B>, abort: (err: Error) => void): Promise<[A, B]> {
-  const onError = (err: unknown): never => {
-    abort(err instanceof Error ? err : new Error(String(err)));
+    // Counted here; putManifest and putIndex then find them present.
+    const raw = image.rawManifest;
+    count(await destination.putBlob(target, { digest: image.digest, size: raw.length }, async () => Readable.from([raw]), { ...put, kind: 'manifest' }), raw.length);
+    const indexInfo = options.index;
+    if (indexInfo) count(await destination.putBlob(target, { digest: indexInfo.digest, size: indexInfo.raw.length }, async () => Readable.from([indexInfo.raw]), { ...put, kind: 'index' }), indexInfo.raw.length);
+    const manifest = await destination.putManifest(target, image, layers, put);
+    const index = await destination.putIndex(target, [manifest], put);
+    await destination.setRef(target, [manifest], index);
+    if (ref !== undefined) summary.name = formatReference(ref);
+  } catch (err) {
+    await destination.abort();
     throw err;
-  };
-  const [ra, rb] = await Promise.allSettled([a.catch(onError), b.catch(onError)]);
-  if (ra.status === 'rejected' || rb.status === 'rejected') {
-    // The first real failure is the cause; the other side usually just saw the abort.
-    const errors = [ra, rb].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
-    throw errors.find((e) => e instanceof FerryError) ?? errors[0];
   }
-  return [ra.value, rb.value];
+  await destination.commit();
+  return summary;
 }

@@ -12,3 +12,5 @@ export * from './store.js';
 export * from './store-image.js';
 export * from './tar-reader.js';
 export * from './unpack.js';
+export * from './store-destination.js';
+export * from './owner.js';

@@ -133,7 +133,9 @@ export async function matchStoreImages(store: Store, text: string): Promise<Stor
       return { entries: found.map((f) => f.entry), by: found[0]!.by };
     }
   }
-  throw new FerryError('NOT_FOUND', `image ${text} is not in the store`, { hint: 'ferry images lists what is there (name or image ID); ferry import loads images' });
+  throw new FerryError('NOT_FOUND', `image ${text} is not in the store`, {
+    hint: `ferry images lists what is there (name or image ID); ferry pull ${text} fetches it from a registry; ferry import loads a bundle or archive`,
+  });
 }
 
 /** The config digest a stored manifest names; undefined when the manifest is missing or damaged (fsck's business). */

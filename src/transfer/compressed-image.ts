@@ -2,12 +2,13 @@ import { FerryError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import type { Image, Layer, OpenOptions } from '../oci/image.js';
 import { parseImageConfig, parseManifest } from '../oci/manifest.js';
-import { MediaType, layerCompression } from '../oci/media-types.js';
+import { MediaType } from '../oci/media-types.js';
 import { formatReference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
+import { holdsCompressedBlob } from '../oci/image.js';
 import type { CompressedLayerCache } from './compressed-cache.js';
 import type { PushCompression } from './push-target.js';
-import { rewriteManifest } from './rewrite-manifest.js';
+import { rewriteManifest } from '../oci/rewrite-manifest.js';
 
 /**
  * Images with some layers in another form, so that every location can serve them as a registry
@@ -70,11 +71,7 @@ export function replaceLayers(image: Image, replacements: ReadonlyArray<Layer | 
   return rebuild(image, Buffer.from(JSON.stringify(out)), image.mediaType, rawConfig, layers);
 }
 
-/** A layer goes to a registry as it is when the location holds its compressed blob. */
-export function holdsCompressedBlob(layer: Layer): boolean {
-  const compression = layerCompression(layer.descriptor.mediaType);
-  return layer.stored === 'blob' && compression !== undefined && compression !== 'none';
-}
+export { holdsCompressedBlob } from '../oci/image.js';
 
 /**
  * The image with every layer it holds only as a tar compressed into `cache` (once; later calls

@@ -4,13 +4,14 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pLimit from 'p-limit';
 import { FerryError, messageOf } from '../errors.js';
 import { digestHex, type Digest } from '../oci/digest.js';
 import { withLayers, type Image, type Layer } from '../oci/image.js';
 import { syncDir, tempPathFor, writeFileAtomic } from '../io/atomic-file.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { noProgress, type ProgressListener } from '../io/progress.js';
+import type { BlobPut, CopyTarget, ImageDestination, LayerPut, ManifestPut, PutOptions } from '../oci/destination.js';
+import { copyImages } from './copy-images.js';
 
 /**
  * A content-addressed cache of pulled blobs, so an interrupted export run again fetches only what
@@ -24,9 +25,6 @@ export interface PullCacheOptions {
   signal?: AbortSignal;
   onProgress?: ProgressListener;
 }
-
-/** How often a blob that arrives damaged is fetched again before the export gives up. */
-const MAX_DAMAGED_ATTEMPTS = 3;
 
 interface LayerRecord {
   diffId: Digest;
@@ -130,72 +128,114 @@ export interface CacheSummary {
 }
 
 /**
- * Bring every layer blob of `images` into the cache (concurrently, `jobs` at a time), measure each
- * layer's tar once, and return the images with layers that read from the cache.
+ * The pull cache as a copy destination: each layer blob enters verified (the source layer's
+ * blob() checks the digest) and is renamed into place only when complete; its tar is measured
+ * once and the record kept beside it. Configs and manifests travel with the image, not here.
+ */
+export class PullCacheDestination implements ImageDestination {
+  readonly name: string;
+  readonly maxConcurrency = Number.POSITIVE_INFINITY;
+  /** Layer blob digest -> its diffId and tar size, as recorded. */
+  readonly records = new Map<Digest, LayerRecord>();
+
+  constructor(readonly cache: PullCache) {
+    this.name = `pull cache ${cache.dir}`;
+  }
+
+  scopeOf(): string {
+    return '';
+  }
+
+  layerKey(_target: CopyTarget, image: Image, index: number): string {
+    return image.layers[index]!.descriptor.digest;
+  }
+
+  async prepare(): Promise<void> {}
+
+  async hasBlob(): Promise<boolean> {
+    return true;
+  }
+
+  /** Configs and manifests are small and travel with the image: nothing to keep here. */
+  async putBlob(): Promise<BlobPut> {
+    return { written: 0, existed: true };
+  }
+
+  async putLayer(_target: CopyTarget, image: Image, index: number, options: PutOptions): Promise<LayerPut> {
+    const layer = image.layers[index]!;
+    const { digest, size } = layer.descriptor;
+    const id = digest;
+    const label = `layer ${digest.slice(7, 19)}`;
+    const progress = options.onProgress ?? noProgress;
+    const existed = await this.cache.has(digest, size);
+    if (existed) progress({ kind: 'done', id, label, bytes: size, skipped: true });
+    else {
+      progress({ kind: 'start', id, label, total: size });
+      try {
+        await this.cache.put(digest, await layer.blob(options.signal ? { signal: options.signal } : {}), (n) => progress({ kind: 'advance', id, bytes: n }));
+      } catch (err) {
+        // The code stays (a damaged blob is fetched again by the engine); the message names the layer.
+        throw new FerryError(err instanceof FerryError ? err.code : 'IO_ERROR', `pull ${label}: ${messageOf(err)}`, {
+          cause: err,
+          hint: 'run it again: blobs already pulled are kept in the cache and not fetched twice',
+        });
+      }
+      progress({ kind: 'done', id, label, bytes: size });
+    }
+    let record = await this.cache.readRecord(digest);
+    if (record === undefined || record.diffId !== layer.diffId) {
+      const tarSize = await countBytes(await cachedLayer(this.cache, layer).tar());
+      record = { diffId: layer.diffId, tarSize };
+      await this.cache.writeRecord(digest, record);
+    }
+    this.records.set(digest, record);
+    return { descriptor: layer.descriptor, existed, written: existed ? 0 : size, present: existed ? size : 0 };
+  }
+
+  async putManifest(_target: CopyTarget, image: Image): Promise<ManifestPut> {
+    return { digest: image.digest, mediaType: image.mediaType, size: image.rawManifest.length, sourceDigest: image.digest };
+  }
+
+  async putIndex(): Promise<undefined> {
+    return undefined;
+  }
+
+  async setRef(): Promise<void> {}
+
+  async commit(): Promise<void> {}
+
+  /** Blobs renamed into place stay: a rerun finds them. */
+  async abort(): Promise<void> {}
+}
+
+/**
+ * Bring every layer blob of `images` into the cache (the transfer engine, `jobs` at a time), measure
+ * each layer's tar once, and return the images with layers that read from the cache.
  */
 export async function cacheImages(images: Image[], options: PullCacheOptions): Promise<{ images: Image[]; summary: CacheSummary }> {
-  const cache = new PullCache(options.dir);
-  const progress = options.onProgress ?? noProgress;
-  const limit = pLimit(Math.max(1, options.jobs ?? 4));
-  const summary: CacheSummary = { fetched: 0, fetchedBytes: 0, reused: 0, reusedBytes: 0 };
-  const unique = new Map<Digest, Layer>();
-  for (const image of images) for (const layer of image.layers) unique.set(layer.descriptor.digest, layer);
-
-  const records = new Map<Digest, LayerRecord>();
-  await Promise.all(
-    [...unique.values()].map((layer) =>
-      limit(async () => {
-        const { digest, size } = layer.descriptor;
-        const id = digest;
-        const label = `layer ${digest.slice(7, 19)}`;
-        if (await cache.has(digest, size)) {
-          summary.reused++;
-          summary.reusedBytes += size;
-          progress({ kind: 'done', id, label, bytes: size, skipped: true });
-        } else {
-          progress({ kind: 'start', id, label, total: size });
-          try {
-            // A blob that arrives damaged is never kept; each blob() call is a fresh fetch, so try again.
-            for (let attempt = 1; ; attempt++) {
-              try {
-                await cache.put(digest, await layer.blob(options.signal ? { signal: options.signal } : {}), (n) =>
-                  progress({ kind: 'advance', id, bytes: n }),
-                );
-                break;
-              } catch (err) {
-                const damaged = err instanceof FerryError && (err.code === 'DIGEST_MISMATCH' || err.code === 'SIZE_MISMATCH');
-                if (!damaged || attempt >= MAX_DAMAGED_ATTEMPTS) throw err;
-                progress({ kind: 'note', message: `${label}: ${err.message}; fetching it again` });
-              }
-            }
-          } catch (err) {
-            throw new FerryError(
-              (err instanceof FerryError ? err.code : 'IO_ERROR'),
-              `pull ${label}: ${messageOf(err)}`,
-              { cause: err, hint: 'run the export again: blobs already pulled are kept in the cache and not fetched twice' },
-            );
-          }
-          summary.fetched++;
-          summary.fetchedBytes += size;
-          progress({ kind: 'done', id, label, bytes: size });
-        }
-        let record = await cache.readRecord(digest);
-        if (record === undefined || record.diffId !== layer.diffId) {
-          const tarSize = await countBytes(await cachedLayer(cache, layer).tar());
-          record = { diffId: layer.diffId, tarSize };
-          await cache.writeRecord(digest, record);
-        }
-        records.set(digest, record);
-      }),
-    ),
+  const destination = new PullCacheDestination(new PullCache(options.dir));
+  const results = await copyImages(
+    images.map((image) => ({ ref: undefined, images: [image] })),
+    destination,
+    {
+      jobs: Math.max(1, options.jobs ?? 4),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    },
   );
-
+  const summary: CacheSummary = { fetched: 0, fetchedBytes: 0, reused: 0, reusedBytes: 0 };
+  for (const r of results) {
+    summary.fetched += r.layersWritten;
+    summary.fetchedBytes += r.bytesWritten;
+    summary.reused += r.layersPresent;
+    summary.reusedBytes += r.bytesPresent;
+  }
   const cached = images.map((image) =>
     withLayers(
       image,
       image.layers.map((layer) => {
-        const record = records.get(layer.descriptor.digest);
-        const l = cachedLayer(cache, layer);
+        const record = destination.records.get(layer.descriptor.digest);
+        const l = cachedLayer(destination.cache, layer);
         return record ? { ...l, tarSize: record.tarSize } : l;
       }),
     ),

@@ -1,11 +1,10 @@
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { createGzip, constants as zlibConstants } from 'node:zlib';
+import type { Readable } from 'node:stream';
 import { UsageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { shortDigest } from '../oci/digest.js';
-import { chain } from '../io/layer-forms.js';
+import { CopyProgress } from '../io/copy-progress.js';
 import type { ProgressListener } from '../io/progress.js';
-import { zstdCompressStream } from '../io/zstd.js';
+import type { Platform } from '../oci/platform.js';
 import { parseReference, type Reference } from '../oci/reference.js';
 
 /**
@@ -38,28 +37,7 @@ export interface PushTarget {
   getManifest(ref: Reference, options?: { signal?: AbortSignal }): Promise<{ digest: Digest; mediaType: string; raw: Buffer }>;
 }
 
-/** How layers held uncompressed are compressed for a registry. */
-export type PushCompression = 'gzip' | 'zstd';
-
-export function parseCompression(text: string | undefined): PushCompression {
-  if (text === undefined || text === 'gzip') return 'gzip';
-  if (text === 'zstd') return 'zstd';
-  throw new UsageError(`--compress "${text}": use gzip or zstd`, { hint: 'gzip is read by every engine; zstd needs containerd 1.5+, docker 23+ or podman 3+' });
-}
-
-/**
- * A compressor whose output depends only on its input: the same layer compresses to the same
- * digest on every push and every `ferry serve`, so a second push finds its blobs present.
- */
-export function compressor(compression: PushCompression): Transform {
-  if (compression === 'gzip') return createGzip({ level: zlibConstants.Z_DEFAULT_COMPRESSION });
-  // Single-threaded: zstd's output is deterministic for a given level either way, and pushes run several at once.
-  return zstdCompressStream({ level: 3, workers: 0 });
-}
-
-export function compress(tar: Readable, compression: PushCompression): Readable {
-  return chain(tar, compressor(compression));
-}
+export { compress, compressor, parseCompression, type PushCompression } from '../io/layer-compress.js';
 
 /**
  * `--all REGISTRY[/PREFIX]` naming: the source registry is replaced, the repository path kept:
@@ -95,60 +73,32 @@ export function repoText(repo: Repository): string {
   return `${repo.registry}/${repo.repository}`;
 }
 
-/** Counts bytes as they pass, for progress lines. */
-class Counter extends Transform {
-  constructor(private readonly onBytes: (n: number) => void) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.onBytes(chunk.length);
-    done(null, chunk);
+/** Progress of one blob going to one repository (see CopyProgress). */
+export class BlobProgress extends CopyProgress {
+  constructor(listener: ProgressListener | undefined, kind: string, digest: Digest, repo: Repository, total: number | undefined) {
+    super(listener, `${kind}:${digest}:${repoText(repo)}`, `push ${kind} ${shortDigest(digest)} to ${repo.repository}`, total);
   }
 }
 
-/**
- * Progress for one blob going to one repository: every `open` (a retry too) starts the count again,
- * and `settle` reports how it ended (present and mounted blobs as skipped).
- */
-export class BlobProgress {
-  private readonly id: string;
-  private readonly label: string;
-  private sent = 0;
-  private started = false;
-
-  constructor(
-    private readonly listener: ProgressListener | undefined,
-    kind: string,
-    digest: Digest,
-    repo: Repository,
-    private readonly total: number | undefined,
-  ) {
-    this.id = `${kind}:${digest}:${repoText(repo)}`;
-    this.label = `push ${kind} ${shortDigest(digest)} to ${repo.repository}`;
-  }
-
-  wrap(open: OpenBlob): OpenBlob {
-    return async (signal) => {
-      const stream = await open(signal);
-      this.sent = 0;
-      this.started = true;
-      this.listener?.({ kind: 'start', id: this.id, label: this.label, ...(this.total !== undefined ? { total: this.total } : {}) });
-      return chain(
-        stream,
-        new Counter((n) => {
-          this.sent += n;
-          this.listener?.({ kind: 'advance', id: this.id, bytes: n });
-        }),
-      );
-    };
-  }
-
-  settle(result: BlobPushResult, size: number): void {
-    if (result !== 'uploaded') {
-      if (!this.started) this.listener?.({ kind: 'start', id: this.id, label: this.label });
-      this.listener?.({ kind: 'done', id: this.id, label: `${this.label} (${result === 'mounted' ? 'mounted' : 'present'})`, bytes: size, skipped: true });
-      return;
-    }
-    this.listener?.({ kind: 'done', id: this.id, label: this.label, bytes: this.sent || size });
-  }
+export interface PushedImage {
+  platform: Platform;
+  /** The manifest digest in the source. */
+  sourceDigest: Digest;
+  /** The manifest digest pushed: the same unless layers were compressed. */
+  digest: Digest;
+  rewritten: boolean;
 }
+
+export interface PushResult {
+  /** Full reference pushed, with its tag. */
+  target: string;
+  /** What the tag points at: the manifest, or the index. */
+  digest: Digest;
+  images: PushedImage[];
+  index?: { sourceDigest: Digest | undefined; digest: Digest; rewritten: boolean };
+  /** Blobs uploaded / found present / mounted, over this request. */
+  uploaded: number;
+  present: number;
+  mounted: number;
+}
+

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openOciLayout } from '../../src/archive/index.js';
-import { contentFromImages } from '../../src/cli/serve-content.js';
+import { contentFromImages } from '../../src/registry/served-content.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { parseRange, startRegistryServer, type RegistryServer } from '../../src/registry/server.js';
 import { runFerry } from '../helpers/ferry.js';

@@ -1,17 +1,19 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { Transform, type Readable } from 'node:stream';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { openDockerArchive, openOciLayout } from '../../src/archive/index.js';
-import { openBundleStream, writeBundle } from '../../src/bundle/index.js';
+import { writeBundle } from '../../src/bundle/index.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { CompressedLayerCache } from '../../src/transfer/compressed-cache.js';
-import { pushImages } from '../../src/transfer/push-images.js';
-import { pushStreamedImages, type StreamedBlob } from '../../src/transfer/push-stream.js';
+import { pushImages } from '../../src/verbs/push.js';
+import { pushBundle } from '../../src/verbs/push-bundle.js';
 import { parseDestination, reroot } from '../../src/transfer/push-target.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
@@ -84,14 +86,8 @@ describe('push from a bundle stream', () => {
       { kind: 'status', match: /^PUT .*[?&]digest=/, status: 503 },
       { kind: 'status', match: /^PUT .*\/manifests\//, status: 500 },
     ]);
-    const events = openBundleStream(bundle);
-    const first = await events.next();
-    if (first.done === true || first.value.type !== 'header') throw new Error('no header');
-    const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
-      for await (const e of events) if (e.type === 'blob') yield e;
-    })();
     const destination = parseDestination(`${proxy.host}/mirror`);
-    const results = await pushStreamedImages(client, first.value.header.images, blobs, { retarget: (r) => reroot(parseReference(r), destination), jobs: 2, spoolDir: join(work, 'spool') });
+    const results = await pushBundle(client, bundle, { retarget: (r) => reroot(parseReference(r), destination), jobs: 2, spoolDir: join(work, 'spool') });
     expect(proxy.pendingFaults()).toEqual([]);
     expect(results.map((r) => r.target).sort()).toEqual(['app', 'big', 'multi'].map((n) => `${proxy.host}/mirror/library/${n}:1`));
     // gzip of the raw tars: node's gzip at the default level, as the test images were made, so here even the digests match.
@@ -107,19 +103,27 @@ describe('push from a bundle stream', () => {
     expect((await readdirSafe(join(work, 'spool')))).toEqual([]);
 
     // Pushed again: the earlier push's manifests name the compressed layers, so nothing is compressed or sent.
-    const again = openBundleStream(bundle);
-    const header = await again.next();
-    if (header.done === true || header.value.type !== 'header') throw new Error('no header');
-    const blobs2 = (async function* (): AsyncGenerator<StreamedBlob> {
-      for await (const e of again) if (e.type === 'blob') yield e;
-    })();
     proxy.requests.length = 0;
-    const second = await pushStreamedImages(client, header.value.header.images, blobs2, { retarget: (r) => reroot(parseReference(r), destination) });
+    const second = await pushBundle(client, bundle, { retarget: (r) => reroot(parseReference(r), destination) });
     expect(second.map((r) => r.uploaded)).toEqual([0, 0, 0]);
     expect(second.map((r) => r.digest).sort()).toEqual(results.map((r) => r.digest).sort());
     expect(proxy.requests.filter((r) => r.method === 'PATCH' || r.method === 'POST')).toEqual([]);
   });
 });
+
+/** The bundle file as a stream that pauses 1.1 s twice while its layers flow (past its header, manifests and configs). */
+function slowly(path: string): Readable {
+  let chunks = 0;
+  return createReadStream(path, { highWaterMark: 16 * 1024 }).pipe(
+    new Transform({
+      transform(chunk: Buffer, _enc, done): void {
+        chunks++;
+        if (chunks === 3 || chunks === 6) setTimeout(() => done(null, chunk), 1100);
+        else done(null, chunk);
+      },
+    }),
+  );
+}
 
 async function readdirSafe(dir: string): Promise<string[]> {
   const { readdir } = await import('node:fs/promises');
@@ -182,18 +186,8 @@ describe('push from a bundle stream with token auth', () => {
       const resolved = await openOciLayout(layout.dir, 'app', 'all');
       const bundle = join(work, 'token.tar.zst');
       await writeBundle(resolved.images.map((image) => ({ ref: 'docker.io/library/app:1', image })), bundle, {});
-      const events = openBundleStream(bundle);
-      const first = await events.next();
-      if (first.done === true || first.value.type !== 'header') throw new Error('no header');
-      const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
-        for await (const e of events) {
-          if (e.type !== 'blob') continue;
-          // Let the 1 s token run out between layers: the later upload needs a new one.
-          if (e.kind === 'layer') await new Promise((r) => setTimeout(r, 1100));
-          yield e;
-        }
-      })();
-      const [result] = await pushStreamedImages(authed, first.value.header.images, blobs, { retarget: (r) => reroot(parseReference(r), parseDestination(`${secured.host}/t`)) });
+      // Let the 1 s token run out while the layers flow: the later uploads need a new one.
+      const [result] = await pushBundle(authed, slowly(bundle), { retarget: (r) => reroot(parseReference(r), parseDestination(`${secured.host}/t`)) });
       expect(result!.digest).toBe(layout.refs.app);
       expect(secured.tokenRequests!.length).toBeGreaterThan(1);
       const { stdout } = await run('skopeo', ['inspect', '--tls-verify=false', '--creds', `${secured.username}:${secured.password}`, `docker://${secured.host}/t/library/app:1`]);

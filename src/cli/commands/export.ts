@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { access } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { writeBundle, loadExcludeSet, parseSize, type BundleOutput, type BundleSource, type WriteBundleOptions } from '../../bundle/index.js';
+import { checkWriteOptions, writeBundle, loadExcludeSet, parseSize, type BundleOutput, type BundleSource, type WriteBundleOptions } from '../../bundle/index.js';
 import { loadPrivateKey } from '../../bundle/sign.js';
 import { carryFile } from '../../bundle/tools.js';
 import { FerryError, UsageError } from '../../errors.js';
@@ -15,7 +15,7 @@ import { loadBundleDefinition } from '../bundle-file.js';
 import { humanBytes, ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
 import { existingStore } from '../store-options.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
 import type { Register } from './index.js';
 
 interface ExportFlags {
@@ -101,8 +101,29 @@ export const registerExport: Register = (program) => {
       const splitText = flags.split ?? defaults.split;
       if (splitText !== undefined && outputPath === '-') throw new UsageError('--split cannot be used with -o - (stdout)');
       if (flags.withFerry === true && outputPath === '-') throw new UsageError('--with-ferry cannot be used with -o - (stdout)', { hint: 'write the bundle to a file; the executable goes beside it' });
-      const carried = flags.withFerry === true ? await ferryExecutable() : undefined;
+      const options: WriteBundleOptions = {};
+      const layers = flags.layers ?? defaults.layers;
+      if (layers !== undefined) {
+        if (layers !== 'raw' && layers !== 'as-pulled') throw new UsageError(`--layers "${layers}": use raw or as-pulled`);
+        options.layers = layers;
+      }
+      const level = flags.level ?? (defaults.level === undefined ? undefined : String(defaults.level));
+      if (level !== undefined) options.level = level === 'max' ? 'max' : (intFlag(level, 'level') ?? 9);
+      const windowLog = intFlag(flags.windowLog, 'window-log') ?? defaults.windowLog;
+      if (windowLog !== undefined) options.windowLog = windowLog;
+      const workers = intFlag(flags.workers, 'workers');
+      if (workers !== undefined) options.workers = workers;
+      const jobs = intFlag(flags.jobs, 'jobs');
+      if (jobs !== undefined) options.jobs = Math.min(jobs, 4);
+      checkWriteOptions(options);
+      if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
+      if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
+      // Platforms too: a usage error must cost neither a pull nor a store lock.
+      const platformsOf = new Map(requests.map((r) => [r, parsePlatformList(r.platforms)]));
+      const jobsFlag = intFlag(flags.jobs, 'jobs') ?? 4;
+      if (jobsFlag < 1) throw new UsageError(`--jobs "${String(flags.jobs)}": expected at least 1`);
       const output: BundleOutput = outputPath === '-' ? process.stdout : splitText === undefined ? outputPath : { path: outputPath, split: parseSize(splitText) };
+      const carried = flags.withFerry === true ? await ferryExecutable() : undefined;
       const quiet = flags.quiet === true;
       const view = new ProgressView(process.stderr, quiet);
 
@@ -116,7 +137,7 @@ export const registerExport: Register = (program) => {
         const fromRegistry = new Set<Image>();
         for (const request of requests) {
           const source = await openSource(request.text, {
-            platforms: parsePlatformList(request.platforms),
+            platforms: platformsOf.get(request)!,
             client: getClient,
             ...(store === undefined ? {} : { store }),
           });
@@ -134,7 +155,7 @@ export const registerExport: Register = (program) => {
           const remote = sources.filter((s) => fromRegistry.has(s.image));
           const { images: cached, summary } = await cacheImages(
             remote.map((s) => s.image),
-            { dir: flags.cacheDir ?? defaultCacheDir(), jobs: intFlag(flags.jobs, 'jobs') ?? 4, onProgress: view.listener },
+            { dir: flags.cacheDir ?? defaultCacheDir(), jobs: jobsFlag, onProgress: view.listener },
           );
           const byImage = new Map(remote.map((s, i) => [s.image, cached[i]!]));
           for (const s of sources) s.image = byImage.get(s.image) ?? s.image;
@@ -144,22 +165,6 @@ export const registerExport: Register = (program) => {
           });
         }
 
-        const options: WriteBundleOptions = {};
-        const layers = flags.layers ?? defaults.layers;
-        if (layers !== undefined) {
-          if (layers !== 'raw' && layers !== 'as-pulled') throw new UsageError(`--layers "${layers}": use raw or as-pulled`);
-          options.layers = layers;
-        }
-        const level = flags.level ?? (defaults.level === undefined ? undefined : String(defaults.level));
-        if (level !== undefined) options.level = level === 'max' ? 'max' : (intFlag(level, 'level') ?? 9);
-        const windowLog = intFlag(flags.windowLog, 'window-log') ?? defaults.windowLog;
-        if (windowLog !== undefined) options.windowLog = windowLog;
-        const workers = intFlag(flags.workers, 'workers');
-        if (workers !== undefined) options.workers = workers;
-        const jobs = intFlag(flags.jobs, 'jobs');
-        if (jobs !== undefined) options.jobs = Math.min(jobs, 4);
-        if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
-        if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
         if (carried !== undefined) options.tools = [await carryFile(carried.path, dirname(resolve(outputPath)), carried.name, carried.platform)];
         const labels = new Map<string, number>();
         options.onProgress = (e) => {

@@ -1,16 +1,14 @@
 import type { Command } from 'commander';
 import { open, readFile, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { formatBytes } from '../../bundle/size.js';
 import { FerryError, UsageError } from '../../errors.js';
-import { indexTar, listDockerArchive } from '../../archive/index.js';
+import { indexTar } from '../../archive/index.js';
 import { formatPlatform, parsePlatformList, type Platform } from '../../oci/platform.js';
-import { familiarReference, formatReference, parseReference } from '../../oci/reference.js';
-import { importImage } from '../../store/index.js';
+import { familiarReference, parseReference } from '../../oci/reference.js';
 import { ZSTD_MAGIC } from '../../io/zstd.js';
-import { importBundle } from '../import-bundle.js';
+import { importBundle } from '../../verbs/import-bundle.js';
 import { ProgressView } from '../progress.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import { importArchive } from '../../verbs/import-archive.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -61,33 +59,6 @@ async function detect(source: string): Promise<{ kind: Kind; spec: string }> {
   });
 }
 
-/**
- * The images an archive import loads. A docker-archive named without a selector loads every image
- * under every tag it has, as docker load does (`docker save` / `podman save -m` of several images);
- * anything else is what export would read from it.
- */
-async function openArchiveImports(spec: string, platforms: string | undefined): Promise<OpenedSource> {
-  const parsed = parseSourceSpec(spec);
-  if (parsed.kind === 'docker-archive' && parsed.selector === undefined) {
-    const archive = await listDockerArchive(resolve(parsed.path));
-    const untagged = archive.entries.find((e) => e.repoTags.length === 0);
-    if (untagged !== undefined) {
-      await archive.close();
-      throw new UsageError(`import ${parsed.path}: image @${untagged.index} of the docker-archive has no name (RepoTags is empty)`, {
-        hint: 'tag it before saving (docker tag / podman tag), or import the others one by one with docker-archive:FILE:@N',
-      });
-    }
-    const images = archive.entries.flatMap((e) => e.repoTags.map((tag) => ({ ref: formatReference(parseReference(tag)), image: e.image })));
-    return { images, close: archive.close };
-  }
-  return openSource(spec, {
-    platforms: parsePlatformList(platforms),
-    client: () => {
-      throw new UsageError('import reads local files only');
-    },
-  });
-}
-
 interface Totals {
   images: number;
   bytesWritten: number;
@@ -116,6 +87,8 @@ export const registerImport: Register = (program) => {
     .option('-q, --quiet', 'print only the imported manifest digests')
     .action(async (source: string, flags: ImportFlags, command: Command) => {
       const started = Date.now();
+      // Options first: a usage error costs no disk work.
+      const platformList = parsePlatformList(flags.platform);
       const store = await storeFromCommand(command);
       const { kind, spec } = await detect(source);
       const keepBlobs = flags.keepBlobs !== false;
@@ -127,7 +100,7 @@ export const registerImport: Register = (program) => {
       const rows: Array<{ ref: string; platform: string; manifestDigest: string; layersUnpacked: number; layersSkipped: number; bytesWritten: number; bytesPresent: number }> = [];
       if (kind === 'bundle') {
         if (flags.platform === 'all') throw new UsageError('import: --platform all is the default for bundles; leave it out');
-        const platforms: Platform[] | undefined = flags.platform === undefined ? undefined : (parsePlatformList(flags.platform) as Platform[]);
+        const platforms: Platform[] | undefined = flags.platform === undefined || platformList === 'all' ? undefined : platformList;
         const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
         const s = await importBundle(store, spec, {
           keepBlobs,
@@ -151,14 +124,19 @@ export const registerImport: Register = (program) => {
         return;
       } else {
         if (flags.key !== undefined) throw new UsageError('import: --key applies to bundles only');
-        const opened = await openArchiveImports(spec, flags.platform);
-        try {
-          for (const { ref, image } of opened.images) {
-            const s = await importImage(store, image, { ref: parseReference(ref), keepBlobs, onWarning: warn, onProgress, ...(opened.index ? { index: opened.index } : {}) });
-            rows.push({ ref, platform: formatPlatform(image.platform), manifestDigest: s.manifestDigest, layersUnpacked: s.layersUnpacked, layersSkipped: s.layersSkipped, bytesWritten: s.bytesWritten, bytesPresent: s.bytesPresent });
+        const results = await importArchive(store, spec, { platforms: platformList, keepBlobs, onWarning: warn, onProgress });
+        for (const r of results) {
+          for (const image of r.images) {
+            rows.push({
+              ref: r.ref ?? image.digest,
+              platform: formatPlatform(image.platform),
+              manifestDigest: image.digest,
+              layersUnpacked: r.layersWritten,
+              layersSkipped: r.layersPresent,
+              bytesWritten: r.bytesWritten,
+              bytesPresent: r.bytesPresent,
+            });
           }
-        } finally {
-          await opened.close();
         }
       }
       view.finish();

@@ -41,6 +41,7 @@ const MODULES: CommandModule[] = [
   { names: ['diff'], load: async () => [(await import('./diff.js')).registerDiff] },
   { names: ['build'], load: async () => [(await import('./build.js')).registerBuild] },
   { names: ['commit'], load: async () => [(await import('./commit.js')).registerCommit] },
+  { names: ['pull'], load: async () => [(await import('./pull.js')).registerPull] },
   { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
   { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
   { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe] },

@@ -1,17 +1,16 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { openBundleStream } from '../../bundle/index.js';
 import { FerryError, UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { familiarReference, formatReference, parseReference, type Reference } from '../../oci/reference.js';
 import { RegistryClient } from '../../registry/client.js';
-import { pushImages, type PushRequest, type PushResult } from '../../transfer/push-images.js';
-import { pushStreamedImages, type StreamedBlob } from '../../transfer/push-stream.js';
+import { pushImages, type PushRequest, type PushResult } from '../../verbs/push.js';
+import { pushBundle } from '../../verbs/push-bundle.js';
 import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
 import { ProgressView } from '../progress.js';
-import { registryClientOptions } from '../registry-options.js';
-import { openSource, parseSourceSpec } from '../sources.js';
-import { openAllStoreNames, openStoreName, storeLayerCache } from '../store-images.js';
+import { jobsFlag, registryClientOptions } from '../registry-options.js';
+import { openSource, parseSourceSpec } from '../../verbs/locations.js';
+import { openAllStoreNames, openStoreName, storeLayerCache } from '../../verbs/store-names.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -25,13 +24,6 @@ interface PushFlags {
   tmpDir?: string;
   quiet?: boolean;
   json?: boolean;
-}
-
-function jobsFlag(text: string | undefined): number {
-  if (text === undefined) return 4;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 32) throw new UsageError(`--jobs "${text}": expected a whole number from 1 to 32`);
-  return n;
 }
 
 function report(results: PushResult[], flags: PushFlags, compression: string): void {
@@ -82,6 +74,7 @@ export const registerPush: Register = (program) => {
     .action(async (image: string | undefined, dest: string | undefined, flags: PushFlags, command: Command) => {
       const compression = parseCompression(flags.compress);
       const jobs = jobsFlag(flags.jobs);
+      const platforms = flags.platform === undefined ? undefined : parsePlatformList(flags.platform);
       if (flags.all === true && flags.bundle !== undefined) throw new UsageError('push: --all and --bundle cannot be combined', { hint: '--bundle already pushes every image of the bundle' });
       if (flags.key !== undefined && flags.bundle === undefined) throw new UsageError('push: --key applies to --bundle only');
       const view = new ProgressView(process.stderr, flags.quiet === true || flags.json === true);
@@ -96,18 +89,12 @@ export const registerPush: Register = (program) => {
           const retarget = (ref: string): Reference => reroot(parseReference(ref), destination);
           if (flags.bundle !== undefined) {
             const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
-            const events = openBundleStream(flags.bundle, publicKey === undefined ? {} : { publicKey });
-            const first = await events.next();
-            if (first.done === true || first.value.type !== 'header') throw new FerryError('BUNDLE_INVALID', `${flags.bundle}: no header`);
-            const header = first.value.header;
-            const blobs = (async function* (): AsyncGenerator<StreamedBlob> {
-              for await (const event of events) if (event.type === 'blob') yield event;
-            })();
-            results = await pushStreamedImages(client, header.images, blobs, {
-              retarget,
+            results = await pushBundle(client, flags.bundle, {
+              retarget: (ref) => retarget(ref),
               compression,
               jobs,
               onProgress: view.listener,
+              ...(publicKey === undefined ? {} : { publicKey }),
               ...(flags.tmpDir !== undefined ? { spoolDir: flags.tmpDir } : {}),
             });
           } else {
@@ -119,7 +106,6 @@ export const registerPush: Register = (program) => {
           }
         } else {
           if (image === undefined) throw new UsageError('push: name an image (or use --all / --bundle)', { hint: 'ferry push redis:7 registry.internal:5000/library/redis:7' });
-          const platforms = flags.platform === undefined ? undefined : parsePlatformList(flags.platform);
           const target = dest === undefined ? undefined : parseReference(dest);
           if (parseSourceSpec(image).kind !== 'registry') {
             const source = await openSource(image, {

@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
-import { writeDockerArchive, type SaveImage } from '../../archive/docker-archive-writer.js';
+import { writeDockerArchive, type SaveImage } from '../../verbs/save.js';
 import { FerryError, UsageError } from '../../errors.js';
 import { formatPlatform, hostPlatform, parsePlatform, platformMatches, type Platform } from '../../oci/platform.js';
 import { familiarReference, parseReference, type Reference } from '../../oci/reference.js';
 import { ProgressView } from '../progress.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
-import { openStoreName } from '../store-images.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
+import { openStoreName } from '../../verbs/store-names.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 

@@ -2,9 +2,9 @@ import type { Command } from 'commander';
 import { UsageError } from '../../errors.js';
 import { parseReference } from '../../oci/reference.js';
 import { startRegistryServer, type RegistryContent } from '../../registry/server.js';
-import { contentFromImages, type ServedImage } from '../serve-content.js';
-import { storeContent } from '../serve-store.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../sources.js';
+import { contentFromImages, type ServedImage } from '../../registry/served-content.js';
+import { storeContent } from '../../verbs/serve-store.js';
+import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 

@@ -1,10 +1,10 @@
 import { FerryError } from '../errors.js';
-import type { Descriptor } from '../oci/descriptor.js';
-import { digestOf, type Digest } from '../oci/digest.js';
-import type { IndexInfo } from '../oci/image.js';
-import { parseManifest } from '../oci/manifest.js';
-import { MediaType, layerCompression, layerMediaTypeFor } from '../oci/media-types.js';
-import type { Platform } from '../oci/platform.js';
+import type { Descriptor } from './descriptor.js';
+import { digestOf, type Digest } from './digest.js';
+import type { IndexInfo } from './image.js';
+import { parseManifest } from './manifest.js';
+import { MediaType, layerCompression, layerMediaTypeFor } from './media-types.js';
+import type { Platform } from './platform.js';
 
 /**
  * New manifests for layers that changed form (uncompressed in a bundle or the store, compressed
@@ -52,11 +52,12 @@ function replaceDescriptor(original: unknown, replacement: Pick<Descriptor, 'med
 }
 
 /**
- * The manifest with `layers[i]` replaced where `replacements[i]` is given. A Docker manifest stays
+ * The manifest with `layers[i]` replaced where `replacements[i]` is given ('none': the uncompressed
+ * tar, named by its diffId, as docker-archives and raw bundles hold it). A Docker manifest stays
  * a Docker manifest for gzip; with any zstd layer it becomes an OCI manifest (Docker schema 2 has
  * no zstd type), config and layer types renamed to their OCI equivalents (same bytes).
  */
-export function rewriteManifest(rawManifest: Buffer, mediaType: string, replacements: ReadonlyArray<Pick<Descriptor, 'digest' | 'size'> & { compression: 'gzip' | 'zstd' } | undefined>, what: string): BuiltManifest {
+export function rewriteManifest(rawManifest: Buffer, mediaType: string, replacements: ReadonlyArray<Pick<Descriptor, 'digest' | 'size'> & { compression: 'none' | 'gzip' | 'zstd' } | undefined>, what: string): BuiltManifest {
   const json = parseObject(rawManifest, what);
   const layers = json.layers;
   if (!Array.isArray(layers) || layers.length !== replacements.length) {

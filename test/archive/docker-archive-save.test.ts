@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDockerArchive, openOciLayout } from '../../src/archive/index.js';
-import { writeDockerArchive, type SaveImage } from '../../src/archive/docker-archive-writer.js';
+import { writeDockerArchive, type SaveImage } from '../../src/verbs/save.js';
 import { FerryError, isFerryError } from '../../src/errors.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';

@@ -3,7 +3,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import type { Reference } from '../oci/reference.js';
 import { chain } from '../io/layer-forms.js';
-import type { RegistryContent, ServedBlob, ServedManifest } from '../registry/server.js';
+import type { RegistryContent, ServedBlob, ServedManifest } from './server.js';
 
 /** An image (or a multi-platform set of them) to serve under a repository and tag. */
 export interface ServedImage {

@@ -7,7 +7,7 @@ import { formatReference, parseReference } from '../oci/reference.js';
 import type { RegistryClient } from '../registry/client.js';
 import { resolveRemote } from '../registry/remote-image.js';
 import type { Store } from '../store/index.js';
-import { openStoreName, type StoreName } from './store-images.js';
+import { openStoreName, type StoreName } from './store-names.js';
 
 /**
  * Where images come from, as the user names them (skopeo's transport prefixes):

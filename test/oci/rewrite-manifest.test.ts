@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { parseReference } from '../../src/oci/reference.js';
-import { buildIndex, indexIsComplete, rewriteManifest } from '../../src/transfer/rewrite-manifest.js';
+import { buildIndex, indexIsComplete, rewriteManifest } from '../../src/oci/rewrite-manifest.js';
 import { parseDestination, reroot } from '../../src/transfer/push-target.js';
 
 const d = (s: string): Digest => digestOf(s);

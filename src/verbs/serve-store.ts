@@ -7,9 +7,9 @@ import { formatReference, parseReference } from '../oci/reference.js';
 import type { RegistryContent } from '../registry/server.js';
 import type { RefEntry, Store } from '../store/index.js';
 import { compressImage } from '../transfer/compressed-image.js';
-import { buildIndex, indexIsComplete } from '../transfer/rewrite-manifest.js';
-import { contentFromImages, type ServedImage } from './serve-content.js';
-import { readableStoreImage, storeLayerCache } from './store-images.js';
+import { buildIndex, indexIsComplete } from '../oci/rewrite-manifest.js';
+import { contentFromImages, type ServedImage } from '../registry/served-content.js';
+import { readableStoreImage, storeLayerCache } from './store-names.js';
 
 /**
  * The store as registry content for `ferry serve`. Each store image is served as a registry

@@ -1,0 +1,234 @@
+import { Readable } from 'node:stream';
+import pLimit from 'p-limit';
+import { FerryError, messageOf } from '../errors.js';
+import type { BlobPut, CopyTarget, ImageDestination, LayerPut, ManifestPut, PutOptions } from '../oci/destination.js';
+import type { Digest } from '../oci/digest.js';
+import type { Image } from '../oci/image.js';
+import type { Platform } from '../oci/platform.js';
+import type { ProgressListener } from '../oci/progress-event.js';
+import { formatReference } from '../oci/reference.js';
+
+/**
+ * The one transfer engine: every verb is `copyImages(sources, destination)`. It walks each
+ * target's images (config, layers, manifest; then the index; the name last), asks the destination
+ * what it has, copies the rest through one concurrency limit, remembers which blobs each scope
+ * (registry repository) holds so shared blobs go once and are mounted elsewhere, retries a blob
+ * that arrived damaged or whose connection dropped, and stops every copy on the first failure.
+ */
+export interface CopyOptions {
+  /** Blob and layer copies at once (the destination may allow fewer). Default 4. */
+  jobs?: number;
+  /** Attempts per blob or layer when the source delivers damaged bytes or the network drops. Default 3. */
+  attempts?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+  onWarning?: (message: string) => void;
+  /** Where a layer's bytes pass in a one-pass source: a destination that copies one at a time takes them in this order. */
+  order?: (image: Image, index: number) => number;
+  /** After every blob is copied, before any manifest or name: a one-pass source reads to its end and checks it. */
+  beforeNames?: () => Promise<void>;
+}
+
+export interface CopiedImage {
+  platform: Platform;
+  /** Manifest digest in the source, and as written (differs when layers changed form). */
+  sourceDigest: Digest;
+  digest: Digest;
+}
+
+export interface CopyResult {
+  /** The name given, when the target had one. */
+  ref: string | undefined;
+  images: CopiedImage[];
+  /** The index written under the name, when several images went as one. */
+  index: Digest | undefined;
+  bytesWritten: number;
+  bytesPresent: number;
+  layersWritten: number;
+  layersPresent: number;
+  blobsWritten: number;
+  blobsPresent: number;
+  blobsMounted: number;
+  warnings: string[];
+}
+
+/** Failures worth another attempt: the source may deliver good bytes the next time. */
+const RETRIED = new Set(['DIGEST_MISMATCH', 'SIZE_MISMATCH', 'NETWORK_ERROR']);
+
+export async function copyImages(targets: readonly CopyTarget[], destination: ImageDestination, options: CopyOptions = {}): Promise<CopyResult[]> {
+  const slots = pLimit(Math.max(1, Math.min(options.jobs ?? 4, destination.maxConcurrency)));
+  const attempts = Math.max(1, options.attempts ?? 3);
+  const controller = new AbortController();
+  const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal]);
+  // Copies still queued when one has failed do not start.
+  const limit = <T>(fn: () => Promise<T>): Promise<T> =>
+    slots(() => {
+      signal.throwIfAborted();
+      return fn();
+    });
+  /** scope + digest -> the copy of that blob there: a blob shared by images goes once. */
+  const blobJobs = new Map<string, Promise<BlobPut>>();
+  /** The destination's layer key -> the copy of that layer (see ImageDestination.layerKey). */
+  const layerJobs = new Map<string, Promise<LayerPut>>();
+  /** digest -> scopes known to hold it (mount sources). */
+  const homes = new Map<Digest, Set<string>>();
+  const home = (digest: Digest, scope: string): void => {
+    const set = homes.get(digest) ?? new Set<string>();
+    set.add(scope);
+    homes.set(digest, set);
+  };
+
+  const withRetry = async <T>(what: string, attempt: () => Promise<T>): Promise<T> => {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (signal.aborted || !(err instanceof FerryError) || !RETRIED.has(err.code) || n >= attempts) throw err;
+        options.onProgress?.({ kind: 'note', message: `${what}: ${messageOf(err)}; trying again (${n + 1} of ${attempts})` });
+      }
+    }
+  };
+
+  interface Context {
+    target: CopyTarget;
+    scope: string;
+    put: PutOptions;
+    result: CopyResult;
+    layers: Map<Image, LayerPut[]>;
+    manifests: ManifestPut[];
+  }
+  const contextOf = (target: CopyTarget): Context => {
+    const warnings: string[] = [];
+    const scope = destination.scopeOf(target);
+    const put: PutOptions = {
+      knownAt: (digest) => [...(homes.get(digest) ?? [])].filter((s) => s !== scope),
+      signal,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      onWarning: (m) => {
+        warnings.push(m);
+        options.onWarning?.(m);
+      },
+    };
+    const result: CopyResult = {
+      ref: target.ref === undefined ? undefined : formatReference(target.ref),
+      images: [],
+      index: undefined,
+      bytesWritten: 0,
+      bytesPresent: 0,
+      layersWritten: 0,
+      layersPresent: 0,
+      blobsWritten: 0,
+      blobsPresent: 0,
+      blobsMounted: 0,
+      warnings,
+    };
+    return { target, scope, put, result, layers: new Map(), manifests: [] };
+  };
+
+  const copyConfig = (ctx: Context, image: Image): Promise<BlobPut> => {
+    const digest = image.configDigest;
+    const size = image.rawConfig.length;
+    const bytes = image.rawConfig;
+    const key = `${ctx.scope} ${digest}`;
+    let job = blobJobs.get(key);
+    if (job === undefined) {
+      job = limit(() => withRetry(`config ${digest}`, () => destination.putBlob(ctx.target, { digest, size }, async () => Readable.from([bytes]), { ...ctx.put, kind: 'config' }))).then((r) => {
+        home(digest, ctx.scope);
+        const { result } = ctx;
+        if (r.existed) {
+          result.blobsPresent++;
+          result.bytesPresent += size;
+        } else if (r.mounted === true) result.blobsMounted++;
+        else {
+          result.blobsWritten++;
+          result.bytesWritten += r.written;
+        }
+        return r;
+      });
+      blobJobs.set(key, job);
+    }
+    return job;
+  };
+
+  const copyLayer = (ctx: Context, image: Image, i: number): Promise<LayerPut> => {
+    const key = destination.layerKey(ctx.target, image, i);
+    const shared = key === undefined ? undefined : layerJobs.get(key);
+    if (shared !== undefined) return shared;
+    const what = `${image.ref === undefined ? image.digest : formatReference(image.ref)} layer ${i} (${image.layers[i]!.descriptor.digest})`;
+    // The slot is taken only by the copy itself: a layer shared with a copy in flight waits outside the limit.
+    const job = limit(() => withRetry(what, () => destination.putLayer(ctx.target, image, i, ctx.put))).then((r) => {
+      const { result } = ctx;
+      home(r.descriptor.digest, ctx.scope);
+      if (r.mounted === true) result.blobsMounted++;
+      else if (r.existed) result.layersPresent++;
+      else result.layersWritten++;
+      result.bytesWritten += r.written;
+      result.bytesPresent += r.present;
+      return r;
+    });
+    if (key !== undefined) layerJobs.set(key, job);
+    return job;
+  };
+
+  /** Every job of a phase, the first failure stopping the others. */
+  const all = async <T>(jobs: Array<Promise<T>>): Promise<T[]> => {
+    for (const job of jobs) job.catch((err: unknown) => controller.abort(err));
+    const settled = await Promise.allSettled(jobs);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed !== undefined) throw signal.aborted && signal.reason !== undefined ? signal.reason : failed.reason;
+    return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+  };
+
+  const finishTarget = async (ctx: Context): Promise<void> => {
+    for (const image of ctx.target.images) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers.get(image)!, ctx.put));
+    ctx.result.images = ctx.manifests.map((m, i) => ({ platform: ctx.target.images[i]!.platform, sourceDigest: m.sourceDigest, digest: m.digest }));
+    ctx.result.index = await destination.putIndex(ctx.target, ctx.manifests, ctx.put);
+  };
+
+  const contexts = targets.map(contextOf);
+  try {
+    if (destination.maxConcurrency === 1) {
+      // One copy at a time, layers stacked on their parents: every config, then every layer in
+      // the source's order (a one-pass stream's) but never before its parent, then the manifests.
+      for (const ctx of contexts) await destination.prepare(ctx.target, ctx.put);
+      for (const ctx of contexts) for (const image of ctx.target.images) await copyConfig(ctx, image);
+      const tasks: Array<{ ctx: Context; image: Image; index: number; key: number; seq: number }> = [];
+      for (const ctx of contexts) {
+        for (const image of ctx.target.images) {
+          ctx.layers.set(image, []);
+          let key = Number.NEGATIVE_INFINITY;
+          for (let index = 0; index < image.layers.length; index++) {
+            key = Math.max(key, options.order?.(image, index) ?? tasks.length);
+            tasks.push({ ctx, image, index, key, seq: tasks.length });
+          }
+        }
+      }
+      tasks.sort((x, y) => x.key - y.key || x.seq - y.seq);
+      for (const t of tasks) t.ctx.layers.get(t.image)![t.index] = await copyLayer(t.ctx, t.image, t.index);
+    } else {
+      // Target by target (a second repository then mounts what the first received), each one's blobs at once.
+      for (const ctx of contexts) {
+        await destination.prepare(ctx.target, ctx.put);
+        await all(
+          ctx.target.images.map(async (image) => {
+            const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
+            ctx.layers.set(image, layers);
+          }),
+        );
+      }
+    }
+    // Manifests and names last: every blob is in the destination (and a one-pass source read to
+    // its end and checked) before any manifest or name points at it.
+    await options.beforeNames?.();
+    for (const ctx of contexts) await finishTarget(ctx);
+    for (const ctx of contexts) await destination.setRef(ctx.target, ctx.manifests, ctx.result.index, ctx.put);
+  } catch (err) {
+    // The first failure stops the other copies in flight; they settle before the destination is released.
+    controller.abort(err);
+    await Promise.allSettled([...blobJobs.values(), ...layerJobs.values()]);
+    await destination.abort();
+    throw err;
+  }
+  await destination.commit();
+  return contexts.map((c) => c.result);
+}
