@@ -171,6 +171,28 @@ async function main() {
     await must(['run', '--rm', ref, '/bin/sh', '-c', show], env);
     await must(['images'], env);
 
+    step('another host of the isolated network pulls the image from the registry (ferry pull)');
+    const env2 = { FERRY_ROOT: join(work, 'store2'), FERRY_CACHE_DIR: join(work, 'cache2') };
+    await must(['pull', ref], env2);
+    await must(['images'], env2);
+
+    step('customise it with a Dockerfile, offline (ferry build)');
+    const context = join(work, 'context');
+    await mkdir(context);
+    await writeFile(join(context, 'greeting.txt'), 'customised with a Dockerfile\n');
+    await writeFile(
+      join(context, 'Dockerfile'),
+      [
+        `FROM ${ref}`,
+        'COPY greeting.txt /etc/motd',
+        'RUN echo "and a RUN step in ferry\'s runtime" >> /etc/motd',
+        'CMD ["/bin/sh", "-c", "while read -r l; do echo \\"$l\\"; done < /etc/motd"]',
+        '',
+      ].join('\n'),
+    );
+    await must(['build', '-t', 'demo/custom:1', context], env2);
+    await must(['run', '--rm', 'demo/custom:1'], env2);
+
     step('a service: --restart on-failure:2 runs it again with docker\'s back-off, three runs in all, then it stays exited');
     await must(['run', '-d', '--name', 'demo-svc', '--restart', 'on-failure:2', ref, '/bin/sh', '-c', 'echo "service run"; exit 1'], env);
     await waitForExit('demo-svc', env);
@@ -178,7 +200,7 @@ async function main() {
     await must(['ps', '-a'], env);
     await must(['rm', 'demo-svc'], env);
     await must(['fsck'], env);
-    step('done: export -> import -> run -> commit -> services worked end to end');
+    step('done: export -> import -> run -> commit -> pull -> build -> services worked end to end');
   } finally {
     if (server) server.kill('SIGTERM');
     await rm(work, { recursive: true, force: true });
