@@ -5,9 +5,14 @@ import { FerryError, UsageError, messageOf } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
-import { chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
+// The store's modules one by one, not its index: `run` should not load the importer and unpacker.
+import { chainIds } from '../store/layers.js';
 import { ownedName } from '../store/owner.js';
-import { containerChanges, type Change } from './changes.js';
+import { claimRootfs } from '../store/rootfs-plan.js';
+import { findStoreImage, openStoreImageByDigest } from '../store/store-image.js';
+import type { Store } from '../store/store.js';
+import { mark } from '../io/timing.js';
+import type { Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered } from './layered-fs.js';
 import { existingCgroupProcs, oomEventsFile, planContainerCgroups, removeContainerCgroups } from './cgroups.js';
@@ -195,6 +200,7 @@ function requireRoot(what: string): void {
 export async function createContainer(store: Store, options: RunOptions): Promise<ContainerRecord> {
   const entry = await findStoreImage(store, options.image, options.platform);
   const image = await openStoreImageByDigest(store, entry.manifestDigest, parseReference(entry.name));
+  mark('image');
   const id = newContainerId();
   const diffIds = image.config.rootfs.diff_ids;
   const layers = chainIds(diffIds).reverse().map((c) => store.layers.diffDir(c));
@@ -230,6 +236,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const named = volumeSpecs.filter((v): v is NamedVolumeSpec => 'name' in v);
   const { binds: volumeBinds, mounts: volumeMounts } = await prepareVolumes(store, named, covered, img.Volumes, layers);
   const volumes = [...hostBinds, ...volumeBinds];
+  mark('spec');
 
   const record: ContainerRecord = {
     schemaVersion: 1,
@@ -277,6 +284,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   // The plan first (checked and recorded under the store lock): from here on prune keeps the
   // image's layers. The container stays invisible until config.json exists.
   await claimRootfs(store, id, diffIds);
+  mark('claim');
   try {
     await store.lock.with(async () => {
       const all = await listContainers(store.root);
@@ -290,12 +298,14 @@ export async function createContainer(store: Store, options: RunOptions): Promis
       }
       await writeRecord(store.root, record);
     });
+    mark('record');
     await writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 });
     await writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 });
     if (seccompProfile !== undefined) await writeFile(paths.seccomp, seccompProfile, { mode: 0o600 });
     for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
     await makeInitLayer(paths.init, layers);
     await writeNetworkFiles(record, store.root);
+    mark('files');
   } catch (err) {
     await removeContainerFiles(store, id);
     await removeAnonymousVolumes(store, record);
@@ -445,6 +455,7 @@ function forwardSignals(): SignalForwarder {
 export async function runContainer(store: Store, options: RunOptions): Promise<RunResult> {
   requireRoot(`run ${options.image}`);
   await removeFinishedAutoRemove(store);
+  mark('sweep');
   const record = await createContainer(store, options);
   const paths = containerPaths(store.root, record.id);
   if (record.detached) {
@@ -466,13 +477,17 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
       if (record.autoRemove) await removeAutoRemoved(store, record);
       throw err;
     }
+    mark('launch');
     forwarder.target(launched.monitorPid);
     await recordStarted(store.root, record.id, launched);
+    mark('state');
     exitCode = await launched.exited;
+    mark('exited');
   } finally {
     forwarder.stop();
   }
   if (record.autoRemove) await removeAutoRemoved(store, record);
+  mark('removed');
   return { id: record.id, name: record.name, exitCode };
 }
 
@@ -762,5 +777,6 @@ export function commandLine(record: ContainerRecord): string {
 /** `ferry diff`: the container's changes against its image. */
 export async function containerDiff(store: Store, text: string): Promise<Change[]> {
   const info = await findContainer(store.root, text);
+  const { containerChanges } = await import('./changes.js');
   return containerChanges(containerPaths(store.root, info.record.id).upper, await imageLayerDirs(store, info.record), { what: `diff of container ${info.record.name}` });
 }

@@ -9,8 +9,10 @@ import { nativeFs } from '../io/native.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
-import { reproduceLayerTar, TAR_SPLIT_FILE } from './tar-split.js';
-import { unpackLayerTar } from './unpack.js';
+import type { unpackLayerTar } from './unpack.js';
+
+/** A layer's tar-split (see tar-split.ts), beside its diff/. */
+export const TAR_SPLIT_FILE = 'tar-split.zst';
 
 /**
  * Unpacked layers, one directory per layer stack position: `layers/<chainId hex>/` with `diff/`
@@ -133,6 +135,8 @@ export class LayerStore {
   async openTar(chainId: Digest, what: string): Promise<(() => Readable) | undefined> {
     const meta = await this.meta(chainId);
     if (meta?.tarSplit !== 'kept') return undefined;
+    // Loaded here, as unpack.js below: commands that only read the store (run) start without them.
+    const { reproduceLayerTar } = await import('./tar-split.js');
     return () => reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what);
   }
 
@@ -191,7 +195,8 @@ export class LayerStore {
       if (options.onWarning) unpackOptions.onWarning = options.onWarning;
       if (options.onBytes) unpackOptions.onBytes = options.onBytes;
       if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
-      const result = await unpackLayerTar(tar, diff, unpackOptions);
+      const { unpackLayerTar: unpack } = await import('./unpack.js');
+      const result = await unpack(tar, diff, unpackOptions);
       if (result.diffId !== expectedDiffId) {
         throw new FerryError('DIGEST_MISMATCH', `${what}: the layer tar hashes to ${result.diffId}, not its diffId ${expectedDiffId}`, {
           hint: 'the layer data is corrupt or does not belong to this image; nothing was kept',
