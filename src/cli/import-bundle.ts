@@ -166,7 +166,9 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
     if (deferred.length > 0) {
       throw new FerryError('BUNDLE_INVALID', `import bundle: ${deferred.length} layer(s) could not be placed: their parent layers never arrived (${deferred[0]!.use.what})`);
     }
-    // Names last: every image is complete in the store before any ref points at it.
+    // Names last: every image is complete in the store before any ref points at it, and all of
+    // them in one rewrite of refs.json (one per image is quadratic in the number of images).
+    const refs: Array<Parameters<Store['setRef']>[0]> = [];
     for (const image of images) {
       // The index (recorded by newer bundles) was ingested with the manifests: the ref names it,
       // as an import from a registry or an OCI layout does, so inspect and push see the index.
@@ -174,13 +176,16 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
       for (const d of [image.manifestDigest, image.configDigest, ...(indexDigest === undefined ? [] : [indexDigest])]) {
         if (!(await store.blobs.has(d))) throw new FerryError('BUNDLE_INVALID', `import ${image.ref}: blob ${d} was not in the bundle`);
       }
-      await store.setRef({
+      refs.push({
         name: image.ref,
         manifestDigest: image.manifestDigest,
         mediaType: image.manifestMediaType,
         platform: image.platform,
         ...(indexDigest === undefined ? {} : { indexDigest }),
       });
+    }
+    await store.setRefs(refs);
+    for (const image of images) {
       summary.images.push({ ref: image.ref, platform: image.platform, manifestDigest: image.manifestDigest });
       options.onImage?.(image);
     }

@@ -299,12 +299,17 @@ export async function createContainer(store: Store, options: RunOptions): Promis
       await writeRecord(store.root, record);
     });
     mark('record');
-    await writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 });
-    await writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 });
-    if (seccompProfile !== undefined) await writeFile(paths.seccomp, seccompProfile, { mode: 0o600 });
-    for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
-    await makeInitLayer(paths.init, layers);
-    await writeNetworkFiles(record, store.root);
+    // Independent files of one new directory: made at once (a start waits for each round trip).
+    // Every one settles before a failure is handled, so the cleanup below races none of them.
+    const made = await Promise.allSettled([
+      writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 }),
+      writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 }),
+      ...(seccompProfile !== undefined ? [writeFile(paths.seccomp, seccompProfile, { mode: 0o600 })] : []),
+      ...[paths.upper, paths.work, paths.rootfs].map((d) => mkdir(d, { mode: 0o755 })),
+      makeInitLayer(paths.init, layers),
+      writeNetworkFiles(record, store.root),
+    ]);
+    for (const r of made) if (r.status === 'rejected') throw r.reason;
     mark('files');
   } catch (err) {
     await removeContainerFiles(store, id);

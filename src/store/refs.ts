@@ -96,8 +96,24 @@ export class RefStore {
 
   /** Add or replace the entry with the same name and platform. */
   async set(entry: Omit<RefEntry, 'updated'>): Promise<void> {
-    const full: RefEntry = { ...entry, platform: normalizePlatform(entry.platform), updated: new Date().toISOString() };
-    await this.update((refs) => [...refs.filter((e) => !(e.name === full.name && platformKey(e.platform) === platformKey(full.platform))), full]);
+    await this.setMany([entry]);
+  }
+
+  /**
+   * Add or replace several entries in one atomic rewrite of refs.json: an import of N images
+   * writes the file once, not N times (N rewrites of a growing file are quadratic), and its
+   * names appear all together or not at all.
+   */
+  async setMany(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
+    if (entries.length === 0) return;
+    const updated = new Date().toISOString();
+    const key = (e: Pick<RefEntry, 'name' | 'platform'>): string => `${e.name}\n${platformKey(e.platform)}`;
+    const fresh = new Map<string, RefEntry>();
+    for (const entry of entries) {
+      const full: RefEntry = { ...entry, platform: normalizePlatform(entry.platform), updated };
+      fresh.set(key(full), full);
+    }
+    await this.update((refs) => [...refs.filter((e) => !fresh.has(key(e))), ...fresh.values()]);
   }
 
   /** Remove a name (all platforms, or one); returns the removed entries. */

@@ -80,6 +80,11 @@ export class Store {
     return this.refs.set(entry);
   }
 
+  /** Name several images in one atomic step (see RefStore.setMany). */
+  setRefs(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
+    return this.refs.setMany(entries);
+  }
+
   /** Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. */
   async lease(): Promise<Lease> {
     const path = join(this.tmpDir, ownedName('lease'));
@@ -151,14 +156,14 @@ export async function openStore(options: OpenStoreOptions = {}): Promise<Store> 
   try {
     await mkdir(root, { recursive: true, mode: 0o700 });
     // layers/ holds setuid files and devices of images: private to root (or the rootless user).
-    for (const dir of ['blobs', 'layers', 'l', 'tmp', 'containers']) await mkdir(join(root, dir), { recursive: true, mode: 0o700 });
+    // At once: every command (a container start too) opens the store, and these are independent.
+    await Promise.all(['blobs', 'layers', 'l', 'tmp', 'containers'].map((dir) => mkdir(join(root, dir), { recursive: true, mode: 0o700 })));
   } catch (err) {
     throw new FerryError('STORE_ERROR', `open store ${root}: ${messageOf(err)}`, {
       cause: err,
       hint: 'choose a writable place with --root or $FERRY_ROOT',
     });
   }
-  await store.sweepTmp();
-  await store.mendLinks();
+  await Promise.all([store.sweepTmp(), store.mendLinks()]);
   return store;
 }
