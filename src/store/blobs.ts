@@ -34,6 +34,13 @@ export class BlobStore {
   readonly dir: string;
   private readonly tmpDir: string;
   private readonly lock: StoreLock;
+  /**
+   * While > 0 (an import holds a lease, see Store.lease), a blob's file is still fsynced before
+   * its rename, but the directory fsync that makes the rename durable is made once for all by
+   * syncPending, before any ref names them, instead of once per blob.
+   */
+  deferDirSyncs = 0;
+  private readonly unsyncedDirs = new Set<string>();
 
   constructor(root: string, lock: StoreLock) {
     this.dir = join(root, 'blobs');
@@ -146,9 +153,18 @@ export class BlobStore {
       }
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await rename(tmp, target);
-      await syncDir(dir);
+      if (this.deferDirSyncs > 0) this.unsyncedDirs.add(dir);
+      else await syncDir(dir);
       return false;
     });
+  }
+
+  /** The directory fsyncs deferred so far (see deferDirSyncs). */
+  async syncPending(): Promise<void> {
+    for (const dir of [...this.unsyncedDirs]) {
+      await syncDir(dir);
+      this.unsyncedDirs.delete(dir);
+    }
   }
 
   /** Remove a blob (callers decide it is unreferenced, under the lock). */

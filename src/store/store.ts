@@ -75,28 +75,65 @@ export class Store {
     return this.layers.unpack(tar, expectedDiffId, parentChainId, options);
   }
 
-  /** Name an image: the last step of an import. */
-  setRef(entry: Omit<RefEntry, 'updated'>): Promise<void> {
-    return this.refs.set(entry);
+  /** Name an image: the last step of an import (see setRefs). */
+  async setRef(entry: Omit<RefEntry, 'updated'>): Promise<void> {
+    await this.setRefs([entry]);
   }
 
-  /** Name several images in one atomic step (see RefStore.setMany). */
-  setRefs(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
-    return this.refs.setMany(entries);
+  /**
+   * Name several images in one atomic step (see RefStore.setMany). What a lease deferred is made
+   * durable in the same hold of the lock, after the new refs.json is written to tmp/ and before
+   * it replaces the old one: the one syncfs of the staged layers covers it too.
+   */
+  async setRefs(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
+    await this.refs.setMany(entries, async () => {
+      await this.layers.commitPendingLocked();
+      await this.blobs.syncPending();
+    });
   }
 
-  /** Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. */
+  /**
+   * Make durable what a lease deferred: staged layers committed (one syncfs), the directory
+   * fsyncs of new blobs. Always before a ref is written, so no name points at anything a crash
+   * could take back.
+   */
+  async flush(): Promise<void> {
+    await this.layers.commitPending();
+    await this.blobs.syncPending();
+  }
+
+  /**
+   * Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. While
+   * held, layers and blobs batch their durability work (see LayerStore.deferCommits and
+   * BlobStore.deferDirSyncs); setRef and release flush it. A flush that fails at release drops
+   * the staged layers and throws.
+   */
   async lease(): Promise<Lease> {
     const path = join(this.tmpDir, ownedName('lease'));
     await this.lock.with(async () => {
       const handle = await open(path, 'wx', 0o600);
       await handle.close();
     });
+    this.layers.deferCommits++;
+    this.blobs.deferDirSyncs++;
+    let released = false;
     return {
       release: async () => {
-        await unlink(path).catch((err: unknown) => {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        });
+        if (released) return;
+        released = true;
+        this.layers.deferCommits--;
+        this.blobs.deferDirSyncs--;
+        try {
+          // Layers unpacked before a failure are complete and verified: kept, as committed one by one before.
+          await this.flush();
+        } catch (err) {
+          await this.layers.discardPending();
+          throw err;
+        } finally {
+          await unlink(path).catch((err: unknown) => {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          });
+        }
       },
     };
   }
