@@ -83,29 +83,28 @@ export class Store {
   /**
    * Name several images in one atomic step (see RefStore.setMany). What a lease deferred is made
    * durable in the same hold of the lock, after the new refs.json is written to tmp/ and before
-   * it replaces the old one: the one syncfs of the staged layers covers it too.
+   * it replaces the old one: the syncfs of the staged layers covers it too.
    */
   async setRefs(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
     await this.refs.setMany(entries, async () => {
-      await this.layers.commitPendingLocked();
       await this.blobs.syncPending();
+      await this.layers.commitPendingLocked();
     });
   }
 
   /**
-   * Make durable what a lease deferred: staged layers committed (one syncfs), the directory
-   * fsyncs of new blobs. Always before a ref is written, so no name points at anything a crash
-   * could take back.
+   * Make durable what a lease deferred: staged blobs and layers committed (a syncfs each).
+   * Always before a ref is written, so no name points at anything a crash could take back.
    */
   async flush(): Promise<void> {
-    await this.layers.commitPending();
     await this.blobs.syncPending();
+    await this.layers.commitPending();
   }
 
   /**
    * Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. While
    * held, layers and blobs batch their durability work (see LayerStore.deferCommits and
-   * BlobStore.deferDirSyncs); setRef and release flush it. A flush that fails at release drops
+   * BlobStore.deferSyncs); setRef and release flush it. A flush that fails at release drops
    * the staged layers and throws.
    */
   async lease(): Promise<Lease> {
@@ -115,19 +114,20 @@ export class Store {
       await handle.close();
     });
     this.layers.deferCommits++;
-    this.blobs.deferDirSyncs++;
+    this.blobs.deferSyncs++;
     let released = false;
     return {
       release: async () => {
         if (released) return;
         released = true;
         this.layers.deferCommits--;
-        this.blobs.deferDirSyncs--;
+        this.blobs.deferSyncs--;
         try {
           // Layers unpacked before a failure are complete and verified: kept, as committed one by one before.
           await this.flush();
         } catch (err) {
           await this.layers.discardPending();
+          await this.blobs.discardPending();
           throw err;
         } finally {
           await unlink(path).catch((err: unknown) => {
