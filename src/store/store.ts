@@ -105,7 +105,7 @@ export class Store {
    * Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. While
    * held, layers and blobs batch their durability work (see LayerStore.deferCommits and
    * BlobStore.deferSyncs); setRef and release flush it. A flush that fails at release drops
-   * the staged layers and throws.
+   * what is still staged and throws.
    */
   async lease(): Promise<Lease> {
     const path = join(this.tmpDir, ownedName('lease'));
