@@ -103,39 +103,18 @@ function parseMeta(text: string, where: string): LayerMeta {
   return m as LayerMeta;
 }
 
-/**
- * Staged layers are committed at least this often (bytes of tar, or layers), so a killed import
- * loses at most one batch of its work: a re-import finds the rest in the store.
- */
-const COMMIT_BYTES = 256 * 2 ** 20;
-const COMMIT_LAYERS = 128;
-
-/** A layer unpacked and verified in its staging dir, waiting for commitPending. */
-interface StagedLayer {
-  staging: string;
-  meta: LayerMeta;
-}
-
 export class LayerStore {
   readonly dir: string;
   readonly linkDir: string;
   private readonly tmpDir: string;
   private readonly lock: StoreLock;
   /**
-   * While > 0 (an import holds a lease, see Store.lease), verified layers stay staged in tmp/ and
-   * are committed together by commitPending: one syncfs for all of them instead of one per layer
-   * plus four fsyncs. Staged layers count as present to this process (has, meta, lowerDirs), so
-   * the next layer of the import unpacks on top of one; others see them only once committed.
+   * While > 0 (an import holds a lease, see Store.lease), a committed layer's files are durable
+   * (the syncfs before its rename) but the fsyncs of layers/ and l/ that make its rename and link
+   * durable are made once by syncPending, before any ref names it, instead of once per layer.
    */
-  deferCommits = 0;
-  private readonly staged = new Map<Digest, StagedLayer>();
-  /**
-   * A commit renames staging dirs that an unpack in flight may read as its lower layers: it waits
-   * until no unpack runs, and unpacks wait while it runs (`commitDone`).
-   */
-  private unpacking = 0;
-  private idleWaiters: Array<() => void> = [];
-  private commitDone: Promise<void> | undefined;
+  deferDirSyncs = 0;
+  private readonly unsyncedDirs = new Set<string>();
 
   constructor(root: string, lock: StoreLock) {
     this.dir = join(root, 'layers');
@@ -170,8 +149,6 @@ export class LayerStore {
 
   /** The layer's record, or undefined when it is not (completely) in the store. */
   async meta(chainId: Digest): Promise<LayerMeta | undefined> {
-    const staged = this.staged.get(chainId);
-    if (staged !== undefined) return staged.meta;
     const path = join(this.layerDir(chainId), 'meta.json');
     let text: string;
     try {
@@ -196,8 +173,7 @@ export class LayerStore {
       if (meta === undefined) {
         throw new FerryError('STORE_ERROR', `layer ${cur} is not in the store`, { hint: 'import its image again; ferry fsck lists what is missing' });
       }
-      const staged = this.staged.get(cur);
-      out.push(staged === undefined ? this.diffDir(cur) : join(staged.staging, 'diff'));
+      out.push(this.diffDir(cur));
       cur = meta.parent ?? undefined;
     }
     return out;
@@ -210,35 +186,12 @@ export class LayerStore {
    */
   async unpack(tar: Readable, expectedDiffId: Digest, parentChainId: Digest | undefined, options: UnpackLayerOptions = {}): Promise<UnpackLayerResult> {
     const chainId = chainIdOf(parentChainId, expectedDiffId);
+    const what = options.what ?? `layer ${expectedDiffId}`;
     if (await this.has(chainId)) {
       tar.resume();
       await finished(tar);
       return { chainId, diffId: expectedDiffId, size: 0, skipped: true, warnings: [] };
     }
-    while (this.commitDone !== undefined) await this.commitDone;
-    this.unpacking++;
-    let counted = true;
-    const done = (): void => {
-      if (!counted) return;
-      counted = false;
-      if (--this.unpacking === 0) for (const wake of this.idleWaiters.splice(0)) wake();
-    };
-    try {
-      return await this.unpackCounted(tar, chainId, expectedDiffId, parentChainId, options, done);
-    } finally {
-      done();
-    }
-  }
-
-  private async unpackCounted(
-    tar: Readable,
-    chainId: Digest,
-    expectedDiffId: Digest,
-    parentChainId: Digest | undefined,
-    options: UnpackLayerOptions,
-    done: () => void,
-  ): Promise<UnpackLayerResult> {
-    const what = options.what ?? `layer ${expectedDiffId}`;
     const lowerDirs = await this.lowerDirs(parentChainId);
     const staging = join(this.tmpDir, ownedName('layer'));
     try {
@@ -271,21 +224,8 @@ export class LayerStore {
         meta.tarSplit = 'not-reproducible';
         meta.tarSplitWhy = result.tarSplit.why;
       }
-      if (this.deferCommits > 0) {
-        if (this.staged.has(chainId)) {
-          // Another task of this process staged it meanwhile: the first one is kept.
-          await rm(staging, { recursive: true, force: true });
-          done();
-          return { chainId, diffId: expectedDiffId, size: result.size, skipped: true, warnings: result.warnings };
-        }
-        this.staged.set(chainId, { staging, meta });
-        let bytes = 0;
-        for (const s of this.staged.values()) bytes += s.meta.size;
-        done();
-        if (bytes >= COMMIT_BYTES || this.staged.size >= COMMIT_LAYERS) await this.commitPending();
-        return { chainId, diffId: expectedDiffId, size: result.size, skipped: false, warnings: result.warnings };
-      }
-      await writeFileAtomic(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
+      // A plain write: staging is private until the rename, and the syncfs covers meta.json too.
+      await writeFile(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o644 });
       // One syncfs for the whole layer instead of an fsync per file.
       nativeFs().syncfs(staging);
       const skipped = await this.commit(staging, chainId, meta.link);
@@ -311,137 +251,44 @@ export class LayerStore {
       // A directory without meta.json is a leftover (fsck would report it): replace it.
       await rm(target, { recursive: true, force: true });
       await rename(staging, target);
-      await syncDir(this.dir);
+      await this.syncDirOrDefer(this.dir);
       await this.ensureLink(chainId, link);
       return false;
     });
   }
 
-  /**
-   * Commit every staged layer: meta.json written into each, ONE syncfs makes all their files
-   * durable, then under the lock each is renamed into layers/ and linked from l/, and layers/ and
-   * l/ are fsynced once. A crash before the renames leaves only tmp/ entries (swept at the next
-   * open); after them, every layer in layers/ is complete and durable, as with one commit each.
-   */
-  async commitPending(): Promise<void> {
-    for (;;) {
-      if (this.staged.size === 0) return;
-      if (this.commitDone !== undefined) await this.commitDone;
-      else if (this.unpacking > 0) await this.idle();
-      else break;
-    }
-    await this.runCommit((body) => this.lock.with(body));
-  }
-
-  /**
-   * commitPending for a caller that holds the store lock already (Store.setRefs writes refs.json
-   * in the same hold). Another commit of this process waits for that lock, so none is renaming now.
-   */
-  async commitPendingLocked(): Promise<void> {
-    while (this.staged.size > 0 && this.unpacking > 0) await this.idle();
-    if (this.staged.size === 0) return;
-    await this.runCommit((body) => body());
-  }
-
-  private async idle(): Promise<void> {
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  private async runCommit(hold: (body: () => Promise<void>) => Promise<void>): Promise<void> {
-    // Set with no await since the checks of the callers: unpacks that start from here on wait for it.
-    const commit = this.commitStaged(hold);
-    // Waiters only need to know it ended; its failure is this caller's to throw, below.
-    this.commitDone = commit.then(
-      () => undefined,
-      () => undefined,
-    );
-    try {
-      await commit;
-    } finally {
-      this.commitDone = undefined;
-    }
-  }
-
-  private async commitStaged(hold: (body: () => Promise<void>) => Promise<void>): Promise<void> {
-    try {
-      await hold(async () => {
-        // Taken under the lock: a concurrent commit of this process has taken its share already.
-        const batch = [...this.staged];
-        if (batch.length === 0) return;
-        for (const [, s] of batch) await writeFile(join(s.staging, 'meta.json'), `${JSON.stringify(s.meta, null, 2)}\n`, { mode: 0o644 });
-        nativeFs().syncfs(this.tmpDir);
-        await mkdir(this.dir, { recursive: true, mode: 0o700 });
-        await mkdir(this.linkDir, { recursive: true, mode: 0o700 });
-        for (const [chainId, s] of batch) {
-          if (await this.committed(chainId)) {
-            await rm(s.staging, { recursive: true, force: true });
-          } else {
-            const target = this.layerDir(chainId);
-            // A directory without meta.json is a leftover (fsck would report it): replace it.
-            await rm(target, { recursive: true, force: true });
-            await rename(s.staging, target);
-            await this.linkTo(chainId, s.meta.link);
-          }
-          this.staged.delete(chainId);
-        }
-        await syncDir(this.dir);
-        await syncDir(this.linkDir);
-      });
-    } catch (err) {
-      if (isNoSpace(err)) throw noSpaceError('store layers', this.dir, err);
-      throw err;
-    }
-  }
-
-  /** Drop the staged layers (a commit that failed): their staging dirs are removed. */
-  async discardPending(): Promise<void> {
-    for (const [chainId, s] of [...this.staged]) {
-      await rm(s.staging, { recursive: true, force: true });
-      this.staged.delete(chainId);
-    }
-  }
-
-  /** Committed by anyone (layers/<id>/meta.json exists), staged layers of this process aside. */
-  private async committed(chainId: Digest): Promise<boolean> {
-    try {
-      await lstat(join(this.layerDir(chainId), 'meta.json'));
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
-    }
-  }
-
-  /** l/<short> -> ../layers/<hex>/diff; true when it was made now (l/ is then the caller's to fsync). */
-  private async linkTo(chainId: Digest, link: string): Promise<boolean> {
+  /** l/<short> -> ../layers/<hex>/diff (idempotent). */
+  async ensureLink(chainId: Digest, link: string): Promise<void> {
+    await mkdir(this.linkDir, { recursive: true, mode: 0o700 });
     const path = join(this.linkDir, link);
     const want = join('..', 'layers', digestHex(chainId), 'diff');
     try {
       const have = await readlink(path);
-      if (have === want) return false;
+      if (have === want) return;
       throw new FerryError('STORE_ERROR', `layer link l/${link} points to ${have}, expected ${want}`, { hint: 'run ferry fsck --repair' });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     await symlink(want, path);
-    return true;
+    await this.syncDirOrDefer(this.linkDir);
   }
 
-  /** l/<short> -> ../layers/<hex>/diff (idempotent). */
-  async ensureLink(chainId: Digest, link: string): Promise<void> {
-    await mkdir(this.linkDir, { recursive: true, mode: 0o700 });
-    if (await this.linkTo(chainId, link)) await syncDir(this.linkDir);
+  private async syncDirOrDefer(dir: string): Promise<void> {
+    if (this.deferDirSyncs > 0) this.unsyncedDirs.add(dir);
+    else await syncDir(dir);
+  }
+
+  /** The directory fsyncs deferred so far (see deferDirSyncs). */
+  async syncPending(): Promise<void> {
+    for (const dir of [...this.unsyncedDirs]) {
+      await syncDir(dir);
+      this.unsyncedDirs.delete(dir);
+    }
   }
 
   /** Remember that this layer was also distributed as the compressed blob `digest`. */
   async addCompressedDigest(chainId: Digest, digest: Digest): Promise<void> {
     if (digest === (await this.meta(chainId))?.diffId) return;
-    const staged = this.staged.get(chainId);
-    if (staged !== undefined) {
-      // Not committed yet: its meta.json is written at the commit.
-      if (!staged.meta.compressedDigests.includes(digest)) staged.meta.compressedDigests = [...staged.meta.compressedDigests, digest].sort();
-      return;
-    }
     await this.lock.with(async () => {
       const meta = await this.meta(chainId);
       if (meta === undefined || meta.compressedDigests.includes(digest)) return;

@@ -83,27 +83,25 @@ export class Store {
   /**
    * Name several images in one atomic step (see RefStore.setMany). What a lease deferred is made
    * durable in the same hold of the lock, after the new refs.json is written to tmp/ and before
-   * it replaces the old one: the syncfs of the staged layers covers it too.
+   * it replaces the old one: the syncfs of the staged blobs covers it too.
    */
   async setRefs(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
-    await this.refs.setMany(entries, async () => {
-      await this.blobs.syncPending();
-      await this.layers.commitPendingLocked();
-    });
+    await this.refs.setMany(entries, () => this.flush());
   }
 
   /**
-   * Make durable what a lease deferred: staged blobs and layers committed (a syncfs each).
-   * Always before a ref is written, so no name points at anything a crash could take back.
+   * Make durable what a lease deferred: staged blobs committed (one syncfs), the directory
+   * fsyncs of layers/ and l/. Always before a ref is written, so no name points at anything a
+   * crash could take back. Needs no store lock (setRefs calls it holding it).
    */
   async flush(): Promise<void> {
     await this.blobs.syncPending();
-    await this.layers.commitPending();
+    await this.layers.syncPending();
   }
 
   /**
    * Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. While
-   * held, layers and blobs batch their durability work (see LayerStore.deferCommits and
+   * held, layers and blobs batch their durability work (see LayerStore.deferDirSyncs and
    * BlobStore.deferSyncs); setRef and release flush it. A flush that fails at release drops
    * what is still staged and throws.
    */
@@ -113,20 +111,19 @@ export class Store {
       const handle = await open(path, 'wx', 0o600);
       await handle.close();
     });
-    this.layers.deferCommits++;
+    this.layers.deferDirSyncs++;
     this.blobs.deferSyncs++;
     let released = false;
     return {
       release: async () => {
         if (released) return;
         released = true;
-        this.layers.deferCommits--;
+        this.layers.deferDirSyncs--;
         this.blobs.deferSyncs--;
         try {
-          // Layers unpacked before a failure are complete and verified: kept, as committed one by one before.
+          // What was verified before a failure is kept, as it was when each piece was synced alone.
           await this.flush();
         } catch (err) {
-          await this.layers.discardPending();
           await this.blobs.discardPending();
           throw err;
         } finally {
