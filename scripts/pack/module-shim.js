@@ -1,12 +1,13 @@
 // In the packed executable, ferry's own `createRequire(import.meta.url)` (io/zstd.ts loads
-// zstd-napi's low-level binding that way) has no file to resolve from, and an SEA's require()
-// loads built-ins only. pack.js points ferry's imports of node:module here: the one module ferry
-// asks for is bundled, anything else is a mistake of the pack and says so.
-import zstdBinding from 'zstd-napi/binding.js';
-
+// zstd-napi and its low-level binding that way, on first use) has no file to resolve from, and an
+// SEA's require() loads built-ins only. pack.js points ferry's imports of node:module here: the
+// modules ferry asks for are bundled, anything else is a mistake of the pack and says so.
+// require(), not import: esbuild bundles them as modules evaluated on first call, so the packed
+// ferry also starts without loading zstd.
 export function createRequire(_from) {
   return (id) => {
-    if (id === 'zstd-napi/binding.js') return zstdBinding;
+    if (id === 'zstd-napi') return require('zstd-napi');
+    if (id === 'zstd-napi/binding.js') return require('zstd-napi/binding.js');
     throw new Error(`the packed ferry cannot require("${id}"): add it to scripts/pack/module-shim.js`);
   };
 }

@@ -75,6 +75,13 @@ export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, w
   return bytes;
 }
 
+/**
+ * The last index.json parsed per layout (by its `what`, which names the path), reused while the
+ * bytes are the same: `export oci:DIR:a oci:DIR:b ...` opens the layout once per image, and
+ * parsing an index of N entries N times made exporting N images quadratic. Callers only read it.
+ */
+const parsedIndexes = new Map<string, { raw: Buffer; index: ImageIndexManifest }>();
+
 async function readLayoutIndex(source: LayoutSource): Promise<{ raw: Buffer; index: ImageIndexManifest }> {
   const what = source.what;
   if ((await source.size('oci-layout')) === undefined) {
@@ -95,9 +102,13 @@ async function readLayoutIndex(source: LayoutSource): Promise<{ raw: Buffer; ind
     });
   }
   const raw = await source.read('index.json', MAX_MANIFEST_BYTES);
+  const cached = parsedIndexes.get(what);
+  if (cached !== undefined && cached.raw.equals(raw)) return cached;
   const parsed = parseManifest(raw, MediaType.ociIndex, `${what} index.json`);
   if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `${what}: index.json is an image manifest, not an index`);
-  return { raw, index: parsed.manifest };
+  const result = { raw, index: parsed.manifest };
+  parsedIndexes.set(what, result);
+  return result;
 }
 
 function describeEntries(entries: readonly LayoutEntry[]): string {

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { versionText } from '../io/native-parts.js';
+import { mark } from '../io/timing.js';
 import { reportError } from './output.js';
 import { loadCommands, type Register } from './commands/index.js';
 
@@ -55,7 +56,9 @@ function collect(value: string, previous: string[] | undefined): string[] {
 /** Run the CLI; resolves to the process exit code. Never throws. */
 export async function main(argv: string[]): Promise<number> {
   try {
+    mark('main');
     const program = buildProgram(await loadCommands(commandName(argv)));
+    mark('modules');
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { openStore, resolveStoreRoot, type Store } from '../store/index.js';
+import { openStore, resolveStoreRoot, type Store } from '../store/store.js';
 
 interface GlobalStoreFlags {
   root?: string;

@@ -21,12 +21,21 @@ export function tempPathFor(path: string): string {
 /**
  * Write a whole file atomically: temp file, fsync, rename, fsync the directory. `tmp` may name
  * another place on the same filesystem (the store keeps its temp files in tmp/, swept at start).
+ * `beforeRename` runs once the temp file is written, before its fsync and rename: work that must
+ * be durable before the file becomes visible (one syncfs can then cover both).
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644, tmp = tempPathFor(path)): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+  tmp = tempPathFor(path),
+  beforeRename?: () => Promise<void>,
+): Promise<void> {
   try {
     const handle = await open(tmp, 'wx', mode);
     try {
       await handle.writeFile(data);
+      await beforeRename?.();
       await handle.sync();
     } finally {
       await handle.close();

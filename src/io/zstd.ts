@@ -1,11 +1,23 @@
 import { createRequire } from 'node:module';
 import { Transform, type TransformCallback } from 'node:stream';
-import { CompressStream } from 'zstd-napi';
+import type * as ZstdNapi from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { FerryError } from '../errors.js';
 
-// The low-level binding (a CommonJS addon loader without static exports) for the decompressor below.
-const binding = createRequire(import.meta.url)('zstd-napi/binding.js') as typeof ZstdBinding;
+// zstd-napi (a CommonJS addon) is loaded on first use, not with this module: commands that never
+// touch zstd (run, ps, images) start without dlopen-ing it. The low-level binding (an addon loader
+// without static exports) drives the decompressor below.
+const requireHere = createRequire(import.meta.url);
+let zstdNapi: typeof ZstdNapi | undefined;
+let zstdBinding: typeof ZstdBinding | undefined;
+function napi(): typeof ZstdNapi {
+  zstdNapi ??= requireHere('zstd-napi') as typeof ZstdNapi;
+  return zstdNapi;
+}
+function binding(): typeof ZstdBinding {
+  zstdBinding ??= requireHere('zstd-napi/binding.js') as typeof ZstdBinding;
+  return zstdBinding;
+}
 
 /**
  * The only zstd binding of ferry (Node 20 has no zstd in node:zlib), so the choice can change
@@ -25,14 +37,14 @@ export interface ZstdOptions {
 export const ZSTD_MAX_LEVEL = 22;
 
 export function zstdCompressStream(options: ZstdOptions = {}): Transform {
-  const params: ConstructorParameters<typeof CompressStream>[0] = {
+  const params: ConstructorParameters<typeof ZstdNapi.CompressStream>[0] = {
     compressionLevel: options.level ?? 3,
     enableLongDistanceMatching: options.long ?? false,
     nbWorkers: options.workers ?? 0,
     checksumFlag: true,
   };
   if (options.windowLog !== undefined) params.windowLog = options.windowLog;
-  return new CompressStream(params);
+  return new (napi().CompressStream)(params);
 }
 
 /**
@@ -43,8 +55,8 @@ export function zstdCompressStream(options: ZstdOptions = {}): Transform {
  * the rest of the chunk waits until the reader wants more.
  */
 class ZstdDecompressStream extends Transform {
-  private readonly dctx = new binding.DCtx();
-  private readonly outSize = binding.dStreamOutSize();
+  private readonly dctx = new (binding().DCtx)();
+  private readonly outSize = binding().dStreamOutSize();
   private out: Buffer | undefined;
   private inFrame = false;
   /** The chunk being decompressed and its callback, while the reader is full. */
@@ -61,10 +73,10 @@ class ZstdDecompressStream extends Transform {
   private framesEnded = 0;
 
   constructor(options: ZstdDecompressOptions) {
-    super({ readableHighWaterMark: binding.dStreamOutSize() });
+    super({ readableHighWaterMark: binding().dStreamOutSize() });
     this.windowLogMax = options.windowLogMax ?? ZSTD_WINDOW_LOG_LIMIT;
     this.what = options.what ?? 'zstd stream';
-    this.dctx.setParameter(binding.DParameter.windowLogMax, this.windowLogMax);
+    this.dctx.setParameter(binding().DParameter.windowLogMax, this.windowLogMax);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {

@@ -7,8 +7,10 @@ import { parseDigest } from '../oci/digest.js';
 import type { Image } from '../oci/image.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { parseReference } from '../oci/reference.js';
-import { StoreLock, chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, ownedName, type Store } from '../store/index.js';
-import { containerChanges, type Change } from './changes.js';
+// The store's read API, not its index: `run` should not load the importer and unpacker.
+import { StoreLock, chainIds, claimRootfs, findStoreImage, openStoreImageByDigest, ownedName, type Store } from '../store/read.js';
+import { mark } from '../io/timing.js';
+import type { Change } from './changes.js';
 import { buildProcessSpec, expandEnv, mergeEnv, parseEnvFile, withHome, type RunFlags } from './container-spec.js';
 import { lookupLayered } from './layered-fs.js';
 import { existingCgroupProcs, oomEventsFile, planContainerCgroups, removeContainerCgroups } from './cgroups.js';
@@ -229,6 +231,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const mountSpecs = parseMounts(options.mounts ?? []);
   const entry = options.builtImage !== undefined ? { name: options.image, image: options.builtImage } : await openNamed(store, options.image, options.platform);
   const image = entry.image;
+  mark('image');
   const healthcheck = mergeHealthcheck(image.config.config?.Healthcheck, options);
   const id = newContainerId();
   const diffIds = image.config.rootfs.diff_ids;
@@ -265,6 +268,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   const named = volumeSpecs.filter((v): v is NamedVolumeSpec => 'name' in v);
   const { binds: volumeBinds, mounts: volumeMounts } = await prepareVolumes(store, named, covered, img.Volumes, layers);
   const volumes = [...hostBinds, ...volumeBinds];
+  mark('spec');
 
   const record: ContainerRecord = {
     schemaVersion: 1,
@@ -318,6 +322,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   // The plan first (checked and recorded under the store lock): from here on prune keeps the
   // image's layers. The container stays invisible until config.json exists.
   await claimRootfs(store, id, diffIds);
+  mark('claim');
   try {
     await store.lock.with(async () => {
       const all = await listContainers(store.root);
@@ -331,12 +336,19 @@ export async function createContainer(store: Store, options: RunOptions): Promis
       }
       await writeRecord(store.root, record);
     });
-    await writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 });
-    await writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 });
-    if (seccompProfile !== undefined) await writeFile(paths.seccomp, seccompProfile, { mode: 0o600 });
-    for (const d of [paths.upper, paths.work, paths.rootfs]) await mkdir(d, { mode: 0o755 });
-    await makeInitLayer(paths.init, layers);
-    await writeNetworkFiles(record, store.root);
+    mark('record');
+    // Independent files of one new directory: made at once (a start waits for each round trip).
+    // Every one settles before a failure is handled, so the cleanup below races none of them.
+    const made = await Promise.allSettled([
+      writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 }),
+      writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 }),
+      ...(seccompProfile !== undefined ? [writeFile(paths.seccomp, seccompProfile, { mode: 0o600 })] : []),
+      ...[paths.upper, paths.work, paths.rootfs].map((d) => mkdir(d, { mode: 0o755 })),
+      makeInitLayer(paths.init, layers),
+      writeNetworkFiles(record, store.root),
+    ]);
+    for (const r of made) if (r.status === 'rejected') throw r.reason;
+    mark('files');
   } catch (err) {
     await removeContainerFiles(store, id);
     await removeAnonymousVolumes(store, record);
@@ -494,6 +506,7 @@ function forwardSignals(): SignalForwarder {
 export async function runContainer(store: Store, options: RunOptions): Promise<RunResult> {
   requireRoot(`run ${options.image}`);
   await removeFinishedAutoRemove(store);
+  mark('sweep');
   const record = await createContainer(store, options);
   const paths = containerPaths(store.root, record.id);
   if (record.detached) {
@@ -515,13 +528,17 @@ export async function runContainer(store: Store, options: RunOptions): Promise<R
       if (record.autoRemove) await removeAutoRemoved(store, record);
       throw err;
     }
+    mark('launch');
     forwarder.target(launched.monitorPid);
     await recordStarted(store.root, record.id, launched);
+    mark('state');
     exitCode = await launched.exited;
+    mark('exited');
   } finally {
     forwarder.stop();
   }
   if (record.autoRemove) await removeAutoRemoved(store, record);
+  mark('removed');
   return { id: record.id, name: record.name, exitCode };
 }
 
@@ -907,5 +924,6 @@ export function commandLine(record: ContainerRecord): string {
 /** `ferry diff`: the container's changes against its image. */
 export async function containerDiff(store: Store, text: string): Promise<Change[]> {
   const info = await findContainer(store.root, text);
+  const { containerChanges } = await import('./changes.js');
   return containerChanges(containerPaths(store.root, info.record.id).upper, await imageLayerDirs(store, info.record), { what: `diff of container ${info.record.name}` });
 }

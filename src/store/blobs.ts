@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
 import { syncDir } from '../io/atomic-file.js';
+import { nativeFs } from '../io/native.js';
 import { VerifyDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
@@ -34,6 +35,15 @@ export class BlobStore {
   readonly dir: string;
   private readonly tmpDir: string;
   private readonly lock: StoreLock;
+  /**
+   * While > 0 (an import holds a lease, see Store.lease), a verified blob stays in its tmp/ file
+   * (found there by path, has, open) and syncPending makes all of them durable with one syncfs,
+   * renames them into blobs/ and fsyncs the directory once, before any ref names them: instead of
+   * two fsyncs per blob. A crash before that leaves tmp/ entries, swept at the next open. gc
+   * does not run while a lease exists, so these renames need not hold the store lock.
+   */
+  deferSyncs = 0;
+  private readonly staged = new Map<Digest, string>();
 
   constructor(root: string, lock: StoreLock) {
     this.dir = join(root, 'blobs');
@@ -41,8 +51,9 @@ export class BlobStore {
     this.lock = lock;
   }
 
+  /** Where the blob's bytes are: blobs/<alg>/<hex>, or its tmp/ file while staged (see deferSyncs). */
   path(digest: Digest): string {
-    return join(this.dir, digestAlgorithm(digest), digestHex(digest));
+    return this.staged.get(digest) ?? join(this.dir, digestAlgorithm(digest), digestHex(digest));
   }
 
   async stat(digest: Digest): Promise<{ size: number } | undefined> {
@@ -112,11 +123,11 @@ export class BlobStore {
           },
           options.signal === undefined ? {} : { signal: options.signal },
         );
-        await handle.sync();
+        if (this.deferSyncs === 0) await handle.sync();
       } finally {
         await handle.close();
       }
-      const existed = await this.commit(tmp, digest);
+      const existed = this.deferSyncs > 0 ? await this.stage(tmp, digest) : await this.commit(tmp, digest);
       return { digest, written: existed ? 0 : written, existed };
     } catch (err) {
       await rm(tmp, { force: true });
@@ -149,6 +160,46 @@ export class BlobStore {
       await syncDir(dir);
       return false;
     });
+  }
+
+  /** Keep a verified temp file as the blob until syncPending; true when the blob was there already. */
+  private async stage(tmp: string, digest: Digest): Promise<boolean> {
+    if (await this.has(digest)) {
+      await unlink(tmp);
+      return true;
+    }
+    this.staged.set(digest, tmp);
+    return false;
+  }
+
+  /** Commit the staged blobs (see deferSyncs): one syncfs, the renames, one fsync per directory. */
+  async syncPending(): Promise<void> {
+    const batch = [...this.staged];
+    if (batch.length === 0) return;
+    try {
+      nativeFs().syncfs(this.tmpDir);
+      const dirs = new Set<string>();
+      for (const [digest, tmp] of batch) {
+        const dir = join(this.dir, digestAlgorithm(digest));
+        if (!dirs.has(dir)) await mkdir(dir, { recursive: true, mode: 0o700 });
+        dirs.add(dir);
+        // Another importer may have put the same bytes there meanwhile: replacing them is harmless.
+        await rename(tmp, join(dir, digestHex(digest)));
+        this.staged.delete(digest);
+      }
+      for (const dir of dirs) await syncDir(dir);
+    } catch (err) {
+      if (isNoSpace(err)) throw noSpaceError('store blobs', this.dir, err);
+      throw err;
+    }
+  }
+
+  /** Drop the staged blobs (a commit that failed): their temp files are removed. */
+  async discardPending(): Promise<void> {
+    for (const [digest, tmp] of [...this.staged]) {
+      await rm(tmp, { force: true });
+      this.staged.delete(digest);
+    }
   }
 
   /** Remove a blob (callers decide it is unreferenced, under the lock). */

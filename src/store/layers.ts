@@ -1,4 +1,4 @@
-import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
@@ -9,8 +9,10 @@ import { nativeFs } from '../io/native.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
-import { reproduceLayerTar, TAR_SPLIT_FILE } from './tar-split.js';
-import { unpackLayerTar } from './unpack.js';
+import type { unpackLayerTar } from './unpack.js';
+
+/** A layer's tar-split (see tar-split.ts), beside its diff/. */
+export const TAR_SPLIT_FILE = 'tar-split.zst';
 
 /**
  * Unpacked layers, one directory per layer stack position: `layers/<chainId hex>/` with `diff/`
@@ -106,6 +108,13 @@ export class LayerStore {
   readonly linkDir: string;
   private readonly tmpDir: string;
   private readonly lock: StoreLock;
+  /**
+   * While > 0 (an import holds a lease, see Store.lease), a committed layer's files are durable
+   * (the syncfs before its rename) but the fsyncs of layers/ and l/ that make its rename and link
+   * durable are made once by syncPending, before any ref names it, instead of once per layer.
+   */
+  deferDirSyncs = 0;
+  private readonly unsyncedDirs = new Set<string>();
 
   constructor(root: string, lock: StoreLock) {
     this.dir = join(root, 'layers');
@@ -133,6 +142,8 @@ export class LayerStore {
   async openTar(chainId: Digest, what: string): Promise<(() => Readable) | undefined> {
     const meta = await this.meta(chainId);
     if (meta?.tarSplit !== 'kept') return undefined;
+    // Loaded here, as unpack.js below: commands that only read the store (run) start without them.
+    const { reproduceLayerTar } = await import('./tar-split.js');
     return () => reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what);
   }
 
@@ -191,7 +202,8 @@ export class LayerStore {
       if (options.onWarning) unpackOptions.onWarning = options.onWarning;
       if (options.onBytes) unpackOptions.onBytes = options.onBytes;
       if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
-      const result = await unpackLayerTar(tar, diff, unpackOptions);
+      const { unpackLayerTar: unpack } = await import('./unpack.js');
+      const result = await unpack(tar, diff, unpackOptions);
       if (result.diffId !== expectedDiffId) {
         throw new FerryError('DIGEST_MISMATCH', `${what}: the layer tar hashes to ${result.diffId}, not its diffId ${expectedDiffId}`, {
           hint: 'the layer data is corrupt or does not belong to this image; nothing was kept',
@@ -212,7 +224,8 @@ export class LayerStore {
         meta.tarSplit = 'not-reproducible';
         meta.tarSplitWhy = result.tarSplit.why;
       }
-      await writeFileAtomic(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
+      // A plain write: staging is private until the rename, and the syncfs covers meta.json too.
+      await writeFile(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o644 });
       // One syncfs for the whole layer instead of an fsync per file.
       nativeFs().syncfs(staging);
       const skipped = await this.commit(staging, chainId, meta.link);
@@ -238,7 +251,7 @@ export class LayerStore {
       // A directory without meta.json is a leftover (fsck would report it): replace it.
       await rm(target, { recursive: true, force: true });
       await rename(staging, target);
-      await syncDir(this.dir);
+      await this.syncDirOrDefer(this.dir);
       await this.ensureLink(chainId, link);
       return false;
     });
@@ -257,7 +270,20 @@ export class LayerStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     await symlink(want, path);
-    await syncDir(this.linkDir);
+    await this.syncDirOrDefer(this.linkDir);
+  }
+
+  private async syncDirOrDefer(dir: string): Promise<void> {
+    if (this.deferDirSyncs > 0) this.unsyncedDirs.add(dir);
+    else await syncDir(dir);
+  }
+
+  /** The directory fsyncs deferred so far (see deferDirSyncs). */
+  async syncPending(): Promise<void> {
+    for (const dir of [...this.unsyncedDirs]) {
+      await syncDir(dir);
+      this.unsyncedDirs.delete(dir);
+    }
   }
 
   /** Remember that this layer was also distributed as the compressed blob `digest`. */

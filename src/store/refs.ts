@@ -60,8 +60,8 @@ export class RefStore {
   }
 
   /** Written via tmp/, so a crash mid-write leaves a leftover the next open sweeps. */
-  private async write(file: RefsFile): Promise<void> {
-    await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`, 0o644, join(this.tmpDir, ownedName('refs')));
+  private async write(file: RefsFile, beforeRename?: () => Promise<void>): Promise<void> {
+    await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`, 0o644, join(this.tmpDir, ownedName('refs')), beforeRename);
   }
 
   async list(): Promise<RefEntry[]> {
@@ -96,8 +96,24 @@ export class RefStore {
 
   /** Add or replace the entry with the same name and platform. */
   async set(entry: Omit<RefEntry, 'updated'>): Promise<void> {
-    const full: RefEntry = { ...entry, platform: normalizePlatform(entry.platform), updated: new Date().toISOString() };
-    await this.update((refs) => [...refs.filter((e) => !(e.name === full.name && platformKey(e.platform) === platformKey(full.platform))), full]);
+    await this.setMany([entry]);
+  }
+
+  /**
+   * Add or replace several entries in one atomic rewrite of refs.json: an import of N images
+   * writes the file once, not N times (N rewrites of a growing file are quadratic), and its
+   * names appear all together or not at all. `beforeRename`: see update.
+   */
+  async setMany(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>, beforeRename?: () => Promise<void>): Promise<void> {
+    if (entries.length === 0) return;
+    const updated = new Date().toISOString();
+    const key = (e: Pick<RefEntry, 'name' | 'platform'>): string => `${e.name}\n${platformKey(e.platform)}`;
+    const fresh = new Map<string, RefEntry>();
+    for (const entry of entries) {
+      const full: RefEntry = { ...entry, platform: normalizePlatform(entry.platform), updated };
+      fresh.set(key(full), full);
+    }
+    await this.update((refs) => [...refs.filter((e) => !fresh.has(key(e))), ...fresh.values()], beforeRename);
   }
 
   /** Remove a name (all platforms, or one); returns the removed entries. */
@@ -120,13 +136,16 @@ export class RefStore {
     return kept;
   }
 
-  /** Read-modify-write under the store lock, written atomically. */
-  async update(change: (refs: RefEntry[]) => RefEntry[]): Promise<void> {
+  /**
+   * Read-modify-write under the store lock, written atomically. `beforeRename` runs under the
+   * same hold of the lock, after the new file is written to tmp/ and before it replaces refs.json.
+   */
+  async update(change: (refs: RefEntry[]) => RefEntry[], beforeRename?: () => Promise<void>): Promise<void> {
     await this.lock.with(async () => {
       const next = change(await this.list()).sort((a, b) =>
         a.name === b.name ? platformKey(a.platform).localeCompare(platformKey(b.platform)) : a.name.localeCompare(b.name),
       );
-      await this.write({ schemaVersion: 1, refs: next });
+      await this.write({ schemaVersion: 1, refs: next }, beforeRename);
     });
   }
 }

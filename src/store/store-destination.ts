@@ -9,6 +9,7 @@ import { decompressLayer } from '../io/layer-forms.js';
 import { tee } from '../io/tee.js';
 import { chainIds, type UnpackLayerResult } from './layers.js';
 import { ensureFreeSpace } from './space.js';
+import type { RefEntry } from './refs.js';
 import type { Lease, Store } from './store.js';
 
 export interface StoreDestinationOptions {
@@ -50,6 +51,7 @@ export class StoreDestination implements ImageDestination {
   readonly name: string;
   readonly maxConcurrency = 1;
   private lease: Lease | undefined;
+  private pendingRefs: Array<Omit<RefEntry, 'updated'>> = [];
   private readonly keepBlobs: boolean;
   private readonly shareStacks: boolean;
 
@@ -170,19 +172,29 @@ export class StoreDestination implements ImageDestination {
     return index.digest;
   }
 
+  /**
+   * Names are kept until commit and written in one rewrite of refs.json: one rewrite per image is
+   * quadratic in the number of images (a bundle of hundreds).
+   */
   async setRef(target: CopyTarget, manifests: readonly ManifestPut[], index: Digest | undefined): Promise<void> {
     if (target.ref === undefined) return;
     const name = formatReference(target.ref);
     for (const [i, image] of target.images.entries()) {
       const m = manifests[i]!;
-      await this.store.setRef({ name, manifestDigest: m.digest, mediaType: m.mediaType, platform: image.platform, ...(index === undefined ? {} : { indexDigest: index }) });
+      this.pendingRefs.push({ name, manifestDigest: m.digest, mediaType: m.mediaType, platform: image.platform, ...(index === undefined ? {} : { indexDigest: index }) });
     }
   }
 
   async commit(): Promise<void> {
-    const lease = this.lease;
-    this.lease = undefined;
-    await lease?.release();
+    const refs = this.pendingRefs;
+    this.pendingRefs = [];
+    try {
+      if (refs.length > 0) await this.store.setRefs(refs);
+    } finally {
+      const lease = this.lease;
+      this.lease = undefined;
+      await lease?.release();
+    }
   }
 
   /** What was written stays unnamed: gc takes it, a rerun finds it. */

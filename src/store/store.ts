@@ -75,23 +75,62 @@ export class Store {
     return this.layers.unpack(tar, expectedDiffId, parentChainId, options);
   }
 
-  /** Name an image: the last step of an import. */
-  setRef(entry: Omit<RefEntry, 'updated'>): Promise<void> {
-    return this.refs.set(entry);
+  /** Name an image: the last step of an import (see setRefs). */
+  async setRef(entry: Omit<RefEntry, 'updated'>): Promise<void> {
+    await this.setRefs([entry]);
   }
 
-  /** Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. */
+  /**
+   * Name several images in one atomic step (see RefStore.setMany). What a lease deferred is made
+   * durable in the same hold of the lock, after the new refs.json is written to tmp/ and before
+   * it replaces the old one: the syncfs of the staged blobs covers it too.
+   */
+  async setRefs(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>): Promise<void> {
+    await this.refs.setMany(entries, () => this.flush());
+  }
+
+  /**
+   * Make durable what a lease deferred: staged blobs committed (one syncfs), the directory
+   * fsyncs of layers/ and l/. Always before a ref is written, so no name points at anything a
+   * crash could take back. Needs no store lock (setRefs calls it holding it).
+   */
+  async flush(): Promise<void> {
+    await this.blobs.syncPending();
+    await this.layers.syncPending();
+  }
+
+  /**
+   * Mark an import in progress (tmp/<owner>-lease), created under the lock so gc sees it. While
+   * held, layers and blobs batch their durability work (see LayerStore.deferDirSyncs and
+   * BlobStore.deferSyncs); setRef and release flush it. A flush that fails at release drops
+   * what is still staged and throws.
+   */
   async lease(): Promise<Lease> {
     const path = join(this.tmpDir, ownedName('lease'));
     await this.lock.with(async () => {
       const handle = await open(path, 'wx', 0o600);
       await handle.close();
     });
+    this.layers.deferDirSyncs++;
+    this.blobs.deferSyncs++;
+    let released = false;
     return {
       release: async () => {
-        await unlink(path).catch((err: unknown) => {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-        });
+        if (released) return;
+        released = true;
+        this.layers.deferDirSyncs--;
+        this.blobs.deferSyncs--;
+        try {
+          // What was verified before a failure is kept, as it was when each piece was synced alone.
+          await this.flush();
+        } catch (err) {
+          await this.blobs.discardPending();
+          throw err;
+        } finally {
+          await unlink(path).catch((err: unknown) => {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          });
+        }
       },
     };
   }
@@ -151,14 +190,14 @@ export async function openStore(options: OpenStoreOptions = {}): Promise<Store> 
   try {
     await mkdir(root, { recursive: true, mode: 0o700 });
     // layers/ holds setuid files and devices of images: private to root (or the rootless user).
-    for (const dir of ['blobs', 'layers', 'l', 'tmp', 'containers']) await mkdir(join(root, dir), { recursive: true, mode: 0o700 });
+    // At once: every command (a container start too) opens the store, and these are independent.
+    await Promise.all(['blobs', 'layers', 'l', 'tmp', 'containers'].map((dir) => mkdir(join(root, dir), { recursive: true, mode: 0o700 })));
   } catch (err) {
     throw new FerryError('STORE_ERROR', `open store ${root}: ${messageOf(err)}`, {
       cause: err,
       hint: 'choose a writable place with --root or $FERRY_ROOT',
     });
   }
-  await store.sweepTmp();
-  await store.mendLinks();
+  await Promise.all([store.sweepTmp(), store.mendLinks()]);
   return store;
 }

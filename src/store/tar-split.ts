@@ -20,7 +20,6 @@ import { zstdCompressStream, zstdDecompressStream } from '../io/zstd.js';
  * reproducible and no split is kept, never one that cannot reproduce.
  */
 
-export const TAR_SPLIT_FILE = 'tar-split.zst';
 const MAGIC = Buffer.from('FTSPLIT1', 'latin1');
 const RAW = 0x01;
 const FILE = 0x02;

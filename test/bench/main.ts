@@ -13,6 +13,7 @@ import { packSection } from './pack.js';
 import { note, sh } from './measure.js';
 import { markdownTable, samplesTable } from './report.js';
 import { runSection } from './run-latency.js';
+import { scaleSection } from './scale.js';
 
 const SECTIONS = {
   export: exportSection,
@@ -22,6 +23,7 @@ const SECTIONS = {
   run: runSection,
   memory: memorySection,
   build: buildSection,
+  scale: scaleSection,
 } as const;
 type SectionName = keyof typeof SECTIONS;
 
@@ -43,7 +45,8 @@ function sections(): SectionName[] {
 
 const USAGE = `npm run bench: ferry next to its peers on the corpus of issue 7 (see test/bench/README.md).
 Env: BENCH_RUNS (default 3, medians), BENCH_RUN_RUNS (default 10, for run latency),
-     BENCH_ONLY="export delta import pack run memory build" (a subset writes $BENCH_WORK/RESULTS.md, not test/bench/RESULTS.md),
+     BENCH_SCALE (default "25 100 400 1600": image counts of the scale section),
+     BENCH_ONLY="export delta import pack run memory build scale" (a subset writes $BENCH_WORK/RESULTS.md, not test/bench/RESULTS.md),
      BENCH_WORK (default /var/tmp/ferry-bench), CORPUS_DIR (default /var/tmp/ferry-corpus).`;
 
 async function main(): Promise<number> {

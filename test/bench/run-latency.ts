@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { corpusDir, fullRef } from './corpus.js';
 import { Bench, FERRY, FERRY_BIN, fileSize, ferryHas, perRun } from './context.js';
@@ -6,6 +7,67 @@ import { PODMAN_SRC, defaultBundle, preparePodman } from './export.js';
 import { importStore } from './import.js';
 import { latencyOnce, median, note, sh, summarise } from './measure.js';
 import { missing, type Value } from './report.js';
+
+/** What each FERRY_TIMING mark (src/io/timing.ts) ends, in the order a run reaches them. */
+const PHASES: ReadonlyArray<readonly [mark: string, label: string]> = [
+  ['node', 'Node start (to the first line of bin/ferry.js)'],
+  ['main', 'CLI modules (main.js, commander)'],
+  ['modules', 'run command modules'],
+  ['store', 'open the store'],
+  ['sweep', 'finished --rm containers swept'],
+  ['image', 'image read (refs, manifest, config, layer metas)'],
+  ['spec', 'process spec, user, volumes, seccomp'],
+  ['claim', 'rootfs claimed (lock, rootfs.json)'],
+  ['record', 'config.json written (lock, names)'],
+  ['files', 'container files (init layer, hosts, ...)'],
+  ['launch', 'launcher: cgroups, namespaces, mounts, exec'],
+  ['state', 'state.json written'],
+  ['exited', 'container ran (true)'],
+  ['removed', '--rm: container removed'],
+  ['exit', 'until process exit'],
+];
+
+/** One run with FERRY_TIMING=1: the marks' times (ms since Node started) and the wall time seen from outside. */
+async function timedMarks(argv: readonly string[]): Promise<{ marks: Map<string, number>; wallMs: number }> {
+  const started = process.hrtime.bigint();
+  const stderr = await new Promise<string>((resolvePromise, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, FERRY_TIMING: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const chunks: Buffer[] = [];
+    child.stderr.on('data', (c: Buffer) => chunks.push(c));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolvePromise(Buffer.concat(chunks).toString('utf8')) : reject(new Error(`exit ${String(code)}: ${Buffer.concat(chunks).toString('utf8')}`))));
+  });
+  const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+  const line = stderr.split('\n').find((l) => l.startsWith('{"ferryTiming"'));
+  if (line === undefined) throw new Error('no FERRY_TIMING line: is dist/ built from this tree?');
+  return { marks: new Map((JSON.parse(line) as { ferryTiming: Array<[string, number]> }).ferryTiming), wallMs };
+}
+
+/**
+ * Where the time of `ferry run --rm` goes: median of each phase over FERRY_TIMING runs (interleaved
+ * with nothing else, after the timed runs), as rows of the run section.
+ */
+async function startBreakdown(b: Bench, s: string, argv: readonly string[]): Promise<void> {
+  const runs: Array<{ marks: Map<string, number>; wallMs: number }> = [];
+  for (let i = 0; i < b.runRuns; i++) runs.push(await timedMarks(argv));
+  for (const [i, [name, label]] of PHASES.entries()) {
+    const before = i === 0 ? undefined : PHASES[i - 1]![0];
+    const spans = runs.flatMap((r) => {
+      const end = r.marks.get(name);
+      const start = before === undefined ? 0 : r.marks.get(before);
+      return end === undefined || start === undefined ? [] : [end - start];
+    });
+    if (spans.length === 0) continue;
+    const ms = median(spans);
+    b.add({ section: s, figure: `breakdown: ${label}`, unit: 's', ferry: ms / 1000, note: `median of ${spans.length} FERRY_TIMING runs` });
+  }
+  const after = runs.flatMap((r) => {
+    const exit = r.marks.get('exit');
+    return exit === undefined ? [] : [r.wallMs - exit];
+  });
+  b.add({ section: s, figure: 'breakdown: after the exit mark (teardown, as seen from outside)', unit: 's', ferry: median(after) / 1000 });
+  b.add({ section: s, figure: 'breakdown: total (the FERRY_TIMING runs, wall)', unit: 's', ferry: median(runs.map((r) => r.wallMs)) / 1000 });
+}
 
 interface Runner {
   id: string;
@@ -75,6 +137,7 @@ export async function runSection(b: Bench): Promise<void> {
     b.add({ section: s, figure: 'median latency, ferry-linux-x64 (pack)', unit: 's', ferry: value('run.pack'), peer: { name: 'runc run, same rootfs', value: value('run.runc') }, target: { of: 'ratio', max: 2, text: '<= 2x' }, runs: perRun(b.measured.get('run.pack'), b.measured.get('run.runc'), 'wall') });
   }
   b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'runc run, same rootfs', value: value('run.runc') }, target: { of: 'ratio', max: 2, text: '<= 2x' }, runs: perRun(b.measured.get('run.ferry'), b.measured.get('run.runc'), 'wall') });
-  b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'podman run --rm', value: podmanBroken === undefined ? value('run.podman') : missing(podmanBroken) }, target: { of: 'ratio', max: 1, text: '< 1x' }, runs: perRun(b.measured.get('run.ferry'), b.measured.get('run.podman'), 'wall') });
+  b.add({ section: s, figure: 'median latency', unit: 's', ferry, peer: { name: 'podman run --rm', value: podmanBroken === undefined ? value('run.podman') : missing(podmanBroken) }, target: { of: 'ratio', max: 0.5, text: '< 0.5x' }, runs: perRun(b.measured.get('run.ferry'), b.measured.get('run.podman'), 'wall') });
+  if (built && !failed.has('run.ferry')) await startBreakdown(b, s, runners[0]!.argv(0));
   await sh(`rm -rf ${rb}`);
 }

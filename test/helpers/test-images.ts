@@ -437,3 +437,33 @@ export async function pushTestImages(
   }
   return pushed;
 }
+
+/**
+ * A layout of `count` images for the scale bench: every image is the busybox base layer plus one
+ * layer of its own holding `uniqueBytes` pseudo-random bytes, named `img-00001`... in index.json.
+ * Layers are written `concurrency` at a time; 1600 images take a few seconds.
+ */
+export async function buildScaleLayout(dir: string, count: number, uniqueBytes = 64 * 1024, concurrency = 8): Promise<string[]> {
+  const layout = new LayoutWriter(dir);
+  await layout.init();
+  const host = { os: 'linux', architecture: hostArchitecture() };
+  const baseLayer = await layout.layer(await baseEntries());
+  const names = Array.from({ length: count }, (_, i) => `img-${String(i + 1).padStart(5, '0')}`);
+  const index: Array<Record<string, unknown>> = new Array<Record<string, unknown>>(count);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < count; i = next++) {
+      const name = names[i]!;
+      // Random bytes do not compress: level 0 keeps building fast.
+      const layer = await layout.layer(
+        [directory('data'), file(`data/${name}.bin`, { size: uniqueBytes, stream: () => pseudoRandom(uniqueBytes, name) })],
+        0,
+      );
+      const image = await layout.image([baseLayer, layer], BASE_CONFIG, [BASE_HISTORY, { created_by: `ferry scale bench: ${name}` }], host);
+      index[i] = { mediaType: OCI_MANIFEST, digest: image.manifestDigest, size: image.manifestSize, annotations: { [REF_NAME_ANNOTATION]: name } };
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: index }));
+  return names;
+}

@@ -4,6 +4,7 @@ import { runContainer, type RunOptions } from '../../runtime/containers.js';
 import { LaunchError } from '../../runtime/launcher.js';
 import { reportError } from '../output.js';
 import { storeFromCommand } from '../store-options.js';
+import { mark } from '../../io/timing.js';
 import type { Register } from './index.js';
 
 interface RunFlags {
@@ -109,6 +110,7 @@ export const registerRun: Register = (program) => {
     .passThroughOptions()
     .action(async (image: string, command: string[], flags: RunFlags, cmd: Command) => {
       const store = await storeFromCommand(cmd);
+      mark('store');
       const options: RunOptions = {
         image,
         command,

@@ -1,0 +1,129 @@
+import { access, writeFile } from 'node:fs/promises';
+import { buildScaleLayout } from '../helpers/test-images.js';
+import { Bench, FERRY, rss, wall } from './context.js';
+import { writeFloorScript } from './import.js';
+import { note, sh, type Contender, type Measured } from './measure.js';
+import { isNumber, missing, type Value } from './report.js';
+
+/** Image counts of the synthetic layouts; BENCH_SCALE="25 100" picks others (smallest and largest are compared). */
+function scaleSizes(): number[] {
+  const text = process.env.BENCH_SCALE?.trim();
+  if (text === undefined || text === '') return [25, 100, 400, 1600];
+  const sizes = text.split(/[\s,]+/).map(Number);
+  for (const n of sizes) if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SCALE="${text}": expected whole numbers >= 1`);
+  return [...new Set(sizes)].sort((a, b) => a - b);
+}
+
+/** The layout of `n` images (kept between benches: the builder is deterministic) and its bundle definition. */
+async function scaleLayout(b: Bench, n: number): Promise<{ dir: string; definition: string }> {
+  const dir = b.path(`scale-${n}`);
+  const definition = b.path(`scale-${n}.yaml`);
+  try {
+    await access(`${dir}/index.json`);
+    await access(definition);
+  } catch {
+    const started = Date.now();
+    await sh(`rm -rf ${dir}`);
+    const names = await buildScaleLayout(dir, n);
+    await writeFile(definition, ['name: scale', 'images:', ...names.map((name) => `  - oci:${dir}:${name}`), ''].join('\n'));
+    note(`scale: built a layout of ${n} images in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+  return { dir, definition };
+}
+
+const perImage = (v: Value, n: number): Value => (isNumber(v) ? v / n : v);
+
+/**
+ * ferry at 25 to 1600 images (a shared busybox base, one 64 KiB layer of its own each): export,
+ * ls, import (next to the floor, zstd -d | tar -x per layer), images, run and fsck, each size
+ * interleaved with the others run by run. Time per image and peak RSS should not grow with the
+ * number of images; the per-layer overhead of import is its time above the floor per layer.
+ */
+export async function scaleSection(b: Bench): Promise<void> {
+  const s = 'scale: synthetic layouts, a shared base and one 64 KiB layer per image';
+  const sizes = scaleSizes();
+  const small = sizes[0]!;
+  const large = sizes[sizes.length - 1]!;
+  const bundle = (n: number): string => b.path(`scale-${n}.tar.zst`);
+  const store = (n: number): string => b.path(`scale-store-${n}`);
+  const floor = (n: number): string => b.path(`scale-floor-${n}`);
+  const definitions = new Map<number, string>();
+  for (const n of sizes) definitions.set(n, (await scaleLayout(b, n)).definition);
+
+  const m = new Map<string, Measured | Error>();
+  const race = async (contenders: Contender[]): Promise<void> => {
+    for (const [id, r] of await b.race(contenders)) m.set(id, r);
+  };
+  await race(sizes.map((n) => ({ id: `scale.export-${n}`, prep: `rm -f ${bundle(n)}`, command: `${FERRY} export -q -f ${definitions.get(n)!} -o ${bundle(n)} && sync` })));
+  // The default 128 MiB zstd window fills with the images' unique bytes (64 KiB each: 100 MiB at
+  // 1600), in the compressor and the decompressor alike; a 1 MiB window, filled at every size,
+  // isolates what ferry itself keeps per image.
+  const ends = [...new Set([small, large])];
+  const w20 = (n: number): string => `${bundle(n)}.w20`;
+  await race(ends.map((n) => ({ id: `scale.export-w20-${n}`, prep: `rm -f ${w20(n)}`, command: `${FERRY} export -q --window-log 20 -f ${definitions.get(n)!} -o ${w20(n)} && sync` })));
+  await race(ends.map((n) => ({ id: `scale.import-w20-${n}`, prep: b.discard(`${store(n)}-w20`), command: `${FERRY} --root ${store(n)}-w20 import -q ${w20(n)} >/dev/null && sync` })));
+  await race(sizes.map((n) => ({ id: `scale.ls-${n}`, command: `${FERRY} ls ${bundle(n)} >/dev/null` })));
+  const imports: Contender[] = [];
+  for (const n of sizes) {
+    const script = await writeFloorScript(b, bundle(n), floor(n), `scale-${n}`);
+    imports.push({ id: `scale.import-${n}`, prep: b.discard(store(n)), command: `${FERRY} --root ${store(n)} import -q ${bundle(n)} >/dev/null && sync` });
+    imports.push({
+      id: `scale.floor-${n}`,
+      prep: `${b.discard(floor(n))}; mkdir -p ${floor(n)}`,
+      command: `zstd -q -d --long=31 -c ${bundle(n)} | tar -x -C ${floor(n)} --to-command=${script} -f - && sync`,
+    });
+  }
+  await race(imports);
+  await race(sizes.map((n) => ({ id: `scale.images-${n}`, command: `${FERRY} --root ${store(n)} images >/dev/null` })));
+  await race(sizes.map((n) => ({ id: `scale.run-${n}`, command: `${FERRY} --root ${store(n)} run --rm img-00001 true` })));
+  await race(sizes.map((n) => ({ id: `scale.fsck-${n}`, command: `${FERRY} --root ${store(n)} fsck >/dev/null` })));
+
+  const at = (op: string, n: number): Measured | Error | undefined => m.get(`scale.${op}-${n}`);
+  for (const op of ['export', 'import', 'images', 'fsck']) {
+    b.add({
+      section: s,
+      figure: `${op}: time per image at ${large} images`,
+      unit: 's',
+      ferry: perImage(wall(at(op, large)), large),
+      peer: { name: `at ${small} images`, value: perImage(wall(at(op, small)), small) },
+    });
+  }
+  for (const op of ['ls', 'run']) {
+    b.add({ section: s, figure: `${op}: time at ${large} images`, unit: 's', ferry: wall(at(op, large)), peer: { name: `at ${small} images`, value: wall(at(op, small)) } });
+  }
+  for (const op of ['export', 'import', 'export-w20', 'import-w20']) {
+    const w = op.endsWith('-w20');
+    b.add({
+      section: s,
+      figure: `${op.replace('-w20', '')}: peak RSS at ${large} images${w ? ', --window-log 20' : ''}`,
+      ...(w ? {} : { note: 'the 128 MiB window fills with 64 KiB per image' }),
+      unit: 'MB',
+      ferry: rss(at(op, large)),
+      peer: { name: `at ${small} images`, value: rss(at(op, small)) },
+      target: { of: 'ratio', max: 1.2, text: '<= 1.2x (flat)' },
+      runs: { ferry: at(op, large), peer: at(op, small), metric: 'rss' },
+    });
+  }
+  for (const n of sizes) {
+    b.add({
+      section: s,
+      figure: `import of ${n} images`,
+      unit: 's',
+      ferry: wall(at('import', n)),
+      peer: { name: 'floor: zstd -d | tar -x per layer', value: wall(at('floor', n)) },
+      runs: { ferry: at('import', n), peer: at('floor', n), metric: 'wall' },
+    });
+  }
+  // Above the floor, per layer: what ferry's own bookkeeping (metadata, fsyncs, locks) costs.
+  const overheadAt = sizes.includes(400) ? 400 : large;
+  const imp = wall(at('import', overheadAt));
+  const flo = wall(at('floor', overheadAt));
+  b.add({
+    section: s,
+    figure: `import: time above the floor per layer, ${overheadAt} layers`,
+    unit: 's',
+    ferry: isNumber(imp) && isNumber(flo) ? (imp - flo) / (overheadAt + 1) : missing('not measured'),
+    target: { of: 'ferry', max: 0.003, text: '<= 3 ms' },
+  });
+  for (const n of sizes) await sh(`${b.discard(store(n))}; ${b.discard(`${store(n)}-w20`)}; ${b.discard(floor(n))}; rm -f ${bundle(n)} ${w20(n)}`);
+}
