@@ -87,6 +87,7 @@ export { CompressedLayerCache, type CompressedLayer } from './transfer/compresse
 export { compressImage, replaceLayers } from './transfer/compressed-image.js';
 export { parseDestination, reroot, type Destination, type PushCompression, type PushTarget } from './transfer/push-target.js';
 export { copyImages, type CopyOptions, type CopyResult, type CopiedImage } from './transfer/copy-images.js';
+export { concurrencyLimit } from './transfer/limiter.js';
 export { StoreDestination, type StoreDestinationOptions } from './store/store-destination.js';
 export { RegistryDestination, type RegistryDestinationOptions, type CompressedForms } from './registry/registry-destination.js';
 export { importArchive, type ImportArchiveOptions } from './verbs/import-archive.js';

@@ -59,11 +59,47 @@ const CLI_FILES = new Set([
 const isCliFile = (path: string): boolean => CLI_FILES.has(path) || /^cli\/commands\/[a-z-]+\.ts$/.test(path);
 
 /**
- * The one concurrency limit is the transfer engine's: p-limit only in transfer/. Known debts,
- * each to move into a copy: the registry client's per-host transfer slots and the bundle
- * writer's tar measuring.
+ * The one concurrency limit is the transfer engine's: p-limit only in transfer/. A location that
+ * bounds its own streams (the registry client's blob slots, the bundle writer's tar measuring)
+ * takes an oci/ Limiter from its caller, made by transfer/concurrencyLimit. No exceptions.
  */
-const P_LIMIT_DEBTS = new Set(['registry/client.ts', 'bundle/write-bundle.ts']);
+
+/** A property's name when it is written plainly: `a`, `'a'`, `["a"]`. */
+function propertyName(name: ts.PropertyName | ts.Expression): string | undefined {
+  if (ts.isIdentifier(name) || ts.isStringLiteralLike(name) || ts.isPrivateIdentifier(name)) return name.text;
+  if (ts.isComputedPropertyName(name)) return propertyName(name.expression);
+  return undefined;
+}
+
+/**
+ * Images change only in oci/ (DESIGN: "pure functions over raw bytes"). What marks a manifest,
+ * index or config being made: an object literal with `diff_ids` or an object as `rootfs` (a config), or with
+ * `schemaVersion` beside `layers` or `manifests` (a manifest or an index); or an assignment to
+ * `.rootfs`, `.diff_ids` or `.schemaVersion` (one rewritten in place). The store's own records
+ * (inventory, refs.json) have a `schemaVersion` of 1, and a container's `rootfs` is a path.
+ */
+function imageJsonShape(node: ts.Node): string | undefined {
+  if (ts.isObjectLiteralExpression(node)) {
+    const values = new Map<string, ts.Node>();
+    for (const p of node.properties) {
+      const name = p.name === undefined ? undefined : propertyName(p.name);
+      if (name !== undefined) values.set(name, ts.isPropertyAssignment(p) ? p.initializer : p);
+    }
+    const rootfs = values.get('rootfs');
+    if (values.has('diff_ids') || (rootfs !== undefined && ts.isObjectLiteralExpression(rootfs))) return 'an image config';
+    // Image JSON is schemaVersion 2; the store's own records (inventory, refs.json) are version 1.
+    const version = values.get('schemaVersion');
+    const own = version !== undefined && ts.isNumericLiteral(version) && version.text !== '2';
+    if (version !== undefined && !own && (values.has('layers') || values.has('manifests'))) return 'a manifest or index';
+    return undefined;
+  }
+  if (ts.isBinaryExpression(node) && node.operatorToken.kind === ts.SyntaxKind.EqualsToken) {
+    const left = node.left;
+    const name = ts.isPropertyAccessExpression(left) ? left.name.text : ts.isElementAccessExpression(left) ? propertyName(left.argumentExpression) : undefined;
+    if (name === 'rootfs' || name === 'diff_ids' || name === 'schemaVersion') return `an image's ${name}`;
+  }
+  return undefined;
+}
 
 /** The area of a path relative to src/ ('registry/auth.ts' -> registry), or undefined if unknown. */
 function areaOf(srcPath: string): Area | undefined {
@@ -119,7 +155,7 @@ function checkSources(files: Map<string, string>): string[] {
       problems.push(`src/${path}: cli/ holds only main, output, progress, option parsing and commands/*.ts; move this logic to its room`);
     }
     for (const { specifier, line } of specifiersOf(source)) {
-      if (specifier === 'p-limit' && area !== 'transfer' && !P_LIMIT_DEBTS.has(path)) {
+      if (specifier === 'p-limit' && area !== 'transfer') {
         problems.push(`${where(line)}: p-limit only in transfer/ (the one concurrency limit of copyImages)`);
       }
       if (specifier.startsWith('node:')) {
@@ -157,6 +193,10 @@ function checkSources(files: Map<string, string>): string[] {
         problems.push(`${where(line())}: default export (named exports only)`);
       }
       if (node.kind === ts.SyntaxKind.AnyKeyword) problems.push(`${where(line())}: \`any\` (use unknown and narrow)`);
+      if (area !== 'oci') {
+        const shape = imageJsonShape(node);
+        if (shape !== undefined) problems.push(`${where(line())}: ${shape} built outside oci/ (images change in one place: call oci/build-image.ts)`);
+      }
       ts.forEachChild(node, visit);
     };
     visit(source);
@@ -242,12 +282,32 @@ describe('architecture', () => {
     expect(check('store/a.ts', "import pLimit from 'p-limit';")).toEqual(['src/store/a.ts:1: p-limit only in transfer/ (the one concurrency limit of copyImages)']);
     expect(check('archive/a.ts', "import { type LimitFunction } from 'p-limit';")).toHaveLength(1);
     expect(check('cli/commands/a.ts', "import pLimit from 'p-limit';")).toHaveLength(1);
+    // The former debts are rules like any other file now.
+    expect(check('registry/client.ts', "import pLimit, { type LimitFunction } from 'p-limit';")).toHaveLength(1);
+    expect(check('bundle/write-bundle.ts', "import pLimit from 'p-limit';")).toHaveLength(1);
+    expect(check('registry/client.ts', "import { unlimited, type Limiter } from '../oci/limiter.js';")).toEqual([]);
     expect(check('cli/commands/pull.ts', 'export const x = 1;')).toEqual([]);
     expect(check('cli/main.ts', 'export const x = 1;')).toEqual([]);
     expect(check('cli/import-bundle.ts', 'export const x = 1;')).toEqual([
       'src/cli/import-bundle.ts: cli/ holds only main, output, progress, option parsing and commands/*.ts; move this logic to its room',
     ]);
     expect(check('cli/commands/deep/a.ts', 'export const x = 1;')).toHaveLength(1);
+  });
+
+  it('catches a manifest, index or config made outside oci/', () => {
+    const manifest = 'export const m = { schemaVersion: 2, mediaType: t, config: c, layers: [] };';
+    expect(check('runtime/a.ts', manifest)).toEqual(['src/runtime/a.ts:1: a manifest or index built outside oci/ (images change in one place: call oci/build-image.ts)']);
+    expect(check('oci/a.ts', manifest)).toEqual([]);
+    expect(check('bundle/a.ts', "const i = { 'schemaVersion': 2, manifests: entries };")).toHaveLength(1);
+    expect(check('build/a.ts', 'const c = { ...base, rootfs: { type: "layers", diff_ids: ids } };')).toEqual([
+      'src/build/a.ts:1: an image config built outside oci/ (images change in one place: call oci/build-image.ts)',
+      'src/build/a.ts:1: an image config built outside oci/ (images change in one place: call oci/build-image.ts)',
+    ]);
+    expect(check('transfer/a.ts', 'json.rootfs = { ...json.rootfs, diff_ids: d };')).toHaveLength(2);
+    expect(check('transfer/a.ts', "json['diff_ids'] = d;")).toEqual(["src/transfer/a.ts:1: an image's diff_ids built outside oci/ (images change in one place: call oci/build-image.ts)"]);
+    // Records of the store's own (refs.json) and reading a config are fine.
+    expect(check('store/a.ts', 'const r = { schemaVersion: 1, refs: [], layers };\nconst d = config.rootfs.diff_ids;\nconst p = { rootfs: join(dir, "rootfs") };')).toEqual([]);
+    expect(check('verbs/a.ts', 'const i = { schemaVersion: v, layers };')).toHaveLength(1);
   });
 
   it('catches default exports, any, specifiers without .js and files outside the layout', () => {

@@ -7,6 +7,7 @@ import { digestHex, type Digest } from '../oci/digest.js';
 import type { BlobPut, BlobPutOptions, CopyTarget, ImageDestination, LayerPut, ManifestPut, OpenBytes, PutOptions } from '../oci/destination.js';
 import type { Image, Layer } from '../oci/image.js';
 import { rewriteManifest } from '../oci/rewrite-manifest.js';
+import { layoutIndex } from '../oci/build-image.js';
 import { MediaType } from '../oci/media-types.js';
 import { familiarReference, formatReference, type Reference } from '../oci/reference.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
@@ -284,7 +285,7 @@ export class DockerArchiveDestination implements ImageDestination {
       }
     }
     await this.wrap(async () => {
-      await writer.file('index.json', Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: index })));
+      await writer.file('index.json', layoutIndex(index));
       await writer.file('manifest.json', Buffer.from(JSON.stringify(manifestJson)));
       await writer.file('repositories', Buffer.from(JSON.stringify(repositories)));
       await writer.end();

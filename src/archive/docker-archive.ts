@@ -4,8 +4,9 @@ import { FerryError, isFerryError } from '../errors.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import { Digester, digestOf, isDigest, sha256Digest, type Digest } from '../oci/digest.js';
 import type { Image, Layer, OpenOptions } from '../oci/image.js';
-import { MAX_MANIFEST_BYTES, configPlatform, parseImageConfig, type ImageManifest } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES, configPlatform, parseImageConfig } from '../oci/manifest.js';
 import { MediaType } from '../oci/media-types.js';
+import { dockerSaveManifest } from '../oci/build-image.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { layerFromBlob, layerFromTar } from '../io/layer-forms.js';
 import { openTarArchive, sniffCompression, type ArchiveOptions, type OpenedArchive } from './archive-file.js';
@@ -232,25 +233,7 @@ class DockerArchiveReader {
         });
       }
     }
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.dockerManifest,
-      config: { mediaType: MediaType.dockerConfig, digest: configDigest, size: rawConfig.length },
-      layers: layers.map((l) => l.descriptor),
-    };
-    // Key order as docker writes it; the digest is of exactly these bytes.
-    const rawManifest = Buffer.from(
-      JSON.stringify(
-        {
-          schemaVersion: 2,
-          mediaType: manifest.mediaType,
-          config: { mediaType: manifest.config.mediaType, size: manifest.config.size, digest: manifest.config.digest },
-          layers: manifest.layers.map((d) => ({ mediaType: d.mediaType, size: d.size, digest: d.digest })),
-        },
-        null,
-        3,
-      ),
-    );
+    const { raw: rawManifest, manifest } = dockerSaveManifest({ digest: configDigest, size: rawConfig.length }, layers.map((l) => l.descriptor));
     return {
       ref: tag === undefined ? undefined : tryReference(tag),
       digest: digestOf(rawManifest),

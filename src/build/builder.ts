@@ -6,8 +6,9 @@ import type { Readable } from 'node:stream';
 import { FerryError, UsageError, isFerryError } from '../errors.js';
 import { digestOf, shortDigest, type Digest } from '../oci/digest.js';
 import type { Image, Layer } from '../oci/image.js';
-import type { ContainerConfig, HistoryEntry, ImageConfig, ImageManifest } from '../oci/manifest.js';
+import type { ContainerConfig, HistoryEntry, ImageConfig } from '../oci/manifest.js';
 import { MediaType } from '../oci/media-types.js';
+import { imageConfig, imageManifest, scratchConfig } from '../oci/build-image.js';
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
@@ -395,7 +396,7 @@ class Builder {
       index: def.index,
       platform,
       layers: [],
-      base: { architecture: platform.architecture, os: platform.os, ...(platform.variant !== undefined ? { variant: platform.variant } : {}), rootfs: { type: 'layers', diff_ids: [] } },
+      base: scratchConfig(platform),
       config: {},
       history: [],
       args: new Map(),
@@ -710,24 +711,15 @@ class Builder {
     // A RUN container mounts no volumes: what it writes under a VOLUME path belongs to the layer.
     if (extra.forRun === true) delete containerConfig.Volumes;
     const lastCreated = s.history.at(-1)?.created ?? this.created();
-    const config: ImageConfig = {
-      ...s.base,
+    const { raw: rawConfig, config, digest: configDigest } = imageConfig(s.base, {
       created: this.options.sourceDateEpoch !== undefined ? this.created() : lastCreated,
       architecture: s.platform.architecture,
       os: s.platform.os,
       config: containerConfig,
-      rootfs: { type: 'layers', diff_ids: s.layers.map((l) => l.diffId) },
+      diffIds: s.layers.map((l) => l.diffId),
       history: s.history,
-    };
-    const rawConfig = Buffer.from(JSON.stringify(config));
-    const configDigest = digestOf(rawConfig);
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.ociManifest,
-      config: { mediaType: MediaType.ociConfig, digest: configDigest, size: rawConfig.length },
-      layers: s.layers.map((l) => l.descriptor),
-    };
-    const rawManifest = Buffer.from(JSON.stringify(manifest));
+    });
+    const { raw: rawManifest, manifest } = imageManifest(MediaType.ociManifest, { digest: configDigest, size: rawConfig.length }, s.layers.map((l) => l.descriptor));
     return {
       ref: undefined,
       digest: digestOf(rawManifest),

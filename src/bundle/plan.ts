@@ -2,9 +2,10 @@ import { FerryError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo, Layer } from '../oci/image.js';
 import { checkLayers, parseManifest } from '../oci/manifest.js';
-import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
+import { layerMediaTypeFor } from '../oci/media-types.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { rewriteManifest as rewriteLayers } from '../oci/rewrite-manifest.js';
+import { layoutIndex } from '../oci/build-image.js';
 import { zstdDecodeMemory } from '../io/zstd.js';
 import {
   BLOBS_DIR,
@@ -276,18 +277,16 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
     ...(options.tools !== undefined && options.tools.length > 0 ? { tools: [...options.tools] } : {}),
   };
 
-  const index = {
-    schemaVersion: 2,
-    mediaType: MediaType.ociIndex,
-    manifests: images.map((img) => ({
+  const indexBytes = layoutIndex(
+    images.map((img) => ({
       mediaType: img.manifestMediaType,
       digest: img.layoutManifestDigest,
       size: img.layoutManifestSize,
       platform: img.platform,
       annotations: { [REF_NAME_ANNOTATION]: img.ref, [CONTAINERD_NAME_ANNOTATION]: img.ref },
     })),
-  };
-  const indexBytes = Buffer.from(`${JSON.stringify(index)}\n`, 'utf8');
+    { trailingNewline: true },
+  );
   const layoutBytes = Buffer.from(OCI_LAYOUT_CONTENT, 'utf8');
   const entries: PlannedEntry[] = [
     { name: OCI_LAYOUT_ENTRY, type: 'file', size: layoutBytes.length, content: { kind: 'bytes', bytes: layoutBytes } },

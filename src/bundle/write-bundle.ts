@@ -4,10 +4,10 @@ import { open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pLimit from 'p-limit';
 import { FerryError, messageOf, UsageError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo, Layer } from '../oci/image.js';
+import { oneAtATime, type Limiter } from '../oci/limiter.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
 import { packedBuild } from '../io/native-parts.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
@@ -63,8 +63,11 @@ export interface WriteBundleOptions {
   tools?: readonly BundleTool[];
   /** The bundle's time; default SOURCE_DATE_EPOCH, else the newest image's `created`. */
   created?: Date;
-  /** How many raw layers are measured at once (the pass that learns tar sizes). */
-  jobs?: number;
+  /**
+   * The limit raw layers are measured under (the pass that learns tar sizes): the caller's, from
+   * transfer/ (concurrencyLimit); default one layer at a time.
+   */
+  limit?: Limiter;
   signal?: AbortSignal;
   onProgress?: (e: BundleProgressEvent) => void;
 }
@@ -91,7 +94,6 @@ interface Resolved {
   level: number;
   windowLog: number;
   workers: number;
-  jobs: number;
 }
 
 /** Check the options before any work (a bad level must not cost a pull): throws UsageError. */
@@ -112,9 +114,7 @@ function resolveOptions(options: WriteBundleOptions): Resolved {
   }
   const workers = options.workers ?? DEFAULT_WORKERS;
   if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new UsageError(`invalid worker count ${String(options.workers)}`);
-  const jobs = options.jobs ?? 2;
-  if (!Number.isInteger(jobs) || jobs < 1) throw new UsageError(`invalid job count ${String(options.jobs)}`);
-  return { layers, level, windowLog, workers, jobs };
+  return { layers, level, windowLog, workers };
 }
 
 /**
@@ -156,7 +156,7 @@ export async function ferryVersion(): Promise<string> {
  * once (which also verifies the diffId). Tar headers need sizes up front; this is the price of
  * writing raw layers from compressed sources without spooling them to disk.
  */
-async function measureTarSizes(sources: readonly BundleSource[], options: WriteBundleOptions, jobs: number): Promise<Map<Digest, number>> {
+async function measureTarSizes(sources: readonly BundleSource[], options: WriteBundleOptions): Promise<Map<Digest, number>> {
   const sizes = new Map<Digest, number>();
   const known = options.exclude instanceof ExcludeSet ? options.exclude.tarSizes : undefined;
   const toMeasure = new Map<Digest, { layer: Layer; ref: string }>();
@@ -169,7 +169,7 @@ async function measureTarSizes(sources: readonly BundleSource[], options: WriteB
   }
   for (const d of sizes.keys()) toMeasure.delete(d);
   options.signal?.throwIfAborted();
-  const limit = pLimit(jobs);
+  const limit = options.limit ?? oneAtATime();
   // The first failure stops the other measurements too, instead of letting them run on unseen.
   const stop = new AbortController();
   const forward = (): void => stop.abort(options.signal?.reason);
@@ -397,7 +397,7 @@ export async function planBundleFor(sources: BundleSource[], options: WriteBundl
 }
 
 async function prepare(sources: BundleSource[], options: WriteBundleOptions, resolved: Resolved): Promise<BundlePlan> {
-  const tarSizes = resolved.layers === 'raw' ? await measureTarSizes(sources, options, resolved.jobs) : new Map<Digest, number>();
+  const tarSizes = resolved.layers === 'raw' ? await measureTarSizes(sources, options) : new Map<Digest, number>();
   return planBundle(sources, {
     layers: resolved.layers,
     level: resolved.level,

@@ -1,16 +1,24 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { concurrencyLimit } from '../transfer/limiter.js';
 
 interface GlobalRegistryFlags {
   insecureRegistry?: string[];
   caFile?: string;
 }
 
-/** The global --insecure-registry / --ca-file flags as registry client options. */
-export function registryClientOptions(command: Command): RegistryClientOptions {
+/**
+ * The global --insecure-registry / --ca-file flags as registry client options, with `jobs` blob
+ * downloads and as many uploads at once (the limits made by transfer/, as the engine's own).
+ */
+export function registryClientOptions(command: Command, jobs = 4): RegistryClientOptions {
   const flags = command.optsWithGlobals<GlobalRegistryFlags>();
-  const options: RegistryClientOptions = { insecureRegistries: flags.insecureRegistry ?? [] };
+  const options: RegistryClientOptions = {
+    insecureRegistries: flags.insecureRegistry ?? [],
+    pullSlots: concurrencyLimit(jobs, '--jobs'),
+    pushSlots: concurrencyLimit(jobs, '--jobs'),
+  };
   if (flags.caFile !== undefined) options.caFile = flags.caFile;
   return options;
 }

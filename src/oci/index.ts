@@ -7,3 +7,4 @@ export * from './platform.js';
 export * from './reference.js';
 export * from './destination.js';
 export * from './progress-event.js';
+export * from './limiter.js';

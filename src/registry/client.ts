@@ -3,7 +3,6 @@ import { rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pLimit, { type LimitFunction } from 'p-limit';
 import { FerryError, isFerryError, messageOf, type ErrorCode } from '../errors.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
 import { VerifyDigest } from '../io/verify-digest.js';
@@ -11,6 +10,7 @@ import { Digester, digestAlgorithm, digestOf, isDigest, type Digest } from '../o
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { formatReference, referenceSelector, type Reference } from '../oci/reference.js';
+import { unlimited, type Limiter } from '../oci/limiter.js';
 import { Authenticator, parseChallenges, repositoryScope, type Credentials } from './auth.js';
 import { lookupCredentials } from './docker-config.js';
 import {
@@ -30,7 +30,8 @@ import { Transport, abortError, discard, headerValue, readBody, type HttpRespons
  * RegistryClient: the Distribution API v2 as ferry uses it. Each call is the base transport
  * wrapped in small layers: auth (challenge, token per scope), redirects (never carrying
  * Authorization to another host), and retries of temporary failures. Blobs stream with digest
- * verification, resume after a dropped connection, and are bounded in number by p-limit.
+ * verification, resume after a dropped connection, and are bounded in number by the
+ * slots the caller gives (transfer/'s limit).
  */
 
 export const DOCKER_HUB_API_HOST = 'registry-1.docker.io';
@@ -45,8 +46,13 @@ export interface RegistryClientOptions extends TransportOptions {
   /** Credentials per registry; default: docker's config.json and credential helpers. */
   credentials?: (registry: string) => Promise<Credentials | undefined>;
   retry?: Partial<RetryPolicy>;
-  /** Blob transfers running at once (default 4). */
-  concurrency?: number;
+  /**
+   * Slots for blob downloads and for blob uploads, each held until the blob's stream closes
+   * (separate, since a push may open a pull of the same client as its source). The limits come
+   * from the caller (transfer/concurrencyLimit, as copyImages's own); default: none.
+   */
+  pullSlots?: Limiter;
+  pushSlots?: Limiter;
   /** Push blobs larger than this in PATCH chunks of this size; default: one monolithic PUT. */
   chunkSize?: number;
   /** Times a whole blob is fetched again after failing its digest (downloadBlob; default 3 tries). */
@@ -123,8 +129,8 @@ export class RegistryClient {
   private readonly options: RegistryClientOptions;
   private readonly retry: RetryPolicy;
   // Pulls and pushes have separate slots: a push may open a pull of the same client as its source.
-  private readonly pullLimit: LimitFunction;
-  private readonly pushLimit: LimitFunction;
+  private readonly pullLimit: Limiter;
+  private readonly pushLimit: Limiter;
   private readonly auths = new Map<string, Authenticator>();
   /** Repositories known to hold a blob, per registry: candidates for a cross-repository mount. */
   private readonly blobHomes = new Map<string, Set<string>>();
@@ -133,8 +139,8 @@ export class RegistryClient {
     this.options = options;
     this.transport = new Transport(options);
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
-    this.pullLimit = pLimit(options.concurrency ?? 4);
-    this.pushLimit = pLimit(options.concurrency ?? 4);
+    this.pullLimit = options.pullSlots ?? unlimited;
+    this.pushLimit = options.pushSlots ?? unlimited;
   }
 
   close(): void {
@@ -285,7 +291,7 @@ export class RegistryClient {
   }
 
   /** Hold one of the client's blob slots until `release` is called. */
-  private acquire(limit: LimitFunction): Promise<() => void> {
+  private acquire(limit: Limiter): Promise<() => void> {
     return new Promise((acquired) => {
       void limit(() => new Promise<void>((release) => acquired(release)));
     });

@@ -8,7 +8,8 @@ import { FerryError, UsageError, isFerryError } from '../errors.js';
 import { Digester, digestOf, type Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import type { Image, Layer } from '../oci/image.js';
-import { configPlatform, parseImageConfig, parseManifest, type ContainerConfig, type HistoryEntry, type ImageConfig, type ImageManifest } from '../oci/manifest.js';
+import { configPlatform, parseImageConfig, parseManifest, type ContainerConfig, type HistoryEntry, type ImageConfig } from '../oci/manifest.js';
+import { imageConfig, imageManifest } from '../oci/build-image.js';
 import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
 import { parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
@@ -278,23 +279,14 @@ export async function commitContainer(store: Store, text: string, options: Commi
     const history: HistoryEntry = { created, created_by: commandLine(record) };
     if (options.message !== undefined) history.comment = options.message;
     if (options.author !== undefined) history.author = options.author;
-    const config: ImageConfig = {
-      ...parsedConfig,
+    const { raw: rawConfig, config, digest: configDigest } = imageConfig(parsedConfig, {
       created,
       ...(options.author !== undefined ? { author: options.author } : {}),
       config: applyChanges(containerConfig, options.changes ?? []),
-      rootfs: { type: 'layers', diff_ids: [...parsedConfig.rootfs.diff_ids, diffId] },
+      diffIds: [...parsedConfig.rootfs.diff_ids, diffId],
       history: [...(parsedConfig.history ?? []), history],
-    };
-    const rawConfig = Buffer.from(JSON.stringify(config));
-    const configDigest = digestOf(rawConfig);
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: docker ? MediaType.dockerManifest : MediaType.ociManifest,
-      config: { mediaType: docker ? MediaType.dockerConfig : MediaType.ociConfig, digest: configDigest, size: rawConfig.length },
-      layers: [...base.manifest.layers, descriptor],
-    };
-    const rawManifest = Buffer.from(JSON.stringify(manifest));
+    });
+    const { raw: rawManifest, manifest } = imageManifest(docker ? MediaType.dockerManifest : MediaType.ociManifest, { digest: configDigest, size: rawConfig.length }, [...base.manifest.layers, descriptor]);
     const image: Image = {
       ref,
       digest: digestOf(rawManifest),

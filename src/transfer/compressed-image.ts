@@ -9,6 +9,7 @@ import { holdsCompressedBlob } from '../oci/image.js';
 import type { CompressedLayerCache } from './compressed-cache.js';
 import type { PushCompression } from './push-target.js';
 import { rewriteManifest } from '../oci/rewrite-manifest.js';
+import { setConfigDiffIds, setManifestLayers } from '../oci/build-image.js';
 
 /**
  * Images with some layers in another form, so that every location can serve them as a registry
@@ -48,27 +49,12 @@ export function replaceLayers(image: Image, replacements: ReadonlyArray<Layer | 
   if (replacements.length !== image.layers.length) throw new FerryError('INVALID_MANIFEST', `${name}: ${replacements.length} replacements for ${image.layers.length} layers`);
   if (replacements.every((r) => r === undefined)) return image;
   const layers = image.layers.map((l, i) => replacements[i] ?? l);
-  let rawConfig = image.rawConfig;
-  if (replacements.some((r, i) => r !== undefined && r.diffId !== image.layers[i]!.diffId)) {
-    const json = JSON.parse(image.rawConfig.toString('utf8')) as Record<string, unknown>;
-    const rootfs = { ...(json.rootfs as Record<string, unknown>), diff_ids: layers.map((l) => l.diffId) };
-    json.rootfs = rootfs;
-    rawConfig = Buffer.from(JSON.stringify(json));
-  }
-  const manifest = JSON.parse(image.rawManifest.toString('utf8')) as Record<string, unknown>;
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(manifest)) {
-    if (key === 'config') out.config = { ...(value as Record<string, unknown>), digest: digestOf(rawConfig), size: rawConfig.length };
-    else if (key === 'layers') {
-      out.layers = (value as Array<Record<string, unknown>>).map((d, i) => {
-        const r = replacements[i];
-        if (r === undefined) return d;
-        const { urls: _urls, ...rest } = d;
-        return { ...rest, mediaType: r.descriptor.mediaType, digest: r.descriptor.digest, size: r.descriptor.size };
-      });
-    } else out[key] = value;
-  }
-  return rebuild(image, Buffer.from(JSON.stringify(out)), image.mediaType, rawConfig, layers);
+  const what = `manifest of ${name}`;
+  const rawConfig = replacements.some((r, i) => r !== undefined && r.diffId !== image.layers[i]!.diffId)
+    ? setConfigDiffIds(image.rawConfig, layers.map((l) => l.diffId), `config of ${name}`)
+    : image.rawConfig;
+  const rawManifest = setManifestLayers(image.rawManifest, { digest: digestOf(rawConfig), size: rawConfig.length }, replacements.map((r) => r?.descriptor), what);
+  return rebuild(image, rawManifest, image.mediaType, rawConfig, layers);
 }
 
 export { holdsCompressedBlob } from '../oci/image.js';

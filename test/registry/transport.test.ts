@@ -13,6 +13,7 @@ import { isFerryError } from '../../src/errors.js';
 import type { Digest } from '../../src/oci/digest.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/registry/client.js';
+import { concurrencyLimit } from '../../src/transfer/limiter.js';
 import { resolveRemote } from '../../src/registry/remote-image.js';
 import { runFerry } from '../helpers/ferry.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
@@ -216,7 +217,7 @@ describe('TLS', () => {
 
 describe('abort', () => {
   it('an aborted blob stream fails with the abort and frees its slot', async () => {
-    const client = new RegistryClient({ credentials, concurrency: 1 });
+    const client = new RegistryClient({ credentials, pullSlots: concurrencyLimit(1) });
     try {
       const big = layout.images.big!.layers[1]!;
       const repo = { registry: registry.host, repository: 'test/big' };

@@ -11,6 +11,7 @@ import type { Image } from '../../oci/image.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { RegistryClient } from '../../registry/client.js';
 import { cacheImages, defaultCacheDir } from '../../transfer/pull-cache.js';
+import { concurrencyLimit } from '../../transfer/limiter.js';
 import { loadBundleDefinition } from '../bundle-file.js';
 import { humanBytes, ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
@@ -114,7 +115,7 @@ export const registerExport: Register = (program) => {
       const workers = intFlag(flags.workers, 'workers');
       if (workers !== undefined) options.workers = workers;
       const jobs = intFlag(flags.jobs, 'jobs');
-      if (jobs !== undefined) options.jobs = Math.min(jobs, 4);
+      if (jobs !== undefined) options.limit = concurrencyLimit(Math.min(jobs, 4), '--jobs');
       checkWriteOptions(options);
       if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
       if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);

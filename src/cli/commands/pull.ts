@@ -41,7 +41,7 @@ export const registerPull: Register = (program) => {
       const quiet = flags.quiet === true || flags.json === true;
       const view = new ProgressView(process.stderr, quiet);
       const store = await storeFromCommand(command);
-      const client = new RegistryClient({ ...registryClientOptions(command), concurrency: jobs });
+      const client = new RegistryClient(registryClientOptions(command, jobs));
       try {
         const { results, cache } = await pullImages(store, images, {
           client,

@@ -78,7 +78,7 @@ export const registerPush: Register = (program) => {
       if (flags.all === true && flags.bundle !== undefined) throw new UsageError('push: --all and --bundle cannot be combined', { hint: '--bundle already pushes every image of the bundle' });
       if (flags.key !== undefined && flags.bundle === undefined) throw new UsageError('push: --key applies to --bundle only');
       const view = new ProgressView(process.stderr, flags.quiet === true || flags.json === true);
-      const client = new RegistryClient({ ...registryClientOptions(command), concurrency: jobs });
+      const client = new RegistryClient(registryClientOptions(command, jobs));
       try {
         let results: PushResult[];
         if (flags.bundle !== undefined || flags.all === true) {
