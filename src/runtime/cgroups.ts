@@ -171,7 +171,8 @@ function v1Limits(cg: ContainerCgroups, id: string, r: Resources): CgroupOp[] {
   return ops;
 }
 
-function v2Limits(dir: string, available: readonly string[], id: string, r: Resources): CgroupOp[] {
+/** The v2 files of a container's limits (docker's conversions); `available`: the controllers its parent passes down. */
+export function v2Limits(dir: string, available: readonly string[], id: string, r: Resources): CgroupOp[] {
   const ops: CgroupOp[] = [];
   const need = (c: string, flag: string): void => {
     if (!available.includes(c)) throw missing(id, c, flag);
