@@ -16,7 +16,7 @@ import { chainIdOf, chainIds, findStoreImage, importImage, openStoreImageByDiges
 import { ownedName } from '../store/owner.js';
 import { removeContainer, runContainer } from '../runtime/containers.js';
 import type { LaunchStdio } from '../runtime/launcher.js';
-import { upperLayerTar } from '../runtime/layer-tar.js';
+import { upperLayerTar, writeLayerFile, type WrittenLayer } from '../runtime/layer-tar.js';
 import { lookupLayered } from '../runtime/layered-fs.js';
 import { containerPaths } from '../runtime/state.js';
 import { resolveUserInLayers } from '../runtime/users.js';
@@ -25,7 +25,7 @@ import { BuildCache, type CacheEntry } from './cache.js';
 import { planCopy, type CopySource } from './copy.js';
 import { dockerfileError, jsonForm, keyValuePairs, parseDockerfile, splitWords, type Dockerfile, type Instruction } from './dockerfile.js';
 import { instructionFlags, parseDuration } from './instruction-args.js';
-import { writeEntriesLayer, writeLayerFile, type LayerEntry, type WrittenLayer } from './layer-writer.js';
+import { writeEntriesLayer, type LayerEntry } from './layer-writer.js';
 import { expandWord, expandWords, ExpansionError } from './shell-words.js';
 import { ContextTree, expandSource, LayersTree, materialize, type SourceTree } from './source-tree.js';
 

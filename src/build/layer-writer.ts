@@ -1,9 +1,5 @@
-import { createWriteStream } from 'node:fs';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { FerryError } from '../errors.js';
-import { Digester, type Digest } from '../oci/digest.js';
+import { writeLayerFile, type WrittenLayer } from '../runtime/layer-tar.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import type { SourceNode, SourceTree } from './source-tree.js';
 
@@ -24,22 +20,6 @@ export interface LayerEntry {
   linkTarget?: string;
   /** A file's bytes: from a source tree, or given. */
   content?: { tree: SourceTree; node: SourceNode } | Buffer;
-}
-
-export interface WrittenLayer {
-  diffId: Digest;
-  digest: Digest;
-  size: number;
-}
-
-class Hash extends Transform {
-  readonly digester = new Digester('sha256');
-  size = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.digester.update(chunk);
-    this.size += chunk.length;
-    callback(null, chunk);
-  }
 }
 
 function compareComponents(a: string, b: string): number {
@@ -94,14 +74,7 @@ export function orderEntries(entries: readonly LayerEntry[]): LayerEntry[] {
   return [...byPath.values()].sort((a, b) => compareComponents(a.path, b.path));
 }
 
-/** Write a layer tar stream gzipped to `file`, computing diffId (tar) and digest (gzip). */
-export async function writeLayerFile(tar: AsyncIterable<Buffer>, file: string): Promise<WrittenLayer> {
-  const diff = new Hash();
-  const blob = new Hash();
-  await pipeline(Readable.from(tar), diff, createGzip({ level: 6 }), blob, createWriteStream(file, { mode: 0o600 }));
-  return { diffId: diff.digester.digest(), digest: blob.digester.digest(), size: blob.size };
-}
-
+/** COPY/ADD layers: the entries sorted, as one gzipped layer file (the runtime's layer writer). */
 export async function writeEntriesLayer(entries: readonly LayerEntry[], file: string, maxMtime: number | undefined): Promise<WrittenLayer> {
   return writeLayerFile(entryBytes(orderEntries(entries), maxMtime), file);
 }

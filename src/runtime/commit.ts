@@ -1,11 +1,9 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { FerryError, UsageError, isFerryError } from '../errors.js';
-import { Digester, digestOf, type Digest } from '../oci/digest.js';
+import { digestOf, type Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import type { Image, Layer } from '../oci/image.js';
 import { configPlatform, parseImageConfig, parseManifest, type ContainerConfig, type HistoryEntry, type ImageConfig } from '../oci/manifest.js';
@@ -17,7 +15,7 @@ import { importImage, openStoreImageByDigest, type Store } from '../store/index.
 import { ownedName } from '../store/index.js';
 import { containerCgroups } from './cgroups.js';
 import { commandLine } from './containers.js';
-import { upperLayerTar } from './layer-tar.js';
+import { upperLayerTar, writeLayerFile, type WrittenLayer } from './layer-tar.js';
 import { pauseContainer, type Resume } from './pause.js';
 import { containerPaths, findContainer, isAlive, type ContainerInfo, type ContainerRecord } from './state.js';
 
@@ -49,16 +47,6 @@ export interface CommitResult {
   diffId: Digest;
   layerDigest: Digest;
   layerSize: number;
-}
-
-class Hash extends Transform {
-  readonly digester = new Digester('sha256');
-  size = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    this.digester.update(chunk);
-    this.size += chunk.length;
-    callback(null, chunk);
-  }
 }
 
 /** Dockerfile-style arguments: a JSON array (exec form) or a shell command (shell form). */
@@ -248,19 +236,16 @@ export async function commitContainer(store: Store, text: string, options: Commi
   await mkdir(store.tmpDir, { recursive: true });
   const blobPath = join(store.tmpDir, ownedName('commit-layer'));
   try {
-    // One pass: tar (diffId) -> gzip (digest, size) -> file.
-    const diff = new Hash();
-    const blob = new Hash();
+    let written: WrittenLayer;
     const resume = options.pause === false ? undefined : await pauseForCommit(info);
     try {
-      const tar = upperLayerTar(containerPaths(store.root, record.id).upper, { what: `commit container ${record.name}` });
-      await pipeline(Readable.from(tar), diff, createGzip({ level: 6 }), blob, createWriteStream(blobPath, { mode: 0o600 }));
+      written = await writeLayerFile(upperLayerTar(containerPaths(store.root, record.id).upper, { what: `commit container ${record.name}` }), blobPath);
     } finally {
       // Only the reading of its files: storing the image does not need the container stopped.
       await resume?.();
     }
-    const diffId = diff.digester.digest();
-    const descriptor: Descriptor = { mediaType: layerMediaTypeFor('gzip', docker), digest: blob.digester.digest(), size: blob.size };
+    const diffId = written.diffId;
+    const descriptor: Descriptor = { mediaType: layerMediaTypeFor('gzip', docker), digest: written.digest, size: written.size };
     const newLayer = layerFromBlob({ descriptor, diffId, what: `commit of container ${record.name}`, openBlob: async () => createReadStream(blobPath) });
 
     // The base's layers as the store holds them: a layer kept only unpacked must not be asked for its blob.

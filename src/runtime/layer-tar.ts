@@ -1,4 +1,10 @@
+import { createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 import { FerryError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { MeasureDigest } from '../io/verify-digest.js';
 import { errnoCode, errnoReason, fileTypeOf, nativeFs, readFd, sameInode, type FdStat, type NativeFs } from '../io/native.js';
 import { encodeTarHeader, padding, TAR_END, type TarHeader } from '../io/tar-format.js';
 
@@ -297,4 +303,18 @@ async function* fileBytes(fd: number, size: number, name: Buffer, what: string):
       hint: 'commit with --pause (the default), stop the container first, or commit again',
     });
   }
+}
+
+export interface WrittenLayer {
+  diffId: Digest;
+  digest: Digest;
+  size: number;
+}
+
+/** A layer tar stream gzipped to `file` in one pass, with its diffId (tar) and digest and size (gzip). */
+export async function writeLayerFile(tar: AsyncIterable<Buffer>, file: string): Promise<WrittenLayer> {
+  const diff = new MeasureDigest();
+  const blob = new MeasureDigest();
+  await pipeline(Readable.from(tar), diff, createGzip({ level: 6 }), blob, createWriteStream(file, { mode: 0o600 }));
+  return { diffId: diff.digest, digest: blob.digest, size: blob.size };
 }

@@ -280,7 +280,8 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   return { code, at: (await stat(path)).mtime.toISOString(), oom: flag === 'oom' };
 }
 
-async function exists(path: string): Promise<boolean> {
+/** Whether a path exists (ENOENT: no; any other error is thrown). */
+export async function exists(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;

@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { open, rm, stat } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { messageOf } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { Store } from '../store/index.js';
@@ -17,7 +17,7 @@ import {
 import { launch, LaunchError, type Launched } from './launcher.js';
 import { NO_RESTART, nextBackoff, shouldRestart } from './restart-policy.js';
 import { killArgument, parseSignal } from './signals.js';
-import { containerPaths, loadContainer, processStartTime, shortId, writeRunState, type ContainerRecord, type ContainerRunState } from './state.js';
+import { containerPaths, exists, loadContainer, processStartTime, shortId, writeRunState, type ContainerRecord, type ContainerRunState } from './state.js';
 import type { SupervisorStart } from './supervise.js';
 
 /**
@@ -37,16 +37,6 @@ import type { SupervisorStart } from './supervise.js';
  */
 
 const STOP_TIMEOUT_MS = 10_000;
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
 
 function sendSignal(pid: number, signal: NodeJS.Signals | number): void {
   try {
