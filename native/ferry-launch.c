@@ -1567,7 +1567,7 @@ static void remove_cgroups(const struct spec *s) {
     char *slash = strrchr(dir, '/');
     if (slash == NULL) continue;
     *slash = '\0';
-    for (int tries = 0; tries < 50 && rmdir(dir) < 0 && errno == EBUSY; tries++) usleep(20000);
+    for (int tries = 0; tries < 1000 && rmdir(dir) < 0 && errno == EBUSY; tries++) usleep(1000);
   }
 }
 
