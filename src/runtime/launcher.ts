@@ -216,19 +216,23 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
   return 128 + (signal === null ? 0 : constants.signals[signal]);
 }
 
+/** A detached child with a status channel on its fd 3 (the launcher, a container's supervisor). */
+export interface StatusChild {
+  child: ChildProcess;
+  /** Its exit code (128+N on signal N); never an unhandled rejection. */
+  exited: Promise<number>;
+  /** fd 3, for writing a request to it. */
+  sock: Socket;
+  /** Everything it wrote on fd 3, once it closed it (its exec or its exit). */
+  status: Promise<string>;
+}
+
 /**
- * Start the launcher and wait until the command was exec'd (or failed to be). Rejects with a
- * LaunchError when the start failed; the launcher has exited (or is exiting) with its code then.
+ * Spawn `command` in its own session (a terminal's signals reach ferry, which forwards them once)
+ * with fd 3 a socket to it, and collect what it says there.
  */
-export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<Launched> {
-  // Before the spawn: a command that ends at once may be recorded as finished before the pid line arrives.
-  const startedAt = new Date();
-  const child = spawn(launcherPath(), [spec.mode], {
-    stdio: [...options.stdio, 'pipe'],
-    // Always its own session: a terminal's signals reach ferry, which forwards them once.
-    detached: true,
-    env: {},
-  });
+export function spawnWithStatus(command: string, args: readonly string[], stdio: readonly LaunchStdio[], env: NodeJS.ProcessEnv | undefined, what: string): StatusChild {
+  const child = spawn(command, args, { stdio: [...stdio, 'pipe'], detached: true, ...(env !== undefined ? { env } : {}) });
   const exited = new Promise<number>((resolvePromise, reject) => {
     child.once('error', reject);
     child.once('exit', (code, signal) => resolvePromise(exitCodeOf(code, signal)));
@@ -236,18 +240,29 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   // Nobody may be left with an unhandled rejection when the caller only awaits the status.
   exited.catch(() => undefined);
   const sock = child.stdio[3] as Socket | null;
-  if (sock === null) throw new FerryError('RUNTIME_ERROR', 'container launcher: no status channel');
+  if (sock === null) throw new FerryError('RUNTIME_ERROR', `${what}: no status channel`);
   const chunks: Buffer[] = [];
   const status = new Promise<string>((resolvePromise, reject) => {
     sock.on('data', (c: Buffer) => chunks.push(c));
     sock.once('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
     sock.once('error', (err: NodeJS.ErrnoException) => {
-      // The launcher exiting before reading the whole spec (a usage error) resets the socket.
+      // A child exiting before reading the whole request (a usage error) resets the socket.
       if (err.code === 'EPIPE' || err.code === 'ECONNRESET') resolvePromise(Buffer.concat(chunks).toString('utf8'));
       else reject(err);
     });
     child.once('error', reject);
   });
+  return { child, exited, sock, status };
+}
+
+/**
+ * Start the launcher and wait until the command was exec'd (or failed to be). Rejects with a
+ * LaunchError when the start failed; the launcher has exited (or is exiting) with its code then.
+ */
+export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<Launched> {
+  // Before the spawn: a command that ends at once may be recorded as finished before the pid line arrives.
+  const startedAt = new Date();
+  const { child, exited, sock, status } = spawnWithStatus(launcherPath(), [spec.mode], options.stdio, {}, 'container launcher');
   sock.end(encodeSpec(spec, options.detached ? 0 : process.pid));
   let pid: number | undefined;
   const ports: PortMapping[] = [];

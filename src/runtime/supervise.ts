@@ -1,8 +1,6 @@
-import { spawn } from 'node:child_process';
-import type { Socket } from 'node:net';
 import { FerryError } from '../errors.js';
 import { ferryCommand } from '../io/native-parts.js';
-import { LaunchError } from './launcher.js';
+import { LaunchError, spawnWithStatus } from './launcher.js';
 import type { ContainerRecord } from './state.js';
 
 /**
@@ -24,25 +22,15 @@ export function needsSupervisor(record: ContainerRecord): boolean {
 /** Spawn the supervisor of container `id` and wait until the container's command runs (or failed to start). */
 export async function spawnSupervisor(root: string, id: string, logFd: number): Promise<{ pid: number }> {
   const [command, ...args] = ferryCommand() as [string, ...string[]];
-  const child = spawn(command, [...args, '--root', root, 'supervise', id], {
-    stdio: ['ignore', logFd, logFd, 'pipe'],
-    detached: true,
-  });
-  const exited = new Promise<number>((resolvePromise, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => resolvePromise(code ?? 125));
-  });
-  exited.catch(() => undefined);
-  const sock = child.stdio[3] as Socket | null;
-  if (sock === null || child.pid === undefined) throw new FerryError('RUNTIME_ERROR', `start the supervisor of container ${id.slice(0, 12)}: no status channel`);
-  const chunks: Buffer[] = [];
-  const text = await new Promise<string>((resolvePromise, reject) => {
-    sock.on('data', (c: Buffer) => chunks.push(c));
-    sock.once('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
-    sock.once('error', reject);
-    child.once('error', reject);
-  });
-  sock.destroy();
+  const what = `start the supervisor of container ${id.slice(0, 12)}`;
+  const { child, exited, sock, status } = spawnWithStatus(command, [...args, '--root', root, 'supervise', id], ['ignore', logFd, logFd], undefined, what);
+  if (child.pid === undefined) throw new FerryError('RUNTIME_ERROR', `${what}: it did not start`);
+  let text: string;
+  try {
+    text = await status;
+  } finally {
+    sock.destroy();
+  }
   const line = text.split('\n')[0] ?? '';
   if (line === '') {
     const code = await exited;
