@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -621,14 +620,6 @@ static napi_value Close(napi_env env, napi_callback_info info) {
 }
 
 static napi_value Init(napi_env env, napi_value exports) {
-#ifdef __GLIBC__
-  /* ferry allocates and frees native buffers of a few MB per layer (zstd contexts, zlib
-   * streams). glibc raises its mmap threshold to the largest block freed so far, so later ones
-   * come from the heap and stay there when freed: peak RSS grew with the number of layers
-   * (an import of 400 small layers 90 -> 155 MB). The fixed default (128 KiB) keeps such blocks
-   * mmap'd, returned to the system when freed. */
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
   napi_property_descriptor properties[] = {
     {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lsetxattr", NULL, Lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
