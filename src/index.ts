@@ -92,6 +92,7 @@ export { StoreDestination, type StoreDestinationOptions } from './store/store-de
 export { RegistryDestination, type RegistryDestinationOptions, type CompressedForms } from './registry/registry-destination.js';
 export { importArchive, type ImportArchiveOptions } from './verbs/import-archive.js';
 export { importBundle, type ImportBundleOptions, type ImportBundleSummary } from './verbs/import-bundle.js';
+export { importImages, detectImportSource, type ImportImagesOptions, type ImportResult, type ImportKind } from './verbs/import.js';
 export { pullImages, type PullOptions, type PullResult } from './verbs/pull.js';
 export { openSource, parseSourceSpec, type OpenedSource, type OpenSourceOptions, type SourceImage, type SourceSpec } from './verbs/locations.js';
 export { openStoreName, openAllStoreNames, readableStoreImage, storeLayerCache, type StoreName } from './verbs/store-names.js';

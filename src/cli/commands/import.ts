@@ -1,14 +1,10 @@
 import type { Command } from 'commander';
-import { open, readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { formatBytes } from '../../bundle/size.js';
-import { FerryError, UsageError } from '../../errors.js';
-import { indexTar } from '../../archive/index.js';
-import { formatPlatform, parsePlatformList, type Platform } from '../../oci/platform.js';
+import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { familiarReference, parseReference } from '../../oci/reference.js';
-import { ZSTD_MAGIC } from '../../io/zstd.js';
-import { importBundle } from '../../verbs/import-bundle.js';
+import { importImages } from '../../verbs/import.js';
 import { ProgressView } from '../progress.js';
-import { importArchive } from '../../verbs/import-archive.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -18,45 +14,6 @@ interface ImportFlags {
   keepBlobs?: boolean;
   json?: boolean;
   quiet?: boolean;
-}
-
-type Kind = 'bundle' | 'docker-archive' | 'oci-archive' | 'oci';
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return false;
-      throw err;
-    },
-  );
-}
-
-/** What the user gave: a transport prefix decides; else a bundle (zstd, volumes, stdin) or a plain tar by its content. */
-async function detect(source: string): Promise<{ kind: Kind; spec: string }> {
-  const m = /^(docker-archive|oci-archive|oci):/.exec(source);
-  if (m) return { kind: m[1] as Kind, spec: source };
-  if (source === '-') return { kind: 'bundle', spec: source };
-  if (!(await exists(source))) {
-    if (await exists(`${source}.001`)) return { kind: 'bundle', spec: source };
-    throw new UsageError(`import ${source}: no such file`, { hint: 'give a bundle (.tar.zst or its volumes), a docker-archive or OCI archive tar, or oci:DIR' });
-  }
-  const st = await stat(source);
-  if (st.isDirectory()) return { kind: 'oci', spec: `oci:${source}` };
-  const handle = await open(source, 'r');
-  const head = Buffer.alloc(4);
-  try {
-    await handle.read(head, 0, 4, 0);
-  } finally {
-    await handle.close();
-  }
-  if (head.equals(ZSTD_MAGIC) || /\.\d{3}$/.test(source)) return { kind: 'bundle', spec: source };
-  const index = await indexTar(source, `archive ${source}`);
-  if (index.entries.has('oci-layout')) return { kind: 'oci-archive', spec: `oci-archive:${source}` };
-  if (index.entries.has('manifest.json')) return { kind: 'docker-archive', spec: `docker-archive:${source}` };
-  throw new FerryError('UNSUPPORTED', `import ${source}: neither a ferry bundle, a docker-archive nor an OCI archive`, {
-    hint: 'name the format with a prefix: docker-archive:FILE, oci-archive:FILE, oci:DIR',
-  });
 }
 
 interface Totals {
@@ -90,25 +47,24 @@ export const registerImport: Register = (program) => {
       // Options first: a usage error costs no disk work.
       const platformList = parsePlatformList(flags.platform);
       const store = await storeFromCommand(command);
-      const { kind, spec } = await detect(source);
       const keepBlobs = flags.keepBlobs !== false;
       const quiet = flags.quiet === true || flags.json === true;
       const view = new ProgressView(process.stderr, quiet);
       // Warnings always reach stderr; with -q/--json there is no progress block to print above.
       const warn = (m: string): void => (quiet ? void process.stderr.write(`warning: ${m}\n`) : view.handle({ kind: 'note', message: `warning: ${m}` }));
-      const onProgress = view.listener;
+      const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
+      // A bundle takes every platform unless told; an archive this host's (parsePlatformList's default).
+      const platforms = flags.platform === undefined ? undefined : platformList;
+      const imported = await importImages(store, source, {
+        keepBlobs,
+        onWarning: warn,
+        onProgress: view.listener,
+        ...(platforms === undefined ? {} : { platforms }),
+        ...(publicKey === undefined ? {} : { publicKey }),
+      });
       const rows: Array<{ ref: string; platform: string; manifestDigest: string; layersUnpacked: number; layersSkipped: number; bytesWritten: number; bytesPresent: number }> = [];
-      if (kind === 'bundle') {
-        if (flags.platform === 'all') throw new UsageError('import: --platform all is the default for bundles; leave it out');
-        const platforms: Platform[] | undefined = flags.platform === undefined || platformList === 'all' ? undefined : platformList;
-        const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
-        const s = await importBundle(store, spec, {
-          keepBlobs,
-          onWarning: warn,
-          onProgress,
-          ...(platforms ? { platforms } : {}),
-          ...(publicKey ? { publicKey } : {}),
-        });
+      if (imported.kind === 'bundle') {
+        const s = imported.summary;
         view.finish();
         const ms = Date.now() - started;
         if (flags.json === true) {
@@ -122,21 +78,18 @@ export const registerImport: Register = (program) => {
         for (const i of s.images) process.stdout.write(`imported ${familiarReference(parseReference(i.ref))} (${formatPlatform(i.platform)}) ${i.manifestDigest}\n`);
         process.stdout.write(summaryLine({ ...s, images: s.images.length, ms }));
         return;
-      } else {
-        if (flags.key !== undefined) throw new UsageError('import: --key applies to bundles only');
-        const results = await importArchive(store, spec, { platforms: platformList, keepBlobs, onWarning: warn, onProgress });
-        for (const r of results) {
-          for (const image of r.images) {
-            rows.push({
-              ref: r.ref ?? image.digest,
-              platform: formatPlatform(image.platform),
-              manifestDigest: image.digest,
-              layersUnpacked: r.layersWritten,
-              layersSkipped: r.layersPresent,
-              bytesWritten: r.bytesWritten,
-              bytesPresent: r.bytesPresent,
-            });
-          }
+      }
+      for (const r of imported.results) {
+        for (const image of r.images) {
+          rows.push({
+            ref: r.ref ?? image.digest,
+            platform: formatPlatform(image.platform),
+            manifestDigest: image.digest,
+            layersUnpacked: r.layersWritten,
+            layersSkipped: r.layersPresent,
+            bytesWritten: r.bytesWritten,
+            bytesPresent: r.bytesPresent,
+          });
         }
       }
       view.finish();
