@@ -4,8 +4,7 @@ import { digestAlgorithm, digestOf, isDigest, type Digest } from '../oci/digest.
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { formatReference, referenceSelector, type Reference } from '../oci/reference.js';
-import { unlimited } from '../oci/limiter.js';
-import type { Limiter } from '../oci/limiter.js';
+import { unlimited, type Limiter } from '../oci/limiter.js';
 import { Authenticator, repositoryScope, type Credentials } from './auth.js';
 import { BlobDownload, type OpenBlobOptions } from './blob-download.js';
 import { BlobUpload, checkCommitted, type PushBlobOptions, type PushBlobResult, type StreamedBlobResult } from './blob-upload.js';
