@@ -20,7 +20,8 @@ export {
   type Repository,
   type PushBlobResult,
 } from './registry/client.js';
-export { resolveRemote, pushImage, pushResolved, type PushOptions } from './registry/remote-image.js';
+export { resolveRemote } from './registry/remote-image.js';
+export { pushImage, pushResolved, type PushOptions } from './verbs/push.js';
 export { lookupCredentials, storeCredentials, removeCredentials, dockerConfigPath } from './registry/docker-config.js';
 export type { Credentials } from './registry/auth.js';
 export {

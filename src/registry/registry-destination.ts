@@ -28,6 +28,12 @@ export interface RegistryDestinationOptions {
    * docker's layer digest cache does).
    */
   reuseEarlier?: boolean;
+  /** Repositories of the target registry to try mounting blobs from, besides those the copy knows. */
+  mountFrom?: readonly string[];
+  /** Push blobs larger than this in PATCH chunks (overrides the client's chunkSize). */
+  chunkSize?: number;
+  /** Told about each blob as it is settled: present, mounted, or uploaded. */
+  onBlob?: (digest: Digest, result: PushBlobResult) => void;
 }
 
 interface Compressed {
@@ -134,9 +140,15 @@ export class RegistryDestination implements ImageDestination {
     const repo = repoOf(target);
     const progress = new CopyProgress(options.onProgress, `${kind}:${blob.digest}:${repo.registry}/${repo.repository}`, `push ${kind} ${shortDigest(blob.digest)} to ${repo.repository}`, blob.size);
     const prefix = `${repo.registry}/`;
-    const mountFrom = (options.knownAt?.(blob.digest) ?? []).filter((s) => s.startsWith(prefix)).map((s) => s.slice(prefix.length));
-    const result = await this.client.pushBlob(repo, blob, progress.wrap(open), { ...(options.signal ? { signal: options.signal } : {}), mountFrom });
+    const known = (options.knownAt?.(blob.digest) ?? []).filter((s) => s.startsWith(prefix)).map((s) => s.slice(prefix.length));
+    const mountFrom = [...(this.options.mountFrom ?? []), ...known];
+    const result = await this.client.pushBlob(repo, blob, progress.wrap(open), {
+      ...(options.signal ? { signal: options.signal } : {}),
+      mountFrom,
+      ...(this.options.chunkSize !== undefined ? { chunkSize: this.options.chunkSize } : {}),
+    });
     progress.settle(result, blob.size);
+    this.options.onBlob?.(blob.digest, result);
     return result;
   }
 
@@ -168,6 +180,7 @@ export class RegistryDestination implements ImageDestination {
         const progress = new CopyProgress(options.onProgress, `layer:${layer.diffId}:${repo.registry}/${repo.repository}`, `push layer ${shortDigest(layer.diffId)} to ${repo.repository}`, undefined);
         const streamed = this.client.pushBlobStream(repo, progress.wrap(open), options.signal ? { signal: options.signal } : {}).then((r) => {
           progress.settle(r.result, r.size);
+          this.options.onBlob?.(r.digest, r.result);
           return { digest: r.digest, size: r.size, open, streamed: r };
         });
         this.compressed.set(layer.diffId, streamed);

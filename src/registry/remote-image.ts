@@ -1,8 +1,7 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import type { Descriptor } from '../oci/descriptor.js';
-import type { Digest } from '../oci/digest.js';
 import type { Image, IndexInfo, Layer, OpenOptions, Resolved } from '../oci/image.js';
 import {
   checkLayers,
@@ -14,11 +13,12 @@ import {
 } from '../oci/manifest.js';
 import { formatPlatform, hostPlatform, normalizePlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, withDigest, type Reference } from '../oci/reference.js';
-import type { CallOptions, ManifestResponse, PushBlobResult, RegistryClient } from './client.js';
+import type { CallOptions, ManifestResponse, RegistryClient } from './client.js';
 
 /**
- * The registry as a location: `resolveRemote(client, ref)` reads a reference as `Image`s (one
- * per requested platform of an index), `pushImage` writes an `Image` to a repository.
+ * The registry as a location to read: `resolveRemote(client, ref)` reads a reference as `Image`s
+ * (one per requested platform of an index). Writing is RegistryDestination's, through the
+ * transfer engine (verbs/push.ts).
  */
 
 /** Index entries that are not runnable images (buildx attestations: platform unknown/unknown). */
@@ -137,73 +137,4 @@ export async function resolveRemote(
     }),
   );
   return { images, index };
-}
-
-export interface PushOptions extends CallOptions {
-  /** Repositories of the target registry to mount blobs from. */
-  mountFrom?: readonly string[];
-  chunkSize?: number;
-  /** Told about each blob as it is settled. */
-  onBlob?: (digest: Digest, result: PushBlobResult) => void;
-}
-
-/**
- * Push one image: layers (present ones skipped, mounted where possible), the config, then the
- * manifest byte for byte under `target` (its tag, or its digest). Returns the manifest digest.
- */
-export async function pushImage(client: RegistryClient, target: Reference, image: Image, options: PushOptions = {}): Promise<Digest> {
-  const controller = new AbortController();
-  const signal = options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal]);
-  const blobOptions = {
-    signal,
-    ...(options.mountFrom ? { mountFrom: options.mountFrom } : {}),
-    ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
-  };
-  const settle = (digest: Digest, result: PushBlobResult): void => options.onBlob?.(digest, result);
-  const rawConfig = image.rawConfig;
-  const jobs: Array<Promise<void>> = image.layers.map(async (layer) => {
-    const r = await client.pushBlob(target, layer.descriptor, (s) => layer.blob(s ? { signal: s } : {}), blobOptions);
-    settle(layer.descriptor.digest, r);
-  });
-  jobs.push(
-    (async () => {
-      const r = await client.pushBlob(target, { digest: image.configDigest, size: rawConfig.length }, () => Promise.resolve(Readable.from([rawConfig])), blobOptions);
-      settle(image.configDigest, r);
-    })(),
-  );
-  try {
-    await Promise.all(jobs);
-  } catch (err) {
-    controller.abort(err);
-    await Promise.allSettled(jobs);
-    throw err;
-  }
-  const tagged: Reference = target.tag !== undefined ? { registry: target.registry, repository: target.repository, tag: target.tag } : withDigest(target, image.digest);
-  return client.putManifest(tagged, image.rawManifest, image.mediaType, options.signal ? { signal: options.signal } : {});
-}
-
-/**
- * Push what `resolveRemote` (or any location) resolved: every image by digest, then the index
- * byte for byte under the tag. The index is pushed only when all its images are carried.
- */
-export async function pushResolved(client: RegistryClient, target: Reference, resolved: Resolved, options: PushOptions = {}): Promise<Digest> {
-  const byDigest: Reference = { registry: target.registry, repository: target.repository };
-  const single = resolved.images.length === 1 && resolved.index === undefined;
-  if (single) return pushImage(client, target, resolved.images[0]!, options);
-  for (const image of resolved.images) await pushImage(client, byDigest, image, options);
-  const index = resolved.index;
-  if (index === undefined) {
-    throw new FerryError('USAGE', `push ${formatReference(target)}: ${resolved.images.length} images but no index to name them by`);
-  }
-  const parsed = parseManifest(index.raw, index.mediaType, `index ${index.digest}`);
-  if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `index ${index.digest}: not an index`);
-  const carried = new Set(resolved.images.map((i) => i.digest));
-  const missing = parsed.manifest.manifests.filter((d) => !carried.has(d.digest));
-  if (missing.length > 0) {
-    throw new FerryError('UNSUPPORTED', `push ${formatReference(target)}: the index ${index.digest} also names ${missing.map((d) => `${entryPlatformText(d)} ${d.digest}`).join(', ')}, which are not carried`, {
-      hint: 'push with every platform, or push one platform by its own tag',
-    });
-  }
-  const tagged: Reference = target.tag !== undefined ? { registry: target.registry, repository: target.repository, tag: target.tag } : withDigest(target, index.digest);
-  return client.putManifest(tagged, index.raw, index.mediaType, options.signal ? { signal: options.signal } : {});
 }

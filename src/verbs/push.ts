@@ -1,10 +1,13 @@
+import { FerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import type { Image, IndexInfo } from '../oci/image.js';
+import type { Image, IndexInfo, Resolved } from '../oci/image.js';
+import { parseManifest } from '../oci/manifest.js';
+import { formatPlatform } from '../oci/platform.js';
 import type { ProgressListener } from '../oci/progress-event.js';
 import type { PushCompression } from '../io/layer-compress.js';
-import type { RegistryClient } from '../registry/client.js';
+import type { CallOptions, PushBlobResult, RegistryClient } from '../registry/client.js';
 import { RegistryDestination, type CompressedForms } from '../registry/registry-destination.js';
-import type { Reference } from '../oci/reference.js';
+import { formatReference, type Reference } from '../oci/reference.js';
 import type { CopyTarget } from '../oci/destination.js';
 import { copyImages, type CopyResult } from '../transfer/copy-images.js';
 import type { PushResult } from '../transfer/push-target.js';
@@ -75,4 +78,55 @@ export function pushResults(targets: readonly CopyTarget[], copied: readonly Cop
     if (c.index !== undefined) result.index = { sourceDigest: request.index?.digest, digest: c.index, rewritten: c.index !== request.index?.digest };
     return result;
   });
+}
+
+export interface PushOptions extends CallOptions {
+  /** Repositories of the target registry to mount blobs from. */
+  mountFrom?: readonly string[];
+  chunkSize?: number;
+  /** Told about each blob as it is settled. */
+  onBlob?: (digest: Digest, result: PushBlobResult) => void;
+}
+
+function destinationFor(client: RegistryClient, options: PushOptions): RegistryDestination {
+  return new RegistryDestination(client, {
+    ...(options.mountFrom ? { mountFrom: options.mountFrom } : {}),
+    ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
+    ...(options.onBlob ? { onBlob: options.onBlob } : {}),
+  });
+}
+
+/**
+ * Push one image: layers (present ones skipped, mounted where possible), the config, then the
+ * manifest under `target` (its tag, or its digest). Returns the manifest digest. The transfer
+ * engine does the copy (RegistryDestination); this only names it.
+ */
+export async function pushImage(client: RegistryClient, target: Reference, image: Image, options: PushOptions = {}): Promise<Digest> {
+  const [copied] = await copyImages([{ ref: target, images: [image] }], destinationFor(client, options), options.signal ? { signal: options.signal } : {});
+  return copied!.images[0]!.digest;
+}
+
+/**
+ * Push what `resolveRemote` (or any location) resolved: every image by digest, then the index
+ * byte for byte under the tag. An index is pushed only when all its images are carried: that is
+ * checked before any byte goes out.
+ */
+export async function pushResolved(client: RegistryClient, target: Reference, resolved: Resolved, options: PushOptions = {}): Promise<Digest> {
+  if (resolved.images.length === 1 && resolved.index === undefined) return pushImage(client, target, resolved.images[0]!, options);
+  const index = resolved.index;
+  if (index === undefined) {
+    throw new FerryError('USAGE', `push ${formatReference(target)}: ${resolved.images.length} images but no index to name them by`);
+  }
+  const parsed = parseManifest(index.raw, index.mediaType, `index ${index.digest}`);
+  if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `index ${index.digest}: not an index`);
+  const carried = new Set(resolved.images.map((i) => i.digest));
+  const missing = parsed.manifest.manifests.filter((d) => !carried.has(d.digest));
+  if (missing.length > 0) {
+    const named = missing.map((d) => `${d.platform === undefined ? 'unknown' : formatPlatform(d.platform)} ${d.digest}`).join(', ');
+    throw new FerryError('UNSUPPORTED', `push ${formatReference(target)}: the index ${index.digest} also names ${named}, which are not carried`, {
+      hint: 'push with every platform, or push one platform by its own tag',
+    });
+  }
+  const [copied] = await copyImages([{ ref: target, images: resolved.images, index }], destinationFor(client, options), options.signal ? { signal: options.signal } : {});
+  return copied!.index!;
 }
