@@ -173,6 +173,9 @@ function checkSources(files: Map<string, string>): string[] {
         continue;
       }
       const targetArea = areaOf(target);
+      if (path.startsWith('registry/http/') && ['registry/client.ts', 'registry/blob-download.ts', 'registry/blob-upload.ts', 'registry/registry-destination.ts'].includes(target)) {
+        problems.push(`${where(line)}: the registry client's layers (registry/http/) stand alone: ${path} may not import "${specifier}", which composes them`);
+      }
       if (targetArea === undefined) {
         problems.push(`${where(line)}: "${specifier}" points outside DESIGN's layout`);
       } else if (targetArea === 'cli' && area !== 'cli') {
@@ -287,6 +290,10 @@ describe('architecture', () => {
     expect(check('bundle/write-bundle.ts', "import pLimit from 'p-limit';")).toHaveLength(1);
     expect(check('registry/client.ts', "import { unlimited, type Limiter } from '../oci/limiter.js';")).toEqual([]);
     expect(check('cli/commands/pull.ts', 'export const x = 1;')).toEqual([]);
+    expect(check('registry/http/redirects.ts', "import { RegistryClient } from '../client.js';")).toEqual([
+      'src/registry/http/redirects.ts:1: the registry client\'s layers (registry/http/) stand alone: registry/http/redirects.ts may not import "../client.js", which composes them',
+    ]);
+    expect(check('registry/http/retry.ts', "import { withRetry } from '../retry.js';")).toEqual([]);
     expect(check('cli/main.ts', 'export const x = 1;')).toEqual([]);
     expect(check('cli/import-bundle.ts', 'export const x = 1;')).toEqual([
       'src/cli/import-bundle.ts: cli/ holds only main, output, progress, option parsing and commands/*.ts; move this logic to its room',
