@@ -83,6 +83,7 @@ export { writeDockerArchive, type SaveImage, type WriteDockerArchiveOptions } fr
 export { DockerArchiveDestination } from './archive/docker-archive-destination.js';
 export { startRegistryServer, type RegistryContent, type RegistryServer, type ServedBlob, type ServedManifest } from './registry/server.js';
 export { pushImages, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './verbs/push.js';
+export { pushFrom, type PushSource, type PushFromOptions } from './verbs/push-from.js';
 export { pushBundle, type PushBundleOptions } from './verbs/push-bundle.js';
 export { CompressedLayerCache, type CompressedLayer } from './transfer/compressed-cache.js';
 export { compressImage, replaceLayers } from './transfer/compressed-image.js';

@@ -1,16 +1,14 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { FerryError, UsageError } from '../../errors.js';
+import { UsageError } from '../../errors.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
-import { familiarReference, formatReference, parseReference, type Reference } from '../../oci/reference.js';
+import { familiarReference, parseReference } from '../../oci/reference.js';
 import { RegistryClient } from '../../registry/client.js';
-import { pushImages, type PushRequest, type PushResult } from '../../verbs/push.js';
-import { pushBundle } from '../../verbs/push-bundle.js';
-import { parseCompression, parseDestination, reroot } from '../../transfer/push-target.js';
+import type { PushResult } from '../../verbs/push.js';
+import { pushFrom, type PushSource } from '../../verbs/push-from.js';
+import { parseCompression } from '../../transfer/push-target.js';
 import { ProgressView } from '../progress.js';
 import { jobsFlag, registryClientOptions } from '../registry-options.js';
-import { openSource, parseSourceSpec } from '../../verbs/locations.js';
-import { openAllStoreNames, openStoreName, storeLayerCache } from '../../verbs/store-names.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -80,56 +78,26 @@ export const registerPush: Register = (program) => {
       const view = new ProgressView(process.stderr, flags.quiet === true || flags.json === true);
       const client = new RegistryClient(registryClientOptions(command, jobs));
       try {
-        let results: PushResult[];
+        let source: PushSource;
         if (flags.bundle !== undefined || flags.all === true) {
           if (image === undefined || dest !== undefined) {
             throw new UsageError(`push ${flags.all === true ? '--all' : '--bundle'}: give exactly one REGISTRY[/PREFIX]`, { hint: 'e.g. ferry push --all registry.internal:5000/mirror' });
           }
-          const destination = parseDestination(image);
-          const retarget = (ref: string): Reference => reroot(parseReference(ref), destination);
           if (flags.bundle !== undefined) {
             const publicKey = flags.key === undefined ? undefined : await readFile(flags.key, 'utf8');
-            results = await pushBundle(client, flags.bundle, {
-              retarget: (ref) => retarget(ref),
-              compression,
-              jobs,
-              onProgress: view.listener,
+            source = {
+              kind: 'bundle',
+              bundle: flags.bundle,
+              registry: image,
               ...(publicKey === undefined ? {} : { publicKey }),
               ...(flags.tmpDir !== undefined ? { spoolDir: flags.tmpDir } : {}),
-            });
-          } else {
-            const store = await storeFromCommand(command, { readOnly: true });
-            const names = await openAllStoreNames(store);
-            if (names.length === 0) throw new FerryError('NOT_FOUND', 'push --all: the store holds no images', { hint: 'ferry import loads images' });
-            const requests: PushRequest[] = names.map((n) => ({ target: retarget(formatReference(n.ref)), images: n.images, sourceDigests: n.sourceDigests, ...(n.index ? { index: n.index } : {}) }));
-            results = await pushImages(client, requests, { compression, jobs, cache: storeLayerCache(store), onProgress: view.listener });
-          }
+            };
+          } else source = { kind: 'all', registry: image };
         } else {
           if (image === undefined) throw new UsageError('push: name an image (or use --all / --bundle)', { hint: 'ferry push redis:7 registry.internal:5000/library/redis:7' });
-          const target = dest === undefined ? undefined : parseReference(dest);
-          if (parseSourceSpec(image).kind !== 'registry') {
-            const source = await openSource(image, {
-              platforms: platforms ?? 'all',
-              client: () => {
-                throw new UsageError('push reads images from the store or local files; to copy between registries use skopeo copy');
-              },
-            });
-            try {
-              const first = source.images[0];
-              const to = target ?? (first?.image.ref ? parseReference(first.ref) : undefined);
-              if (to === undefined) throw new UsageError(`push ${image}: the source names no image: give DEST`);
-              const request: PushRequest = { target: to, images: source.images.map((s) => s.image), ...(source.index ? { index: source.index } : {}) };
-              results = await pushImages(client, [request], { compression, jobs, onProgress: view.listener });
-            } finally {
-              await source.close();
-            }
-          } else {
-            const store = await storeFromCommand(command, { readOnly: true });
-            const name = await openStoreName(store, image, platforms === 'all' ? undefined : platforms);
-            const request: PushRequest = { target: target ?? name.ref, images: name.images, sourceDigests: name.sourceDigests, ...(name.index ? { index: name.index } : {}) };
-            results = await pushImages(client, [request], { compression, jobs, cache: storeLayerCache(store), onProgress: view.listener });
-          }
+          source = { kind: 'image', image, ...(dest === undefined ? {} : { dest }), ...(platforms === undefined ? {} : { platforms }) };
         }
+        const results = await pushFrom(client, source, { store: () => storeFromCommand(command, { readOnly: true }), compression, jobs, onProgress: view.listener });
         view.finish();
         report(results, flags, compression);
       } finally {
