@@ -9,6 +9,7 @@ import { ExcludeSet } from './delta.js';
 import { rewriteManifest, type BundlePlan, type PlanSource } from './plan.js';
 import {
   checkWriteOptions,
+  outputName,
   planWith,
   resolveOptions,
   writePlannedBundle,
@@ -112,7 +113,7 @@ export class BundleDestination implements ImageDestination {
   ) {
     checkWriteOptions(options, output);
     this.resolved = resolveOptions(options);
-    this.name = output === undefined ? 'bundle plan' : `bundle ${typeof output === 'string' ? output : 'path' in output ? output.path : 'stream'}`;
+    this.name = output === undefined ? 'bundle plan' : `bundle ${outputName(output)}`;
   }
 
   /** The plan, after commit. */
@@ -139,7 +140,7 @@ export class BundleDestination implements ImageDestination {
     return false;
   }
 
-  /** Configs (and manifests) are the image's own bytes: the plan takes them from it. */
+  /** Configs (and manifests) are the image's own bytes: the plan takes them from it, and the bundle carries them. */
   async putBlob(_target: CopyTarget, descriptor: { digest: Digest; size: number }): Promise<BlobPut> {
     return { written: descriptor.size, existed: this.options.exclude?.has(descriptor.digest) ?? false };
   }

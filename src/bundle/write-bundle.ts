@@ -279,7 +279,8 @@ async function openSink(output: BundleOutput, tools: readonly BundleTool[]): Pro
   };
 }
 
-function outputName(output: BundleOutput): string {
+/** The output as messages name it. */
+export function outputName(output: BundleOutput): string {
   if (output === '-') return 'stdout';
   if (typeof output === 'string') return output;
   if (output instanceof Writable) return 'output stream';

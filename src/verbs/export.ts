@@ -12,7 +12,7 @@ import type { Platform } from '../oci/platform.js';
 import type { ProgressListener } from '../oci/progress-event.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { Store } from '../store/index.js';
-import { copyImages } from '../transfer/copy-images.js';
+import { copyImages, type CopyOptions } from '../transfer/copy-images.js';
 import { cacheImages } from '../transfer/pull-cache.js';
 import { openSource, parseSourceSpec, type OpenedSource } from './locations.js';
 
@@ -23,7 +23,7 @@ import { openSource, parseSourceSpec, type OpenedSource } from './locations.js';
  */
 
 /** The engine's options for a bundle copy: the measuring pass runs under its limit, retries and abort. */
-function copyOptions(options: WriteBundleOptions, onProgress: ProgressListener | undefined): Parameters<typeof copyImages>[2] {
+function copyOptions(options: WriteBundleOptions, onProgress: ProgressListener | undefined): CopyOptions {
   return {
     jobs: options.jobs ?? 1,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
