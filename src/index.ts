@@ -53,6 +53,7 @@ export {
   type PruneResult,
 } from './store/index.js';
 export * from './bundle/index.js';
+export { writeBundle, planBundleFor, exportImages, type ExportRequest, type ExportImagesOptions, type CarriedFile } from './verbs/export.js';
 export {
   runContainer,
   createContainer,

@@ -60,7 +60,7 @@ const isCliFile = (path: string): boolean => CLI_FILES.has(path) || /^cli\/comma
 
 /**
  * The one concurrency limit is the transfer engine's: p-limit only in transfer/. A location that
- * bounds its own streams (the registry client's blob slots, the bundle writer's tar measuring)
+ * bounds its own streams (the registry client's blob slots; a bundle measures its layers in copyImages)
  * takes an oci/ Limiter from its caller, made by transfer/concurrencyLimit. No exceptions.
  */
 

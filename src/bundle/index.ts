@@ -21,8 +21,6 @@ export {
 } from './format.js';
 export { planBundle, rewriteManifest, type BundlePlan, type PlanOptions, type PlanSource, type PlannedEntry } from './plan.js';
 export {
-  writeBundle,
-  planBundleFor,
   checkWriteOptions,
   bundleTime,
   DEFAULT_LEVEL,
@@ -35,6 +33,7 @@ export {
   type BundleSummary,
   type WriteBundleOptions,
 } from './write-bundle.js';
+export { BundleDestination, BUNDLE_MAX_MEASURE, bundleProgress, bundleTargets, type BundleCopyTarget } from './bundle-destination.js';
 export {
   openBundleStream,
   readBundleHeader,

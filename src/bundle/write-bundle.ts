@@ -6,15 +6,13 @@ import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, messageOf, UsageError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
-import type { Image, IndexInfo, Layer } from '../oci/image.js';
-import { oneAtATime, type Limiter } from '../oci/limiter.js';
+import type { Image, IndexInfo } from '../oci/image.js';
 import { syncDir, tempPathFor } from '../io/atomic-file.js';
 import { packedBuild } from '../io/native-parts.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
-import { ExcludeSet } from './delta.js';
 import { HEADER_ENTRY, SIGNATURE_ENTRY, type BlobKind, type BundleHeader, type BundleTool, type LayerEncoding } from './format.js';
-import { planBundle, type BundlePlan, type PlannedEntry } from './plan.js';
+import { planBundle, type BundlePlan, type PlannedEntry, type PlanSource } from './plan.js';
 import { privateKeyFrom, signHeader } from './sign.js';
 import { MIN_VOLUME_SIZE } from './size.js';
 import { VolumeWriter, checksumPath, type VolumeInfo } from './volumes.js';
@@ -64,10 +62,10 @@ export interface WriteBundleOptions {
   /** The bundle's time; default SOURCE_DATE_EPOCH, else the newest image's `created`. */
   created?: Date;
   /**
-   * The limit raw layers are measured under (the pass that learns tar sizes): the caller's, from
-   * transfer/ (concurrencyLimit); default one layer at a time.
+   * Layers measured at once (the pass that learns raw tar sizes), under the transfer engine's one
+   * limit; the bundle destination takes at most BUNDLE_MAX_MEASURE. Default 1.
    */
-  limit?: Limiter;
+  jobs?: number;
   signal?: AbortSignal;
   onProgress?: (e: BundleProgressEvent) => void;
 }
@@ -89,19 +87,21 @@ export const MAX_LEVEL_ALIAS = 19;
 export const DEFAULT_WINDOW_LOG = 27;
 export const DEFAULT_WORKERS = 2;
 
-interface Resolved {
+export interface ResolvedWriteOptions {
   layers: LayerEncoding;
   level: number;
   windowLog: number;
   workers: number;
 }
 
-/** Check the options before any work (a bad level must not cost a pull): throws UsageError. */
-export function checkWriteOptions(options: WriteBundleOptions): void {
+/** Check the options (and the output's volume size) before any work (a bad level must not cost a pull): throws UsageError. */
+export function checkWriteOptions(options: WriteBundleOptions, output?: BundleOutput): void {
   resolveOptions(options);
+  if (output !== undefined) checkOutput(output);
+  if (options.signKey !== undefined) privateKeyFrom(options.signKey);
 }
 
-function resolveOptions(options: WriteBundleOptions): Resolved {
+export function resolveOptions(options: WriteBundleOptions): ResolvedWriteOptions {
   const layers = options.layers ?? 'raw';
   if (layers !== 'raw' && layers !== 'as-pulled') throw new UsageError(`invalid layer encoding "${String(layers)}": use raw or as-pulled`);
   const level = options.level === 'max' ? MAX_LEVEL_ALIAS : options.level ?? DEFAULT_LEVEL;
@@ -114,6 +114,9 @@ function resolveOptions(options: WriteBundleOptions): Resolved {
   }
   const workers = options.workers ?? DEFAULT_WORKERS;
   if (!Number.isInteger(workers) || workers < 0 || workers > 64) throw new UsageError(`invalid worker count ${String(options.workers)}`);
+  if (options.jobs !== undefined && (!Number.isInteger(options.jobs) || options.jobs < 1)) {
+    throw new UsageError(`invalid job count ${String(options.jobs)}: expected a whole number of at least 1`);
+  }
   return { layers, level, windowLog, workers };
 }
 
@@ -149,66 +152,6 @@ export async function ferryVersion(): Promise<string> {
   const version = (JSON.parse(text) as { version?: unknown }).version;
   cachedVersion = typeof version === 'string' ? version : '0.0.0';
   return cachedVersion;
-}
-
-/**
- * Learn the uncompressed size of every raw layer that does not state it, by streaming its tar
- * once (which also verifies the diffId). Tar headers need sizes up front; this is the price of
- * writing raw layers from compressed sources without spooling them to disk.
- */
-async function measureTarSizes(sources: readonly BundleSource[], options: WriteBundleOptions): Promise<Map<Digest, number>> {
-  const sizes = new Map<Digest, number>();
-  const known = options.exclude instanceof ExcludeSet ? options.exclude.tarSizes : undefined;
-  const toMeasure = new Map<Digest, { layer: Layer; ref: string }>();
-  for (const { ref, image } of sources) {
-    for (const layer of image.layers) {
-      const size = layer.tarSize ?? known?.get(layer.diffId);
-      if (size !== undefined) sizes.set(layer.diffId, size);
-      else if (!toMeasure.has(layer.diffId)) toMeasure.set(layer.diffId, { layer, ref });
-    }
-  }
-  for (const d of sizes.keys()) toMeasure.delete(d);
-  options.signal?.throwIfAborted();
-  const limit = options.limit ?? oneAtATime();
-  // The first failure stops the other measurements too, instead of letting them run on unseen.
-  const stop = new AbortController();
-  const forward = (): void => stop.abort(options.signal?.reason);
-  options.signal?.addEventListener('abort', forward, { once: true });
-  try {
-    await Promise.all(
-      [...toMeasure].map(([diffId, { layer, ref }]) =>
-        limit(async () => {
-          stop.signal.throwIfAborted();
-          try {
-            sizes.set(diffId, await measureLayer(diffId, layer, ref, stop.signal, options.onProgress));
-          } catch (err) {
-            stop.abort(err);
-            throw err;
-          }
-        }),
-      ),
-    );
-  } finally {
-    options.signal?.removeEventListener('abort', forward);
-  }
-  return sizes;
-}
-
-/** Stream one layer's tar to learn its size (Layer.tar() verifies the diffId on the way). */
-async function measureLayer(diffId: Digest, layer: Layer, ref: string, signal: AbortSignal, onProgress: WriteBundleOptions['onProgress']): Promise<number> {
-  const stream = await layer.tar({ signal });
-  let bytes = 0;
-  try {
-    for await (const chunk of stream) {
-      signal.throwIfAborted();
-      bytes += (chunk as Buffer).length;
-      onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: 0, done: false });
-    }
-  } finally {
-    stream.destroy();
-  }
-  onProgress?.({ phase: 'measure', digest: diffId, kind: 'layer', ref, bytes, total: bytes, done: true });
-  return bytes;
 }
 
 /** A bundle entry's header: only files and directories, root-owned, 0644 and 0755, one mtime. */
@@ -336,25 +279,45 @@ async function openSink(output: BundleOutput, tools: readonly BundleTool[]): Pro
   };
 }
 
-function outputName(output: BundleOutput): string {
+/** The output as messages name it. */
+export function outputName(output: BundleOutput): string {
   if (output === '-') return 'stdout';
   if (typeof output === 'string') return output;
   if (output instanceof Writable) return 'output stream';
   return `${output.path}.001...`;
 }
 
-/**
- * Write one bundle of these images. Plans first (measuring raw layers that do not state their
- * size), then streams every entry through one zstd compressor into the output, in constant
- * memory whatever the layer sizes. A file output appears atomically, and only when complete.
- */
-export async function writeBundle(sources: BundleSource[], output: BundleOutput, options: WriteBundleOptions = {}): Promise<BundleSummary> {
-  const resolved = resolveOptions(options);
+/** A volume size is checked with the other options, before any work. */
+export function checkOutput(output: BundleOutput): void {
   if (typeof output === 'object' && !(output instanceof Writable) && (!Number.isSafeInteger(output.split) || output.split < MIN_VOLUME_SIZE)) {
-    throw new FerryError('USAGE', `invalid volume size ${output.split}: volumes must be at least ${MIN_VOLUME_SIZE} bytes (1M)`);
+    throw new UsageError(`invalid volume size ${output.split}: volumes must be at least ${MIN_VOLUME_SIZE} bytes (1M)`);
   }
+}
+
+/** The plan of these images, their raw layers' tar sizes known (Layer.tarSize, the delta's, or measured). */
+export async function planWith(sources: readonly PlanSource[], tarSizes: ReadonlyMap<Digest, number>, options: WriteBundleOptions): Promise<BundlePlan> {
+  const resolved = resolveOptions(options);
+  return planBundle(sources, {
+    layers: resolved.layers,
+    level: resolved.level,
+    windowLog: resolved.windowLog,
+    exclude: options.exclude ?? new Set<string>(),
+    created: bundleTime(sources, options.created),
+    ferryVersion: await ferryVersion(),
+    tarSizes: resolved.layers === 'raw' ? tarSizes : new Map<Digest, number>(),
+    ...(options.tools === undefined ? {} : { tools: options.tools }),
+  });
+}
+
+/**
+ * Stream a planned bundle through one zstd compressor into the output, in constant memory
+ * whatever the layer sizes. A file output appears atomically, and only when complete; on a
+ * failure nothing of it is left.
+ */
+export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput, options: WriteBundleOptions): Promise<BundleSummary> {
+  const resolved = resolveOptions(options);
+  checkOutput(output);
   const key = options.signKey === undefined ? undefined : privateKeyFrom(options.signKey);
-  const plan = await prepare(sources, options, resolved);
   const signature = key === undefined ? undefined : signHeader(plan.headerBytes, key);
   const sink = await openSink(output, options.tools ?? []);
   const tarCount = new CountBytes();
@@ -389,23 +352,4 @@ export async function writeBundle(sources: BundleSource[], output: BundleOutput,
   };
   if (committed.volumes !== undefined) summary.volumes = committed.volumes;
   return summary;
-}
-
-/** Just the plan (for `export --dry-run` and tests): what would be written, without writing. */
-export async function planBundleFor(sources: BundleSource[], options: WriteBundleOptions = {}): Promise<BundlePlan> {
-  return prepare(sources, options, resolveOptions(options));
-}
-
-async function prepare(sources: BundleSource[], options: WriteBundleOptions, resolved: Resolved): Promise<BundlePlan> {
-  const tarSizes = resolved.layers === 'raw' ? await measureTarSizes(sources, options) : new Map<Digest, number>();
-  return planBundle(sources, {
-    layers: resolved.layers,
-    level: resolved.level,
-    windowLog: resolved.windowLog,
-    exclude: options.exclude ?? new Set<string>(),
-    created: bundleTime(sources, options.created),
-    ferryVersion: await ferryVersion(),
-    tarSizes,
-    ...(options.tools === undefined ? {} : { tools: options.tools }),
-  });
 }

@@ -206,14 +206,18 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
       tasks.sort((x, y) => x.key - y.key || x.seq - y.seq);
       for (const t of tasks) t.ctx.layers.get(t.image)![t.index] = await copyLayer(t.ctx, t.image, t.index);
     } else {
-      // Target by target (a second repository then mounts what the first received), each one's blobs at once.
-      for (const ctx of contexts) {
-        await destination.prepare(ctx.target, ctx.put);
+      // Target by target (a second repository then mounts what the first received), each one's
+      // blobs at once; where every target has the one scope (nothing to mount), all targets at once.
+      const waves = new Set(contexts.map((c) => c.scope)).size > 1 ? contexts.map((c) => [c]) : [contexts];
+      for (const wave of waves) {
+        for (const ctx of wave) await destination.prepare(ctx.target, ctx.put);
         await all(
-          ctx.target.images.map(async (image) => {
-            const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
-            ctx.layers.set(image, layers);
-          }),
+          wave.flatMap((ctx) =>
+            ctx.target.images.map(async (image) => {
+              const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
+              ctx.layers.set(image, layers);
+            }),
+          ),
         );
       }
     }

@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openOciLayout } from '../../src/archive/index.js';
-import { writeBundle, type BundleSource } from '../../src/bundle/write-bundle.js';
+import { type BundleSource } from '../../src/bundle/write-bundle.js';
+import { writeBundle } from '../../src/verbs/export.js';
 import { buildTestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { refOf } from './fixtures.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { openDockerArchive, openOciLayout } from '../../src/archive/index.js';
-import { writeBundle } from '../../src/bundle/index.js';
+import { writeBundle } from '../../src/verbs/export.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/registry/client.js';

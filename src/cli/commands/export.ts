@@ -1,22 +1,18 @@
 import type { Command } from 'commander';
 import { access } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { checkWriteOptions, writeBundle, loadExcludeSet, parseSize, type BundleOutput, type BundleSource, type WriteBundleOptions } from '../../bundle/index.js';
+import { dirname, join } from 'node:path';
+import { checkWriteOptions, loadExcludeSet, parseSize, type BundleOutput, type WriteBundleOptions } from '../../bundle/index.js';
 import { loadPrivateKey } from '../../bundle/sign.js';
-import { carryFile } from '../../bundle/tools.js';
 import { FerryError, UsageError } from '../../errors.js';
 import { packageRoot, packedBuild } from '../../io/native-parts.js';
-import { shortDigest } from '../../oci/digest.js';
-import type { Image } from '../../oci/image.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { RegistryClient } from '../../registry/client.js';
-import { cacheImages, defaultCacheDir } from '../../transfer/pull-cache.js';
-import { concurrencyLimit } from '../../transfer/limiter.js';
+import { defaultCacheDir } from '../../transfer/pull-cache.js';
 import { loadBundleDefinition } from '../bundle-file.js';
 import { humanBytes, ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
 import { existingStore } from '../store-options.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
+import { exportImages, type CarriedFile } from '../../verbs/export.js';
 import type { Register } from './index.js';
 
 interface ExportFlags {
@@ -43,7 +39,7 @@ interface ExportFlags {
  * The ferry executable to carry: the packed one copies itself; from a source checkout, the one
  * `npm run pack` made in pack/.
  */
-async function ferryExecutable(): Promise<{ path: string; name: string; platform: string }> {
+async function ferryExecutable(): Promise<CarriedFile> {
   const packed = packedBuild();
   if (packed !== undefined) return { path: process.execPath, name: `ferry-${packed.platform}`, platform: packed.platform };
   const platform = `linux-${process.arch === 'arm64' ? 'arm64' : 'x64'}`;
@@ -102,7 +98,7 @@ export const registerExport: Register = (program) => {
       const splitText = flags.split ?? defaults.split;
       if (splitText !== undefined && outputPath === '-') throw new UsageError('--split cannot be used with -o - (stdout)');
       if (flags.withFerry === true && outputPath === '-') throw new UsageError('--with-ferry cannot be used with -o - (stdout)', { hint: 'write the bundle to a file; the executable goes beside it' });
-      const options: WriteBundleOptions = {};
+      const options: Omit<WriteBundleOptions, 'jobs' | 'onProgress' | 'tools'> = {};
       const layers = flags.layers ?? defaults.layers;
       if (layers !== undefined) {
         if (layers !== 'raw' && layers !== 'as-pulled') throw new UsageError(`--layers "${layers}": use raw or as-pulled`);
@@ -114,74 +110,35 @@ export const registerExport: Register = (program) => {
       if (windowLog !== undefined) options.windowLog = windowLog;
       const workers = intFlag(flags.workers, 'workers');
       if (workers !== undefined) options.workers = workers;
-      const jobs = intFlag(flags.jobs, 'jobs');
-      if (jobs !== undefined) options.limit = concurrencyLimit(Math.min(jobs, 4), '--jobs');
-      checkWriteOptions(options);
+      const jobs = intFlag(flags.jobs, 'jobs') ?? 4;
+      if (jobs < 1) throw new UsageError(`--jobs "${String(flags.jobs)}": expected at least 1`);
+      const output: BundleOutput = outputPath === '-' ? process.stdout : splitText === undefined ? outputPath : { path: outputPath, split: parseSize(splitText) };
+      checkWriteOptions(options, output);
       if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
       if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
       // Platforms too: a usage error must cost neither a pull nor a store lock.
       const platformsOf = new Map(requests.map((r) => [r, parsePlatformList(r.platforms)]));
-      const jobsFlag = intFlag(flags.jobs, 'jobs') ?? 4;
-      if (jobsFlag < 1) throw new UsageError(`--jobs "${String(flags.jobs)}": expected at least 1`);
-      const output: BundleOutput = outputPath === '-' ? process.stdout : splitText === undefined ? outputPath : { path: outputPath, split: parseSize(splitText) };
       const carried = flags.withFerry === true ? await ferryExecutable() : undefined;
       const quiet = flags.quiet === true;
       const view = new ProgressView(process.stderr, quiet);
 
       let client: RegistryClient | undefined;
-      const getClient = (): RegistryClient => (client ??= new RegistryClient(registryClientOptions(command)));
-      const opened: OpenedSource[] = [];
       // The local store answers bare references first (images imported or committed here), unless --pull.
       const store = flags.pull === true ? undefined : await existingStore(command);
       try {
-        const sources: BundleSource[] = [];
-        const fromRegistry = new Set<Image>();
-        for (const request of requests) {
-          const source = await openSource(request.text, {
-            platforms: platformsOf.get(request)!,
-            client: getClient,
+        const summary = await exportImages(
+          requests.map((r) => ({ text: r.text, platforms: platformsOf.get(r)! })),
+          output,
+          {
+            ...options,
+            jobs,
+            client: () => (client ??= new RegistryClient(registryClientOptions(command))),
             ...(store === undefined ? {} : { store }),
-          });
-          opened.push(source);
-          if (source.fromStore === true) view.handle({ kind: 'note', message: `${request.text}: taken from the local store (--pull to fetch it from the registry)` });
-          for (const entry of source.images) {
-            // The index travels with its images (the writer keeps it for those it lists).
-            sources.push(source.index === undefined ? entry : { ...entry, index: source.index });
-            if (parseSourceSpec(request.text).kind === 'registry' && source.fromStore !== true) fromRegistry.add(entry.image);
-          }
-        }
-
-        // Registry blobs go through the pull cache: a run that was interrupted fetches only what it lacks.
-        if (flags.cache && fromRegistry.size > 0) {
-          const remote = sources.filter((s) => fromRegistry.has(s.image));
-          const { images: cached, summary } = await cacheImages(
-            remote.map((s) => s.image),
-            { dir: flags.cacheDir ?? defaultCacheDir(), jobs: jobsFlag, onProgress: view.listener },
-          );
-          const byImage = new Map(remote.map((s, i) => [s.image, cached[i]!]));
-          for (const s of sources) s.image = byImage.get(s.image) ?? s.image;
-          view.handle({
-            kind: 'note',
-            message: `pulled ${summary.fetched} blobs (${humanBytes(summary.fetchedBytes)}), ${summary.reused} already in the cache (${humanBytes(summary.reusedBytes)})`,
-          });
-        }
-
-        if (carried !== undefined) options.tools = [await carryFile(carried.path, dirname(resolve(outputPath)), carried.name, carried.platform)];
-        const labels = new Map<string, number>();
-        options.onProgress = (e) => {
-          const id = `${e.phase}:${e.digest}`;
-          const label = `${e.phase === 'measure' ? 'measure' : 'write'} ${e.kind} ${shortDigest(e.digest)}`;
-          if (!labels.has(id)) {
-            labels.set(id, 0);
-            view.handle({ kind: 'start', id, label, ...(e.total > 0 ? { total: e.total } : {}) });
-          }
-          const delta = e.bytes - (labels.get(id) ?? 0);
-          labels.set(id, e.bytes);
-          if (delta > 0) view.handle({ kind: 'advance', id, bytes: delta });
-          if (e.done) view.handle({ kind: 'done', id, label, bytes: e.bytes });
-        };
-
-        const summary = await writeBundle(sources, output, options);
+            ...(flags.cache ? { cacheDir: flags.cacheDir ?? defaultCacheDir() } : {}),
+            ...(carried === undefined ? {} : { carry: [carried] }),
+            onProgress: view.listener,
+          },
+        );
         view.finish();
         const header = summary.header;
         const result = {
@@ -193,7 +150,7 @@ export const registerExport: Register = (program) => {
           uncompressedBytes: summary.tarBytes,
           bytes: summary.bytes,
           signed: summary.signed,
-          ...(options.tools === undefined ? {} : { carried: options.tools.map((t) => join(dirname(outputPath), t.file)) }),
+          ...(header.tools === undefined ? {} : { carried: header.tools.map((t) => join(dirname(outputPath), t.file)) }),
         };
         if (flags.json === true) {
           process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -205,13 +162,12 @@ export const registerExport: Register = (program) => {
               `${humanBytes(summary.tarBytes)} -> ${humanBytes(summary.bytes)}` +
               `${header.requires.length > 0 ? `, delta requiring ${header.requires.length} blobs on the target` : ''}` +
               `${summary.signed ? ', signed' : ''}` +
-              `${options.tools === undefined ? '' : `; ${options.tools.map((t) => join(dirname(outputPath), t.file)).join(', ')} beside it`}\n`,
+              `${header.tools === undefined ? '' : `; ${header.tools.map((t) => join(dirname(outputPath), t.file)).join(', ')} beside it`}\n`,
           );
         }
       } finally {
         view.finish();
         client?.close();
-        for (const source of opened) await source.close();
       }
     });
 };
