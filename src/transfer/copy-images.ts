@@ -233,6 +233,12 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     await destination.abort();
     throw err;
   }
-  await destination.commit();
+  try {
+    await destination.commit();
+  } catch (err) {
+    // A commit that failed halfway (the disk filling while an archive's index is written) is released like any failure.
+    await destination.abort();
+    throw err;
+  }
   return contexts.map((c) => c.result);
 }

@@ -100,4 +100,27 @@ describe('copyImages into the store', () => {
     expect(seen).toEqual([0, 1, 2]);
     expect(await store.layers.has(chainIds(image.config.rootfs.diff_ids)[2]!)).toBe(true);
   });
+
+  it('releases the destination (abort) when its commit fails, and passes the failure on', async () => {
+    const store = await freshStore();
+    const calls: string[] = [];
+    class FailingCommit extends StoreDestination {
+      override async commit(): Promise<void> {
+        calls.push('commit');
+        // The store's abort releases through commit: only the engine's own commit fails.
+        if (calls.length === 1) throw new FerryError('NO_SPACE', 'commit failed on purpose');
+        await super.commit();
+      }
+      override async abort(): Promise<void> {
+        calls.push('abort');
+        await super.abort();
+      }
+    }
+    const image = memoryImage([base], { ref: 'failing:1' });
+    await expect(copyImages([{ ref: image.ref, images: [image] }], new FailingCommit(store))).rejects.toThrow('commit failed on purpose');
+    expect(calls.slice(0, 2)).toEqual(['commit', 'abort']);
+    // The abort released the store's lease: another copy can take it at once.
+    await copyImages([{ ref: image.ref, images: [image] }], new StoreDestination(store));
+    expect((await store.refs.list()).map((r) => r.name)).toContain('docker.io/library/failing:1');
+  });
 });
