@@ -1,10 +1,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../errors.js';
-import { parseReference } from '../../oci/reference.js';
-import { startRegistryServer, type RegistryContent } from '../../registry/server.js';
-import { contentFromImages, type ServedImage } from '../../registry/served-content.js';
-import { storeContent } from '../../verbs/serve-store.js';
-import { openSource, parseSourceSpec, type OpenedSource } from '../../verbs/locations.js';
+import { startRegistryServer } from '../../registry/server.js';
+import { servedContent } from '../../verbs/serve.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 
@@ -37,36 +34,15 @@ export const registerServe: Register = (program) => {
     .option('-q, --quiet', 'print only the address')
     .action(async (sources: string[], flags: ServeFlags, command: Command) => {
       const listen = parseListen(flags.listen);
-      const opened: OpenedSource[] = [];
       const warn = (m: string): void => void process.stderr.write(`warning: ${m}\n`);
-      let content: RegistryContent;
-      let what: string;
-      if (sources.length === 0) {
-        const store = await storeFromCommand(command, { readOnly: true });
-        const fromStore = storeContent(store, { onWarning: warn });
-        // Compress what needs it before the first client waits for it.
-        if (flags.quiet !== true) process.stderr.write(`preparing the store's images (layers kept only unpacked are compressed once, into ${store.root}/cache)\n`);
-        const names = await fromStore.prepare();
-        content = fromStore;
-        what = `store ${store.root} (${names} images)`;
-      } else {
-        const served: ServedImage[] = [];
-        for (const text of sources) {
-          if (parseSourceSpec(text).kind === 'registry') throw new UsageError(`serve ${text}: give oci:DIR, oci-archive:FILE or docker-archive:FILE (the store is served when no source is given)`);
-          const source = await openSource(text, {
-            platforms: 'all',
-            client: () => {
-              throw new UsageError('serve reads local images only');
-            },
-          });
-          opened.push(source);
-          const first = source.images[0];
-          if (first === undefined) continue;
-          served.push({ ref: parseReference(first.ref), images: source.images.map((s) => s.image), ...(source.index ? { index: source.index } : {}) });
-        }
-        content = contentFromImages(served);
-        what = `${served.length} images`;
-      }
+      const { content, what, close } = await servedContent(sources, {
+        store: () => storeFromCommand(command, { readOnly: true }),
+        onWarning: warn,
+        onPreparing: (store) => {
+          // Compressing what needs it can take a while: say so before the first line.
+          if (flags.quiet !== true) process.stderr.write(`preparing the store's images (layers kept only unpacked are compressed once, into ${store.root}/cache)\n`);
+        },
+      });
       const server = await startRegistryServer(content, listen);
       process.stdout.write(flags.quiet === true ? `${server.host}\n` : `serving ${what} read-only at http://${server.host}/v2/ (Ctrl-C stops)\n`);
       await new Promise<void>((resolve) => {
@@ -79,6 +55,6 @@ export const registerServe: Register = (program) => {
         process.on('SIGTERM', stop);
       });
       await server.close();
-      for (const s of opened) await s.close();
+      await close();
     });
 };
