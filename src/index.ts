@@ -83,8 +83,8 @@ export { DockerArchiveDestination } from './archive/docker-archive-destination.j
 export { startRegistryServer, type RegistryContent, type RegistryServer, type ServedBlob, type ServedManifest } from './registry/server.js';
 export { pushImages, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './verbs/push.js';
 export { pushBundle, type PushBundleOptions } from './verbs/push-bundle.js';
-export { CompressedLayerCache, type CompressedLayer } from './transfer/compressed-cache.js';
-export { compressImage, replaceLayers } from './transfer/compressed-image.js';
+export { CompressedLayerCache, type CompressedLayer } from './store/compressed-cache.js';
+export { compressImage, replaceLayers, type CompressedLayers } from './transfer/compressed-image.js';
 export { parseDestination, reroot, type Destination, type PushCompression, type PushTarget } from './transfer/push-target.js';
 export { copyImages, type CopyOptions, type CopyResult, type CopiedImage } from './transfer/copy-images.js';
 export { concurrencyLimit } from './transfer/limiter.js';
