@@ -42,8 +42,8 @@ export interface Ingested {
 /**
  * Ingest `source` into the file `target` (or the path `target(digest)` once the digest is known):
  * temp file, digest and size checked while writing, fsync, rename, fsync dir; or staged into a
- * batch. With ifExists 'keep' and a target named up front that exists (or is staged) already, the
- * source is drained and nothing is written. Errors are FerryErrors naming `what` and the path:
+ * batch. With ifExists 'keep', an expected digest and a target named up front that exists (or is
+ * staged) already, the source is drained and nothing is written. Errors are FerryErrors naming `what` and the path:
  * DIGEST_MISMATCH and SIZE_MISMATCH (the transfer engine fetches again on those), NO_SPACE,
  * IO_ERROR; a FerryError or an AbortError of the source passes as it is.
  */
@@ -68,7 +68,7 @@ export async function ingestFile(target: string | ((digest: Digest) => string), 
     const check =
       options.digest === undefined ? new MeasureDigest(options.algorithm) : new VerifyDigest(options.digest, { what: `${what} at ${where}`, ...(options.size === undefined ? {} : { size: options.size }) });
     const size = options.digest === undefined ? options.size : undefined;
-    const open = ingestion;
+    const file = ingestion;
     let written = 0;
     await pipeline(
       source,
@@ -78,7 +78,7 @@ export async function ingestFile(target: string | ((digest: Digest) => string), 
           for await (const chunk of chunks) {
             written += chunk.length;
             if (size !== undefined && written > size) throw new FerryError('SIZE_MISMATCH', `${what} at ${where}: more than the expected ${size} bytes`);
-            await open.write(chunk);
+            await file.write(chunk);
             options.onBytes?.(chunk.length);
           }
         } catch (err) {
