@@ -87,8 +87,8 @@ export { servedContent, type ServedContent, type ServeOptions } from './verbs/se
 export { pushImages, type PushRequest, type PushResult, type PushImagesOptions, type PushedImage } from './verbs/push.js';
 export { pushFrom, type PushSource, type PushFromOptions } from './verbs/push-from.js';
 export { pushBundle, type PushBundleOptions } from './verbs/push-bundle.js';
-export { CompressedLayerCache, type CompressedLayer } from './transfer/compressed-cache.js';
-export { compressImage, replaceLayers } from './transfer/compressed-image.js';
+export { CompressedLayerCache, type CompressedLayer } from './store/compressed-cache.js';
+export { compressImage, replaceLayers, type CompressedLayers } from './transfer/compressed-image.js';
 export { parseDestination, reroot, type Destination, type PushCompression, type PushTarget } from './transfer/push-target.js';
 export { copyImages, type CopyOptions, type CopyResult, type CopiedImage } from './transfer/copy-images.js';
 export { concurrencyLimit } from './transfer/limiter.js';

@@ -1,5 +1,3 @@
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, messageOf } from '../errors.js';
@@ -10,7 +8,7 @@ import { rewriteManifest } from '../oci/rewrite-manifest.js';
 import { layoutIndex } from '../oci/build-image.js';
 import { MediaType } from '../oci/media-types.js';
 import { familiarReference, formatReference, type Reference } from '../oci/reference.js';
-import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { Ingestion, tempPathFor } from '../io/atomic-file.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 
 /**
@@ -44,21 +42,15 @@ interface Sink {
   writeAt(data: Buffer, position: number): Promise<void>;
 }
 
-function fileSink(handle: FileHandle): Sink {
+function fileSink(file: Ingestion): Sink {
   const sink: Sink = {
     seekable: true,
     position: 0,
     async write(data) {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await handle.write(data, done, data.length - done, sink.position);
-        done += bytesWritten;
-        sink.position += bytesWritten;
-      }
+      await file.write(data, sink.position);
+      sink.position += data.length;
     },
-    async writeAt(data, position) {
-      await handle.write(data, 0, data.length, position);
-    },
+    writeAt: (data, position) => file.write(data, position),
   };
   return sink;
 }
@@ -157,8 +149,8 @@ export class DockerArchiveDestination implements ImageDestination {
   /** One tar stream: one entry at a time. */
   readonly maxConcurrency = 1;
   private writer: ArchiveWriter | undefined;
-  private handle: FileHandle | undefined;
-  private readonly tmp: string | undefined;
+  /** The archive file being written (io's Ingestion: it appears at `output` only at commit). */
+  private file: Ingestion | undefined;
   private readonly tarSizes = new Map<string, number>();
   private readonly written = new Set<string>();
   private readonly entries: Entry[] = [];
@@ -168,7 +160,6 @@ export class DockerArchiveDestination implements ImageDestination {
     private readonly options: DockerArchiveOptions = {},
   ) {
     this.name = typeof output === 'string' ? `docker-archive ${output}` : 'docker-archive (stream)';
-    this.tmp = typeof output === 'string' ? tempPathFor(output) : undefined;
   }
 
   private get seekable(): boolean {
@@ -178,10 +169,10 @@ export class DockerArchiveDestination implements ImageDestination {
   private async open(): Promise<ArchiveWriter> {
     if (this.writer !== undefined) return this.writer;
     const mtime = this.options.mtime ?? 0;
-    if (this.tmp === undefined) this.writer = new ArchiveWriter(streamSink(this.output as Writable), mtime);
+    if (typeof this.output !== 'string') this.writer = new ArchiveWriter(streamSink(this.output), mtime);
     else {
-      this.handle = await open(this.tmp, 'wx', 0o644);
-      this.writer = new ArchiveWriter(fileSink(this.handle), mtime);
+      this.file = await Ingestion.open(tempPathFor(this.output), 0o644);
+      this.writer = new ArchiveWriter(fileSink(this.file), mtime);
     }
     await this.writer.file('oci-layout', Buffer.from('{"imageLayoutVersion":"1.0.0"}'));
     await this.writer.directory('blobs/');
@@ -289,21 +280,19 @@ export class DockerArchiveDestination implements ImageDestination {
       await writer.file('manifest.json', Buffer.from(JSON.stringify(manifestJson)));
       await writer.file('repositories', Buffer.from(JSON.stringify(repositories)));
       await writer.end();
-      if (this.handle !== undefined && typeof this.output === 'string') {
-        await this.handle.sync();
-        await this.handle.close();
-        this.handle = undefined;
-        await rename(this.tmp!, this.output);
-        await syncDir(dirname(this.output));
+      if (this.file !== undefined && typeof this.output === 'string') {
+        const file = this.file;
+        this.file = undefined;
+        await file.commit(this.output);
       }
     });
   }
 
   /** The file appears only when complete: the temp file goes. */
   async abort(): Promise<void> {
-    await this.handle?.close();
-    this.handle = undefined;
-    if (this.tmp !== undefined) await rm(this.tmp, { force: true });
+    const file = this.file;
+    this.file = undefined;
+    await file?.abort();
   }
 
   /** I/O failures name the archive; ferry's own errors and aborts pass as they are. */

@@ -1,6 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
-import { Digester, digestAlgorithm, type Digest } from '../oci/digest.js';
+import { Digester, digestAlgorithm, type Digest, type DigestAlgorithm } from '../oci/digest.js';
 
 export interface VerifyOptions {
   /** Expected total size; a stream that runs past it fails at once. */
@@ -58,8 +58,13 @@ export class VerifyDigest extends Transform {
 
 /** A pass-through that only measures: digest and size of what flowed, read after the end. */
 export class MeasureDigest extends Transform {
-  private readonly digester = new Digester();
+  private readonly digester: Digester;
   private result: Digest | undefined;
+
+  constructor(algorithm: DigestAlgorithm = 'sha256') {
+    super();
+    this.digester = new Digester(algorithm);
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.digester.update(chunk);

@@ -1,12 +1,12 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { finished, pipeline } from 'node:stream/promises';
+import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { FerryError, isFerryError, messageOf } from '../errors.js';
+import { FerryError, isFerryError } from '../errors.js';
 import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
-import { syncDir } from '../io/atomic-file.js';
-import { nativeFs } from '../io/native.js';
+import { IngestBatch } from '../io/atomic-file.js';
+import { ingestFile } from '../io/ingest.js';
 import { VerifyDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
@@ -27,7 +27,7 @@ export interface IngestResult {
 
 /**
  * The content store: `blobs/<algorithm>/<hex>`, each file named by the digest of its bytes.
- * A write is an ingestion (containerd): bytes go to a temp file in tmp/, size and digest are
+ * A write is an ingestion (io's ingestFile): bytes go to a temp file in tmp/, size and digest are
  * verified while streaming, the file is fsynced, renamed into place under the store lock, and
  * the directory fsynced. A failed or refused ingestion leaves nothing behind.
  */
@@ -37,13 +37,13 @@ export class BlobStore {
   private readonly lock: StoreLock;
   /**
    * While > 0 (an import holds a lease, see Store.lease), a verified blob stays in its tmp/ file
-   * (found there by path, has, open) and syncPending makes all of them durable with one syncfs,
-   * renames them into blobs/ and fsyncs the directory once, before any ref names them: instead of
-   * two fsyncs per blob. A crash before that leaves tmp/ entries, swept at the next open. gc
+   * (found there by path, has, open; io's IngestBatch) and syncPending makes all of them durable
+   * with one syncfs, renames them into blobs/ and fsyncs the directory once, before any ref names
+   * them: instead of two fsyncs per blob. A crash before that leaves tmp/ entries, swept at the next open. gc
    * does not run while a lease exists, so these renames need not hold the store lock.
    */
   deferSyncs = 0;
-  private readonly staged = new Map<Digest, string>();
+  private readonly batch = new IngestBatch();
 
   constructor(root: string, lock: StoreLock) {
     this.dir = join(root, 'blobs');
@@ -53,7 +53,12 @@ export class BlobStore {
 
   /** Where the blob's bytes are: blobs/<alg>/<hex>, or its tmp/ file while staged (see deferSyncs). */
   path(digest: Digest): string {
-    return this.staged.get(digest) ?? join(this.dir, digestAlgorithm(digest), digestHex(digest));
+    const final = this.finalPath(digest);
+    return this.batch.stagedAt(final) ?? final;
+  }
+
+  private finalPath(digest: Digest): string {
+    return join(this.dir, digestAlgorithm(digest), digestHex(digest));
   }
 
   async stat(digest: Digest): Promise<{ size: number } | undefined> {
@@ -95,45 +100,30 @@ export class BlobStore {
   }
 
   /**
-   * Store a stream as the blob `digest`, verifying size (when given) and digest. When the blob is
-   * present already, the stream is drained (a bundle reader needs its entry consumed).
+   * Store a stream as the blob `digest`, verifying size (when given) and digest (io's ingestFile).
+   * When the blob is present already, the stream is drained (a bundle reader needs its entry consumed).
    */
   async ingest(stream: Readable, digest: Digest, size: number | undefined, options: IngestOptions = {}): Promise<IngestResult> {
     const what = options.what ?? `blob ${digest}`;
-    if (await this.has(digest)) {
-      stream.resume();
-      await finished(stream);
-      return { digest, written: 0, existed: true };
-    }
-    const tmp = join(this.tmpDir, ownedName('blob'));
-    let written = 0;
+    const batch = this.deferSyncs > 0 ? this.batch : undefined;
     try {
-      const handle = await open(tmp, 'wx', 0o644);
-      try {
-        const verify = new VerifyDigest(digest, size === undefined ? { what } : { size, what });
-        await pipeline(
-          stream,
-          verify,
-          async (source: AsyncIterable<Buffer>) => {
-            for await (const chunk of source) {
-              let offset = 0;
-              while (offset < chunk.length) offset += (await handle.write(chunk, offset, chunk.length - offset)).bytesWritten;
-              written += chunk.length;
-            }
-          },
-          options.signal === undefined ? {} : { signal: options.signal },
-        );
-        if (this.deferSyncs === 0) await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      const existed = this.deferSyncs > 0 ? await this.stage(tmp, digest) : await this.commit(tmp, digest);
-      return { digest, written: existed ? 0 : written, existed };
+      const r = await ingestFile(this.finalPath(digest), stream, {
+        digest,
+        ...(size === undefined ? {} : { size }),
+        what,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        tmp: join(this.tmpDir, ownedName('blob')),
+        ifExists: 'keep',
+        dirMode: 0o700,
+        // Committed alone, the rename is made under the store lock (gc takes it); staged, the
+        // store's lease keeps gc away and syncPending renames.
+        ...(batch === undefined ? { renameUnder: (commit) => this.lock.with(commit) } : { batch }),
+      });
+      return { digest, written: r.existed ? 0 : r.size, existed: r.existed };
     } catch (err) {
-      await rm(tmp, { force: true });
+      if (isFerryError(err, 'NO_SPACE')) throw noSpaceError(`store ${what}`, this.dir, err.cause);
       if (isNoSpace(err)) throw noSpaceError(`store ${what}`, this.dir, err);
-      if (isFerryError(err)) throw err;
-      throw new FerryError('IO_ERROR', `store ${what}: ${messageOf(err)}`, { cause: err });
+      throw err;
     }
   }
 
@@ -146,60 +136,19 @@ export class BlobStore {
     return this.ingest(Readable.from([bytes]), digest, bytes.length, options);
   }
 
-  /** Rename the verified temp file into place; true when another writer got there first. */
-  private async commit(tmp: string, digest: Digest): Promise<boolean> {
-    const target = this.path(digest);
-    const dir = join(this.dir, digestAlgorithm(digest));
-    return this.lock.with(async () => {
-      if (await this.has(digest)) {
-        await unlink(tmp);
-        return true;
-      }
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await rename(tmp, target);
-      await syncDir(dir);
-      return false;
-    });
-  }
-
-  /** Keep a verified temp file as the blob until syncPending; true when the blob was there already. */
-  private async stage(tmp: string, digest: Digest): Promise<boolean> {
-    if (await this.has(digest)) {
-      await unlink(tmp);
-      return true;
-    }
-    this.staged.set(digest, tmp);
-    return false;
-  }
-
   /** Commit the staged blobs (see deferSyncs): one syncfs, the renames, one fsync per directory. */
   async syncPending(): Promise<void> {
-    const batch = [...this.staged];
-    if (batch.length === 0) return;
     try {
-      nativeFs().syncfs(this.tmpDir);
-      const dirs = new Set<string>();
-      for (const [digest, tmp] of batch) {
-        const dir = join(this.dir, digestAlgorithm(digest));
-        if (!dirs.has(dir)) await mkdir(dir, { recursive: true, mode: 0o700 });
-        dirs.add(dir);
-        // Another importer may have put the same bytes there meanwhile: replacing them is harmless.
-        await rename(tmp, join(dir, digestHex(digest)));
-        this.staged.delete(digest);
-      }
-      for (const dir of dirs) await syncDir(dir);
+      await this.batch.commit();
     } catch (err) {
-      if (isNoSpace(err)) throw noSpaceError('store blobs', this.dir, err);
+      if (isFerryError(err, 'NO_SPACE')) throw noSpaceError('store blobs', this.dir, err.cause);
       throw err;
     }
   }
 
   /** Drop the staged blobs (a commit that failed): their temp files are removed. */
   async discardPending(): Promise<void> {
-    for (const [digest, tmp] of [...this.staged]) {
-      await rm(tmp, { force: true });
-      this.staged.delete(digest);
-    }
+    await this.batch.discard();
   }
 
   /** Remove a blob (callers decide it is unreferenced, under the lock). */

@@ -4,6 +4,7 @@ import { FerryError, isFerryError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { parseImageConfig, parseManifest } from '../oci/manifest.js';
 import { readdirOrEmpty } from './blobs.js';
+import { COMPRESSED_CACHE_DIR, CompressedLayerCache } from './compressed-cache.js';
 import { chainIds } from './layers.js';
 import type { Store } from './store.js';
 
@@ -117,6 +118,11 @@ export async function prune(store: Store, options: { dryRun?: boolean } = {}): P
         if (t !== undefined) trash.push(t);
       }
     }
+    // Compressed forms (push, serve) of layers that are gone go too.
+    const kept = new Set<Digest>(keep.blobs);
+    for (const meta of metas) if (keep.layers.has(meta.chainId)) kept.add(meta.diffId);
+    const cache = new CompressedLayerCache(join(store.root, COMPRESSED_CACHE_DIR));
+    result.bytesFreed += await cache.prune((diffId) => kept.has(diffId), (hex) => keep.layers.has(`sha256:${hex}` as Digest), dryRun);
     if (!dryRun) {
       await removeDanglingLinks(store);
       // `ferry build`'s cache (keys -> layers) goes with the unreferenced layers it kept.

@@ -1,12 +1,12 @@
+import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import { digestOf } from '../oci/digest.js';
+import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, Layer, OpenOptions } from '../oci/image.js';
 import { parseImageConfig, parseManifest } from '../oci/manifest.js';
 import { MediaType } from '../oci/media-types.js';
 import { formatReference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { holdsCompressedBlob } from '../oci/image.js';
-import type { CompressedLayerCache } from './compressed-cache.js';
 import type { PushCompression } from './push-target.js';
 import { rewriteManifest } from '../oci/rewrite-manifest.js';
 import { setConfigDiffIds, setManifestLayers } from '../oci/build-image.js';
@@ -15,6 +15,14 @@ import { setConfigDiffIds, setManifestLayers } from '../oci/build-image.js';
  * Images with some layers in another form, so that every location can serve them as a registry
  * does: compressed blobs, a manifest naming them, raw bytes kept beside the parsed form.
  */
+
+/**
+ * What compressImage needs of a cache of compressed layer forms: a layer's compressed blob, made
+ * once and kept (the store's is store/compressed-cache.ts; verbs/ passes it in).
+ */
+export interface CompressedLayers {
+  ensure(layer: Layer, compression: PushCompression, options?: OpenOptions): Promise<{ digest: Digest; size: number; open(): Readable }>;
+}
 
 function nameOf(image: Image): string {
   return image.ref ? formatReference(image.ref) : image.digest;
@@ -64,7 +72,7 @@ export { holdsCompressedBlob } from '../oci/image.js';
  * find it there): what `ferry serve` offers, and what a push from the store sends. Compression
  * is deterministic, so the new manifest digest is the same each time for the same compression.
  */
-export async function compressImage(image: Image, cache: CompressedLayerCache, compression: PushCompression, options: OpenOptions = {}): Promise<Image> {
+export async function compressImage(image: Image, cache: CompressedLayers, compression: PushCompression, options: OpenOptions = {}): Promise<Image> {
   const name = nameOf(image);
   const replacements: Array<Layer | undefined> = [];
   const digests: Array<{ digest: Layer['descriptor']['digest']; size: number; compression: PushCompression } | undefined> = [];

@@ -1,13 +1,13 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { Writable, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
 import { digestHex, type Digest } from '../oci/digest.js';
 import { withLayers, type Image, type Layer } from '../oci/image.js';
-import { syncDir, tempPathFor, writeFileAtomic } from '../io/atomic-file.js';
+import { writeFileAtomic } from '../io/atomic-file.js';
+import { ingestFile } from '../io/ingest.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { noProgress, type ProgressListener } from '../io/progress.js';
 import type { BlobPut, CopyTarget, ImageDestination, LayerPut, ManifestPut, PutOptions } from '../oci/destination.js';
@@ -61,38 +61,12 @@ export class PullCache {
     }
   }
 
-  /** Stream a verified blob into the cache: temp file, fsync, rename, fsync dir. */
+  /**
+   * Stream a blob into the cache (io's ingestFile): temp file, digest checked while writing,
+   * fsync, rename, fsync dir. A damaged stream fails with DIGEST_MISMATCH and leaves nothing.
+   */
   async put(digest: Digest, source: Readable, onBytes: (n: number) => void): Promise<void> {
-    const target = this.blobPath(digest);
-    await mkdir(dirname(target), { recursive: true });
-    const tmp = tempPathFor(target);
-    const handle = await open(tmp, 'wx', 0o644);
-    try {
-      let position = 0;
-      await pipeline(
-        source,
-        new Writable({
-          write(chunk: Buffer, _enc, done) {
-            handle.write(chunk, 0, chunk.length, position).then(
-              () => {
-                position += chunk.length;
-                onBytes(chunk.length);
-                done();
-              },
-              (err: unknown) => done(err as Error),
-            );
-          },
-        }),
-      );
-      await handle.sync();
-    } catch (err) {
-      await handle.close();
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    await handle.close();
-    await rename(tmp, target);
-    await syncDir(dirname(target));
+    await ingestFile(this.blobPath(digest), source, { digest, onBytes, dirMode: 0o755, what: `cached blob ${digest}` });
   }
 
   async readRecord(digest: Digest): Promise<LayerRecord | undefined> {

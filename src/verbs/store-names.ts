@@ -10,7 +10,7 @@ import { formatReference, parseReference, type Reference } from '../oci/referenc
 import { layerFromTar } from '../io/layer-forms.js';
 import { upperLayerTar } from '../runtime/layer-tar.js';
 import { chainIds, openStoreImageByDigest, refName, type RefEntry, type Store } from '../store/index.js';
-import { CompressedLayerCache } from '../transfer/compressed-cache.js';
+import { COMPRESSED_CACHE_DIR, CompressedLayerCache } from '../store/compressed-cache.js';
 import { replaceLayers } from '../transfer/compressed-image.js';
 
 /**
@@ -27,7 +27,7 @@ export interface StoreName {
 
 /** Where compressed forms of the store's uncompressed layers are kept (made by push and serve). */
 export function storeLayerCache(store: Store): CompressedLayerCache {
-  return new CompressedLayerCache(join(store.root, 'cache', 'compressed'));
+  return new CompressedLayerCache(join(store.root, COMPRESSED_CACHE_DIR));
 }
 
 /** Bump when the tar written from unpacked layers changes, so remembered measurements are not trusted. */

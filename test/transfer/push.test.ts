@@ -11,7 +11,7 @@ import { writeBundle } from '../../src/verbs/export.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/registry/client.js';
-import { CompressedLayerCache } from '../../src/transfer/compressed-cache.js';
+import { CompressedLayerCache } from '../../src/store/compressed-cache.js';
 import { pushImages } from '../../src/verbs/push.js';
 import { pushBundle } from '../../src/verbs/push-bundle.js';
 import { parseDestination, reroot } from '../../src/transfer/push-target.js';
