@@ -73,6 +73,8 @@ export interface UnpackLayerOptions {
   /** Progress: bytes of tar read so far, chunk by chunk. */
   onBytes?: (bytes: number) => void;
   rootless?: boolean;
+  /** The compressed blob this layer came as: recorded in its meta.json from the start (see addCompressedDigest). */
+  compressedDigest?: Digest;
 }
 
 export interface UnpackLayerResult {
@@ -215,7 +217,7 @@ export class LayerStore {
         diffId: expectedDiffId,
         parent: parentChainId ?? null,
         size: result.size,
-        compressedDigests: [],
+        compressedDigests: options.compressedDigest === undefined || options.compressedDigest === expectedDiffId ? [] : [options.compressedDigest],
         link: shortLinkOf(chainId),
         created: new Date().toISOString(),
       };
@@ -288,7 +290,8 @@ export class LayerStore {
 
   /** Remember that this layer was also distributed as the compressed blob `digest`. */
   async addCompressedDigest(chainId: Digest, digest: Digest): Promise<void> {
-    if (digest === (await this.meta(chainId))?.diffId) return;
+    const known = await this.meta(chainId);
+    if (known === undefined || digest === known.diffId || known.compressedDigests.includes(digest)) return;
     await this.lock.with(async () => {
       const meta = await this.meta(chainId);
       if (meta === undefined || meta.compressedDigests.includes(digest)) return;
