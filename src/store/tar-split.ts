@@ -1,5 +1,5 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { constants as fsConstants, open, rm, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, writeFileSync } from 'node:fs';
+import { constants as fsConstants, open, rm } from 'node:fs/promises';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
@@ -162,7 +162,8 @@ export class TarSplitRecorder {
       this.queue(end);
       if (this.out === undefined) {
         // Still in memory: one frame, one write.
-        await writeFile(this.path, zstdCompress(Buffer.concat(this.batch, this.batchBytes), 3), { mode: 0o600 });
+        // One write of a few KB, synchronous as the unpacker's own file writes (see unpack.ts).
+        writeFileSync(this.path, zstdCompress(Buffer.concat(this.batch, this.batchBytes), 3), { mode: 0o600 });
         this.batch = [];
         this.batchBytes = 0;
         return { kept: true };
