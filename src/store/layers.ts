@@ -1,8 +1,8 @@
 import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { lstat, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { finished } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import { PassThrough, type Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
 import { syncDir, writeFileAtomic } from '../io/atomic-file.js';
@@ -147,9 +147,15 @@ export class LayerStore {
   async openTar(chainId: Digest, what: string): Promise<(() => Readable) | undefined> {
     const meta = await this.meta(chainId);
     if (meta?.tarSplit !== 'kept') return undefined;
-    // Loaded here, as unpack.js below: commands that only read the store (run) start without them.
-    const { reproduceLayerTar } = await import('./tar-split.js');
-    return () => reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what);
+    // Loaded when the tar is read, as unpack.js below: `run` opens the image (and so this) but
+    // never reads a layer's tar, and starts without tar-split and zstd.
+    return () => {
+      const out = new PassThrough();
+      import('./tar-split.js')
+        .then(({ reproduceLayerTar }) => pipeline(reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what), out))
+        .catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+      return out;
+    };
   }
 
   /**
