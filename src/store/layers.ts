@@ -268,8 +268,8 @@ export class LayerStore {
         renameSync(staging, target);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
-        // A directory without meta.json is a leftover (fsck would report it): replace it.
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+        // A directory without meta.json (or anything else by that name) is a leftover (fsck would report it): replace it.
         rmSync(target, { recursive: true, force: true });
         renameSync(staging, target);
       }
