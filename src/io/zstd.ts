@@ -47,6 +47,24 @@ export function zstdCompressStream(options: ZstdOptions = {}): Transform {
   return new (napi().CompressStream)(params);
 }
 
+/** One compressor per level for zstdCompress: a context is megabytes to set up, and reused it is not. */
+const oneShot = new Map<number, InstanceType<typeof ZstdNapi.Compressor>>();
+
+/**
+ * Compress bytes held in memory into one frame (checksummed, its size in the header). Cheap for
+ * small inputs, where a fresh stream's context (sized for an unknown length) costs milliseconds and
+ * megabytes of external memory that drive V8's garbage collector.
+ */
+export function zstdCompress(bytes: Uint8Array, level = 3): Buffer {
+  let compressor = oneShot.get(level);
+  if (compressor === undefined) {
+    compressor = new (napi().Compressor)();
+    compressor.setParameters({ compressionLevel: level, checksumFlag: true });
+    oneShot.set(level, compressor);
+  }
+  return compressor.compress(bytes);
+}
+
 /**
  * Streaming decompression that honours backpressure inside one input chunk. zstd-napi's
  * DecompressStream pushes all the output of a chunk at once; with long-distance matching a 64 KiB

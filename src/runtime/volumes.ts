@@ -6,7 +6,7 @@ import { FerryError, UsageError, messageOf } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import { nativeFs } from '../io/native.js';
 import type { Store } from '../store/index.js';
-import { ownedName } from '../store/index.js';
+import { ownedName } from '../store/read.js';
 import type { LaunchBind } from './launcher.js';
 import { listLayeredDir, lookupLayered, type LayeredEntry } from './layered-fs.js';
 import { listContainers, shortId, type ContainerInfo, type ContainerRecord } from './state.js';

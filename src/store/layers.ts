@@ -1,7 +1,8 @@
-import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstat, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { finished } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
+import { PassThrough, type Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
 import { syncDir, writeFileAtomic } from '../io/atomic-file.js';
@@ -73,6 +74,8 @@ export interface UnpackLayerOptions {
   /** Progress: bytes of tar read so far, chunk by chunk. */
   onBytes?: (bytes: number) => void;
   rootless?: boolean;
+  /** The compressed blob this layer came as: recorded in its meta.json from the start (see addCompressedDigest). */
+  compressedDigest?: Digest;
 }
 
 export interface UnpackLayerResult {
@@ -115,6 +118,8 @@ export class LayerStore {
    */
   deferDirSyncs = 0;
   private readonly unsyncedDirs = new Set<string>();
+  /** layers/ and l/ exist (made once per process, not once per layer). */
+  private dirsMade = false;
 
   constructor(root: string, lock: StoreLock) {
     this.dir = join(root, 'layers');
@@ -142,17 +147,28 @@ export class LayerStore {
   async openTar(chainId: Digest, what: string): Promise<(() => Readable) | undefined> {
     const meta = await this.meta(chainId);
     if (meta?.tarSplit !== 'kept') return undefined;
-    // Loaded here, as unpack.js below: commands that only read the store (run) start without them.
-    const { reproduceLayerTar } = await import('./tar-split.js');
-    return () => reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what);
+    // Loaded when the tar is read, as unpack.js below: `run` opens the image (and so this) but
+    // never reads a layer's tar, and starts without tar-split and zstd.
+    return () => {
+      const out = new PassThrough();
+      import('./tar-split.js')
+        .then(({ reproduceLayerTar }) => pipeline(reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what), out))
+        .catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
+      return out;
+    };
   }
 
-  /** The layer's record, or undefined when it is not (completely) in the store. */
+  /**
+   * The layer's record, or undefined when it is not (completely) in the store. Read synchronously,
+   * as the store's other short metadata calls below: a few hundred bytes, where the thread-pool
+   * round trips of an async read (open, stat, read, close) cost more than the read itself and
+   * added up to milliseconds per layer on a busy machine.
+   */
   async meta(chainId: Digest): Promise<LayerMeta | undefined> {
     const path = join(this.layerDir(chainId), 'meta.json');
     let text: string;
     try {
-      text = await readFile(path, 'utf8');
+      text = readFileSync(path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -195,9 +211,9 @@ export class LayerStore {
     const lowerDirs = await this.lowerDirs(parentChainId);
     const staging = join(this.tmpDir, ownedName('layer'));
     try {
-      await mkdir(staging, { mode: 0o700 });
+      mkdirSync(staging, { mode: 0o700 });
       const diff = join(staging, 'diff');
-      await mkdir(diff, { mode: 0o755 });
+      mkdirSync(diff, { mode: 0o755 });
       const unpackOptions: Parameters<typeof unpackLayerTar>[2] = { what, lowerDirs, tarSplit: join(staging, TAR_SPLIT_FILE) };
       if (options.onWarning) unpackOptions.onWarning = options.onWarning;
       if (options.onBytes) unpackOptions.onBytes = options.onBytes;
@@ -215,7 +231,7 @@ export class LayerStore {
         diffId: expectedDiffId,
         parent: parentChainId ?? null,
         size: result.size,
-        compressedDigests: [],
+        compressedDigests: options.compressedDigest === undefined || options.compressedDigest === expectedDiffId ? [] : [options.compressedDigest],
         link: shortLinkOf(chainId),
         created: new Date().toISOString(),
       };
@@ -225,7 +241,7 @@ export class LayerStore {
         meta.tarSplitWhy = result.tarSplit.why;
       }
       // A plain write: staging is private until the rename, and the syncfs covers meta.json too.
-      await writeFile(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o644 });
+      writeFileSync(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o644 });
       // One syncfs for the whole layer instead of an fsync per file.
       nativeFs().syncfs(staging);
       const skipped = await this.commit(staging, chainId, meta.link);
@@ -247,29 +263,42 @@ export class LayerStore {
         return true;
       }
       const target = this.layerDir(chainId);
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      // A directory without meta.json is a leftover (fsck would report it): replace it.
-      await rm(target, { recursive: true, force: true });
-      await rename(staging, target);
+      this.makeDirs();
+      try {
+        renameSync(staging, target);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+        // A directory without meta.json (or anything else by that name) is a leftover (fsck would report it): replace it.
+        rmSync(target, { recursive: true, force: true });
+        renameSync(staging, target);
+      }
       await this.syncDirOrDefer(this.dir);
       await this.ensureLink(chainId, link);
       return false;
     });
   }
 
+  private makeDirs(): void {
+    if (this.dirsMade) return;
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.linkDir, { recursive: true, mode: 0o700 });
+    this.dirsMade = true;
+  }
+
   /** l/<short> -> ../layers/<hex>/diff (idempotent). */
   async ensureLink(chainId: Digest, link: string): Promise<void> {
-    await mkdir(this.linkDir, { recursive: true, mode: 0o700 });
+    this.makeDirs();
     const path = join(this.linkDir, link);
     const want = join('..', 'layers', digestHex(chainId), 'diff');
     try {
-      const have = await readlink(path);
+      symlinkSync(want, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const have = readlinkSync(path);
       if (have === want) return;
       throw new FerryError('STORE_ERROR', `layer link l/${link} points to ${have}, expected ${want}`, { hint: 'run ferry fsck --repair' });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    await symlink(want, path);
     await this.syncDirOrDefer(this.linkDir);
   }
 
@@ -288,7 +317,8 @@ export class LayerStore {
 
   /** Remember that this layer was also distributed as the compressed blob `digest`. */
   async addCompressedDigest(chainId: Digest, digest: Digest): Promise<void> {
-    if (digest === (await this.meta(chainId))?.diffId) return;
+    const known = await this.meta(chainId);
+    if (known === undefined || digest === known.diffId || known.compressedDigests.includes(digest)) return;
     await this.lock.with(async () => {
       const meta = await this.meta(chainId);
       if (meta === undefined || meta.compressedDigests.includes(digest)) return;

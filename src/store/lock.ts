@@ -1,3 +1,4 @@
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readFile, stat, unlink } from 'node:fs/promises';
 import { FerryError, messageOf } from '../errors.js';
 import { isOwnerAlive, ownerToken } from './owner.js';
@@ -14,6 +15,10 @@ import { isOwnerAlive, ownerToken } from './owner.js';
  * The lock is held only for short critical sections (a commit rename, a refs update), never for
  * a whole import: two imports into one store run side by side and both succeed; if both unpack the
  * same layer, the first rename wins and the second discards its copy.
+ *
+ * Taking and releasing it are synchronous calls: an import takes it once per layer, and the
+ * thread-pool round trips of the async twins (open, write, close; read, unlink) cost more than
+ * the syscalls themselves on a busy machine. Waiting stays asynchronous.
  */
 const BREAK_STALE_MS = 10_000;
 const EMPTY_GRACE_MS = 5_000;
@@ -63,11 +68,11 @@ export class StoreLock {
     let delay = 2;
     for (;;) {
       try {
-        const handle = await open(this.path, 'wx', 0o644);
+        const fd = openSync(this.path, 'wx', 0o644);
         try {
-          await handle.writeFile(token);
+          writeSync(fd, token);
         } finally {
-          await handle.close();
+          closeSync(fd);
         }
         return;
       } catch (err) {
@@ -139,11 +144,19 @@ export class StoreLock {
 
   private async release(): Promise<void> {
     // Only remove our own lock (a stale-breaker may, in a pathological case, have taken it).
-    const content = (await readFile(this.path, 'utf8').catch((err: unknown) => {
-      if (errno(err) === 'ENOENT') return '';
-      throw err;
-    })).trim();
-    if (content === ownerToken()) await unlinkIfPresent(this.path);
+    let content: string;
+    try {
+      content = readFileSync(this.path, 'utf8').trim();
+    } catch (err) {
+      if (errno(err) !== 'ENOENT') throw err;
+      return;
+    }
+    if (content !== ownerToken()) return;
+    try {
+      unlinkSync(this.path);
+    } catch (err) {
+      if (errno(err) !== 'ENOENT') throw err;
+    }
   }
 }
 

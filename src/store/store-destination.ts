@@ -130,6 +130,7 @@ export class StoreDestination implements ImageDestination {
       progress?.({ kind: 'start', id: chainId, label, ...(layer.tarSize === undefined ? {} : { total: layer.tarSize }) });
       const unpackOptions = {
         what: layerWhat,
+        compressedDigest: layer.descriptor.digest,
         ...(options.onWarning ? { onWarning: options.onWarning } : {}),
         ...(progress ? { onBytes: (bytes: number) => progress({ kind: 'advance', id: chainId, bytes }) } : {}),
       };
@@ -154,6 +155,8 @@ export class StoreDestination implements ImageDestination {
         out.present += result.size;
       } else out.written += result.size;
       progress?.({ kind: 'done', id: chainId, label, bytes: result.size, skipped: result.skipped });
+      // Unpacked here: its meta.json names the compressed digest already.
+      if (!result.skipped) return out;
     }
     await this.store.layers.addCompressedDigest(chainId, layer.descriptor.digest);
     return out;

@@ -1,10 +1,10 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, writeFileSync } from 'node:fs';
 import { constants as fsConstants, open, rm } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { chain } from '../io/layer-forms.js';
-import { zstdCompressStream, zstdDecompressStream } from '../io/zstd.js';
+import { zstdCompress, zstdCompressStream, zstdDecompressStream } from '../io/zstd.js';
 
 /**
  * tar-split, as containers/storage keeps it: the layer tar minus its regular-file bodies, so the
@@ -27,17 +27,26 @@ const END = 0x00;
 /** Raw bytes are gathered up to this before a record is written. */
 const RAW_CHUNK = 256 * 1024;
 const FILE_CHUNK = 1024 * 1024;
+/**
+ * A split up to this size (most layers: a few KB of headers) is kept in memory and compressed in
+ * one call when the tar ends; a larger one streams to its file from then on. A compression stream
+ * per layer cost ~5 ms and megabytes of external memory each (garbage collections every few
+ * layers): most of the per-layer time of importing hundreds of small layers.
+ */
+const IN_MEMORY_MAX = 1024 * 1024;
 
 /** Records a tar's skeleton while it is unpacked; see the module comment. */
 export class TarSplitRecorder {
-  private readonly out = zstdCompressStream({ level: 3 });
-  private readonly written: Promise<void>;
+  /** The compression stream to the file, once the split outgrew IN_MEMORY_MAX. */
+  private out: Transform | undefined;
+  private written: Promise<void> | undefined;
   private writeError: unknown;
-  private readonly raw = Buffer.allocUnsafe(RAW_CHUNK);
+  /** Raw bytes not yet in a record (copies: the reader's buffers are not ours to keep). */
+  private raw: Buffer[] = [];
   private rawLength = 0;
-  /** Records gathered for the compressor: one write per ~RAW_CHUNK, not two per file (each is a native call). */
-  private batch: Buffer[] = [];
-  private batchBytes = 0;
+  /** Records not yet handed to the compressor: one write per ~RAW_CHUNK, not two per file (each is a native call). */
+  private batch: Buffer[] = [MAGIC];
+  private batchBytes = MAGIC.length;
   private total = 0;
   /** Keys (latin1 paths) of the files referenced, to notice when one is replaced or removed. */
   private readonly files = new Set<string>();
@@ -47,10 +56,6 @@ export class TarSplitRecorder {
 
   constructor(path: string) {
     this.path = path;
-    this.written = pipeline(this.out, createWriteStream(path, { mode: 0o600 })).catch((err: unknown) => {
-      this.writeError = err;
-    });
-    this.out.write(MAGIC);
   }
 
   /** Bytes of the tar that are kept as they are (TarReaderOptions.skeleton). */
@@ -60,7 +65,7 @@ export class TarSplitRecorder {
     let at = 0;
     while (at < bytes.length) {
       const n = Math.min(bytes.length - at, RAW_CHUNK - this.rawLength);
-      bytes.copy(this.raw, this.rawLength, at, at + n);
+      this.raw.push(Buffer.from(bytes.subarray(at, at + n)));
       this.rawLength += n;
       at += n;
       if (this.rawLength === RAW_CHUNK) this.flushRaw();
@@ -103,27 +108,41 @@ export class TarSplitRecorder {
   }
 
   notReproducible(why: string): void {
-    this.why ??= why;
+    if (this.why !== undefined) return;
+    this.why = why;
+    // Nothing more is recorded: drop what was gathered.
+    this.raw = [];
+    this.rawLength = 0;
+    this.batch = [];
+    this.batchBytes = 0;
   }
 
   private flushRaw(): void {
     if (this.rawLength === 0) return;
-    const record = Buffer.allocUnsafe(5 + this.rawLength);
-    record[0] = RAW;
-    record.writeUInt32BE(this.rawLength, 1);
-    this.raw.copy(record, 5, 0, this.rawLength);
+    const head = Buffer.allocUnsafe(5);
+    head[0] = RAW;
+    head.writeUInt32BE(this.rawLength, 1);
+    this.queue(Buffer.concat([head, ...this.raw], 5 + this.rawLength));
+    this.raw = [];
     this.rawLength = 0;
-    this.queue(record);
   }
 
   private queue(record: Buffer): void {
     this.batch.push(record);
     this.batchBytes += record.length;
-    if (this.batchBytes >= RAW_CHUNK) this.writeBatch();
+    if (this.out !== undefined ? this.batchBytes >= RAW_CHUNK : this.batchBytes > IN_MEMORY_MAX) this.writeBatch();
   }
 
+  /** Hand the gathered records to the compression stream, started on first use. */
   private writeBatch(): void {
     if (this.batchBytes === 0) return;
+    if (this.out === undefined) {
+      const out = zstdCompressStream({ level: 3 });
+      this.out = out;
+      this.written = pipeline(out, createWriteStream(this.path, { mode: 0o600 })).catch((err: unknown) => {
+        this.writeError = err;
+      });
+    }
     this.out.write(this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch, this.batchBytes));
     this.batch = [];
     this.batchBytes = 0;
@@ -141,11 +160,18 @@ export class TarSplitRecorder {
       end[0] = END;
       end.writeUIntBE(this.total, 1, 6);
       this.queue(end);
+      if (this.out === undefined) {
+        // Still in memory: one frame, one write.
+        // One write of a few KB, synchronous as the unpacker's own file writes (see unpack.ts).
+        writeFileSync(this.path, zstdCompress(Buffer.concat(this.batch, this.batchBytes), 3), { mode: 0o600 });
+        this.batch = [];
+        this.batchBytes = 0;
+        return { kept: true };
+      }
       this.writeBatch();
-      this.out.end();
-    } else {
-      this.out.end();
     }
+    if (this.out === undefined) return { kept: false, why: this.why! };
+    this.out.end();
     await this.written;
     if (this.writeError !== undefined) throw this.writeError;
     if (this.why === undefined) return { kept: true };
@@ -155,7 +181,7 @@ export class TarSplitRecorder {
 
   /** After an error: stop writing (the caller removes the staging directory). */
   async abort(): Promise<void> {
-    this.out.destroy();
+    this.out?.destroy();
     await this.written;
   }
 }

@@ -125,5 +125,18 @@ export async function scaleSection(b: Bench): Promise<void> {
     ferry: isNumber(imp) && isNumber(flo) ? (imp - flo) / (overheadAt + 1) : missing('not measured'),
     target: { of: 'ferry', max: 0.003, text: '<= 3 ms' },
   });
+  // The floor runs a shell, grep and tar for every bundle entry (manifests and configs too), so at
+  // hundreds of images it is mostly process starts: ferry's own cost per layer is also shown as the
+  // slope of its import time between the smallest and the largest layout.
+  const impSmall = wall(at('import', small));
+  const impLarge = wall(at('import', large));
+  if (large > small) {
+    b.add({
+      section: s,
+      figure: `import: time per added image (one layer each), ${small} -> ${large} images`,
+      unit: 's',
+      ferry: isNumber(impSmall) && isNumber(impLarge) ? (impLarge - impSmall) / (large - small) : missing('not measured'),
+    });
+  }
   for (const n of sizes) await sh(`${b.discard(store(n))}; ${b.discard(`${store(n)}-w20`)}; ${b.discard(floor(n))}; rm -f ${bundle(n)} ${w20(n)}`);
 }

@@ -87,6 +87,21 @@ describe('tar-split', () => {
     expect((await fsck(store, { deep: true })).problems).toEqual([]);
   });
 
+  it('a split too big to keep in memory (over 1 MiB of headers) streams to its file and reproduces byte for byte; written twice after that, no split is left', async () => {
+    await freshStore();
+    // 1200 entries of ~1 KiB each (header, padding): past the in-memory limit of the recorder.
+    const many: TarSpec[] = Array.from({ length: 1200 }, (_, i) => ({ name: `f/${String(i).padStart(5, '0')}`, body: `body ${i}\n` }));
+    const tar = buildTar([{ name: 'f/', type: 'dir' }, ...many]);
+    const r = await store.unpackLayer(Readable.from([tar]), digestOf(tar), undefined);
+    expect((await store.layers.meta(r.chainId))?.tarSplit).toBe('kept');
+    expect((await reproduce(r.chainId)).equals(tar)).toBe(true);
+    const twice = buildTar([{ name: 'f/', type: 'dir' }, ...many, { name: 'f/00000', body: 'again' }]);
+    const r2 = await store.unpackLayer(Readable.from([twice]), digestOf(twice), undefined);
+    expect((await store.layers.meta(r2.chainId))?.tarSplit).toBe('not-reproducible');
+    expect(await store.layers.openTar(r2.chainId, 'x')).toBeUndefined();
+    expect((await fsck(store, { deep: true })).problems).toEqual([]);
+  });
+
   it('a path written twice (or removed by a later entry) marks the layer not reproducible, and writes no split', async () => {
     await freshStore();
     for (const entries of [
