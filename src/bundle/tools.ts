@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
-import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { Ingestion, tempPathFor } from '../io/atomic-file.js';
 import { isToolFileName, type BundleTool } from './format.js';
 import { sha256File } from './volumes.js';
 
@@ -13,7 +13,7 @@ import { sha256File } from './volumes.js';
  * covers it) and into NAME.sha256 (so `sha256sum -c` checks it without ferry).
  */
 
-/** Copy `source` into `dir` as `name` (atomically, mode 0755), hashing it on the way. */
+/** Copy `source` into `dir` as `name` (an io Ingestion: atomically, mode 0755), hashing it on the way. */
 export async function carryFile(source: string, dir: string, name: string, platform: string): Promise<BundleTool> {
   if (!isToolFileName(name)) throw new FerryError('USAGE', `carry ${name}: not a plain file name`);
   const target = join(dir, name);
@@ -28,29 +28,25 @@ export async function carryFile(source: string, dir: string, name: string, platf
     // Exporting into the directory the executable already is in: nothing to copy.
     return { file: name, size: (await stat(target)).size, sha256: await sha256File(target), platform };
   }
-  const tmp = tempPathFor(target);
   const hash = createHash('sha256');
   let size = 0;
-  const out = await open(tmp, 'wx', 0o755);
+  let file: Ingestion | undefined;
   try {
+    file = await Ingestion.open(tempPathFor(target), 0o755);
     for await (const chunk of createReadStream(source, { highWaterMark: 1024 * 1024 })) {
       const b = chunk as Buffer;
       hash.update(b);
       size += b.length;
-      let off = 0;
-      while (off < b.length) off += (await out.write(b, off, b.length - off)).bytesWritten;
+      await file.write(b);
     }
-    await out.sync();
+    // open(2) narrowed the mode by the umask: whoever unpacks the bundle must be able to run it.
+    await file.handle.chmod(0o755);
+    await file.commit(target);
   } catch (err) {
-    await out.close();
-    await rm(tmp, { force: true });
+    await file?.abort();
     const code = (err as NodeJS.ErrnoException).code;
     throw new FerryError(code === 'ENOSPC' ? 'NO_SPACE' : code === 'ENOENT' ? 'NOT_FOUND' : 'IO_ERROR', `copy ${source} to ${target}: ${messageOf(err)}`, { cause: err });
   }
-  await out.close();
-  await chmod(tmp, 0o755);
-  await rename(tmp, target);
-  await syncDir(dir);
   return { file: name, size, sha256: hash.digest('hex'), platform };
 }
 

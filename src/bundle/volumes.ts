@@ -1,10 +1,10 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
-import { syncDir, tempPathFor, writeFileAtomic } from '../io/atomic-file.js';
+import { Ingestion, IngestBatch, syncDir, tempPathFor, writeFileAtomic } from '../io/atomic-file.js';
 import { isToolFileName } from './format.js';
 
 /**
@@ -33,8 +33,10 @@ export class VolumeWriter extends Writable {
   readonly base: string;
   readonly split: number;
   readonly volumes: VolumeInfo[] = [];
-  private readonly temps: string[] = [];
-  private handle: FileHandle | undefined;
+  /** Closed volumes, fsynced and staged at their temp names: renamed into place together at the end. */
+  private readonly batch = new IngestBatch({ syncEach: true });
+  /** The volume being written (io's Ingestion). */
+  private file: Ingestion | undefined;
   private hash: Hash | undefined;
   private written = 0;
   /** The write or commit in flight: destroy waits for it, so no file or handle is left behind. */
@@ -57,43 +59,34 @@ export class VolumeWriter extends Writable {
       throw new FerryError('USAGE', `split ${this.base}: more than 999 volumes of ${this.split} bytes`, { hint: 'choose a larger --split size' });
     }
     const finalPath = volumePath(this.base, n);
-    const tmp = tempPathFor(finalPath);
-    this.temps.push(tmp);
-    this.handle = await open(tmp, 'wx', 0o644);
+    this.file = await Ingestion.open(tempPathFor(finalPath), 0o644);
     this.hash = createHash('sha256');
     this.written = 0;
     this.volumes.push({ path: finalPath, size: 0 });
   }
 
   private async closeCurrent(): Promise<void> {
-    if (this.handle === undefined || this.hash === undefined) return;
+    if (this.file === undefined || this.hash === undefined) return;
     const current = this.volumes[this.volumes.length - 1]!;
     current.size = this.written;
     current.sha256 = this.hash.digest('hex');
-    const handle = this.handle;
-    this.handle = undefined;
+    const file = this.file;
+    this.file = undefined;
     this.hash = undefined;
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    // fsync and close; it stays at its temp name (removed on failure) until commit.
+    await file.commit(current.path, { batch: this.batch });
   }
 
   private async writeChunk(chunk: Buffer): Promise<void> {
     let rest = chunk;
     while (rest.length > 0) {
-      if (this.handle === undefined || this.written >= this.split) {
+      if (this.file === undefined || this.written >= this.split) {
         await this.closeCurrent();
         await this.openNext();
       }
       const room = this.split - this.written;
       const part = rest.length <= room ? rest : rest.subarray(0, room);
-      let off = 0;
-      while (off < part.length) {
-        const { bytesWritten } = await this.handle!.write(part, off, part.length - off);
-        off += bytesWritten;
-      }
+      await this.file!.write(part);
       this.hash!.update(part);
       this.written += part.length;
       rest = rest.subarray(part.length);
@@ -117,10 +110,9 @@ export class VolumeWriter extends Writable {
   }
 
   private async commit(): Promise<void> {
-    if (this.handle === undefined && this.volumes.length === 0) await this.openNext();
+    if (this.file === undefined && this.volumes.length === 0) await this.openNext();
     await this.closeCurrent();
-    for (let i = 0; i < this.volumes.length; i++) await rename(this.temps[i]!, this.volumes[i]!.path);
-    this.temps.length = 0;
+    await this.batch.commit();
     const lines = [...this.volumes.map((v) => `${v.sha256!}  ${basename(v.path)}\n`), ...this.companions.map((c) => `${c.sha256}  ${c.file}\n`)].join('');
     await writeFileAtomic(checksumPath(this.base), lines);
     // Volumes left from an earlier, longer bundle of the same name would be read as part of this one.
@@ -143,10 +135,13 @@ export class VolumeWriter extends Writable {
         () => undefined,
         () => undefined,
       );
-      const handle = this.handle;
-      this.handle = undefined;
-      if (handle !== undefined) await handle.close();
-      await Promise.all(this.temps.map((t) => rm(t, { force: true })));
+      const file = this.file;
+      this.file = undefined;
+      try {
+        await file?.abort();
+      } finally {
+        await this.batch.discard();
+      }
     };
     cleanup().then(
       () => done(err),

@@ -1,13 +1,11 @@
 import type { KeyObject } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, messageOf, UsageError } from '../errors.js';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
-import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { Ingestion, tempPathFor } from '../io/atomic-file.js';
 import { packedBuild } from '../io/native-parts.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
@@ -239,6 +237,62 @@ async function destroyAndWait(stream: Writable): Promise<void> {
   await closed;
 }
 
+/**
+ * The bundle file as a Writable: an io Ingestion at a temp name beside `target`, opened as the
+ * stream constructs (an open error fails the pipeline like any write error); commit() then puts
+ * it in place (fsync, rename, fsync dir). Destroyed before it finished, its temp file goes, once
+ * the file has opened if it was still opening; a finished one waits for commit() or abort().
+ */
+class FileSink extends Writable {
+  private file: Ingestion | undefined;
+
+  constructor(private readonly target: string) {
+    super();
+  }
+
+  override _construct(done: (err?: Error | null) => void): void {
+    Ingestion.open(tempPathFor(this.target), 0o644).then(
+      (file) => {
+        this.file = file;
+        done();
+      },
+      (err: Error) => done(err),
+    );
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.file!.write(chunk).then(() => done(), done);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
+    this.file!.write(Buffer.concat(chunks.map((c) => c.chunk))).then(() => done(), done);
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    // autoDestroy runs this after 'finish' too: a finished file is kept for commit().
+    if (this.file === undefined || this.writableFinished) {
+      done(err);
+      return;
+    }
+    this.file.abort().then(
+      () => done(err),
+      (e: unknown) => done(err ?? (e as Error)),
+    );
+  }
+
+  /** Put the finished file at its target. On failure the temp file is gone. */
+  async commit(): Promise<void> {
+    if (this.file === undefined || !this.writableFinished) throw new Error(`bundle ${this.target}: commit before the file was finished`);
+    await this.file.commit(this.target);
+  }
+
+  /** Nothing of the file is left: the stream is closed (its file opened, if it was opening) and the temp file removed. */
+  async abort(): Promise<void> {
+    await destroyAndWait(this);
+    await this.file?.abort();
+  }
+}
+
 async function openSink(output: BundleOutput, tools: readonly BundleTool[]): Promise<Sink> {
   if (output === '-') {
     return { stream: process.stdout, end: false, commit: async () => ({ files: [] }), abort: async () => undefined };
@@ -247,27 +301,15 @@ async function openSink(output: BundleOutput, tools: readonly BundleTool[]): Pro
     return { stream: output, end: true, commit: async () => ({ files: [] }), abort: async () => undefined };
   }
   if (typeof output === 'string') {
-    const tmp = tempPathFor(output);
-    const stream = createWriteStream(tmp, { flags: 'wx', mode: 0o644 });
+    const file = new FileSink(output);
     return {
-      stream,
+      stream: file,
       end: true,
       async commit() {
-        const handle = await open(tmp, 'r+');
-        try {
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await rename(tmp, output);
-        await syncDir(dirname(output));
+        await file.commit();
         return { files: [output] };
       },
-      async abort() {
-        // The file may still be opening: wait until it is closed, or it could appear after the rm.
-        await destroyAndWait(stream);
-        await rm(tmp, { force: true });
-      },
+      abort: () => file.abort(),
     };
   }
   const volumes = new VolumeWriter(output.path, output.split, tools);

@@ -85,8 +85,8 @@ export class Ingestion {
     if (this.state !== 'open') throw new Error(`ingestion ${this.tmp}: commit after ${this.state}`);
     const batch = options.batch;
     try {
-      // In batch mode the one syncfs covers the bytes: no fsync per file.
-      if (batch === undefined) await this.handle.sync();
+      // In batch mode the one syncfs covers the bytes: no fsync per file (unless the batch asks).
+      if (batch === undefined || batch.syncEach) await this.handle.sync();
       await this.handle.close();
     } catch (err) {
       this.state = 'aborted';
@@ -161,6 +161,15 @@ export async function pathExists(path: string): Promise<boolean> {
 export class IngestBatch {
   /** target -> temp file holding its bytes. */
   private readonly staged = new Map<string, string>();
+  /**
+   * Each file is fsynced as it is staged and commit needs no syncfs: the files become durable
+   * one by one as they are written (volumes on slow media) and visible only together at commit.
+   */
+  readonly syncEach: boolean;
+
+  constructor(options: { syncEach?: boolean } = {}) {
+    this.syncEach = options.syncEach ?? false;
+  }
 
   /** Where `target`'s bytes are while staged: its temp file. */
   stagedAt(target: string): string | undefined {
@@ -179,7 +188,7 @@ export class IngestBatch {
   }
 
   /**
-   * Make every staged file durable (one syncfs of their filesystem), rename each into place,
+   * Make every staged file durable (one syncfs of their filesystem; none with syncEach), rename each into place,
    * then fsync each directory once. Another writer may have put the same name there meanwhile:
    * staged files are verified content, so replacing it is harmless. On failure what is not yet
    * renamed stays staged (see discard).
@@ -189,7 +198,7 @@ export class IngestBatch {
     const first = batch[0];
     if (first === undefined) return;
     try {
-      nativeFs().syncfs(dirname(first[1]));
+      if (!this.syncEach) nativeFs().syncfs(dirname(first[1]));
       const dirs = new Set<string>();
       for (const [target, tmp] of batch) {
         await rename(tmp, target);

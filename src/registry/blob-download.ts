@@ -1,10 +1,6 @@
-import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { FerryError, isFerryError } from '../errors.js';
-import { syncDir, tempPathFor } from '../io/atomic-file.js';
+import { ingestFile } from '../io/ingest.js';
 import { Digester, digestAlgorithm, type Digest } from '../oci/digest.js';
 import type { Limiter } from '../oci/limiter.js';
 import { MAX_MANIFEST_BYTES } from '../oci/manifest.js';
@@ -168,21 +164,20 @@ export class BlobDownload {
   }
 
   /**
-   * Download a blob into `path` atomically. A blob that arrives complete but fails its digest
-   * is fetched again from the start (bounded); bad bytes never reach `path`.
+   * Download a blob into `path` atomically (io's ingestFile: temp file beside it, size and digest
+   * checked while writing, fsync, rename, fsync dir). A blob that arrives complete but fails its
+   * digest is fetched again from the start (bounded); bad bytes never reach `path`.
    */
   async downloadBlob(repo: Repository, blob: BlobTarget, path: string, options: CallOptions = {}): Promise<void> {
     const attempts = this.options.attempts ?? 3;
+    const what = `get ${blobWhat(repo, blob.digest)}`;
     for (let attempt = 1; ; attempt++) {
-      const tmp = tempPathFor(path);
       try {
-        const stream = await this.openBlob(repo, blob, options);
-        await pipeline(stream, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }), options.signal ? { signal: options.signal } : {});
-        await rename(tmp, path);
-        await syncDir(dirname(path));
+        // ingestFile hashes the bytes as it writes them: the stream need not hash them as well.
+        const stream = await this.openBlob(repo, blob, { ...options, verify: false });
+        await ingestFile(path, stream, { digest: blob.digest, size: blob.size, what, ...(options.signal ? { signal: options.signal } : {}) });
         return;
       } catch (err) {
-        await rm(tmp, { force: true });
         const corrupt = isFerryError(err, 'DIGEST_MISMATCH') || isFerryError(err, 'SIZE_MISMATCH');
         if (!corrupt || attempt >= attempts || options.signal?.aborted) throw err;
         await sleep(backoffDelay(this.options.retry, attempt), options.signal);

@@ -262,6 +262,24 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     }
   });
 
+  it('a source that fails before the file has even opened leaves no file behind', async () => {
+    const image = sources.find((s) => s.ref === refOf('app'))!.image;
+    const broken = image.layers[0]!;
+    const layer = { ...broken, tar: () => Promise.reject(new Error('connection reset at once')), blob: () => Promise.reject(new Error('connection reset at once')) };
+    const failing: BundleSource = { ref: refOf('app'), image: { ...image, layers: [layer, image.layers[1]!] } };
+    const target = join(dir, 'failed-at-once', 'b.tar.zst');
+    await mkdir(join(dir, 'failed-at-once'));
+    await expect(writeBundle([failing], target)).rejects.toThrow(/connection reset at once/);
+    expect(await readdir(join(dir, 'failed-at-once'))).toEqual([]);
+  });
+
+  it('a bundle file that cannot be created fails with IO_ERROR naming it', async () => {
+    const target = join(dir, 'no-such-dir', 'b.tar.zst');
+    const err = await writeBundle(sources, target).catch((e: unknown) => e);
+    expect(isFerryError(err, 'IO_ERROR')).toBe(true);
+    expect((err as Error).message).toContain(`write bundle ${target}: `);
+  });
+
   it('verifies', async () => {
     const report = await verifyBundle(rawBundle);
     expect(report.problems).toEqual([]);

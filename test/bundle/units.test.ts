@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,11 +9,12 @@ import type { Image, Layer } from '../../src/oci/image.js';
 import { parseImageConfig, parseManifest, type ImageManifest } from '../../src/oci/manifest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { excludeSetFromInventory, loadExcludeSet } from '../../src/bundle/delta.js';
-import { parseHeader, serializeHeader } from '../../src/bundle/format.js';
+import { parseHeader, serializeHeader, type BundleTool } from '../../src/bundle/format.js';
 import { planBundle, type PlanOptions } from '../../src/bundle/plan.js';
 import { FAT32_MAX_FILE, parseSize } from '../../src/bundle/size.js';
 import { BLOCK, checksumMatches, decodeHeader, padding, parsePaxRecords, TAR_END } from '../../src/io/tar-format.js';
 import { BundleTarReader } from '../../src/bundle/tar-reader.js';
+import { carryFile } from '../../src/bundle/tools.js';
 import { bundleEntryHeader, bundleTime } from '../../src/bundle/write-bundle.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { drain, run } from './fixtures.js';
@@ -267,5 +268,32 @@ describe('exclude sets', () => {
     await writeFile(join(dir, 'inv', 'garbage'), 'not json');
     await expect(loadExcludeSet(join(dir, 'inv', 'garbage'))).rejects.toSatisfy((e: unknown) => isFerryError(e, 'USAGE'));
     expect((await readFile(join(dir, 'inv', 'inventory.json'), 'utf8')).length).toBeGreaterThan(0);
+  });
+});
+
+describe('carryFile (export --with-ferry)', () => {
+  it('copies atomically with mode 0755 whatever the umask, hashing on the way; a missing source leaves nothing', async () => {
+    const out = join(dir, 'carry');
+    await mkdir(out);
+    const source = join(dir, 'ferry-src');
+    const bytes = Buffer.alloc(3 * 1024 * 1024 + 17, 7);
+    await writeFile(source, bytes);
+    await writeFile(join(out, 'ferry-linux-x64'), 'an older copy');
+    const umask = process.umask(0o077);
+    let tool: BundleTool | undefined;
+    try {
+      tool = await carryFile(source, out, 'ferry-linux-x64', 'linux/amd64');
+    } finally {
+      process.umask(umask);
+    }
+    expect(tool).toEqual({ file: 'ferry-linux-x64', size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), platform: 'linux/amd64' });
+    expect((await readFile(join(out, 'ferry-linux-x64'))).equals(bytes)).toBe(true);
+    expect((await stat(join(out, 'ferry-linux-x64'))).mode & 0o777).toBe(0o755);
+    expect(await readdir(out)).toEqual(['ferry-linux-x64']);
+
+    const err = await carryFile(join(dir, 'no-such-ferry'), out, 'ferry-linux-arm64', 'linux/arm64').catch((e: unknown) => e);
+    expect(isFerryError(err, 'NOT_FOUND')).toBe(true);
+    expect((err as Error).message).toContain(`copy ${join(dir, 'no-such-ferry')} to ${join(out, 'ferry-linux-arm64')}: `);
+    expect(await readdir(out)).toEqual(['ferry-linux-x64']);
   });
 });

@@ -211,6 +211,32 @@ describe('ingestFile into a batch (durable: batch)', () => {
   });
 });
 
+describe('IngestBatch with syncEach (volumes)', () => {
+  it('each file is fsynced as it is staged; all appear together at commit, with no syncfs', async () => {
+    const batch = new IngestBatch({ syncEach: true });
+    expect(batch.syncEach).toBe(true);
+    const targets = [join(dir, 'v.001'), join(dir, 'v.002')];
+    for (const [i, target] of targets.entries()) {
+      const file = await Ingestion.open(join(dir, `.v.tmp-${i}`));
+      await file.write(Buffer.from(`volume ${i + 1}`));
+      expect(await file.commit(target, { batch })).toBe(false);
+    }
+    expect(await tree(dir)).toEqual(['.v.tmp-0', '.v.tmp-1']);
+    await batch.commit();
+    expect(await tree(dir)).toEqual(['v.001', 'v.002']);
+    expect(await readFile(targets[1]!, 'utf8')).toBe('volume 2');
+  });
+
+  it('discard removes the staged files: nothing appears', async () => {
+    const batch = new IngestBatch({ syncEach: true });
+    const file = await Ingestion.open(join(dir, '.v.tmp'));
+    await file.write(Buffer.from('volume'));
+    await file.commit(join(dir, 'v.001'), { batch });
+    await batch.discard();
+    expect(await tree(dir)).toEqual([]);
+  });
+});
+
 describe('Ingestion', () => {
   it('writes at positions (a header patched after its body) and appears only at commit', async () => {
     const path = join(dir, 'archive.tar');

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -128,6 +128,34 @@ describe('a flipped byte', () => {
     expect(isFerryError(err, 'DIGEST_MISMATCH')).toBe(true);
     expect(await readdir(dir)).toEqual([]);
     expect(blobGets(big.digest)).toHaveLength(3);
+  });
+
+  it('every copy bad: the error names the blob and the path; a file already at the path stays as it was', async () => {
+    proxy.setFaults([{ kind: 'flip', match: blobPath(big.digest), offset: 1_000_000, times: 50 }]);
+    const dir = join(work, 'bad-existing');
+    await mkdir(dir);
+    const path = join(dir, 'blob');
+    await writeFile(path, 'the old file');
+    const err = await client.downloadBlob(repo, bigTarget, path).catch((e: unknown) => e);
+    expect(isFerryError(err, 'DIGEST_MISMATCH')).toBe(true);
+    expect((err as Error).message).toContain(big.digest);
+    expect((err as Error).message).toContain(path);
+    expect(await readdir(dir)).toEqual(['blob']);
+    expect(await readFile(path, 'utf8')).toBe('the old file');
+  });
+
+  it('an abort midway leaves nothing at the path, not even a temp file', async () => {
+    const dir = join(work, 'aborted');
+    await mkdir(dir);
+    const controller = new AbortController();
+    proxy.setFaults([{ kind: 'drop', match: blobPath(big.digest), afterBytes: 1_000_000, times: 1 }]);
+    const downloading = client.downloadBlob(repo, bigTarget, join(dir, 'blob'), { signal: controller.signal }).catch((e: unknown) => e);
+    // Abort once the temp file is there: midway through the blob.
+    while ((await readdir(dir)).length === 0) await new Promise((r) => setTimeout(r, 1));
+    controller.abort();
+    const err = await downloading;
+    expect((err as Error).name).toBe('AbortError');
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('in a manifest or config is detected and fetched again', async () => {
