@@ -197,44 +197,22 @@ export class BlobUpload {
   }
 
   /** PUT ?digest= with no body: the session becomes the blob. Not retried: a session commits once. */
-  private async commit(repo: Repository, location: URL, digest: Digest, call: CallOptions): Promise<void> {
-    const done = new URL(location);
-    done.searchParams.set('digest', digest);
-    const what = finishWhat(repo, digest);
-    const res = await this.options.call({
-      repo,
-      method: 'PUT',
-      path: done,
-      headers: { 'content-type': 'application/octet-stream' },
-      body: Buffer.alloc(0),
-      scopes: pushScopes(repo),
-      what,
-      ok: [201, 204],
-      retry: false,
-      ...call,
-    });
-    discard(res);
-    checkCommitted(res, digest, what);
+  private commit(repo: Repository, location: URL, digest: Digest, call: CallOptions): Promise<void> {
+    return this.finish(repo, location, digest, { 'content-type': 'application/octet-stream' }, Buffer.alloc(0), call);
   }
 
-  private async uploadMonolithic(repo: Repository, blob: BlobTarget, location: URL, body: Readable, call: CallOptions): Promise<void> {
+  private uploadMonolithic(repo: Repository, blob: BlobTarget, location: URL, body: Readable, call: CallOptions): Promise<void> {
+    return this.finish(repo, location, blob.digest, { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) }, body, call);
+  }
+
+  /** The upload's last request, PUT ?digest=DIGEST (with the bytes, or none after PATCHes); never retried. */
+  private async finish(repo: Repository, location: URL, digest: Digest, headers: Record<string, string>, body: Buffer | Readable, call: CallOptions): Promise<void> {
     const url = new URL(location);
-    url.searchParams.set('digest', blob.digest);
-    const what = finishWhat(repo, blob.digest);
-    const res = await this.options.call({
-      repo,
-      method: 'PUT',
-      path: url,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
-      body,
-      scopes: pushScopes(repo),
-      what,
-      ok: [201, 204],
-      retry: false,
-      ...call,
-    });
+    url.searchParams.set('digest', digest);
+    const what = finishWhat(repo, digest);
+    const res = await this.options.call({ repo, method: 'PUT', path: url, headers, body, scopes: pushScopes(repo), what, ok: [201, 204], retry: false, ...call });
     discard(res);
-    checkCommitted(res, blob.digest, what);
+    checkCommitted(res, digest, what);
   }
 
   /** PATCH the blob in `chunkSize` pieces (each streamed, never held whole), then PUT ?digest=. */

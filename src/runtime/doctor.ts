@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { access, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { pathExists } from '../io/atomic-file.js';
 import { release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
@@ -58,20 +59,11 @@ function check(name: string, status: CheckStatus, detail: string, fix?: string):
   return fix === undefined || status === 'ok' ? { name, status, detail } : { name, status, detail, fix };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
 
 /** The nearest directory at or above `path` that exists: where a store there would be created. */
 async function existingAncestor(path: string): Promise<string> {
   let p = path;
-  while (!(await exists(p)) && dirname(p) !== p) p = dirname(p);
+  while (!(await pathExists(p)) && dirname(p) !== p) p = dirname(p);
   return p;
 }
 
@@ -100,12 +92,12 @@ export async function checkNamespaces(): Promise<DoctorCheck> {
   const missing: string[] = [];
   const disabled: string[] = [];
   for (const ns of NAMESPACES) {
-    if (!(await exists(`/proc/self/ns/${ns}`))) {
+    if (!(await pathExists(`/proc/self/ns/${ns}`))) {
       missing.push(ns);
       continue;
     }
     const limitFile = `/proc/sys/user/max_${ns === 'mnt' ? 'mnt' : ns}_namespaces`;
-    if (await exists(limitFile)) {
+    if (await pathExists(limitFile)) {
       const limit = Number((await readFile(limitFile, 'utf8')).trim());
       if (limit === 0) disabled.push(ns);
     }
@@ -219,7 +211,7 @@ export async function checkNativeParts(): Promise<DoctorCheck> {
 
 /** A quick fsck (structure, refs, leftovers; blobs are not hashed). */
 export async function checkStore(storeRoot: string): Promise<DoctorCheck> {
-  if (!(await exists(join(storeRoot, 'refs.json')))) return check('store', 'ok', `no store yet at ${storeRoot} (the first import creates it)`);
+  if (!(await pathExists(join(storeRoot, 'refs.json')))) return check('store', 'ok', `no store yet at ${storeRoot} (the first import creates it)`);
   const store = await openStore({ root: storeRoot, readOnly: true });
   const result = await fsck(store, { quick: true });
   if (result.problems.length === 0) return check('store', 'ok', `${storeRoot}: ${result.refsChecked} images, ${result.layersChecked} layers, ${result.blobsChecked} blobs, consistent (blobs not hashed: ferry fsck does)`);
@@ -233,7 +225,7 @@ export async function checkStore(storeRoot: string): Promise<DoctorCheck> {
  * purpose: "not found" (127) means everything before the exec worked.
  */
 export async function checkOverlay(storeRoot: string): Promise<DoctorCheck> {
-  const storeExists = await exists(join(storeRoot, 'refs.json'));
+  const storeExists = await pathExists(join(storeRoot, 'refs.json'));
   const base = storeExists ? join(storeRoot, 'tmp') : await existingAncestor(storeRoot);
   if (storeExists) await mkdir(base, { recursive: true });
   const dir = await mkdtemp(join(base, storeExists ? `doctor-${process.pid}-` : '.ferry-doctor-'));

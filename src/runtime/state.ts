@@ -4,7 +4,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, UsageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
+import { pathExists, writeFileAtomic } from '../io/atomic-file.js';
 import type { ContainerProcessConfig } from './container-spec.js';
 import type { LaunchBind, LaunchTmpfs, PortMapping } from './launcher.js';
 import type { HealthOnFailure, HealthState, HealthcheckConfig } from './healthcheck.js';
@@ -280,16 +280,8 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   return { code, at: (await stat(path)).mtime.toISOString(), oom: flag === 'oom' };
 }
 
-/** Whether a path exists (ENOENT: no; any other error is thrown). */
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}
+/** Whether a path exists (ENOENT: no; any other error is thrown): io's pathExists, under the name the runtime uses. */
+export const exists = pathExists;
 
 /** A container's record and live status; undefined when it does not exist (or is half-created). */
 export async function loadContainer(root: string, id: string): Promise<ContainerInfo | undefined> {

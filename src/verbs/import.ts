@@ -2,6 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { indexTar } from '../archive/index.js';
 import { FerryError, UsageError } from '../errors.js';
+import { pathExists } from '../io/atomic-file.js';
 import { ZSTD_MAGIC } from '../io/zstd.js';
 import type { Platform } from '../oci/platform.js';
 import type { ProgressListener } from '../oci/progress-event.js';
@@ -12,16 +13,6 @@ import { importBundle, type ImportBundleSummary } from './import-bundle.js';
 
 export type ImportKind = 'bundle' | 'docker-archive' | 'oci-archive' | 'oci';
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return false;
-      throw err;
-    },
-  );
-}
-
 /**
  * What the user gave `import`: a transport prefix decides; else a bundle (zstd, volumes, stdin)
  * or a plain tar by its content (docker load habits: no prefix needed for a file).
@@ -30,8 +21,8 @@ export async function detectImportSource(source: string): Promise<{ kind: Import
   const m = /^(docker-archive|oci-archive|oci):/.exec(source);
   if (m) return { kind: m[1] as ImportKind, spec: source };
   if (source === '-') return { kind: 'bundle', spec: source };
-  if (!(await exists(source))) {
-    if (await exists(`${source}.001`)) return { kind: 'bundle', spec: source };
+  if (!(await pathExists(source))) {
+    if (await pathExists(`${source}.001`)) return { kind: 'bundle', spec: source };
     throw new UsageError(`import ${source}: no such file`, { hint: 'give a bundle (.tar.zst or its volumes), a docker-archive or OCI archive tar, or oci:DIR' });
   }
   const st = await stat(source);
