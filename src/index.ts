@@ -28,7 +28,6 @@ export {
   openStore,
   resolveStoreRoot,
   Store,
-  importImage,
   openStoreImage,
   openStoreImageByDigest,
   findStoreImage,
@@ -41,8 +40,6 @@ export {
   chainIdOf,
   chainIds,
   refName,
-  type ImportOptions,
-  type ImportSummary,
   type OpenStoreOptions,
   type RefEntry,
   type StoreMatch,
@@ -70,8 +67,8 @@ export {
   type RunResult,
   type ExecOptions,
 } from './runtime/containers.js';
-export { commitContainer, type CommitOptions, type CommitResult } from './runtime/commit.js';
-export { buildImage, type BuildOptions, type BuildResult } from './build/builder.js';
+export { commitContainer, type CommitOptions, type CommitResult } from './verbs/commit.js';
+export { buildImage, type BuildOptions, type BuildResult } from './verbs/build.js';
 export { parseDockerfile, type Dockerfile, type Instruction, type Heredoc } from './build/dockerfile.js';
 export { LaunchError } from './runtime/launcher.js';
 export { findContainer, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './runtime/state.js';
@@ -96,6 +93,7 @@ export { StoreDestination, type StoreDestinationOptions } from './store/store-de
 export { RegistryDestination, type RegistryDestinationOptions, type CompressedForms } from './registry/registry-destination.js';
 export { importArchive, type ImportArchiveOptions } from './verbs/import-archive.js';
 export { importBundle, type ImportBundleOptions, type ImportBundleSummary } from './verbs/import-bundle.js';
+export { importImage, type ImportOptions, type ImportSummary } from './verbs/import-image.js';
 export { importImages, detectImportSource, type ImportImagesOptions, type ImportResult, type ImportKind } from './verbs/import.js';
 export { pullImages, type PullOptions, type PullResult } from './verbs/pull.js';
 export { openSource, parseSourceSpec, type OpenedSource, type OpenSourceOptions, type SourceImage, type SourceSpec } from './verbs/locations.js';

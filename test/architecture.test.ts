@@ -10,8 +10,9 @@ import { describe, expect, it } from 'vitest';
  *   the locations registry/, archive/, bundle/, store/ never import each other, transfer/, runtime/
  *   or cli/; transfer/ sees only interfaces (no location); runtime/ may use store/'s public API
  *   (store/index.js, or store/read.js, its read API for the start path); verbs/ (the use cases: a source, a destination, copyImages) wires locations to
- *   transfer/, and only cli/ and index.ts import it; build/ may use store/ and runtime/ (a copy to
- *   the store whose RUN steps go through the runtime); nothing imports cli/. Type-only imports count: a type is a
+ *   transfer/ (commit and build too: the runtime or the builder makes the image, handed a copy
+ *   into the store), and only cli/ and index.ts import it; build/ may use store/ and runtime/ (a
+ *   copy to the store whose RUN steps go through the runtime); nothing imports cli/. Type-only imports count: a type is a
  *   dependency too. Also: relative specifiers end in .js, no default exports, no `any`.
  */
 
@@ -41,8 +42,9 @@ const RULES: Record<Area, Rule> = {
   runtime: { areas: ['runtime', 'store', ...INNER], packages: true },
   // A location-to-store copy (Dockerfile + context -> store) whose RUN steps go through the runtime.
   build: { areas: ['build', 'store', 'runtime', ...INNER], packages: true },
-  // The use cases: each wires a source location and a destination to transfer's copyImages.
-  verbs: { areas: ['verbs', 'transfer', 'runtime', ...LOCATIONS, ...INNER], packages: true },
+  // The use cases: each wires a source location and a destination to transfer's copyImages
+  // (commit and build: the runtime or the builder makes the image, the engine stores it).
+  verbs: { areas: ['verbs', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
   cli: { areas: ['cli', 'index', 'verbs', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
   index: { areas: ['verbs', 'transfer', 'runtime', 'build', ...LOCATIONS, ...INNER], packages: true },
 };
@@ -268,6 +270,8 @@ describe('architecture', () => {
     expect(check('transfer/a.ts', "import { v } from '../verbs/pull.js';")).toHaveLength(1);
     expect(check('verbs/a.ts', "import { c } from '../transfer/copy-images.js';\nimport { s } from '../store/index.js';")).toEqual([]);
     expect(check('verbs/a.ts', "import { c } from '../cli/output.js';")).toHaveLength(1);
+    expect(check('verbs/a.ts', "import { b } from '../build/builder.js';\nimport { r } from '../runtime/commit.js';")).toEqual([]);
+    expect(check('build/a.ts', "import { v } from '../verbs/build.js';")).toHaveLength(1);
     expect(check('runtime/a.ts', "import { b } from '../bundle/format.js';")).toHaveLength(1);
     expect(check('build/a.ts', "import { r } from '../runtime/containers.js';\nimport { s } from '../store/index.js';")).toEqual([]);
     expect(check('build/a.ts', "import { r } from '../registry/client.js';")).toHaveLength(1);

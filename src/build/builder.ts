@@ -12,7 +12,8 @@ import { imageConfig, imageManifest, scratchConfig } from '../oci/build-image.js
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
-import { chainIdOf, chainIds, findStoreImage, importImage, openStoreImageByDigest, type Store } from '../store/index.js';
+import type { CopyInto } from '../oci/destination.js';
+import { chainIdOf, chainIds, findStoreImage, openStoreImageByDigest, type Store } from '../store/index.js';
 import { ownedName } from '../store/owner.js';
 import { removeContainer, runContainer } from '../runtime/containers.js';
 import type { LaunchStdio } from '../runtime/launcher.js';
@@ -36,7 +37,7 @@ import { ContextTree, expandSource, LayersTree, materialize, type SourceTree } f
  * keyed for the cache, and only then run. A RUN is a container of the runtime (the stage's image
  * as built so far, its Env, User, WorkingDir, Shell) whose upper layer becomes the step's layer;
  * a COPY/ADD layer is written straight from its sources; config steps add history only.
- * New layers enter the store through importImage (verified, unpacked once); the image's names are
+ * New layers enter the store through the caller's copy (the transfer engine) (verified, unpacked once); the image's names are
  * written last, so a failed build leaves only unnamed layers that the cache may reuse and prune
  * removes.
  */
@@ -203,6 +204,7 @@ class Builder {
 
   constructor(
     private readonly store: Store,
+    private readonly copyInto: CopyInto,
     private readonly context: ContextTree,
     dockerfile: Dockerfile,
     private readonly options: BuildOptions,
@@ -669,7 +671,7 @@ class Builder {
 
   /**
    * A step that makes a layer: from the cache when its key is there and its layer still is,
-   * else `make` writes the layer file, which enters the store through importImage.
+   * else `make` writes the layer file, which enters the store through the caller's copy.
    */
   private async layerStep(s: StageState, ins: Instruction, canonical: string, createdBy: string, make: (file: string) => Promise<WrittenLayer>): Promise<void> {
     s.key = sha(s.key, ins.keyword, canonical);
@@ -693,7 +695,7 @@ class Builder {
     s.layers.push(this.newLayer(layer, async () => createReadStream(file)));
     s.history.push({ created, created_by: createdBy });
     // Into the store now: later RUN steps need it unpacked, and the cache needs it kept.
-    await importImage(this.store, this.assemble(s));
+    await this.copyInto([{ ref: undefined, images: [this.assemble(s)] }]);
     s.layers[s.layers.length - 1] = this.newLayer(layer, async () => this.store.blobs.open(layer.digest));
     await this.cache.put(s.key, { created, layer });
     await this.flushCache();
@@ -981,20 +983,20 @@ class Builder {
     const image = this.assemble(s, this.options.labels !== undefined ? { labels: this.options.labels } : {});
     const refs = (this.options.tags ?? []).map(nameTag);
     this.log(`COMMIT ${refs.map(formatReference).join(', ')}`);
-    await importImage(this.store, image);
-    const names: string[] = [];
-    for (const ref of refs) {
-      const summary = await importImage(this.store, { ...image, ref }, { ref });
-      if (summary.name !== undefined) names.push(summary.name);
-    }
+    // The image, then each tag: one copy by the transfer engine, every name set at its end.
+    const copied = await this.copyInto([{ ref: undefined, images: [image] }, ...refs.map((ref) => ({ ref, images: [{ ...image, ref }] }))]);
+    const names = copied.flatMap((name) => (name === undefined ? [] : [name]));
     await this.flushCache();
     for (const n of names) this.log(`Successfully tagged ${n}`);
     return { manifestDigest: image.digest, configDigest: image.configDigest, names, steps: this.step, cached: this.cachedSteps };
   }
 }
 
-/** Build the Dockerfile in `options.context` into the store. */
-export async function buildImage(store: Store, options: BuildOptions): Promise<BuildResult> {
+/**
+ * Build the Dockerfile in `options.context` into the store; each new layer and the image go in
+ * through `copyInto` (verbs/build.ts gives the transfer engine's copy).
+ */
+export async function buildImageInto(store: Store, copyInto: CopyInto, options: BuildOptions): Promise<BuildResult> {
   const contextDir = resolve(options.context);
   let st;
   try {
@@ -1014,7 +1016,7 @@ export async function buildImage(store: Store, options: BuildOptions): Promise<B
   const context = await ContextTree.open(contextDir, await readIgnore(contextDir));
   const lease = await store.lease();
   try {
-    return await new Builder(store, context, df, options).run();
+    return await new Builder(store, copyInto, context, df, options).run();
   } finally {
     await lease.release();
   }

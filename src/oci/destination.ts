@@ -95,3 +95,10 @@ export interface ImageDestination {
   /** After a failure: leave nothing half-written visible; release what `prepare` claimed. */
   abort(): Promise<void>;
 }
+
+/**
+ * A copy of images a location made (a container's commit, a build's layers) into a destination,
+ * given by the use case that wires it (verbs/: the transfer engine into the store). Returns the
+ * name each target was given, in order.
+ */
+export type CopyInto = (targets: readonly CopyTarget[]) => Promise<Array<string | undefined>>;

@@ -11,7 +11,8 @@ import { imageConfig, imageManifest } from '../oci/build-image.js';
 import { MediaType, layerMediaTypeFor } from '../oci/media-types.js';
 import { parseReference, withTag, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
-import { importImage, openStoreImageByDigest, type Store } from '../store/index.js';
+import type { CopyInto } from '../oci/destination.js';
+import { openStoreImageByDigest, type Store } from '../store/index.js';
 import { ownedName } from '../store/index.js';
 import { containerCgroups } from './cgroups.js';
 import { commandLine } from './containers.js';
@@ -225,7 +226,11 @@ async function pauseForCommit(info: ContainerInfo): Promise<Resume | undefined> 
   return pauseContainer(s.pid, { what: `container ${info.record.name}`, ...(freezer !== undefined ? { freezer } : {}) });
 }
 
-export async function commitContainer(store: Store, text: string, options: CommitOptions = {}): Promise<CommitResult> {
+/**
+ * Commit a container: its upper directory as a new layer on its image, with its config; the image
+ * goes into the store through `copyInto` (verbs/commit.ts gives the transfer engine's copy).
+ */
+export async function commitContainerInto(store: Store, text: string, copyInto: CopyInto, options: CommitOptions = {}): Promise<CommitResult> {
   const ref = options.ref === undefined ? undefined : commitRef(options.ref);
   const info = await findContainer(store.root, text);
   const record = info.record;
@@ -284,8 +289,8 @@ export async function commitContainer(store: Store, text: string, options: Commi
       platform: base.platform,
       layers: [...baseLayers, newLayer],
     };
-    const summary = await importImage(store, image, ref === undefined ? {} : { ref });
-    return { manifestDigest: image.digest, name: summary.name, diffId, layerDigest: descriptor.digest, layerSize: descriptor.size };
+    const [name] = await copyInto([{ ref, images: [image] }]);
+    return { manifestDigest: image.digest, name, diffId, layerDigest: descriptor.digest, layerSize: descriptor.size };
   } catch (err) {
     if (err instanceof FerryError) throw err;
     throw new FerryError('IO_ERROR', `commit container ${record.name}: ${(err as Error).message}`, { cause: err });

@@ -1,7 +1,6 @@
 export * from './blobs.js';
 export * from './fsck.js';
 export * from './gc.js';
-export * from './import-image.js';
 export * from './inventory.js';
 export * from './layers.js';
 export * from './lock.js';

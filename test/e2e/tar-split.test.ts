@@ -11,7 +11,8 @@ import { buildTar } from '../helpers/tar-builder.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 import { parseReference } from '../../src/oci/reference.js';
-import { chainIds, importImage, openStore, openStoreImage } from '../../src/store/index.js';
+import { chainIds, openStore, openStoreImage } from '../../src/store/index.js';
+import { importImage } from '../../src/verbs/import-image.js';
 
 /**
  * tar-split end to end: a raw bundle's layers are unpacked and their tars dropped, yet the store

@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { importImage, openStore, openStoreImage } from '../../src/store/index.js';
+import { openStore, openStoreImage } from '../../src/store/index.js';
+import { importImage } from '../../src/verbs/import-image.js';
 import { FERRY_BIN, REPO_ROOT, runFerry } from '../helpers/ferry.js';
 import { mountsMentioning, setupRuntime, treeState, waitFor, type RuntimeFixture } from './fixture.js';
 

@@ -10,7 +10,6 @@ import {
   chainIds,
   claimRootfs,
   fsck,
-  importImage,
   inventory,
   openStore,
   openStoreImage,
@@ -22,6 +21,7 @@ import {
   shortLinkOf,
   type Store,
 } from '../../src/store/index.js';
+import { importImage } from '../../src/verbs/import-image.js';
 import { ownerToken } from '../../src/store/owner.js';
 import { buildTar } from '../helpers/tar-builder.js';
 import { memoryImage } from '../helpers/memory-image.js';

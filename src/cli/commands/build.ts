@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { UsageError } from '../../errors.js';
 import { parsePlatform } from '../../oci/platform.js';
-import { buildImage, type BuildOptions } from '../../build/builder.js';
+import { buildImage, type BuildOptions } from '../../verbs/build.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 import { collect } from './run.js';

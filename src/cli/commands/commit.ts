@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../errors.js';
-import { commitContainer, type CommitOptions } from '../../runtime/commit.js';
+import { commitContainer, type CommitOptions } from '../../verbs/commit.js';
 import { storeFromCommand } from '../store-options.js';
 import type { Register } from './index.js';
 import { collect } from './run.js';
