@@ -1,5 +1,5 @@
-import { createReadStream } from 'node:fs';
-import { open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { createReadStream, statSync } from 'node:fs';
+import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
@@ -61,9 +61,13 @@ export class BlobStore {
     return join(this.dir, digestAlgorithm(digest), digestHex(digest));
   }
 
+  /**
+   * Synchronous, as the layer store's meta: one stat, where the thread-pool round trip of an async
+   * one costs more than the call (once per config of an import of hundreds of images).
+   */
   async stat(digest: Digest): Promise<{ size: number } | undefined> {
     try {
-      const s = await stat(this.path(digest));
+      const s = statSync(this.path(digest));
       return { size: s.size };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
