@@ -242,7 +242,12 @@ export class LayerStore {
       }
       // A plain write: staging is private until the rename, and the syncfs covers meta.json too.
       writeFileSync(join(staging, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o644 });
-      // One syncfs for the whole layer instead of an fsync per file.
+      // One syncfs for the whole layer instead of an fsync per file. Per layer, before the rename:
+      // a layer in layers/ with its meta.json is found present by every later import (this one's
+      // or another process's) and never written again, so its files must be durable before it is
+      // visible. Renaming first and syncing a batch later lets a power loss keep a present layer
+      // with empty files; staging the renames for a batch made two importers of one layer both
+      // report it unpacked (6f74a14). kill -9 tests neither: the page cache survives it.
       nativeFs().syncfs(staging);
       const skipped = await this.commit(staging, chainId, meta.link);
       return { chainId, diffId: expectedDiffId, size: result.size, skipped, warnings: result.warnings };

@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import type { BlobPut, BlobPutOptions, CopyTarget, ImageDestination, LayerPut, ManifestPut, OpenBytes, PutOptions } from '../oci/destination.js';
 import type { Descriptor } from '../oci/descriptor.js';
@@ -99,10 +99,20 @@ export class StoreDestination implements ImageDestination {
 
   async putBlob(_target: CopyTarget, descriptor: Pick<Descriptor, 'digest' | 'size'>, open: OpenBytes, options: BlobPutOptions): Promise<BlobPut> {
     if (await this.store.blobs.has(descriptor.digest)) return { written: 0, existed: true };
-    const r = await this.store.blobs.ingest(await open(options.signal ? { signal: options.signal } : {}), descriptor.digest, descriptor.size, {
-      what: `${options.kind} ${descriptor.digest}`,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
+    const what = `${options.kind} ${descriptor.digest}`;
+    const signal = options.signal ? { signal: options.signal } : {};
+    const stream = await open(signal);
+    // A config or manifest is small: read whole, it is stored in one call (see BlobStore.ingestBytes).
+    if (options.kind !== 'layer' && descriptor.size <= SMALL_BLOB) {
+      const bytes = await readSmall(stream, descriptor.size, `${what} from the source`);
+      return this.putBytes(bytes, descriptor.digest, { what, ...signal });
+    }
+    const r = await this.store.blobs.ingest(stream, descriptor.digest, descriptor.size, { what, ...signal });
+    return { written: r.written, existed: r.existed };
+  }
+
+  private async putBytes(bytes: Buffer, digest: Digest, options: { what: string; signal?: AbortSignal }): Promise<BlobPut> {
+    const r = await this.store.blobs.ingestBytes(bytes, digest, options);
     return { written: r.written, existed: r.existed };
   }
 
@@ -163,15 +173,15 @@ export class StoreDestination implements ImageDestination {
   }
 
   /** The store keeps manifests byte for byte: the source's own, whatever form its layers took here. */
-  async putManifest(target: CopyTarget, image: Image, _layers: readonly LayerPut[], options: PutOptions): Promise<ManifestPut> {
-    await this.putBlob(target, { digest: image.digest, size: image.rawManifest.length }, async () => Readable.from([image.rawManifest]), { ...options, kind: 'manifest' });
+  async putManifest(_target: CopyTarget, image: Image, _layers: readonly LayerPut[], options: PutOptions): Promise<ManifestPut> {
+    await this.putBytes(image.rawManifest, image.digest, { what: `manifest ${image.digest}`, ...(options.signal ? { signal: options.signal } : {}) });
     return { digest: image.digest, mediaType: image.mediaType, size: image.rawManifest.length, sourceDigest: image.digest };
   }
 
   async putIndex(target: CopyTarget, _manifests: readonly ManifestPut[], options: PutOptions): Promise<Digest | undefined> {
     const index = target.index;
     if (index === undefined) return undefined;
-    await this.putBlob(target, { digest: index.digest, size: index.raw.length }, async () => Readable.from([index.raw]), { ...options, kind: 'index' });
+    await this.putBytes(index.raw, index.digest, { what: `index ${index.digest}`, ...(options.signal ? { signal: options.signal } : {}) });
     return index.digest;
   }
 
@@ -219,4 +229,24 @@ async function settleBoth<A, B>(a: Promise<A>, b: Promise<B>, abort: (err: Error
     throw errors.find((e) => e instanceof FerryError) ?? errors[0];
   }
   return [ra.value, rb.value];
+}
+
+/** Blobs other than layers up to this size are read whole and stored in one call. */
+const SMALL_BLOB = 4 * 1024 * 1024;
+
+/** Read a small stream whole: exactly `size` bytes (more fails at once); the digest is checked where it is stored. */
+async function readSmall(stream: Readable, size: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer | string>) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    total += bytes.length;
+    if (total > size) {
+      stream.destroy();
+      throw new FerryError('SIZE_MISMATCH', `${what}: more than the expected ${size} bytes`);
+    }
+    chunks.push(bytes);
+  }
+  if (total !== size) throw new FerryError('SIZE_MISMATCH', `${what}: got ${total} bytes, expected ${size}`);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
 }

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FerryError, isFerryError } from '../../src/errors.js';
 import { digestHex, digestOf, type Digest } from '../../src/oci/digest.js';
 import { IngestBatch, Ingestion } from '../../src/io/atomic-file.js';
-import { ingestFile } from '../../src/io/ingest.js';
+import { ingestBytes, ingestFile } from '../../src/io/ingest.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -266,5 +266,70 @@ describe('Ingestion', () => {
     await second.write(Buffer.from('x'));
     await failure(second.commit(join(dir, 'd')));
     expect(await tree(dir)).toEqual(['d', 'd/inside']);
+  });
+});
+
+describe('ingestBytes', () => {
+  it('staged: checks the digest first, writes the temp file in one call, found staged, appears only at commit', async () => {
+    const tmp = join(dir, 'tmp');
+    await mkdir(tmp);
+    const batch = new IngestBatch();
+    const path = join(dir, 'blobs', 'sha256', digestHex(DIGEST));
+    const r = await ingestBytes(path, DATA, { digest: DIGEST, tmp: join(tmp, 'a'), batch, ifExists: 'keep', dirMode: 0o700, mode: 0o600 });
+    expect(r).toEqual({ path, digest: DIGEST, size: DATA.length, existed: false });
+    expect(batch.stagedAt(path)).toBe(join(tmp, 'a'));
+    expect((await stat(join(tmp, 'a'))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dir, 'blobs'))).mode & 0o777).toBe(0o700);
+    expect(await tree(join(dir, 'blobs'))).toEqual(['sha256']);
+    // Again while staged, by bytes or by stream: found, nothing written.
+    expect((await ingestBytes(path, DATA, { digest: DIGEST, tmp: join(tmp, 'b'), batch, ifExists: 'keep' })).existed).toBe(true);
+    expect((await ingestFile(path, chunks(DATA), { digest: DIGEST, tmp: join(tmp, 'c'), batch, ifExists: 'keep' })).existed).toBe(true);
+    expect(await tree(tmp)).toEqual(['a']);
+
+    await batch.commit();
+    expect((await readFile(path)).equals(DATA)).toBe(true);
+    expect(await tree(tmp)).toEqual([]);
+    // Present: kept, nothing written.
+    expect(await ingestBytes(path, DATA, { digest: DIGEST, tmp: join(tmp, 'd'), batch, ifExists: 'keep' })).toEqual({ path, digest: DIGEST, size: 0, existed: true });
+    expect(batch.size).toBe(0);
+    expect(await tree(tmp)).toEqual([]);
+  });
+
+  it('other bytes, or another size, are refused naming the digest and the path; nothing is written or staged', async () => {
+    const tmp = join(dir, 'tmp');
+    await mkdir(tmp);
+    const batch = new IngestBatch();
+    const path = join(dir, digestHex(DIGEST));
+    const tampered = Buffer.from(DATA);
+    tampered[100] = tampered[100]! ^ 1;
+    for (const b of [batch, undefined]) {
+      const err = await failure(ingestBytes(path, tampered, { digest: DIGEST, tmp: join(tmp, 'a'), ...(b === undefined ? {} : { batch: b }) }));
+      expect(isFerryError(err, 'DIGEST_MISMATCH')).toBe(true);
+      expect(err.message).toContain(DIGEST);
+      expect(err.message).toContain(path);
+      const short = await failure(ingestBytes(path, DATA, { digest: DIGEST, size: DATA.length + 1, tmp: join(tmp, 'a'), ...(b === undefined ? {} : { batch: b }) }));
+      expect(isFerryError(short, 'SIZE_MISMATCH')).toBe(true);
+    }
+    expect(batch.size).toBe(0);
+    expect(await tree(dir)).toEqual(['tmp']);
+  });
+
+  it('alone: fsynced and renamed into place at once; an existing target is kept or replaced; a failed write leaves no temp file', async () => {
+    const path = join(dir, 'a', 'blob');
+    expect(await ingestBytes(path, DATA, { digest: DIGEST, dirMode: 0o700 })).toEqual({ path, digest: DIGEST, size: DATA.length, existed: false });
+    expect((await readFile(path)).equals(DATA)).toBe(true);
+    expect((await ingestBytes(path, DATA, { digest: DIGEST, ifExists: 'keep' })).existed).toBe(true);
+    await writeFile(path, 'stale');
+    expect((await ingestBytes(path, DATA, { digest: DIGEST })).existed).toBe(false);
+    expect((await readFile(path)).equals(DATA)).toBe(true);
+    expect(await tree(dir)).toEqual(['a', 'a/blob']);
+    // The temp file's directory is missing: an IO_ERROR naming it, staged or not, and nothing left.
+    for (const batch of [new IngestBatch(), undefined]) {
+      const err = await failure(ingestBytes(join(dir, 'b'), DATA, { digest: DIGEST, tmp: join(dir, 'missing', 'x'), ...(batch === undefined ? {} : { batch }) }));
+      expect(isFerryError(err, 'IO_ERROR')).toBe(true);
+      expect(err.message).toContain(join(dir, 'missing'));
+      expect(batch?.size ?? 0).toBe(0);
+    }
+    expect(await tree(dir)).toEqual(['a', 'a/blob']);
   });
 });
