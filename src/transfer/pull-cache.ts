@@ -62,11 +62,13 @@ export class PullCache {
   }
 
   /**
-   * Stream a blob into the cache (io's ingestFile): temp file, digest checked while writing,
-   * fsync, rename, fsync dir. A damaged stream fails with DIGEST_MISMATCH and leaves nothing.
+   * Stream a blob into the cache (io's ingestFile): temp file, fsync, rename, fsync dir. The
+   * source is a layer's blob(), verified as it streams: a damaged one fails with DIGEST_MISMATCH
+   * at its end and leaves nothing.
    */
   async put(digest: Digest, source: Readable, onBytes: (n: number) => void): Promise<void> {
-    await ingestFile(this.blobPath(digest), source, { digest, onBytes, dirMode: 0o755, what: `cached blob ${digest}` });
+    // The source is a layer's blob(), which verifies the digest as it streams (and fails at its end).
+    await ingestFile(this.blobPath(digest), source, { digest, sourceVerifies: true, onBytes, dirMode: 0o755, what: `cached blob ${digest}` });
   }
 
   async readRecord(digest: Digest): Promise<LayerRecord | undefined> {

@@ -43,6 +43,25 @@ afterEach(async () => {
 });
 
 describe('ingestFile', () => {
+  it('sourceVerifies: a source that checks its own digest is not hashed again; its failure at the end still leaves nothing, and the size is still counted', async () => {
+    const path = join(dir, 'trusted');
+    const r = await ingestFile(path, chunks(DATA), { digest: DIGEST, size: DATA.length, sourceVerifies: true });
+    expect(r).toEqual({ path, digest: DIGEST, size: DATA.length, existed: false });
+    expect((await readFile(path)).equals(DATA)).toBe(true);
+    // The source's own check fails at its end (as an Image's blob() does): nothing is renamed into place.
+    const failing = new Readable({
+      read() {
+        this.push(DATA.subarray(0, 1000));
+        this.destroy(new FerryError('DIGEST_MISMATCH', 'damaged on purpose'));
+      },
+    });
+    const err = await failure(ingestFile(join(dir, 'bad'), failing, { digest: DIGEST, sourceVerifies: true }));
+    expect(isFerryError(err, 'DIGEST_MISMATCH')).toBe(true);
+    const long = await failure(ingestFile(join(dir, 'long'), chunks(Buffer.concat([DATA, DATA])), { digest: DIGEST, size: DATA.length, sourceVerifies: true }));
+    expect(isFerryError(long, 'SIZE_MISMATCH')).toBe(true);
+    expect(await tree(dir)).toEqual(['trusted']);
+  });
+
   it('writes the verified bytes with the mode, reports digest and size, and leaves no temp file', async () => {
     const path = join(dir, 'blob');
     let counted = 0;
