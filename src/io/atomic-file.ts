@@ -76,6 +76,18 @@ export class Ingestion {
     if (position === undefined) this.position = at;
   }
 
+  /** Append `chunks` after what was written last: one writev for many small network chunks. */
+  async writev(chunks: readonly Buffer[]): Promise<void> {
+    let rest = [...chunks];
+    while (rest.length > 0) {
+      let { bytesWritten } = await this.handle.writev(rest, this.position);
+      this.position += bytesWritten;
+      // A short write: drop what went, keep the rest of a chunk cut in the middle.
+      while (rest.length > 0 && bytesWritten >= rest[0]!.length) bytesWritten -= rest.shift()!.length;
+      if (bytesWritten > 0) rest[0] = rest[0]!.subarray(bytesWritten);
+    }
+  }
+
   /**
    * Put the written file in place at `target`: fsync, rename, fsync the directory (or stage it
    * into `batch`). True when the target was there already and kept (ifExists 'keep').
