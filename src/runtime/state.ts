@@ -280,8 +280,6 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   return { code, at: (await stat(path)).mtime.toISOString(), oom: flag === 'oom' };
 }
 
-/** Whether a path exists (ENOENT: no; any other error is thrown): io's pathExists, under the name the runtime uses. */
-export const exists = pathExists;
 
 /** A container's record and live status; undefined when it does not exist (or is half-created). */
 export async function loadContainer(root: string, id: string): Promise<ContainerInfo | undefined> {
@@ -291,7 +289,7 @@ export async function loadContainer(root: string, id: string): Promise<Container
   const state = await readJson<ContainerRunState>(paths.state, `container ${shortId(id)} state`);
   const supervised = state?.supervisorPid !== undefined && isAlive(state.supervisorPid, state.supervisorStart ?? '');
   const health = record.healthcheck !== undefined ? await readJson<HealthState>(paths.health, `container ${shortId(id)} health`) : undefined;
-  const common = { record, state, restartCount: state?.restartCount ?? 0, stoppedByHand: await exists(paths.stopped), supervised, ...(health !== undefined ? { health } : {}) };
+  const common = { record, state, restartCount: state?.restartCount ?? 0, stoppedByHand: await pathExists(paths.stopped), supervised, ...(health !== undefined ? { health } : {}) };
   // Between two runs: the supervisor waits out its back-off (docker's "Restarting").
   if (supervised && state?.restarting === true) {
     return { ...common, status: 'restarting', exitCode: state.lastExitCode, finishedAt: state.lastFinishedAt };

@@ -17,7 +17,8 @@ import {
 import { launch, LaunchError, type Launched } from './launcher.js';
 import { NO_RESTART, nextBackoff, shouldRestart } from './restart-policy.js';
 import { killArgument, parseSignal } from './signals.js';
-import { containerPaths, exists, loadContainer, processStartTime, shortId, writeRunState, type ContainerRecord, type ContainerRunState } from './state.js';
+import { pathExists } from '../io/atomic-file.js';
+import { containerPaths, loadContainer, processStartTime, shortId, writeRunState, type ContainerRecord, type ContainerRunState } from './state.js';
 import type { SupervisorStart } from './supervise.js';
 
 /**
@@ -225,14 +226,14 @@ export async function superviseContainer(store: Store, id: string, report: (star
         killTimer = undefined;
         await health?.stop();
       }
-      if (terminating || healthStop || (await exists(paths.stopped))) break;
+      if (terminating || healthStop || (await pathExists(paths.stopped))) break;
       if (!healthRestart && !shouldRestart(policy, code, restartCount)) break;
       healthRestart = false;
       backoff = nextBackoff(backoff, Date.now() - startedAt);
       state = { ...(state ?? { monitorPid: 0, monitorStart: '', pid: 0, pidStart: '', startedAt: new Date(startedAt).toISOString() }), ...me, restartCount, restarting: true, lastExitCode: code, lastFinishedAt: new Date().toISOString() };
       await writeRunState(store.root, id, state);
       await backoffSleep.sleep(backoff);
-      if (terminating || (await exists(paths.stopped))) break;
+      if (terminating || (await pathExists(paths.stopped))) break;
       restartCount++;
       // Before the launch: the new run's monitor writes its own exit file.
       await rm(paths.exit, { force: true });

@@ -6,7 +6,7 @@ import type { ProgressListener } from '../oci/progress-event.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { StoreDestination, type Store } from '../store/index.js';
 import { copyImages, type CopyResult } from '../transfer/copy-images.js';
-import { openSource, parseSourceSpec, type OpenedSource } from './locations.js';
+import { noRegistry, openSource, parseSourceSpec, type OpenedSource } from './locations.js';
 
 export interface ImportArchiveOptions {
   /** Platforms to take from an index (default: this host's). */
@@ -39,9 +39,7 @@ async function openArchiveImports(spec: string, platforms: Platform[] | 'all' | 
   if (parsed.kind === 'registry') throw new UsageError(`import ${spec}: import reads local files only`, { hint: 'ferry pull fetches images from a registry into the store' });
   return openSource(spec, {
     platforms: platforms ?? [hostPlatform()],
-    client: () => {
-      throw new UsageError('import reads local files only');
-    },
+    client: noRegistry('import reads local files only'),
   });
 }
 

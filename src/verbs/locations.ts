@@ -44,6 +44,13 @@ export interface OpenedSource {
   close(): Promise<void>;
 }
 
+/** For verbs that read local images only: a registry reference is refused with `why`. */
+export function noRegistry(why: string): () => never {
+  return () => {
+    throw new UsageError(why);
+  };
+}
+
 export interface OpenSourceOptions {
   platforms: Platform[] | 'all';
   /** Registry client, created on first need. */

@@ -7,7 +7,7 @@ import { formatReference, parseReference, type Reference } from '../oci/referenc
 import type { RegistryClient } from '../registry/client.js';
 import type { Store } from '../store/index.js';
 import { parseDestination, reroot, type PushResult } from '../transfer/push-target.js';
-import { openSource, parseSourceSpec } from './locations.js';
+import { noRegistry, openSource, parseSourceSpec } from './locations.js';
 import { pushBundle } from './push-bundle.js';
 import { pushImages, type PushRequest } from './push.js';
 import { openAllStoreNames, openStoreName, storeLayerCache } from './store-names.js';
@@ -62,9 +62,7 @@ export async function pushFrom(client: RegistryClient, source: PushSource, optio
   if (parseSourceSpec(source.image).kind !== 'registry') {
     const opened = await openSource(source.image, {
       platforms: source.platforms ?? 'all',
-      client: () => {
-        throw new UsageError('push reads images from the store or local files; to copy between registries use skopeo copy');
-      },
+      client: noRegistry('push reads images from the store or local files; to copy between registries use skopeo copy'),
     });
     try {
       const first = opened.images[0];

@@ -8,7 +8,7 @@ import type { ProgressListener } from '../oci/progress-event.js';
 import { familiarReference, parseReference, type Reference } from '../oci/reference.js';
 import type { Store } from '../store/index.js';
 import { copyImages } from '../transfer/copy-images.js';
-import { openSource, parseSourceSpec, type OpenedSource } from './locations.js';
+import { noRegistry, openSource, parseSourceSpec, type OpenedSource } from './locations.js';
 import { openStoreName } from './store-names.js';
 
 export interface SaveImage {
@@ -65,9 +65,7 @@ export async function saveImages(names: readonly string[], output: string | Writ
       if (parseSourceSpec(text).kind !== 'registry') {
         const source = await openSource(text, {
           platforms: [platform],
-          client: () => {
-            throw new UsageError('save reads images from the store or local files');
-          },
+          client: noRegistry('save reads images from the store or local files'),
         });
         opened.push(source);
         for (const s of source.images) add(s.image, s.image.ref ? parseReference(s.ref) : undefined);

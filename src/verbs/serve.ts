@@ -3,7 +3,7 @@ import { parseReference } from '../oci/reference.js';
 import { contentFromImages, type ServedImage } from '../registry/served-content.js';
 import type { RegistryContent } from '../registry/server.js';
 import type { Store } from '../store/index.js';
-import { openSource, parseSourceSpec, type OpenedSource } from './locations.js';
+import { noRegistry, openSource, parseSourceSpec, type OpenedSource } from './locations.js';
 import { storeContent } from './serve-store.js';
 
 export interface ServedContent {
@@ -44,9 +44,7 @@ export async function servedContent(sources: readonly string[], options: ServeOp
       if (parseSourceSpec(text).kind === 'registry') throw new UsageError(`serve ${text}: give oci:DIR, oci-archive:FILE or docker-archive:FILE (the store is served when no source is given)`);
       const source = await openSource(text, {
         platforms: 'all',
-        client: () => {
-          throw new UsageError('serve reads local images only');
-        },
+        client: noRegistry('serve reads local images only'),
       });
       opened.push(source);
       const first = source.images[0];
