@@ -7,5 +7,5 @@ nodeModule.enableCompileCache?.();
 // Imported after that call, so that it covers them; FERRY_TIMING=1 marks when Node got here.
 const { mark } = await import('../dist/io/timing.js');
 mark('node');
-const { main } = await import('../dist/cli/main.js');
-process.exitCode = await main(process.argv.slice(2));
+const { runAndExit } = await import('../dist/cli/main.js');
+await runAndExit(process.argv.slice(2));

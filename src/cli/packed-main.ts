@@ -1,7 +1,7 @@
 import { getAsset, getRawAsset } from 'node:sea';
 import { FerryError } from '../errors.js';
 import { usePackedBuild, type NativePartName, type PackedBuild } from '../io/native-parts.js';
-import { main } from './main.js';
+import { runAndExit } from './main.js';
 
 /**
  * The entry of the packed executable (`npm run pack` bundles this file into the SEA's one
@@ -32,7 +32,5 @@ function readPart(name: NativePartName): Uint8Array {
 
 const manifest = readManifest();
 usePackedBuild({ ...manifest, nodeVersion: process.version, read: readPart });
-// SEA main scripts are CommonJS: no top-level await.
-void main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-});
+// SEA main scripts are CommonJS: no top-level await. runAndExit never rejects (main reports every error).
+void runAndExit(process.argv.slice(2));

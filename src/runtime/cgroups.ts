@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { readFile, rmdir } from 'node:fs/promises';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import { sharesToWeight, type Resources } from './resources.js';
@@ -243,7 +243,8 @@ export async function removeContainerCgroups(id: string): Promise<void> {
   for (const procs of containerCgroups(id).procs) {
     const dir = join(procs, '..');
     try {
-      await rmdir(dir);
+      // Synchronous: one per controller at the end of every --rm run, each a thread-pool round trip otherwise.
+      rmdirSync(dir);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') continue;

@@ -1,5 +1,5 @@
-import { constants as fsConstants } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
@@ -135,9 +135,9 @@ function depth(path: string): number {
   return path.split('/').filter((c) => c !== '').length;
 }
 
-async function readHostFile(path: string): Promise<string> {
+function readHostFile(path: string): string {
   try {
-    return await readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
     throw err;
@@ -151,9 +151,9 @@ async function readHostFile(path: string): Promise<string> {
  * metadata, so the merged directory looks exactly as in the image.
  */
 async function makeInitLayer(initDir: string, layers: readonly string[]): Promise<void> {
-  await mkdir(initDir, { mode: 0o755 });
+  mkdirSync(initDir, { mode: 0o755 });
   for (const dir of ['proc', 'sys', 'dev']) {
-    if ((await lookupLayered(layers, `/${dir}`, false)) === undefined) await mkdir(join(initDir, dir), { mode: 0o755 });
+    if ((await lookupLayered(layers, `/${dir}`, false)) === undefined) mkdirSync(join(initDir, dir), { mode: 0o755 });
   }
   const etc = await lookupLayered(layers, '/etc', false);
   if (etc !== undefined && !etc.stat.isDirectory()) return; // a symlinked /etc: the launcher resolves inside the root
@@ -161,39 +161,39 @@ async function makeInitLayer(initDir: string, layers: readonly string[]): Promis
   for (const f of ['hosts', 'hostname', 'resolv.conf']) if ((await lookupLayered(layers, `/etc/${f}`, false)) === undefined) missing.push(f);
   if (missing.length === 0) return;
   const etcDir = join(initDir, 'etc');
-  await mkdir(etcDir, { mode: 0o755 });
-  for (const f of missing) await writeFile(join(etcDir, f), '', { mode: 0o644 });
+  mkdirSync(etcDir, { mode: 0o755 });
+  for (const f of missing) writeFileSync(join(etcDir, f), '', { mode: 0o644 });
   if (etc !== undefined) {
-    await chown(etcDir, etc.stat.uid, etc.stat.gid);
-    await chmod(etcDir, etc.stat.mode & 0o7777);
-    await utimes(etcDir, etc.stat.atime, etc.stat.mtime);
+    chownSync(etcDir, etc.stat.uid, etc.stat.gid);
+    chmodSync(etcDir, etc.stat.mode & 0o7777);
+    utimesSync(etcDir, etc.stat.atime, etc.stat.mtime);
   }
 }
 
-async function writeNetworkFiles(record: ContainerRecord, root: string): Promise<void> {
+function writeNetworkFiles(record: ContainerRecord, root: string): void {
   const paths = containerPaths(root, record.id);
   const name = record.hostname;
   let hosts: string;
   let resolv: string;
   if (record.network === 'host') {
-    hosts = await readHostFile('/etc/hosts');
+    hosts = readHostFile('/etc/hosts');
     if (hosts !== '' && !hosts.endsWith('\n')) hosts += '\n';
     if (!hosts.split('\n').some((l) => l.split(/\s+/).slice(1).includes(name))) hosts += `127.0.0.1\t${name}\n`;
-    resolv = await readHostFile('/etc/resolv.conf');
+    resolv = readHostFile('/etc/resolv.conf');
   } else {
     hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t${name}\n`;
     resolv = record.network === 'private' && record.networkContainer === undefined && findSlirp4netns() !== undefined
-      ? privateResolvConf(await readHostFile('/etc/resolv.conf'))
+      ? privateResolvConf(readHostFile('/etc/resolv.conf'))
       : `# ferry: --network ${record.network}\n`;
   }
-  await writeFile(paths.hosts, hosts, { mode: 0o644 });
-  await writeFile(paths.hostname, `${name}\n`, { mode: 0o644 });
-  await writeFile(paths.resolvConf, resolv, { mode: 0o644 });
+  writeFileSync(paths.hosts, hosts, { mode: 0o644 });
+  writeFileSync(paths.hostname, `${name}\n`, { mode: 0o644 });
+  writeFileSync(paths.resolvConf, resolv, { mode: 0o644 });
 }
 
 /** Layer diff dirs of a container's image, top first (host paths). */
 async function imageLayerDirs(store: Store, record: ContainerRecord): Promise<string[]> {
-  const plan = JSON.parse(await readFile(containerPaths(store.root, record.id).rootfsPlan, 'utf8')) as { chainIds: string[] };
+  const plan = JSON.parse(readFileSync(containerPaths(store.root, record.id).rootfsPlan, 'utf8')) as { chainIds: string[] };
   return [...plan.chainIds].reverse().map((c) => store.layers.diffDir(parseDigest(c, `container ${record.name} layer`)));
 }
 
@@ -337,17 +337,14 @@ export async function createContainer(store: Store, options: RunOptions): Promis
       await writeRecord(store.root, record);
     });
     mark('record');
-    // Independent files of one new directory: made at once (a start waits for each round trip).
-    // Every one settles before a failure is handled, so the cleanup below races none of them.
-    const made = await Promise.allSettled([
-      writeFile(paths.imageManifest, image.rawManifest, { mode: 0o600 }),
-      writeFile(paths.imageConfig, image.rawConfig, { mode: 0o600 }),
-      ...(seccompProfile !== undefined ? [writeFile(paths.seccomp, seccompProfile, { mode: 0o600 })] : []),
-      ...[paths.upper, paths.work, paths.rootfs].map((d) => mkdir(d, { mode: 0o755 })),
-      makeInitLayer(paths.init, layers),
-      writeNetworkFiles(record, store.root),
-    ]);
-    for (const r of made) if (r.status === 'rejected') throw r.reason;
+    // Small files of one new directory, written synchronously: each async call is a thread-pool
+    // round trip, which on a busy machine costs more than the write itself (issue 16).
+    writeFileSync(paths.imageManifest, image.rawManifest, { mode: 0o600 });
+    writeFileSync(paths.imageConfig, image.rawConfig, { mode: 0o600 });
+    if (seccompProfile !== undefined) writeFileSync(paths.seccomp, seccompProfile, { mode: 0o600 });
+    for (const d of [paths.upper, paths.work, paths.rootfs]) mkdirSync(d, { mode: 0o755 });
+    await makeInitLayer(paths.init, layers);
+    writeNetworkFiles(record, store.root);
     mark('files');
   } catch (err) {
     await removeContainerFiles(store, id);
@@ -389,7 +386,7 @@ function outbound(): { slirp4netns?: string } {
 
 async function pathExists(path: string): Promise<boolean> {
   try {
-    await lstat(path);
+    lstatSync(path);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -401,14 +398,14 @@ async function pathExists(path: string): Promise<boolean> {
 async function confinement(store: Store, record: ContainerRecord, cgroups: readonly string[]): Promise<{ capabilities: bigint; seccomp?: Buffer; cgroups: readonly string[]; noNewPrivileges: boolean }> {
   const security = securityOf(record.security);
   const path = containerPaths(store.root, record.id).seccomp;
-  const profile = security.seccomp === 'profile' ? await readFile(path, 'utf8') : undefined;
+  const profile = security.seccomp === 'profile' ? readFileSync(path, 'utf8') : undefined;
   return { ...(await launchSecurity(security, profile, `the seccomp profile of container ${record.name}`)), cgroups, noNewPrivileges: security.noNewPrivileges };
 }
 
 /** Start the container's init through the launcher: every start (run, start, a restart by the supervisor) comes here. */
 export async function launchRecord(store: Store, record: ContainerRecord, stdio: [LaunchStdio, LaunchStdio, LaunchStdio]): Promise<Launched> {
   const paths = containerPaths(store.root, record.id);
-  const plan = JSON.parse(await readFile(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
+  const plan = JSON.parse(readFileSync(paths.rootfsPlan, 'utf8')) as { lowerDirs: string[] };
   const rel = (p: string): string => relative(store.root, p);
   const security = securityOf(record.security);
   const { cgroups, ops: cgroupOps } = planContainerCgroups(record.id, { privileged: security.privileged, resources: record.resources ?? {} });
@@ -627,7 +624,7 @@ function signalSupervisor(info: ContainerInfo, signal: NodeJS.Signals): void {
 
 /** Stopped by hand: its supervisor does not restart it, and `unless-stopped` stays down at boot. */
 async function markStopped(root: string, id: string): Promise<void> {
-  await writeFile(containerPaths(root, id).stopped, `${new Date().toISOString()}\n`, { mode: 0o644 });
+  writeFileSync(containerPaths(root, id).stopped, `${new Date().toISOString()}\n`, { mode: 0o644 });
 }
 
 /** Stop one run: StopSignal, SIGKILL after the timeout. */
@@ -777,17 +774,19 @@ async function removeAutoRemoved(store: Store, record: ContainerRecord): Promise
 async function removeContainerFiles(store: Store, id: string): Promise<void> {
   const dir = containerPaths(store.root, id).dir;
   const trash = join(store.tmpDir, ownedName('container'));
-  await mkdir(store.tmpDir, { recursive: true });
+  mkdirSync(store.tmpDir, { recursive: true });
   const moved = await store.lock.with(async () => {
     try {
-      await rename(dir, trash);
+      renameSync(dir, trash);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
   });
-  if (moved) await rm(trash, { recursive: true, force: true });
+  // Synchronous: the async rm walks the tree in a thread-pool round trip per entry, the last
+  // thing every --rm run waits for (issue 16).
+  if (moved) rmSync(trash, { recursive: true, force: true });
   await removeContainerCgroups(id);
 }
 

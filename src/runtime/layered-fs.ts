@@ -1,5 +1,5 @@
-import { constants as fsConstants, type Stats } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { constants as fsConstants, lstatSync, readlinkSync, type Stats } from 'node:fs';
+import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { nativeFs } from '../io/native.js';
@@ -33,9 +33,10 @@ function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException).code;
 }
 
-async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+/** Synchronous, as the link reads below: a start probes a few paths in every layer, and each async call is a thread-pool round trip. */
+function lstatOrUndefined(path: string): Stats | undefined {
   try {
-    return await lstat(path);
+    return lstatSync(path);
   } catch (err) {
     if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return undefined;
     throw err;
@@ -61,7 +62,7 @@ export async function lookupChild(dirLayers: readonly string[], rel: string, nam
   let found: LayeredEntry | undefined;
   for (const layer of dirLayers) {
     const hostPath = join(layer, childRel);
-    const st = await lstatOrUndefined(hostPath);
+    const st = lstatOrUndefined(hostPath);
     if (st === undefined) continue;
     if (found === undefined) {
       if (isWhiteout(st)) return undefined;
@@ -87,7 +88,7 @@ function components(path: string): string[] {
 export async function lookupLayered(layers: readonly string[], path: string, follow = true): Promise<LayeredEntry | undefined> {
   const top = layers[0];
   if (top === undefined) return undefined;
-  const root: LayeredEntry = { hostPath: top, stat: await lstat(top), dirLayers: [...layers] };
+  const root: LayeredEntry = { hostPath: top, stat: lstatSync(top), dirLayers: [...layers] };
   let todo = components(path);
   // dirs[i] is the merged directory of resolved[0..i): every resolved component is a directory.
   let dirs: LayeredEntry[] = [root];
@@ -108,7 +109,7 @@ export async function lookupLayered(layers: readonly string[], path: string, fol
       if (++hops > MAX_SYMLINKS) {
         throw new FerryError('UNSAFE_PATH', `${path}: too many levels of symbolic links in the image`);
       }
-      const target = await readlink(entry.hostPath);
+      const target = readlinkSync(entry.hostPath);
       if (target.startsWith('/')) {
         resolved = [];
         dirs = [root];

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, UsageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { pathExists, writeFileAtomic } from '../io/atomic-file.js';
+import { pathExists, writeFileAtomicSync } from '../io/atomic-file.js';
 import type { ContainerProcessConfig } from './container-spec.js';
 import type { LaunchBind, LaunchTmpfs, PortMapping } from './launcher.js';
 import type { HealthOnFailure, HealthState, HealthcheckConfig } from './healthcheck.js';
@@ -244,7 +243,8 @@ export function isAlive(pid: number, start: string): boolean {
 async function readJson<T>(path: string, what: string): Promise<T | undefined> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // Synchronous, as every read of a container's small files: ps and each start read all of them.
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new FerryError('IO_ERROR', `read ${what} (${path}): ${(err as Error).message}`, { cause: err });
@@ -257,18 +257,18 @@ async function readJson<T>(path: string, what: string): Promise<T | undefined> {
 }
 
 export async function writeRecord(root: string, record: ContainerRecord): Promise<void> {
-  await writeFileAtomic(containerPaths(root, record.id).config, `${JSON.stringify(record, null, 2)}\n`, 0o600);
+  writeFileAtomicSync(containerPaths(root, record.id).config, `${JSON.stringify(record, null, 2)}\n`, 0o600);
 }
 
 export async function writeRunState(root: string, id: string, state: ContainerRunState): Promise<void> {
-  await writeFileAtomic(containerPaths(root, id).state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
+  writeFileAtomicSync(containerPaths(root, id).state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
 }
 
 /** The recorded exit status, when the monitor wrote one. */
 async function readExit(path: string): Promise<{ code: number; at: string; oom: boolean } | undefined> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
@@ -277,7 +277,7 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   const [codeText = '', flag] = text.trim().split(' ');
   const code = Number(codeText);
   if (codeText === '' || !Number.isInteger(code)) return undefined;
-  return { code, at: (await stat(path)).mtime.toISOString(), oom: flag === 'oom' };
+  return { code, at: statSync(path).mtime.toISOString(), oom: flag === 'oom' };
 }
 
 
@@ -309,7 +309,7 @@ export async function loadContainer(root: string, id: string): Promise<Container
 export async function listContainers(root: string): Promise<ContainerInfo[]> {
   let ids: string[];
   try {
-    ids = await readdir(containersDir(root));
+    ids = readdirSync(containersDir(root));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;

@@ -1,5 +1,5 @@
-import { createReadStream, statSync } from 'node:fs';
-import { open, readdir, readFile, rm } from 'node:fs/promises';
+import { createReadStream, readFileSync, readdirSync, statSync } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
@@ -96,7 +96,8 @@ export class BlobStore {
     const st = await this.stat(digest);
     if (st === undefined) throw new FerryError('NOT_FOUND', `blob ${digest} is not in the store`, { hint: 'import the image again, or run ferry fsck' });
     if (st.size > maxBytes) throw new FerryError('STORE_ERROR', `blob ${digest}: ${st.size} bytes is over the ${maxBytes}-byte limit for this read`);
-    const bytes = await readFile(this.path(digest));
+    // Synchronous: a few small files per command, each async read four thread-pool round trips.
+    const bytes = readFileSync(this.path(digest));
     if (digestOf(bytes, digestAlgorithm(digest)) !== digest) {
       throw new FerryError('DIGEST_MISMATCH', `blob ${digest} in the store is corrupt: its bytes hash differently`, { hint: 'run ferry fsck --repair, then import the image again' });
     }
@@ -213,7 +214,7 @@ export class BlobStore {
 
 export async function readdirOrEmpty(dir: string): Promise<string[]> {
   try {
-    return await readdir(dir);
+    return readdirSync(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;

@@ -1,4 +1,5 @@
-import { readFile, rename } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
@@ -67,7 +68,7 @@ export class RefStore {
   async list(): Promise<RefEntry[]> {
     let text: string;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = readFileSync(this.path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;

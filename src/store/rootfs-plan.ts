@@ -1,8 +1,8 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
+import { writeFileAtomicSync } from '../io/atomic-file.js';
 import { chainIds, shortLinkOf } from './layers.js';
 import type { Store } from './store.js';
 
@@ -69,8 +69,8 @@ export async function claimRootfs(store: Store, containerId: string, diffIds: re
       }
       await store.layers.ensureLink(chainId, meta.link);
     }
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    await writeFileAtomic(join(dir, 'rootfs.json'), `${JSON.stringify(plan, null, 2)}\n`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileAtomicSync(join(dir, 'rootfs.json'), `${JSON.stringify(plan, null, 2)}\n`);
   });
   return plan;
 }

@@ -1,5 +1,6 @@
+import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
+import { open, readdir, rm, unlink } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
@@ -146,10 +147,7 @@ export class Store {
 
   /** Entries in tmp/ left by processes that are gone (crashed imports). */
   async deadTmpEntries(): Promise<string[]> {
-    const names = await readdir(this.tmpDir).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [] as string[];
-      throw err;
-    });
+    const names = await readdirOrEmpty(this.tmpDir);
     return names.filter((n) => {
       const owner = ownerOf(n);
       return owner === undefined || !isOwnerAlive(owner);
@@ -188,10 +186,11 @@ export async function openStore(options: OpenStoreOptions = {}): Promise<Store> 
   const store = new Store(root, options.lockTimeoutMs);
   if (options.readOnly) return store;
   try {
-    await mkdir(root, { recursive: true, mode: 0o700 });
     // layers/ holds setuid files and devices of images: private to root (or the rootless user).
-    // At once: every command (a container start too) opens the store, and these are independent.
-    await Promise.all(['blobs', 'layers', 'l', 'tmp', 'containers'].map((dir) => mkdir(join(root, dir), { recursive: true, mode: 0o700 })));
+    // Synchronous: every command (a container start too) opens the store, and an async mkdir is a
+    // thread-pool round trip that costs more than the syscall on a busy machine.
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    for (const dir of ['blobs', 'layers', 'l', 'tmp', 'containers']) mkdirSync(join(root, dir), { recursive: true, mode: 0o700 });
   } catch (err) {
     throw new FerryError('STORE_ERROR', `open store ${root}: ${messageOf(err)}`, {
       cause: err,
