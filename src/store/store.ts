@@ -6,7 +6,6 @@ import type { Readable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { BlobStore, readdirOrEmpty, type IngestOptions, type IngestResult } from './blobs.js';
-import { danglingLinks } from './gc.js';
 import { LayerStore, shortLinkOf, type UnpackLayerOptions, type UnpackLayerResult } from './layers.js';
 import { StoreLock } from './lock.js';
 import { isOwnerAlive, ownedName, ownerOf } from './owner.js';
@@ -172,6 +171,8 @@ export class Store {
     const want = new Set(ids.map((hex) => shortLinkOf(`sha256:${hex}` as Digest)));
     const have = await readdirOrEmpty(this.layers.linkDir);
     if (have.length === want.size && have.every((name) => want.has(name))) return;
+    // gc.js (and the compressed cache, zlib and zstd it brings) loads only here: not on every start.
+    const { danglingLinks } = await import('./gc.js');
     await this.lock.with(async () => {
       for (const name of await danglingLinks(this)) await rm(join(this.layers.linkDir, name), { force: true });
       const present = new Set(await readdirOrEmpty(this.layers.linkDir));
