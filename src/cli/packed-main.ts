@@ -1,6 +1,7 @@
 import { getAsset, getRawAsset } from 'node:sea';
 import { FerryError } from '../errors.js';
 import { usePackedBuild, type NativePartName, type PackedBuild } from '../io/native-parts.js';
+import { mark } from '../io/timing.js';
 import { runAndExit } from './main.js';
 
 /**
@@ -30,6 +31,8 @@ function readPart(name: NativePartName): Uint8Array {
   return typeof raw === 'string' ? Buffer.from(raw, 'utf8') : new Uint8Array(raw);
 }
 
+// FERRY_TIMING=1: Node (and the bundled script's static imports) got here; main() marks the rest.
+mark('node');
 const manifest = readManifest();
 usePackedBuild({ ...manifest, nodeVersion: process.version, read: readPart });
 // SEA main scripts are CommonJS: no top-level await. runAndExit never rejects (main reports every error).
