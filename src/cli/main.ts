@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { keepYoungGenerationSmall } from '../io/heap.js';
 import { versionText } from '../io/native-parts.js';
 import { mark } from '../io/timing.js';
 import { reportError } from './output.js';
@@ -55,6 +56,7 @@ function collect(value: string, previous: string[] | undefined): string[] {
 
 /** Run the CLI; resolves to the process exit code. Never throws. */
 export async function main(argv: string[]): Promise<number> {
+  keepYoungGenerationSmall();
   try {
     mark('main');
     const program = buildProgram(await loadCommands(commandName(argv)));
