@@ -85,11 +85,12 @@ class ZstdCompressStream extends Transform {
   }
 
   override _read(size: number): void {
+    // Owed until something is pushed, also when asked between chunks: Readable asks only once.
+    this.readRequested = true;
     if (this.done === undefined) {
       super._read(size);
       return;
     }
-    this.readRequested = true;
     if (!this.pumping) this.pump();
   }
 
@@ -102,6 +103,8 @@ class ZstdCompressStream extends Transform {
     this.pumping = true;
     try {
       for (;;) {
+        // A new input chunk (Transform writes one when the last call pushed nothing) waits while the reader is full.
+        if (this.readableLength >= this.readableHighWaterMark && !this.readRequested) break; // _read resumes
         const out = (this.out ??= Buffer.allocUnsafe(this.outSize));
         const [ret, produced, consumed] = this.cctx.compressStream2(out, this.src!, directive);
         this.src = this.src!.subarray(consumed);
@@ -128,15 +131,13 @@ class ZstdCompressStream extends Transform {
     this.pumping = false;
     if (failure === undefined && !finished) return;
     this.src = this.done = undefined;
-    const wanted = this.readRequested;
-    this.readRequested = false;
     if (failure !== undefined) {
       done(failure as Error);
       return;
     }
     done();
     // As in the decompressor: a read still owed must release the write callback Transform parked.
-    if (wanted && !this.ending) super._read(this.readableHighWaterMark);
+    if (this.readRequested && !this.ending) super._read(this.readableHighWaterMark);
   }
 }
 

@@ -133,7 +133,10 @@ describe('zstd window limit', () => {
 describe('zstdCompressStream', () => {
   it('writes the bytes zstd-napi writes, whatever the input chunking and reader speed, and holds back its output', async () => {
     // Random data does not compress: with two workers a job's end hands out megabytes at once.
-    const input = Buffer.concat([randomBytes(24 << 20), plain.subarray(0, 8 << 20)]);
+    // Not a whole number of zstd jobs (2 MiB here): input that ends exactly at a job's end gets
+    // its last block from worker timing, in zstd-napi's stream as in ours (an empty last block, 3
+    // bytes, or none), so only such a size gives the same bytes every time.
+    const input = Buffer.concat([randomBytes(24 << 20), plain.subarray(0, (8 << 20) + 12345)]);
     const { CompressStream } = createRequire(import.meta.url)('zstd-napi') as typeof import('zstd-napi');
     const options = { level: 3, windowLog: 20, long: true, workers: 2 };
     const collect = async (stream: Transform, piece: number, slow: boolean): Promise<{ bytes: Buffer; most: number }> => {
@@ -144,7 +147,8 @@ describe('zstdCompressStream', () => {
       await pipeline(Readable.from(chunks), stream, async (source: AsyncIterable<Buffer>) => {
         for await (const chunk of source) {
           out.push(chunk);
-          most = Math.max(most, stream.readableLength + chunk.length);
+          // The iterator takes all that is queued at once: a chunk is what the stream held.
+          most = Math.max(most, chunk.length);
           if (slow) await new Promise((resolve) => setImmediate(resolve));
         }
       });
@@ -158,10 +162,8 @@ describe('zstdCompressStream', () => {
     for (const piece of [4096, 65536, 1 << 20]) {
       const ours = await collect(zstdCompressStream(options), piece, true);
       expect(sha256(ours.bytes)).toBe(sha256(theirs.bytes));
-      // What the stream queues up to its high-water mark (one 128 KiB output buffer), one more
-      // buffer pushed past it, and the chunk in the reader's hands (zstd-napi's own stream: 2 MB
-      // here, measured).
-      expect(ours.most).toBeLessThanOrEqual(3 * 132 * 1024);
+      // A few 128 KiB output buffers (measured: 3 at most; zstd-napi's own stream: 2 MB here).
+      expect(ours.most).toBeLessThanOrEqual(4 * 132 * 1024);
     }
     await writeFile(join(dir, 'ours.zst'), theirs.bytes);
     const { stdout } = await run('sh', ['-c', `zstd -q -d --long=27 -c ${join(dir, 'ours.zst')} | sha256sum`]);
