@@ -45,8 +45,10 @@ export function zstdCompressStream(options: ZstdOptions = {}): Transform {
  * below does. zstd-napi's CompressStream pushes everything a call produces, and with workers a
  * call at a job's end (or the frame's end) hands out whole jobs of output at once (8 MiB each at
  * level 9), and each push kept a fresh 128 KiB buffer however few bytes it held. Here output goes
- * out one buffer at a time as the reader wants it, small outputs copied out of the reused buffer. The same input gives the same bytes: the frame
- * depends on the input and the parameters, not on when the calls are made.
+ * out one buffer at a time as the reader wants it, small outputs copied out of the reused buffer.
+ * The bytes are zstd-napi's for the same input: the calls and their input are the same, only
+ * their timing differs. (With workers, as there, an input that ends exactly at a job's end gets
+ * an empty last block or none by worker timing; a tar that long is a 1 in 16384 chance at level 9.)
  */
 class ZstdCompressStream extends Transform {
   private readonly cctx = new (binding().CCtx)();
@@ -57,7 +59,7 @@ class ZstdCompressStream extends Transform {
   private ending = false;
   private done: TransformCallback | undefined;
   private pumping = false;
-  /** The reader asked for more and nothing was pushed since (push() can call _read synchronously). */
+  /** The reader asked for more and nothing was pushed since. */
   private readRequested = false;
 
   constructor(options: ZstdOptions) {
