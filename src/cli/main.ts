@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { keepYoungGenerationSmall } from '../io/heap.js';
 import { versionText } from '../io/native-parts.js';
 import { mark } from '../io/timing.js';
 import { reportError } from './output.js';
@@ -76,6 +77,7 @@ export async function runAndExit(argv: string[]): Promise<never> {
 
 /** Run the CLI; resolves to the process exit code. Never throws. */
 export async function main(argv: string[]): Promise<number> {
+  keepYoungGenerationSmall();
   try {
     mark('main');
     const program = buildProgram(await loadCommands(commandName(argv)));

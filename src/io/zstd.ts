@@ -37,15 +37,113 @@ export interface ZstdOptions {
 export const ZSTD_MAX_LEVEL = 22;
 
 export function zstdCompressStream(options: ZstdOptions = {}): Transform {
-  const params: ConstructorParameters<typeof ZstdNapi.CompressStream>[0] = {
-    compressionLevel: options.level ?? 3,
-    enableLongDistanceMatching: options.long ?? false,
-    nbWorkers: options.workers ?? 0,
-    checksumFlag: true,
-  };
-  if (options.windowLog !== undefined) params.windowLog = options.windowLog;
-  return new (napi().CompressStream)(params);
+  return new ZstdCompressStream(options);
 }
+
+/**
+ * Streaming compression that honours backpressure inside one input chunk, as the decompressor
+ * below does. zstd-napi's CompressStream pushes everything a call produces, and with workers a
+ * call at a job's end (or the frame's end) hands out whole jobs of output at once (8 MiB each at
+ * level 9), and each push kept a fresh 128 KiB buffer however few bytes it held. Here output goes
+ * out one buffer at a time as the reader wants it, small outputs copied out of the reused buffer.
+ * The bytes are zstd-napi's for the same input: the calls and their input are the same, only
+ * their timing differs. (With workers, as there, an input that ends exactly at a job's end gets
+ * an empty last block or none by worker timing; a tar that long is a 1 in 16384 chance at level 9.)
+ */
+class ZstdCompressStream extends Transform {
+  private readonly cctx = new (binding().CCtx)();
+  private readonly outSize = binding().cStreamOutSize();
+  private out: Buffer | undefined;
+  /** The input being compressed and its callback (a write's, or the flush's), while the reader is full. */
+  private src: Buffer | undefined;
+  private ending = false;
+  private done: TransformCallback | undefined;
+  private pumping = false;
+  /** The reader asked for more and nothing was pushed since. */
+  private readRequested = false;
+
+  constructor(options: ZstdOptions) {
+    super({ readableHighWaterMark: binding().cStreamOutSize() });
+    const { CParameter } = binding();
+    // The order zstd-napi set them in.
+    this.cctx.setParameter(CParameter.compressionLevel, options.level ?? 3);
+    this.cctx.setParameter(CParameter.enableLongDistanceMatching, options.long === true ? 1 : 0);
+    this.cctx.setParameter(CParameter.nbWorkers, options.workers ?? 0);
+    this.cctx.setParameter(CParameter.checksumFlag, 1);
+    if (options.windowLog !== undefined) this.cctx.setParameter(CParameter.windowLog, options.windowLog);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.src = chunk;
+    this.done = done;
+    this.pump();
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.src = EMPTY;
+    this.ending = true;
+    this.done = done;
+    this.pump();
+  }
+
+  override _read(size: number): void {
+    // Owed until something is pushed, also when asked between chunks: Readable asks only once.
+    this.readRequested = true;
+    if (this.done === undefined) {
+      super._read(size);
+      return;
+    }
+    if (!this.pumping) this.pump();
+  }
+
+  private pump(): void {
+    const done = this.done!;
+    const { EndDirective } = binding();
+    const directive = this.ending ? EndDirective.end : EndDirective.continue;
+    let finished = false;
+    let failure: unknown;
+    this.pumping = true;
+    try {
+      for (;;) {
+        // A new input chunk (Transform writes one when the last call pushed nothing) waits while the reader is full.
+        if (this.readableLength >= this.readableHighWaterMark && !this.readRequested) break; // _read resumes
+        const out = (this.out ??= Buffer.allocUnsafe(this.outSize));
+        const [ret, produced, consumed] = this.cctx.compressStream2(out, this.src!, directive);
+        this.src = this.src!.subarray(consumed);
+        let room = true;
+        if (produced > 0) {
+          this.readRequested = false;
+          // A nearly full buffer goes as it is; a few bytes are copied out, the buffer reused.
+          let chunk: Buffer;
+          if (produced >= this.outSize / 2) {
+            chunk = out.subarray(0, produced);
+            this.out = undefined;
+          } else chunk = Buffer.from(out.subarray(0, produced));
+          room = this.push(chunk);
+        }
+        if (this.src.length === 0 && (!this.ending || ret === 0)) {
+          finished = true;
+          break;
+        }
+        if (!room && !this.readRequested) break; // _read resumes
+      }
+    } catch (err) {
+      failure = err;
+    }
+    this.pumping = false;
+    if (failure === undefined && !finished) return;
+    this.src = this.done = undefined;
+    if (failure !== undefined) {
+      done(failure as Error);
+      return;
+    }
+    done();
+    // As in the decompressor: a read still owed must release the write callback Transform parked.
+    if (this.readRequested && !this.ending) super._read(this.readableHighWaterMark);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
 
 /** One compressor per level for zstdCompress: a context is megabytes to set up, and reused it is not. */
 const oneShot = new Map<number, InstanceType<typeof ZstdNapi.Compressor>>();

@@ -2,12 +2,13 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { createRequire } from 'node:module';
+import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
-import { zstdDecompressStream, zstdFrameWindowLog } from '../../src/io/zstd.js';
+import { zstdCompressStream, zstdDecompressStream, zstdFrameWindowLog } from '../../src/io/zstd.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -126,5 +127,46 @@ describe('zstd window limit', () => {
     expect(out).toEqual([]);
     await drain(30);
     expect(Buffer.concat(out).toString()).toBe('x'.repeat(1000));
+  });
+});
+
+describe('zstdCompressStream', () => {
+  it('writes the bytes zstd-napi writes, whatever the input chunking and reader speed, and holds back its output', async () => {
+    // Random data does not compress: with two workers a job's end hands out megabytes at once.
+    // Not a whole number of zstd jobs (2 MiB here): input that ends exactly at a job's end gets
+    // its last block from worker timing, in zstd-napi's stream as in ours (an empty last block, 3
+    // bytes, or none), so only such a size gives the same bytes every time.
+    const input = Buffer.concat([randomBytes(24 << 20), plain.subarray(0, (8 << 20) + 12345)]);
+    const { CompressStream } = createRequire(import.meta.url)('zstd-napi') as typeof import('zstd-napi');
+    const options = { level: 3, windowLog: 20, long: true, workers: 2 };
+    const collect = async (stream: Transform, piece: number, slow: boolean): Promise<{ bytes: Buffer; most: number }> => {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < input.length; i += piece) chunks.push(input.subarray(i, i + piece));
+      const out: Buffer[] = [];
+      let most = 0;
+      await pipeline(Readable.from(chunks), stream, async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) {
+          out.push(chunk);
+          // The iterator takes all that is queued at once: a chunk is what the stream held.
+          most = Math.max(most, chunk.length);
+          if (slow) await new Promise((resolve) => setImmediate(resolve));
+        }
+      });
+      return { bytes: Buffer.concat(out), most };
+    };
+    const theirs = await collect(
+      new CompressStream({ compressionLevel: options.level, enableLongDistanceMatching: true, nbWorkers: options.workers, checksumFlag: true, windowLog: options.windowLog }),
+      65536,
+      true,
+    );
+    for (const piece of [4096, 65536, 1 << 20]) {
+      const ours = await collect(zstdCompressStream(options), piece, true);
+      expect(sha256(ours.bytes)).toBe(sha256(theirs.bytes));
+      // A few 128 KiB output buffers (measured: 3 at most; zstd-napi's own stream: 2 MB here).
+      expect(ours.most).toBeLessThanOrEqual(4 * 132 * 1024);
+    }
+    await writeFile(join(dir, 'ours.zst'), theirs.bytes);
+    const { stdout } = await run('sh', ['-c', `zstd -q -d --long=27 -c ${join(dir, 'ours.zst')} | sha256sum`]);
+    expect(stdout.split(' ')[0]).toBe(sha256(input));
   });
 });
