@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { Digester, digestAlgorithm, type Digest } from '../oci/digest.js';
 import { chain } from '../io/layer-forms.js';
+import { markVerified } from '../io/verify-digest.js';
 import { ZSTD_FRAME_HEADER_MAX, ZSTD_MAGIC, ZSTD_WINDOW_LOG_LIMIT, ZSTD_WINDOW_LOG_MAX, zstdDecompressStream, zstdFrameWindowLog } from '../io/zstd.js';
 import {
   HEADER_ENTRY,
@@ -281,7 +282,7 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
           );
         }
       };
-      const stream = new LazyReadable(verified);
+      const stream = markVerified(new LazyReadable(verified), digest);
       yield { type: 'blob', digest, size: blob.size, mediaType: blob.mediaType, kind: blob.kind, encoding: blob.encoding, stream };
       // Untouched: it is skipped, and must never read later (the tar has moved on). Abandoned
       // midway: wait until it has let go of the tar, then the rest of the body is skipped.
