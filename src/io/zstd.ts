@@ -375,12 +375,14 @@ function zstdWorkerMain(load: (id: string) => unknown, setup: WorkerSetup): void
   });
 }
 
-/** Output buffers of the worker: larger than zstd's block-sized default, so fewer messages cross threads. */
+/** Output buffers of the worker: far larger than zstd's block-sized default, so fewer messages cross threads. */
 const THREAD_OUT_SIZE = 256 * 1024;
 /** Output buffers in flight beyond the stream's own buffer. */
 const THREAD_BUFFERS = 4;
-/** Input chunks handed to the worker before the writer waits. */
+/** Input messages handed to the worker before the writer waits (chunks written meanwhile go together in the next). */
 const THREAD_INPUTS = 4;
+/** Input buffers the worker gave back are used again up to this size (bundle file reads are 64 KiB). */
+const THREAD_IN_SIZE = 256 * 1024;
 
 /**
  * ZstdDecompressStream's work on a worker thread: the calling thread only moves buffers, so what
@@ -393,6 +395,8 @@ class ZstdThreadDecompressStream extends Duplex {
   private readonly what: string;
   private head: Buffer = Buffer.alloc(0);
   private inputsQueued = 0;
+  /** Input buffers back from the worker, to copy the next chunks into. */
+  private readonly spare: Buffer[] = [];
   private writeDone: ((err?: Error | null) => void) | undefined;
   private finalDone: ((err?: Error | null) => void) | undefined;
   /** Buffers owed for outputs pushed while the reader was full, sent when it reads again. */
@@ -425,6 +429,7 @@ class ZstdThreadDecompressStream extends Duplex {
         return;
       case 'consumed': {
         this.inputsQueued--;
+        if (msg.bytes.buffer.byteLength === THREAD_IN_SIZE && this.spare.length < THREAD_INPUTS) this.spare.push(Buffer.from(msg.bytes.buffer));
         const done = this.writeDone;
         this.writeDone = undefined;
         done?.();
@@ -459,11 +464,22 @@ class ZstdThreadDecompressStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
-    if (this.head.length < ZSTD_FRAME_HEADER_MAX) this.head = Buffer.concat([this.head, chunk.subarray(0, ZSTD_FRAME_HEADER_MAX - this.head.length)]);
-    // A copy of its own to move: the chunk may be a view of a buffer its producer reuses.
-    const bytes = Buffer.allocUnsafeSlow(chunk.length);
-    chunk.copy(bytes);
-    this.send({ type: 'input', bytes }, [bytes.buffer as ArrayBuffer]);
+    this._writev([{ chunk }], done);
+  }
+
+  /** The chunks written while the worker was busy, moved to it as one message. */
+  override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
+    let length = 0;
+    for (const { chunk } of chunks) length += chunk.length;
+    if (this.head.length < ZSTD_FRAME_HEADER_MAX) {
+      const first = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk));
+      this.head = Buffer.concat([this.head, first.subarray(0, ZSTD_FRAME_HEADER_MAX - this.head.length)]);
+    }
+    // A copy of its own to move: a chunk may be a view of a buffer its producer reuses.
+    const buffer = length <= THREAD_IN_SIZE ? (this.spare.pop() ?? Buffer.allocUnsafeSlow(THREAD_IN_SIZE)) : Buffer.allocUnsafeSlow(length);
+    let at = 0;
+    for (const { chunk } of chunks) at += chunk.copy(buffer, at);
+    this.send({ type: 'input', bytes: buffer.subarray(0, length) }, [buffer.buffer as ArrayBuffer]);
     this.inputsQueued++;
     if (this.inputsQueued < THREAD_INPUTS) done();
     else this.writeDone = done;
