@@ -176,3 +176,35 @@ describe('zstdCompressStream', () => {
     expect(stdout.split(' ')[0]).toBe(sha256(input));
   });
 });
+
+describe('zstdDecompressStreamOnThread: its thread', () => {
+  const ports = (): number => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
+  async function until(check: () => boolean): Promise<void> {
+    for (let i = 0; i < 200 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(check()).toBe(true);
+  }
+
+  /** The count once threads of earlier tests have stopped (their streams were destroyed, and a thread stops asynchronously). */
+  async function settled(): Promise<number> {
+    let last = ports();
+    for (let same = 0; same < 20; ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const now = ports();
+      same = now === last ? same + 1 : 0;
+      last = now;
+    }
+    return last;
+  }
+
+  it('is stopped when the stream ends and when it is abandoned midway, so it never keeps the process alive', async () => {
+    const before = await settled();
+    await pipeline(Readable.from([compressed]), zstdDecompressStreamOnThread(), new Writable({ write: (_c, _e, done) => done() }));
+    await until(() => ports() === before);
+    const stream = zstdDecompressStreamOnThread();
+    stream.write(compressed.subarray(0, 64 * 1024));
+    await new Promise((resolve) => stream.once('readable', resolve));
+    expect(ports()).toBeGreaterThan(before);
+    stream.destroy();
+    await until(() => ports() === before);
+  });
+});
