@@ -471,6 +471,11 @@ class ZstdThreadDecompressStream extends Duplex {
   override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
     let length = 0;
     for (const { chunk } of chunks) length += chunk.length;
+    if (length === 0) {
+      // Nothing to decode (and the decoder's answer to no input would read as a frame left open).
+      done();
+      return;
+    }
     if (this.head.length < ZSTD_FRAME_HEADER_MAX) {
       const first = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk));
       this.head = Buffer.concat([this.head, first.subarray(0, ZSTD_FRAME_HEADER_MAX - this.head.length)]);
