@@ -4,6 +4,7 @@ import {
   constants as fsConstants,
   fchmodSync,
   fchownSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -492,10 +493,10 @@ class Unpacker {
       this.setXattrs(path, entry, false);
       // After chown, which clears setuid/setgid (and file capabilities: xattrs go in between).
       fchmodSync(fd, entry.mode);
+      this.times(path, entry, fd);
     } finally {
       closeSync(fd);
     }
-    this.times(path, entry);
   }
 
   private async special(path: Buffer, entry: TarEntry): Promise<void> {
@@ -606,10 +607,19 @@ class Unpacker {
     return st.bavail * st.bsize;
   }
 
-  private times(path: Buffer, entry: TarEntry): void {
-    const mtime = boundTime(entry.mtime);
-    const atime = boundTime(laterTime(entry.atime, entry.mtime));
-    this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+  /**
+   * With the file's fd and whole-second times (nearly every tar entry), futimens on the fd: no
+   * path lookup. Node's futimes takes seconds as a double, exact only for whole seconds.
+   */
+  private times(path: Buffer, entry: TarEntry, fd?: number): void {
+    this.setTimes(path, entry.atime, entry.mtime, fd);
+  }
+
+  private setTimes(path: Buffer, atimeIn: TarTime | undefined, mtimeIn: TarTime, fd: number | undefined): void {
+    const mtime = boundTime(mtimeIn);
+    const atime = boundTime(laterTime(atimeIn, mtimeIn));
+    if (fd !== undefined && atime.nsec === 0 && mtime.nsec === 0) futimesSync(fd, atime.sec, mtime.sec);
+    else this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
   }
 
   /**
@@ -638,13 +648,9 @@ class Unpacker {
           else fchownSync(fd, meta.uid, meta.gid);
         }
         fchmodSync(fd, meta.mode);
+        if (meta.mtime !== undefined) this.setTimes(path, meta.atime, meta.mtime, fd);
       } finally {
         closeSync(fd);
-      }
-      if (meta.mtime !== undefined) {
-        const mtime = boundTime(meta.mtime);
-        const atime = boundTime(laterTime(meta.atime, meta.mtime));
-        this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
       }
     }
   }
