@@ -6,7 +6,7 @@ import type { Descriptor } from '../oci/descriptor.js';
 import type { Digest } from '../oci/digest.js';
 import type { Layer, OpenOptions } from '../oci/image.js';
 import { layerCompression } from '../oci/media-types.js';
-import { VerifyDigest } from './verify-digest.js';
+import { markVerified, VerifyDigest } from './verify-digest.js';
 import { zstdDecompressStream } from './zstd.js';
 
 /**
@@ -72,7 +72,7 @@ export function layerFromBlob(source: BlobLayerSource): Layer {
       // Refuse before opening: a blob stream opened and then abandoned would leak its file handle.
       if (layerCompression(descriptor.mediaType) === undefined) throw unsupportedLayer(descriptor.mediaType, what);
       const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, `${what} blob ${descriptor.digest}`);
-      return chain(tar, new VerifyDigest(diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` }));
+      return markVerified(chain(tar, new VerifyDigest(diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` })), diffId);
     },
   };
 }
@@ -93,9 +93,12 @@ export interface TarLayerSource {
 export function layerFromTar(source: TarLayerSource): Layer {
   const { descriptor, diffId, what } = source;
   const verifiedTar = async (options?: OpenOptions): Promise<Readable> =>
-    chain(
-      await source.openTar(options),
-      new VerifyDigest(diffId, source.tarSize === undefined ? { what: `${what} layer ${diffId}` } : { size: source.tarSize, what: `${what} layer ${diffId}` }),
+    markVerified(
+      chain(
+        await source.openTar(options),
+        new VerifyDigest(diffId, source.tarSize === undefined ? { what: `${what} layer ${diffId}` } : { size: source.tarSize, what: `${what} layer ${diffId}` }),
+      ),
+      diffId,
     );
   const layer: Layer = {
     descriptor,

@@ -1,4 +1,4 @@
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { Digester, digestAlgorithm, type Digest, type DigestAlgorithm } from '../oci/digest.js';
 
@@ -85,4 +85,23 @@ export class MeasureDigest extends Transform {
     if (this.result === undefined) throw new Error('MeasureDigest: digest read before the stream ended');
     return this.result;
   }
+}
+
+/** Streams whose own code checks them, and the digest each one is checked against. */
+const verifiedStreams = new WeakMap<Readable, Digest>();
+
+/**
+ * Called by the code that verifies `stream` (never by one that merely received it): the stream
+ * fails at its end, before it ends, unless its bytes hash to `digest`. A consumer that would
+ * hash the same bytes against the same digest (the store's unpack) can skip its own hash then;
+ * any other stream it hashes itself.
+ */
+export function markVerified<T extends Readable>(stream: T, digest: Digest): T {
+  verifiedStreams.set(stream, digest);
+  return stream;
+}
+
+/** The digest `stream` checks itself against (see markVerified), or undefined. */
+export function verifiedDigest(stream: Readable): Digest | undefined {
+  return verifiedStreams.get(stream);
 }

@@ -7,6 +7,7 @@ import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
 import { syncDir, writeFileAtomic } from '../io/atomic-file.js';
 import { nativeFs } from '../io/native.js';
+import { verifiedDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
@@ -218,6 +219,9 @@ export class LayerStore {
       if (options.onWarning) unpackOptions.onWarning = options.onWarning;
       if (options.onBytes) unpackOptions.onBytes = options.onBytes;
       if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
+      // A stream that verifies itself against this diffId (the bundle's, marked by its reader) is
+      // not hashed a second time; it fails at its end, which the unpack reads before returning.
+      if (verifiedDigest(tar) === expectedDiffId) unpackOptions.verifiedDiffId = expectedDiffId;
       const { unpackLayerTar: unpack } = await import('./unpack.js');
       const result = await unpack(tar, diff, unpackOptions);
       if (result.diffId !== expectedDiffId) {

@@ -4,6 +4,7 @@ import {
   constants as fsConstants,
   fchmodSync,
   fchownSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -15,7 +16,7 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { chain } from '../io/layer-forms.js';
@@ -64,10 +65,16 @@ export interface UnpackOptions {
   /** Default: root when running as uid 0. Rootless skips devices and chown, uses user.overlay.*. */
   rootless?: boolean;
   onWarning?: (message: string) => void;
-  /** Called with the size of each chunk of tar read (progress). */
+  /** Called with the bytes of tar read since the last call, after each entry and each piece of a file body (progress). */
   onBytes?: (bytes: number) => void;
   /** Record the tar's skeleton in this file (see tar-split.ts), so the tar can be given back byte for byte. */
   tarSplit?: string;
+  /**
+   * The stream verifies itself against this diffId (it fails at its end on a mismatch, as
+   * Layer.tar() does): the bytes are not hashed a second time, and the result names it. The tar is
+   * read to the end of the stream either way, so the failure reaches the unpack before it returns.
+   */
+  verifiedDiffId?: Digest;
 }
 
 export interface UnpackResult {
@@ -222,13 +229,9 @@ function errnoOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
 }
 
+/** Without an exception for ENOENT: most entries are new, and building the error cost more than the lstat. */
 function lstatOrUndefined(path: Buffer): Stats | undefined {
-  try {
-    return lstatSync(path);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-    throw err;
-  }
+  return lstatSync(path, { throwIfNoEntry: false });
 }
 
 class Unpacker {
@@ -255,8 +258,12 @@ class Unpacker {
   private warnedChown = false;
   private readonly split: TarSplitRecorder | undefined;
 
-  constructor(root: string, options: UnpackOptions, split?: TarSplitRecorder) {
+  /** Reports the bytes read so far (progress), during long file bodies too. */
+  private readonly progress: (() => void) | undefined;
+
+  constructor(root: string, options: UnpackOptions, split?: TarSplitRecorder, progress?: () => void) {
     this.split = split;
+    this.progress = progress;
     this.root = Buffer.from(root);
     this.lowers = (options.lowerDirs ?? []).map((d) => Buffer.from(d));
     this.what = options.what;
@@ -478,6 +485,7 @@ class Unpacker {
         let offset = 0;
         while (offset < chunk.length) offset += writeSync(fd, chunk, offset, chunk.length - offset);
         written += chunk.length;
+        this.progress?.();
       }
       if (written !== entry.size) throw invalidLayer(this.what, entry.name, `wrote ${written} of ${entry.size} bytes`);
       if (this.rootless) this.skipChown();
@@ -485,10 +493,10 @@ class Unpacker {
       this.setXattrs(path, entry, false);
       // After chown, which clears setuid/setgid (and file capabilities: xattrs go in between).
       fchmodSync(fd, entry.mode);
+      this.times(path, entry, fd);
     } finally {
       closeSync(fd);
     }
-    this.times(path, entry);
   }
 
   private async special(path: Buffer, entry: TarEntry): Promise<void> {
@@ -599,10 +607,19 @@ class Unpacker {
     return st.bavail * st.bsize;
   }
 
-  private times(path: Buffer, entry: TarEntry): void {
-    const mtime = boundTime(entry.mtime);
-    const atime = boundTime(laterTime(entry.atime, entry.mtime));
-    this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
+  /**
+   * With the file's fd and whole-second times (nearly every tar entry), futimens on the fd: no
+   * path lookup. Node's futimes takes seconds as a double, exact only for whole seconds.
+   */
+  private times(path: Buffer, entry: TarEntry, fd?: number): void {
+    this.setTimes(path, entry.atime, entry.mtime, fd);
+  }
+
+  private setTimes(path: Buffer, atimeIn: TarTime | undefined, mtimeIn: TarTime, fd: number | undefined): void {
+    const mtime = boundTime(mtimeIn);
+    const atime = boundTime(laterTime(atimeIn, mtimeIn));
+    if (fd !== undefined && atime.nsec === 0 && mtime.nsec === 0) futimesSync(fd, atime.sec, mtime.sec);
+    else this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
   }
 
   /**
@@ -631,13 +648,9 @@ class Unpacker {
           else fchownSync(fd, meta.uid, meta.gid);
         }
         fchmodSync(fd, meta.mode);
+        if (meta.mtime !== undefined) this.setTimes(path, meta.atime, meta.mtime, fd);
       } finally {
         closeSync(fd);
-      }
-      if (meta.mtime !== undefined) {
-        const mtime = boundTime(meta.mtime);
-        const atime = boundTime(laterTime(meta.atime, meta.mtime));
-        this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
       }
     }
   }
@@ -656,12 +669,21 @@ function depth(key: string): number {
  * On error the caller removes `root`: a half-unpacked layer is never used.
  */
 export async function unpackLayerTar(tar: Readable, root: string, options: UnpackOptions): Promise<UnpackResult> {
-  const measure = new MeasureDigest();
-  const onBytes = options.onBytes;
-  const counted = onBytes === undefined ? [] : [new Transform({ transform(chunk: Buffer, _enc, done) { onBytes(chunk.length); done(null, chunk); } })];
+  const measure = options.verifiedDiffId === undefined ? new MeasureDigest() : undefined;
   const split = options.tarSplit === undefined ? undefined : new TarSplitRecorder(options.tarSplit);
-  const reader = new LayerTarReader(chain(tar, measure, ...counted), options.what, split?.skeleton);
-  const unpacker = new Unpacker(root, options, split);
+  // Each stage between the stream and the reader is a hop for every chunk: none unless needed.
+  const reader = new LayerTarReader(measure === undefined ? tar : chain(tar, measure), options.what, split?.skeleton);
+  const onBytes = options.onBytes;
+  let reported = 0;
+  const progress =
+    onBytes === undefined
+      ? undefined
+      : (): void => {
+          const at = reader.offset;
+          if (at > reported) onBytes(at - reported);
+          reported = at;
+        };
+  const unpacker = new Unpacker(root, options, split, progress);
   let entries = 0;
   let current: TarEntry | undefined;
   try {
@@ -671,14 +693,20 @@ export async function unpackLayerTar(tar: Readable, root: string, options: Unpac
       if (current === undefined) break;
       entries++;
       await unpacker.apply(current, reader);
+      progress?.();
     }
+    progress?.();
     await unpacker.finish();
   } catch (err) {
     await reader.close();
     await split?.abort();
     throw wrapError(err, options.what, current, root);
   }
-  const result: UnpackResult = { diffId: measure.digest, size: measure.size, entries, warnings: unpacker.warnings };
+  // The strict end read the stream to its end: the reader's offset is every byte of it.
+  const result: UnpackResult =
+    measure === undefined
+      ? { diffId: options.verifiedDiffId!, size: reader.offset, entries, warnings: unpacker.warnings }
+      : { diffId: measure.digest, size: measure.size, entries, warnings: unpacker.warnings };
   if (split !== undefined) {
     try {
       result.tarSplit = await split.finish(result.size);

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
-import { zstdCompressStream, zstdDecompressStream, zstdFrameWindowLog } from '../../src/io/zstd.js';
+import { zstdCompressStream, zstdDecompressStream, zstdDecompressStreamOnThread, zstdFrameWindowLog } from '../../src/io/zstd.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
 const run = promisify(execFile);
@@ -36,7 +36,12 @@ function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-describe('zstdDecompressStream', () => {
+// The same contract on the calling thread and on a worker thread (the bundle reader's).
+for (const [name, decompress] of [
+  ['zstdDecompressStream', zstdDecompressStream],
+  ['zstdDecompressStreamOnThread', zstdDecompressStreamOnThread],
+] as const) {
+describe(name, () => {
   it('gives what zstd compressed, whatever the input chunking and reader speed', async () => {
     expect(compressed.length).toBeLessThan(2 * 1024 * 1024);
     for (const piece of [999, 4096, 65536, 1 << 20]) {
@@ -46,7 +51,7 @@ describe('zstdDecompressStream', () => {
       let n = 0;
       await pipeline(
         Readable.from(chunks),
-        zstdDecompressStream(),
+        decompress(),
         new Writable({
           highWaterMark: 1000,
           write(chunk: Buffer, _enc, done) {
@@ -63,7 +68,7 @@ describe('zstdDecompressStream', () => {
   });
 
   it('holds back the output of one small chunk until the reader wants it (memory stays flat)', async () => {
-    const stream = zstdDecompressStream();
+    const stream = decompress();
     let most = 0;
     let n = 0;
     await pipeline(Readable.from([compressed]), stream, async (source: AsyncIterable<Buffer>) => {
@@ -81,7 +86,7 @@ describe('zstdDecompressStream', () => {
 
   it('fails a truncated stream and a damaged one', async () => {
     const drain = async (bytes: Buffer): Promise<void> => {
-      await pipeline(Readable.from([bytes]), zstdDecompressStream(), new Writable({ write: (_c, _e, done) => done() }));
+      await pipeline(Readable.from([bytes]), decompress(), new Writable({ write: (_c, _e, done) => done() }));
     };
     await expect(drain(compressed.subarray(0, compressed.length - 100))).rejects.toThrow(/middle of compressed data frame/);
     const damaged = Buffer.from(compressed);
@@ -90,7 +95,7 @@ describe('zstdDecompressStream', () => {
   });
 });
 
-describe('zstd window limit', () => {
+describe(`${name}: window limit`, () => {
   async function zstdOf(args: string[], input: string, name: string): Promise<Buffer> {
     const path = join(dir, name);
     await writeFile(join(dir, `${name}.in`), input);
@@ -113,7 +118,7 @@ describe('zstd window limit', () => {
     const drain = (windowLogMax?: number): Promise<void> =>
       pipeline(
         Readable.from([frame]),
-        zstdDecompressStream({ what: 'layer sha256:abc', ...(windowLogMax === undefined ? {} : { windowLogMax }) }),
+        decompress({ what: 'layer sha256:abc', ...(windowLogMax === undefined ? {} : { windowLogMax }) }),
         new Writable({
           write: (c: Buffer, _e, done) => {
             out.push(c);
@@ -129,6 +134,7 @@ describe('zstd window limit', () => {
     expect(Buffer.concat(out).toString()).toBe('x'.repeat(1000));
   });
 });
+}
 
 describe('zstdCompressStream', () => {
   it('writes the bytes zstd-napi writes, whatever the input chunking and reader speed, and holds back its output', async () => {
@@ -168,5 +174,37 @@ describe('zstdCompressStream', () => {
     await writeFile(join(dir, 'ours.zst'), theirs.bytes);
     const { stdout } = await run('sh', ['-c', `zstd -q -d --long=27 -c ${join(dir, 'ours.zst')} | sha256sum`]);
     expect(stdout.split(' ')[0]).toBe(sha256(input));
+  });
+});
+
+describe('zstdDecompressStreamOnThread: its thread', () => {
+  const ports = (): number => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
+  async function until(check: () => boolean): Promise<void> {
+    for (let i = 0; i < 200 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(check()).toBe(true);
+  }
+
+  /** The count once threads of earlier tests have stopped (their streams were destroyed, and a thread stops asynchronously). */
+  async function settled(): Promise<number> {
+    let last = ports();
+    for (let same = 0; same < 20; ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const now = ports();
+      same = now === last ? same + 1 : 0;
+      last = now;
+    }
+    return last;
+  }
+
+  it('is stopped when the stream ends and when it is abandoned midway, so it never keeps the process alive', async () => {
+    const before = await settled();
+    await pipeline(Readable.from([compressed]), zstdDecompressStreamOnThread(), new Writable({ write: (_c, _e, done) => done() }));
+    await until(() => ports() === before);
+    const stream = zstdDecompressStreamOnThread();
+    stream.write(compressed.subarray(0, 64 * 1024));
+    await new Promise((resolve) => stream.once('readable', resolve));
+    expect(ports()).toBeGreaterThan(before);
+    stream.destroy();
+    await until(() => ports() === before);
   });
 });

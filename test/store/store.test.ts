@@ -5,6 +5,8 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
+import { chain } from '../../src/io/layer-forms.js';
+import { markVerified, VerifyDigest } from '../../src/io/verify-digest.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import {
   chainIds,
@@ -207,6 +209,20 @@ describe('importImage', () => {
     const img = memoryImage([baseTar], { ref: 'bad:1', stored: 'tar' });
     const lying = { ...img, layers: [{ ...img.layers[0]!, tar: async () => Readable.from([upperTar]) }] };
     await expect(importImage(store, lying)).rejects.toThrow(FerryError);
+    expect(await store.refs.list()).toEqual([]);
+    expect(await store.layers.list()).toEqual([]);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
+  it('a layer tar whose own check the store relies on (markVerified) still fails the import when it does not match; nothing is kept', async () => {
+    const img = memoryImage([baseTar], { ref: 'bad:2', stored: 'tar' });
+    const diffId = img.layers[0]!.diffId;
+    // The store does not hash a stream marked as verified against this diffId: the stream's own check must stop it.
+    const checked = async (): Promise<Readable> => markVerified(chain(Readable.from([upperTar]), new VerifyDigest(diffId)), diffId);
+    const lying = { ...img, layers: [{ ...img.layers[0]!, tar: checked }] };
+    const err = await importImage(store, lying).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe('DIGEST_MISMATCH');
     expect(await store.refs.list()).toEqual([]);
     expect(await store.layers.list()).toEqual([]);
     expect(await readdir(store.tmpDir)).toEqual([]);
