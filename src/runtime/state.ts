@@ -8,7 +8,7 @@ import type { ContainerProcessConfig } from './container-spec.js';
 import type { LaunchBind, LaunchTmpfs, PortMapping } from './launcher.js';
 import type { HealthOnFailure, HealthState, HealthcheckConfig } from './healthcheck.js';
 import type { Resources } from './resources.js';
-import type { RestartPolicy } from './restart-policy.js';
+import { shouldRestart, type RestartPolicy } from './restart-policy.js';
 import type { ContainerSecurity } from './security.js';
 import type { VolumeMount } from './volumes.js';
 
@@ -295,6 +295,11 @@ export async function loadContainer(root: string, id: string): Promise<Container
     return { ...common, status: 'restarting', exitCode: state.lastExitCode, finishedAt: state.lastFinishedAt };
   }
   const exit = await readExit(paths.exit);
+  // A run that just ended, before its live supervisor recorded its decision: it restarts it
+  // exactly when its policy says so (docker shows such a container as restarting too).
+  if (exit !== undefined && supervised && !common.stoppedByHand && record.restartPolicy !== undefined && shouldRestart(record.restartPolicy, exit.code, common.restartCount)) {
+    return { ...common, status: 'restarting', exitCode: exit.code, finishedAt: exit.at, ...(exit.oom ? { oomKilled: true } : {}) };
+  }
   if (exit !== undefined) return { ...common, status: 'exited', exitCode: exit.code, finishedAt: exit.at, ...(exit.oom ? { oomKilled: true } : {}) };
   if (state === undefined) return { ...common, status: 'created', exitCode: undefined, finishedAt: undefined };
   if (isAlive(state.monitorPid, state.monitorStart)) return { ...common, status: 'running', exitCode: undefined, finishedAt: undefined };
