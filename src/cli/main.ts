@@ -65,8 +65,9 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
 
 /**
  * The executables' entry: run the CLI, then exit at once with its code. Every command awaits its
- * own work (serve and supervise until they end), so nothing is left but Node's own teardown of
- * the heap and threads, ~25 ms of every `ferry run --rm` (issue 16); stdout and stderr are drained first.
+ * own work (serve and supervise until they end), so what is left is Node's teardown of the heap
+ * and threads, skipped here (a few ms of every `ferry run --rm`, issue 16); stdout and stderr are
+ * drained first.
  */
 export async function runAndExit(argv: string[]): Promise<never> {
   const code = await main(argv);

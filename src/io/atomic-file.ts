@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { access, mkdir, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
@@ -140,6 +140,17 @@ export class Ingestion {
     } finally {
       await rm(this.tmp, { force: true });
     }
+  }
+}
+
+/** Is there anything at `path` (a dangling symlink counts)? Synchronous: one lstat, no thread-pool round trip. */
+export function pathExistsNow(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
   }
 }
 

@@ -1,10 +1,10 @@
-import { accessSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { FerryError, isFerryError } from '../errors.js';
 import { digestAlgorithm, digestOf, type Digest, type DigestAlgorithm } from '../oci/digest.js';
-import { Ingestion, ioError, makeDir, pathExists, tempPathFor, type CommitOptions } from './atomic-file.js';
+import { Ingestion, ioError, makeDir, pathExists, pathExistsNow, tempPathFor, type CommitOptions } from './atomic-file.js';
 import { MeasureDigest, VerifyDigest } from './verify-digest.js';
 
 /**
@@ -168,9 +168,9 @@ export async function ingestBytes(target: string, bytes: Uint8Array, options: In
   }
   // The directory first (async only when missing); from the check to the staging nothing awaits,
   // so no other ingestion of this name can come between.
-  if (options.dirMode !== undefined && !existsNow(dirname(target))) await makeDir(dirname(target), options.dirMode);
+  if (options.dirMode !== undefined && !pathExistsNow(dirname(target))) await makeDir(dirname(target), options.dirMode);
   const place = async (): Promise<Ingested> => {
-    if (options.ifExists === 'keep' && (batch.stagedAt(target) !== undefined || existsNow(target))) return existed;
+    if (options.ifExists === 'keep' && (batch.stagedAt(target) !== undefined || pathExistsNow(target))) return existed;
     const tmp = options.tmp ?? tempPathFor(target);
     try {
       writeFileSync(tmp, bytes, { flag: 'wx', mode: options.mode ?? 0o644 });
@@ -187,13 +187,3 @@ export async function ingestBytes(target: string, bytes: Uint8Array, options: In
   return options.renameUnder === undefined ? place() : options.renameUnder(place);
 }
 
-/** Is there anything at `path`? Synchronous: one stat, for ingestBytes' staged path. */
-function existsNow(path: string): boolean {
-  try {
-    accessSync(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
-}

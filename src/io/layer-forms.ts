@@ -6,7 +6,7 @@ import type { Descriptor } from '../oci/descriptor.js';
 import type { Digest } from '../oci/digest.js';
 import type { Layer, OpenOptions } from '../oci/image.js';
 import { layerCompression } from '../oci/media-types.js';
-import { markVerified, VerifyDigest } from './verify-digest.js';
+import { markVerified, VerifyDigest, type VerifyOptions } from './verify-digest.js';
 import { zstdDecompressStream } from './zstd.js';
 
 /**
@@ -17,6 +17,11 @@ export function chain(source: Readable, ...stages: NodeJS.ReadWriteStream[]): Re
   const out = new PassThrough();
   pipeline([source, ...stages, out]).catch((err: unknown) => out.destroy(err as Error));
   return out;
+}
+
+/** `source` checked against `digest` as it streams, and marked so (a consumer need not hash it again). */
+function verifiedAs(source: Readable, digest: Digest, options: VerifyOptions): Readable {
+  return markVerified(chain(source, new VerifyDigest(digest, options)), digest);
 }
 
 /**
@@ -72,7 +77,7 @@ export function layerFromBlob(source: BlobLayerSource): Layer {
       // Refuse before opening: a blob stream opened and then abandoned would leak its file handle.
       if (layerCompression(descriptor.mediaType) === undefined) throw unsupportedLayer(descriptor.mediaType, what);
       const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, `${what} blob ${descriptor.digest}`);
-      return markVerified(chain(tar, new VerifyDigest(diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` })), diffId);
+      return verifiedAs(tar, diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` });
     },
   };
 }
@@ -93,13 +98,7 @@ export interface TarLayerSource {
 export function layerFromTar(source: TarLayerSource): Layer {
   const { descriptor, diffId, what } = source;
   const verifiedTar = async (options?: OpenOptions): Promise<Readable> =>
-    markVerified(
-      chain(
-        await source.openTar(options),
-        new VerifyDigest(diffId, source.tarSize === undefined ? { what: `${what} layer ${diffId}` } : { size: source.tarSize, what: `${what} layer ${diffId}` }),
-      ),
-      diffId,
-    );
+    verifiedAs(await source.openTar(options), diffId, source.tarSize === undefined ? { what: `${what} layer ${diffId}` } : { size: source.tarSize, what: `${what} layer ${diffId}` });
   const layer: Layer = {
     descriptor,
     diffId,

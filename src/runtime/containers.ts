@@ -1,8 +1,8 @@
-import { constants as fsConstants, chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { constants as fsConstants, chmodSync, chownSync, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic-file.js';
+import { pathExistsNow, writeFileAtomic } from '../io/atomic-file.js';
 import { parseDigest } from '../oci/digest.js';
 import type { Image } from '../oci/image.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
@@ -314,10 +314,10 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   };
 
   for (const source of mountSpecs.mustExist) {
-    if (!(await pathExists(source))) throw new UsageError(`--mount: the bind source ${source} does not exist`, { hint: 'create it first (-v creates a missing directory, --mount does not, as docker)' });
+    if (!pathExistsNow(source)) throw new UsageError(`--mount: the bind source ${source} does not exist`, { hint: 'create it first (-v creates a missing directory, --mount does not, as docker)' });
   }
   // docker creates a missing host directory; an existing file is bound as a file.
-  for (const v of hostBinds) if (!(await pathExists(v.source))) await mkdir(v.source, { recursive: true });
+  for (const v of hostBinds) if (!pathExistsNow(v.source)) await mkdir(v.source, { recursive: true });
   const paths = containerPaths(store.root, id);
   // The plan first (checked and recorded under the store lock): from here on prune keeps the
   // image's layers. The container stays invisible until config.json exists.
@@ -382,16 +382,6 @@ async function sharedNetwork(store: Store, record: ContainerRecord): Promise<{ s
 function outbound(): { slirp4netns?: string } {
   const slirp4netns = findSlirp4netns();
   return slirp4netns !== undefined ? { slirp4netns } : {};
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    lstatSync(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
 }
 
 /** Capabilities, seccomp filter and cgroups of a container's processes (run and exec alike). */

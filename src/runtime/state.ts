@@ -280,7 +280,6 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   return { code, at: statSync(path).mtime.toISOString(), oom: flag === 'oom' };
 }
 
-
 /** A container's record and live status; undefined when it does not exist (or is half-created). */
 export async function loadContainer(root: string, id: string): Promise<ContainerInfo | undefined> {
   const paths = containerPaths(root, id);
