@@ -128,6 +128,35 @@ describe('ingestFile', () => {
     expect(await tree(dir)).toEqual([]);
   });
 
+  it('a source that fails before its first byte is read (while the temp file opens) is reported, never thrown as uncaught', async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown): void => void uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const path = join(dir, 'blob');
+      const source = new Readable({ read: () => undefined });
+      const ingesting = failure(ingestFile(path, source, { digest: DIGEST }));
+      // As an aborted download does: destroyed with its error before ingestFile reads from it.
+      source.destroy(Object.assign(new Error('aborted early'), { name: 'AbortError' }));
+      const err = await ingesting;
+      expect(err.name).toBe('AbortError');
+      expect(err.message).toBe('aborted early');
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(uncaught).toEqual([]);
+      expect(await tree(dir)).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  });
+
+  it('a failure before the source is read (no such directory) destroys the source: its connection is released', async () => {
+    const source = new Readable({ read: () => undefined });
+    const err = await failure(ingestFile(join(dir, 'blob'), source, { digest: DIGEST, tmp: join(dir, 'missing', 'tmp') }));
+    expect(err.message).toContain(join(dir, 'missing'));
+    expect(source.destroyed).toBe(true);
+    expect(await tree(dir)).toEqual([]);
+  });
+
   it('a source that fails midway: its FerryError passes as it is, another error names the path; nothing is left', async () => {
     const path = join(dir, 'blob');
     const failing = (err: Error): Readable =>
