@@ -49,6 +49,17 @@ export interface NativeFs {
   lgetxattrAt(dirFd: number, name: string | Buffer, attr: string): Buffer | null;
   llistxattrAt(dirFd: number, name: string | Buffer): string[];
   close(fd: number): void;
+
+  // Starting a process without libuv's fork (a copy of this process's page tables, 8-18 ms).
+
+  /**
+   * posix_spawn `path` (argv[0] = path) in a new session: fds 0-2 from `stdio`, fd 3 one end of a
+   * new Unix socket pair, signals at their defaults, none blocked, no environment. Returns the pid
+   * and this side's end of the pair (close-on-exec). A failed exec is thrown (code ENOENT, ...).
+   */
+  spawnSession(path: string, args: readonly string[], stdio: readonly [number, number, number]): [number, number];
+  /** Reap a child of spawnSession: its exit code, 128+N when killed by signal N. */
+  waitExit(pid: number): Promise<number>;
 }
 
 /** struct stat as the native calls return it; ids as bigint so none is rounded. */

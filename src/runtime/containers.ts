@@ -541,7 +541,7 @@ async function startDetached(store: Store, record: ContainerRecord, log: number)
   await recordStarted(store.root, record.id, launched);
   await writeFileAtomic(paths.mainPid, `${launched.monitorPid}\n`, 0o644);
   // The monitor lives on (its own session); ferry may exit.
-  launched.child.unref();
+  launched.child?.unref();
   return { id: record.id, name: record.name };
 }
 

@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { constants } from 'node:os';
-import type { Socket } from 'node:net';
 import { FerryError } from '../errors.js';
+import { errnoReason, nativeFs } from '../io/native.js';
 import { nativePart } from '../io/native-parts.js';
 import type { CgroupOp } from './cgroups.js';
 
@@ -112,7 +114,8 @@ export interface LaunchOptions {
 }
 
 export interface Launched {
-  child: ChildProcess;
+  /** Node's child process when it started the launcher: detached, or with pipes (stdout, stderr); see launch. */
+  child: ChildProcess | undefined;
   /** The launcher (monitor) process. */
   monitorPid: number;
   /** run: the container init's host pid; exec: the process's host pid. */
@@ -241,8 +244,21 @@ export function spawnWithStatus(command: string, args: readonly string[], stdio:
   exited.catch(() => undefined);
   const sock = child.stdio[3] as Socket | null;
   if (sock === null) throw new FerryError('RUNTIME_ERROR', `${what}: no status channel`);
+  const status = collectStatus(sock);
+  child.once('error', () => sock.destroy());
+  return { child, exited, sock, status };
+}
+
+/** A launcher just started, by Node (`child`) or by posix_spawn. */
+interface StartedLauncher extends Omit<StatusChild, 'child'> {
+  child: ChildProcess | undefined;
+  pid: number | undefined;
+}
+
+/** Everything the child writes on its status socket, once it closed it (its exec or its exit). */
+function collectStatus(sock: Socket): Promise<string> {
   const chunks: Buffer[] = [];
-  const status = new Promise<string>((resolvePromise, reject) => {
+  return new Promise<string>((resolvePromise, reject) => {
     sock.on('data', (c: Buffer) => chunks.push(c));
     sock.once('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
     sock.once('error', (err: NodeJS.ErrnoException) => {
@@ -250,9 +266,46 @@ export function spawnWithStatus(command: string, args: readonly string[], stdio:
       if (err.code === 'EPIPE' || err.code === 'ECONNRESET') resolvePromise(Buffer.concat(chunks).toString('utf8'));
       else reject(err);
     });
-    child.once('error', reject);
+    sock.once('close', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
   });
-  return { child, exited, sock, status };
+}
+
+/**
+ * The launcher of a container ferry waits for (stdio inherited, ignored or fds: nothing to pipe),
+ * started by posix_spawn (io/native): libuv's fork would first copy the page tables of this whole
+ * process, the largest step of a container start after Node's own. Same session, fds, signals,
+ * environment and status socket as spawnWithStatus.
+ */
+function spawnLauncherFast(mode: string, stdio: readonly LaunchStdio[], what: string): StartedLauncher {
+  const native = nativeFs();
+  let devNull: number | undefined;
+  const fds = stdio.map((s, i) => {
+    if (s === 'inherit') return i;
+    if (typeof s === 'number') return s;
+    devNull ??= openSync('/dev/null', 'r+');
+    return devNull;
+  }) as [number, number, number];
+  let spawned: [number, number];
+  try {
+    spawned = native.spawnSession(launcherPath(), [mode], fds);
+  } catch (err) {
+    throw new FerryError('RUNTIME_ERROR', `${what}: cannot start ${launcherPath()}: ${errnoReason(err)}`, {
+      cause: err,
+      hint: 'run `ferry doctor`: the launcher may be missing or not executable',
+    });
+  } finally {
+    if (devNull !== undefined) closeSync(devNull);
+  }
+  const [pid, fd] = spawned;
+  const exited = native.waitExit(pid);
+  exited.catch(() => undefined);
+  const sock = new Socket({ fd, readable: true, writable: true });
+  return { child: undefined, pid, exited, sock, status: collectStatus(sock) };
+}
+
+function viaNodeSpawn(mode: string, stdio: readonly LaunchStdio[]): StartedLauncher {
+  const started = spawnWithStatus(launcherPath(), [mode], stdio, {}, 'container launcher');
+  return { ...started, pid: started.child.pid };
 }
 
 /**
@@ -261,9 +314,13 @@ export function spawnWithStatus(command: string, args: readonly string[], stdio:
  */
 export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<Launched> {
   // Before the spawn: a command that ends at once may be recorded as finished before the pid line arrives.
+  const request = encodeSpec(spec, options.detached ? 0 : process.pid);
   const startedAt = new Date();
-  const { child, exited, sock, status } = spawnWithStatus(launcherPath(), [spec.mode], options.stdio, {}, 'container launcher');
-  sock.end(encodeSpec(spec, options.detached ? 0 : process.pid));
+  // Detached (ferry may exit first, unref'd) or with pipes to read: Node's own child process.
+  const viaNode = options.detached || options.stdio.includes('pipe');
+  const started: StartedLauncher = viaNode ? viaNodeSpawn(spec.mode, options.stdio) : spawnLauncherFast(spec.mode, options.stdio, 'container launcher');
+  const { child, pid: monitorPid, exited, sock, status } = started;
+  sock.end(request);
   let pid: number | undefined;
   const ports: PortMapping[] = [];
   try {
@@ -274,9 +331,9 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   } finally {
     sock.destroy();
   }
-  if (pid === undefined || child.pid === undefined) {
+  if (pid === undefined || monitorPid === undefined) {
     const code = await exited;
     throw new LaunchError(`container launcher exited with status ${code} before starting the container`, 125);
   }
-  return { child, monitorPid: child.pid, pid, exited, ports, startedAt };
+  return { child, monitorPid, pid, exited, ports, startedAt };
 }

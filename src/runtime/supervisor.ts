@@ -88,8 +88,8 @@ async function probe(store: Store, record: ContainerRecord, target: { pid: numbe
     // The container ended meanwhile, or the command does not exist: a failed probe, as docker records it.
     return { Start: start.toISOString(), End: new Date().toISOString(), ExitCode: err instanceof LaunchError ? err.exitCode : 1, Output: messageOf(err) };
   }
-  launched.child.stdout?.on('data', keep);
-  launched.child.stderr?.on('data', keep);
+  launched.child?.stdout?.on('data', keep);
+  launched.child?.stderr?.on('data', keep);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
