@@ -3,8 +3,9 @@
  * layers in overlay form (0:0 whiteout char devices, trusted.overlay.* xattrs, device nodes,
  * FIFOs, symlink times). Plain C against node_api.h so it adds no dependency.
  *
- * Every function is synchronous: each is one short syscall on a local path, cheaper than a
- * thread-pool hop. None follows a symlink in the last path component (l* variants,
+ * Every filesystem function is synchronous: each is one short syscall on a local path, cheaper
+ * than a thread-pool hop. Two more start and reap the container launcher (spawnSession, waitExit:
+ * posix_spawn instead of libuv's fork; see there); waitExit alone runs on the thread pool. None follows a symlink in the last path component (l* variants,
  * AT_SYMLINK_NOFOLLOW); mknod never follows one either (it fails with EEXIST).
  *
  * The *At functions work relative to a directory fd and take one name component (no '/', not

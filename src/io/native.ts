@@ -5,7 +5,7 @@ import { loadAddon } from './native-parts.js';
 /**
  * The syscalls Node has no binding for (native/ferry_native.c, built by node-gyp at `npm ci`).
  * Paths may be Buffers so names that are not UTF-8 reach the kernel byte for byte. Errors carry
- * `code` = the errno name, like Node's fs errors. All calls are synchronous: one short syscall each.
+ * `code` = the errno name, like Node's fs errors. All calls are synchronous (one short syscall each) but waitExit.
  */
 export interface NativeFs {
   /** mknod(2); `mode` includes the type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
