@@ -1,4 +1,4 @@
-import { read } from 'node:fs';
+import { read, readSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { loadAddon } from './native-parts.js';
 
@@ -136,6 +136,23 @@ export async function* readFd(fd: number, length: number): AsyncGenerator<Buffer
     done += bytesRead;
     yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
   }
+}
+
+/**
+ * readFd's synchronous sibling, for the small files a container start reads (a user database,
+ * at most a few MiB): each thread-pool round trip costs more than the read itself there.
+ */
+export function readFdSync(fd: number, length: number): Buffer {
+  const chunks: Buffer[] = [];
+  let done = 0;
+  while (done < length) {
+    const buf = Buffer.allocUnsafe(Math.min(64 * 1024, length - done));
+    const n = readSync(fd, buf, 0, buf.length, done);
+    if (n === 0) break;
+    done += n;
+    chunks.push(n === buf.length ? buf : buf.subarray(0, n));
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 let loaded: NativeFs | undefined;

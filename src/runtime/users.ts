@@ -4,7 +4,7 @@ import {
   errnoReason,
   fileTypeOf,
   nativeFs,
-  readFd,
+  readFdSync,
   RESOLVE_BENEATH,
   RESOLVE_IN_ROOT,
   RESOLVE_NO_MAGICLINKS,
@@ -288,20 +288,15 @@ export async function readFileInRoot(rootFd: number, path: string, options: Read
   }
   if (fd === null) return undefined;
   try {
-    const chunks: Buffer[] = [];
-    let size = 0;
     // One byte more than allowed tells a file over the limit; the size fstat gives is not trusted
-    // (it can grow while we read, and /proc files say 0).
-    for await (const chunk of readFd(fd, maxBytes + 1)) {
-      chunks.push(chunk);
-      size += chunk.length;
-    }
-    if (size > maxBytes) {
+    // (it can grow while we read, and /proc files say 0). Read synchronously: a few small files.
+    const bytes = readFdSync(fd, maxBytes + 1);
+    if (bytes.length > maxBytes) {
       throw new FerryError('UNSUPPORTED', `${path} in ${where} is over the ${maxBytes}-byte limit for reading it`, {
         hint: 'give numeric ids (-u 1000:1000), which need no lookup',
       });
     }
-    return Buffer.concat(chunks);
+    return bytes;
   } catch (err) {
     if (err instanceof FerryError) throw err;
     throw resolveError(where, path, err);
