@@ -60,6 +60,8 @@ export interface NativeFs {
   spawnSession(path: string, args: readonly string[], stdio: readonly [number, number, number]): [number, number];
   /** Reap a child of spawnSession: its exit code, 128+N when killed by signal N. */
   waitExit(pid: number): Promise<number>;
+  /** _exit(2): the process ends now, without Node's teardown (see cli/main.ts runAndExit). */
+  exitNow(code: number): never;
 }
 
 /** struct stat as the native calls return it; ids as bigint so none is rounded. */
@@ -156,6 +158,11 @@ export function readFdSync(fd: number, length: number): Buffer {
 }
 
 let loaded: NativeFs | undefined;
+
+/** The addon if some command loaded it already (loading it costs a start about 1 ms). */
+export function loadedNativeFs(): NativeFs | undefined {
+  return loaded;
+}
 
 /** Load the addon once (io/native-parts finds it: build/Release/, or extracted from the pack). */
 export function nativeFs(): NativeFs {
