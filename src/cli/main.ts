@@ -82,15 +82,10 @@ export async function runAndExit(argv: string[]): Promise<never> {
   return native.exitNow(code);
 }
 
-/** Commands that stream layers by the thousand: their young generation is kept small (io/heap.ts). */
-const LONG_TRANSFERS = new Set(['export', 'import', 'save', 'push', 'pull', 'serve', 'build', 'commit']);
-
 /** Run the CLI; resolves to the process exit code. Never throws. */
 export async function main(argv: string[]): Promise<number> {
   try {
     mark('main');
-    // node:v8 alone costs a start 4-10 ms: only commands that stream many layers load it.
-    if (LONG_TRANSFERS.has(commandName(argv) ?? '')) (await import('../io/heap.js')).keepYoungGenerationSmall();
     const program = buildProgram(await loadCommands(commandName(argv)));
     mark('modules');
     await program.parseAsync(argv, { from: 'user' });
