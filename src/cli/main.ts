@@ -73,13 +73,13 @@ function flushed(stream: NodeJS.WriteStream): Promise<void> {
  */
 export async function runAndExit(argv: string[]): Promise<never> {
   const code = await main(argv);
-  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
   const native = loadedNativeFs();
-  if (native === undefined) process.exit(code);
-  process.exitCode = code;
-  process.emit('exit', code);
+  if (native !== undefined) {
+    process.exitCode = code;
+    process.emit('exit', code);
+  }
   await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
-  return native.exitNow(code);
+  return native === undefined ? process.exit(code) : native.exitNow(code);
 }
 
 /** Run the CLI; resolves to the process exit code. Never throws. */

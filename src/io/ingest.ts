@@ -58,15 +58,13 @@ export interface Ingested {
  * IO_ERROR; a FerryError or an AbortError of the source passes as it is.
  */
 export async function ingestFile(target: string | ((digest: Digest) => string), source: Readable, options: IngestOptions = {}): Promise<Ingested> {
-  const named = typeof target === 'string' ? target : undefined;
-  if (named === undefined && options.tmp === undefined) throw new Error('ingestFile: a target named by its digest needs a tmp path');
   // The source is in our hands from here, before the pipeline below takes it: an error it meets
   // meanwhile (aborted while the temp file opens) must not be thrown as uncaught. The listener
   // only defers it: the stream keeps it (`errored`), and the pipeline reports it when attached.
   const deferEarlyError = (): void => undefined;
   source.on('error', deferEarlyError);
   try {
-    return await ingestOwned(named, target, source, options);
+    return await ingestOwned(target, source, options);
   } catch (err) {
     // Failed before the source was drained (no temp file, no space): release its connection.
     source.destroy();
@@ -76,7 +74,9 @@ export async function ingestFile(target: string | ((digest: Digest) => string), 
   }
 }
 
-async function ingestOwned(named: string | undefined, target: string | ((digest: Digest) => string), source: Readable, options: IngestOptions): Promise<Ingested> {
+async function ingestOwned(target: string | ((digest: Digest) => string), source: Readable, options: IngestOptions): Promise<Ingested> {
+  const named = typeof target === 'string' ? target : undefined;
+  if (named === undefined && options.tmp === undefined) throw new Error('ingestFile: a target named by its digest needs a tmp path');
   const what = options.what ?? (options.digest === undefined ? 'file' : `blob ${options.digest}`);
   const where = named ?? dirname(options.tmp!);
   if (named !== undefined && options.ifExists === 'keep' && options.digest !== undefined && (options.batch?.stagedAt(named) !== undefined || (await pathExists(named)))) {

@@ -381,8 +381,8 @@ const THREAD_OUT_SIZE = 256 * 1024;
 const THREAD_BUFFERS = 4;
 /** Input messages handed to the worker before the writer waits (chunks written meanwhile go together in the next). */
 const THREAD_INPUTS = 4;
-/** Input buffers the worker gave back are used again up to this size (bundle file reads are 64 KiB). */
-const THREAD_IN_SIZE = 256 * 1024;
+/** Input buffers the worker gave back are used again up to this size (a bundle is read 1 MiB at a time: bundle/volumes.ts). */
+const THREAD_IN_SIZE = 1024 * 1024;
 
 /**
  * ZstdDecompressStream's work on a worker thread: the calling thread only moves buffers, so what

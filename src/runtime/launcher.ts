@@ -276,7 +276,7 @@ function collectStatus(sock: Socket): Promise<string> {
  * process, the largest step of a container start after Node's own. Same session, fds, signals,
  * environment and status socket as spawnWithStatus.
  */
-function spawnLauncherFast(mode: string, stdio: readonly LaunchStdio[], what: string): StartedLauncher {
+function spawnLauncherFast(launcher: string, mode: string, stdio: readonly LaunchStdio[]): StartedLauncher {
   const native = nativeFs();
   let devNull: number | undefined;
   const fds = stdio.map((s, i) => {
@@ -287,9 +287,9 @@ function spawnLauncherFast(mode: string, stdio: readonly LaunchStdio[], what: st
   }) as [number, number, number];
   let spawned: [number, number];
   try {
-    spawned = native.spawnSession(launcherPath(), [mode], fds);
+    spawned = native.spawnSession(launcher, [mode], fds);
   } catch (err) {
-    throw new FerryError('RUNTIME_ERROR', `${what}: cannot start ${launcherPath()}: ${errnoReason(err)}`, {
+    throw new FerryError('RUNTIME_ERROR', `container launcher: cannot start ${launcher}: ${errnoReason(err)}`, {
       cause: err,
       hint: 'run `ferry doctor`: the launcher may be missing or not executable',
     });
@@ -303,10 +303,6 @@ function spawnLauncherFast(mode: string, stdio: readonly LaunchStdio[], what: st
   return { child: undefined, pid, exited, sock, status: collectStatus(sock) };
 }
 
-function viaNodeSpawn(mode: string, stdio: readonly LaunchStdio[]): StartedLauncher {
-  const started = spawnWithStatus(launcherPath(), [mode], stdio, {}, 'container launcher');
-  return { ...started, pid: started.child.pid };
-}
 
 /**
  * Start the launcher and wait until the command was exec'd (or failed to be). Rejects with a
@@ -317,8 +313,12 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   const request = encodeSpec(spec, options.detached ? 0 : process.pid);
   const startedAt = new Date();
   // Detached (ferry may exit first, unref'd) or with pipes to read: Node's own child process.
-  const viaNode = options.detached || options.stdio.includes('pipe');
-  const started: StartedLauncher = viaNode ? viaNodeSpawn(spec.mode, options.stdio) : spawnLauncherFast(spec.mode, options.stdio, 'container launcher');
+  const launcher = launcherPath();
+  let started: StartedLauncher;
+  if (options.detached || options.stdio.includes('pipe')) {
+    const viaNode = spawnWithStatus(launcher, [spec.mode], options.stdio, {}, 'container launcher');
+    started = { ...viaNode, pid: viaNode.child.pid };
+  } else started = spawnLauncherFast(launcher, spec.mode, options.stdio);
   const { child, pid: monitorPid, exited, sock, status } = started;
   sock.end(request);
   let pid: number | undefined;

@@ -611,13 +611,9 @@ class Unpacker {
    * With the file's fd and whole-second times (nearly every tar entry), futimens on the fd: no
    * path lookup. Node's futimes takes seconds as a double, exact only for whole seconds.
    */
-  private times(path: Buffer, entry: TarEntry, fd?: number): void {
-    this.setTimes(path, entry.atime, entry.mtime, fd);
-  }
-
-  private setTimes(path: Buffer, atimeIn: TarTime | undefined, mtimeIn: TarTime, fd: number | undefined): void {
-    const mtime = boundTime(mtimeIn);
-    const atime = boundTime(laterTime(atimeIn, mtimeIn));
+  private times(path: Buffer, given: { atime?: TarTime | undefined; mtime: TarTime }, fd?: number): void {
+    const mtime = boundTime(given.mtime);
+    const atime = boundTime(laterTime(given.atime, given.mtime));
     if (fd !== undefined && atime.nsec === 0 && mtime.nsec === 0) futimesSync(fd, atime.sec, mtime.sec);
     else this.native.lutimes(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec);
   }
@@ -648,7 +644,7 @@ class Unpacker {
           else fchownSync(fd, meta.uid, meta.gid);
         }
         fchmodSync(fd, meta.mode);
-        if (meta.mtime !== undefined) this.setTimes(path, meta.atime, meta.mtime, fd);
+        if (meta.mtime !== undefined) this.times(path, { atime: meta.atime, mtime: meta.mtime }, fd);
       } finally {
         closeSync(fd);
       }

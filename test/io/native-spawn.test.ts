@@ -56,7 +56,7 @@ describe('spawnSession and waitExit (the launcher started without libuv fork)', 
     expect(await native.waitExit(pid2)).toBe(128 + 13);
   });
 
-  it('a program that cannot be executed is an error naming it, and nothing is left running', () => {
+  it('a program that cannot be executed is an error naming it (ENOENT)', () => {
     const missing = join(dir, 'no-such-launcher');
     expect(() => native.spawnSession(missing, [], [0, 1, 2])).toThrow(expect.objectContaining({ code: 'ENOENT', message: expect.stringContaining(missing) as string }));
   });
