@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, lstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { access, mkdir, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import { nativeFs } from './native.js';
+import { randomBytes } from './random.js';
 
 /**
  * How a file others can see is written (containerd's ingest and commit): bytes go to a temp file on

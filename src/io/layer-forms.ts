@@ -1,7 +1,7 @@
-import { createGunzip } from 'node:zlib';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
+import { nodeZlib } from './builtins.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import type { Digest } from '../oci/digest.js';
 import type { Layer, OpenOptions } from '../oci/image.js';
@@ -38,7 +38,7 @@ export function decompressLayer(blob: Readable, mediaType: string, what: string)
     case 'none':
       return blob;
     case 'gzip':
-      return chain(blob, createGunzip({ chunkSize: GUNZIP_CHUNK }));
+      return chain(blob, nodeZlib().createGunzip({ chunkSize: GUNZIP_CHUNK }));
     case 'zstd':
       // zstd's default window limit: a layer's frame cannot make the decoder take GBs.
       return chain(blob, zstdDecompressStream({ what }));

@@ -1,10 +1,11 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type * as ZstdNapi from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { FerryError } from '../errors.js';
+import { nodeWorkerThreads } from './builtins.js';
 import { nativePart, packedBuild } from './native-parts.js';
 
 // zstd-napi (a CommonJS addon) is loaded on first use, not with this module: commands that never
@@ -410,7 +411,7 @@ class ZstdThreadDecompressStream extends Duplex {
     this.windowLogMax = options.windowLogMax ?? ZSTD_WINDOW_LOG_LIMIT;
     this.what = options.what ?? 'zstd stream';
     const setup: WorkerSetup = { addon: zstdAddonPath(), windowLogMax: this.windowLogMax };
-    this.worker = new Worker(`(${zstdWorkerMain.toString()})(require, require('node:worker_threads').workerData)`, { eval: true, workerData: setup });
+    this.worker = new (nodeWorkerThreads().Worker)(`(${zstdWorkerMain.toString()})(require, require('node:worker_threads').workerData)`, { eval: true, workerData: setup });
     this.worker.on('message', (msg: FromWorker) => this.onMessage(msg));
     this.worker.on('error', (err) => this.destroy(err));
     this.worker.on('exit', () => {

@@ -1,5 +1,13 @@
-import { createHash, type Hash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { FerryError } from '../errors.js';
+
+// node:crypto on first use, as io/builtins.ts loads it (oci/ imports no io/): most commands that
+// parse a digest never hash, and loading it costs a container start 6 to 11 ms.
+let crypto: typeof import('node:crypto') | undefined;
+function nodeCrypto(): typeof import('node:crypto') {
+  return (crypto ??= createRequire('/')('node:crypto') as typeof import('node:crypto'));
+}
 
 /** `sha256:<64 hex>` (or sha512). A branded string so digests are never confused with text. */
 export type Digest = string & { readonly __digest: unique symbol };
@@ -37,7 +45,7 @@ export function sha256Digest(hex: string): Digest {
 
 /** Digest of bytes held in memory (manifests, configs). */
 export function digestOf(bytes: Uint8Array | string, algorithm: DigestAlgorithm = 'sha256'): Digest {
-  return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}` as Digest;
+  return `${algorithm}:${nodeCrypto().createHash(algorithm).update(bytes).digest('hex')}` as Digest;
 }
 
 /** Incremental digester for streamed bytes. */
@@ -48,7 +56,7 @@ export class Digester {
 
   constructor(algorithm: DigestAlgorithm = 'sha256') {
     this.algorithm = algorithm;
-    this.hash = createHash(algorithm);
+    this.hash = nodeCrypto().createHash(algorithm);
   }
 
   update(chunk: Uint8Array): void {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, UsageError } from '../errors.js';
@@ -11,6 +10,7 @@ import type { Resources } from './resources.js';
 import { shouldRestart, type RestartPolicy } from './restart-policy.js';
 import type { ContainerSecurity } from './security.js';
 import type { VolumeMount } from './volumes.js';
+import { randomBytes } from '../io/random.js';
 
 /**
  * A container on disk, `ROOT/containers/<id>/`:

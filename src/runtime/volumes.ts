@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { chmod, lchown, lutimes, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { join, posix, relative } from 'node:path';
@@ -10,6 +9,7 @@ import { ownedName } from '../store/read.js';
 import type { LaunchBind } from './launcher.js';
 import { listLayeredDir, lookupLayered, type LayeredEntry } from './layered-fs.js';
 import { listContainers, shortId, type ContainerInfo, type ContainerRecord } from './state.js';
+import { randomBytes } from '../io/random.js';
 
 /**
  * Volumes (docker's "local" driver): `ROOT/volumes/NAME/` holds `volume.json` (what it is) and

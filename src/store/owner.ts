@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../io/random.js';
 
 /**
  * Who owns a lock, a lease or a temp entry: `<pid>.<start time>`. The start time (clock ticks
