@@ -5,7 +5,8 @@
  *
  * Every filesystem function is synchronous: each is one short syscall on a local path, cheaper
  * than a thread-pool hop. Two more start and reap the container launcher (spawnSession, waitExit:
- * posix_spawn instead of libuv's fork; see there); waitExit alone runs on the thread pool. None follows a symlink in the last path component (l* variants,
+ * posix_spawn instead of libuv's fork; see there); waitExit alone runs on the thread pool. sha256
+ * hashes bytes in memory with the OpenSSL of the Node that loads this addon. None follows a symlink in the last path component (l* variants,
  * AT_SYMLINK_NOFOLLOW); mknod never follows one either (it fails with EEXIST).
  *
  * The *At functions work relative to a directory fd and take one name component (no '/', not
@@ -642,9 +643,15 @@ static napi_value Close(napi_env env, napi_callback_info info) {
  * failed exec as its error. The caller reaps the child with waitExit.
  */
 static napi_value SpawnSession(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   char path[PATH_MAX];
-  if (get_args(env, info, 3, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  if (get_args(env, info, 4, argv) || get_path(env, argv[0], path, sizeof path)) return NULL;
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[3], &is_buffer);
+  if (!is_buffer) return throw_type(env, "input must be a Buffer");
+  void *input;
+  size_t input_length;
+  napi_get_buffer_info(env, argv[3], &input, &input_length);
   bool is_array = false;
   uint32_t nargs = 0, nstdio = 0;
   napi_is_array(env, argv[1], &is_array);
@@ -710,12 +717,54 @@ static napi_value SpawnSession(napi_env env, napi_callback_info info) {
     close(pair[0]);
     return throw_errno(env, err, "posix_spawn", path);
   }
+  /*
+   * The request goes out now, not after Node has set up a reader: the child is reading it already.
+   * It fits the socket's buffer, so this does not wait. A child that exits without reading it
+   * (EPIPE, ECONNRESET) says why on its status; the caller reads that.
+   */
+  for (size_t sent = 0; sent < input_length;) {
+    ssize_t n = send(pair[0], (const char *)input + sent, input_length - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    sent += (size_t)n;
+  }
+  shutdown(pair[0], SHUT_WR);
   napi_value result, pid_value, fd_value;
   napi_create_array_with_length(env, 2, &result);
   napi_create_int32(env, pid, &pid_value);
   napi_create_int32(env, pair[0], &fd_value);
   napi_set_element(env, result, 0, pid_value);
   napi_set_element(env, result, 1, fd_value);
+  return result;
+}
+
+/*
+ * OpenSSL's one-shot SHA-256, from the Node binary this addon is loaded into (Node exports its
+ * OpenSSL to addons): ferry hashes small blobs it reads (manifests, configs) without loading
+ * node:crypto, which costs a `ferry run` more time than the hashing.
+ */
+extern unsigned char *SHA256(const unsigned char *data, size_t length, unsigned char *md);
+
+/* sha256(bytes: Buffer): the hex digest. */
+static napi_value Sha256(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[0], &is_buffer);
+  if (!is_buffer) return throw_type(env, "sha256 takes a Buffer");
+  void *data;
+  size_t length;
+  napi_get_buffer_info(env, argv[0], &data, &length);
+  unsigned char md[32];
+  SHA256(data, length, md);
+  static const char digits[] = "0123456789abcdef";
+  char hex[64];
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[md[i] >> 4];
+    hex[2 * i + 1] = digits[md[i] & 15];
+  }
+  napi_value result;
+  napi_create_string_latin1(env, hex, sizeof hex, &result);
   return result;
 }
 
@@ -815,6 +864,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"llistxattrAt", NULL, LlistxattrAt, NULL, NULL, NULL, napi_enumerable, NULL},
     {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
     {"spawnSession", NULL, SpawnSession, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sha256", NULL, Sha256, NULL, NULL, NULL, napi_enumerable, NULL},
     {"waitExit", NULL, WaitExit, NULL, NULL, NULL, napi_enumerable, NULL},
     {"exitNow", NULL, ExitNow, NULL, NULL, NULL, napi_enumerable, NULL},
   };

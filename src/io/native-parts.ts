@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, messageOf } from '../errors.js';
+import { nodeCrypto } from './builtins.js';
 import { mountOf } from './mounts.js';
 
 /**
@@ -13,9 +13,10 @@ import { mountOf } from './mounts.js';
  * From a source checkout they are node-gyp's build/Release/ outputs. In the packed executable
  * (`npm run pack`) they travel inside it as SEA assets and are extracted once, by hash, into a
  * root-only directory: /usr/local/lib/ferry/ (root), else the user's store root's native/. /tmp is
- * never used: hardened hosts mount it noexec. Every use first checks the file against its hash,
- * and every directory above it against being writable by another user; a file that does not match
- * is extracted again from the executable. Synchronous: it runs where an addon is loaded (a
+ * never used: hardened hosts mount it noexec. Every use first checks the file against the bytes
+ * the executable carries, and every directory above it against being writable by another user; a
+ * file that differs is extracted again from the executable, after those bytes are checked against
+ * their hash. Synchronous: it runs where an addon is loaded (a
  * synchronous require) and where the launcher is spawned.
  */
 
@@ -44,11 +45,14 @@ export interface PackedBuild {
 let packed: PackedBuild | undefined;
 /** The directory chosen for the extracted parts, once one was found usable. */
 let extractDir: string | undefined;
+/** Each part's bytes inside the executable, taken once (a view of the executable's own pages). */
+const carried = new Map<NativePartName, Uint8Array>();
 
 /** Called once by the packed executable's entry (src/cli/packed-main.ts), before anything else; undefined: back to the source checkout's parts. */
 export function usePackedBuild(build: PackedBuild | undefined): void {
   packed = build;
   extractDir = undefined;
+  carried.clear();
 }
 
 /** The packed executable's description, or undefined when ferry runs from a source checkout. */
@@ -101,13 +105,13 @@ export function untrustedReason(dir: string, uid: number = process.getuid?.() ??
 }
 
 function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+  return nodeCrypto().createHash('sha256').update(bytes).digest('hex');
 }
 
-/** The file's hex sha256, or undefined when it does not exist. */
-function fileHash(path: string): string | undefined {
+/** The file's bytes, or undefined when it does not exist. */
+function readIfExists(path: string): Buffer | undefined {
   try {
-    return sha256Hex(readFileSync(path));
+    return readFileSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
@@ -160,15 +164,20 @@ function writeExecutable(path: string, bytes: Uint8Array): void {
   }
 }
 
-/** The packed part `name` on disk, extracted when missing or different, checked by hash. */
+/**
+ * The packed part `name` on disk, extracted when missing or different. A file equal to the bytes
+ * in the executable is taken as it is (a byte comparison: no hashing on every start); those bytes
+ * are checked against the recorded hash before they are written out.
+ */
 function extractedPart(build: PackedBuild, name: NativePartName): string {
   const want = build.parts[name];
   if (want === undefined) throw new FerryError('UNSUPPORTED', `this ferry executable carries no ${name}`, { hint: 'make the executable again with `npm run pack`' });
   const dir = join(chooseExtractDir(build), `sha256-${want.sha256}`);
   const path = join(dir, name);
-  const found = fileHash(path);
-  if (found === want.sha256) return path;
-  const bytes = build.read(name);
+  let bytes = carried.get(name);
+  if (bytes === undefined) carried.set(name, (bytes = build.read(name)));
+  const found = readIfExists(path);
+  if (found?.equals(bytes) === true) return path;
   if (bytes.length !== want.size || sha256Hex(bytes) !== want.sha256) {
     throw new FerryError('DIGEST_MISMATCH', `${name} inside ${process.execPath} does not match its sha256 ${want.sha256}`, {
       hint: 'the executable is damaged: copy it again and check it with `ferry verify` or sha256sum',
@@ -177,7 +186,7 @@ function extractedPart(build: PackedBuild, name: NativePartName): string {
   if (found !== undefined) process.stderr.write(`ferry: ${path} did not match its sha256; extracting it again\n`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeExecutable(path, bytes);
-  if (fileHash(path) !== want.sha256) throw new FerryError('IO_ERROR', `extract ${path}: the file written does not read back as sha256 ${want.sha256}`);
+  if (readIfExists(path)?.equals(bytes) !== true) throw new FerryError('IO_ERROR', `extract ${path}: the file written does not read back as written`);
   return path;
 }
 

@@ -1,5 +1,6 @@
 import { read, readSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { digestOf, sha256Digest, type Digest, type DigestAlgorithm } from '../oci/digest.js';
 import { loadAddon } from './native-parts.js';
 
 /**
@@ -54,14 +55,18 @@ export interface NativeFs {
 
   /**
    * posix_spawn `path` (argv[0] = path) in a new session: fds 0-2 from `stdio`, fd 3 one end of a
-   * new Unix socket pair, signals at their defaults, none blocked, no environment. Returns the pid
-   * and this side's end of the pair (close-on-exec). A failed exec is thrown (code ENOENT, ...).
+   * new Unix socket pair, signals at their defaults, none blocked, no environment. `input` is sent
+   * on the pair at once and this side's writing shut down (the child reads it to EOF). Returns the
+   * pid and this side's end of the pair (close-on-exec), left to be read. A failed exec is thrown
+   * (code ENOENT, ...).
    */
-  spawnSession(path: string, args: readonly string[], stdio: readonly [number, number, number]): [number, number];
+  spawnSession(path: string, args: readonly string[], stdio: readonly [number, number, number], input: Buffer): [number, number];
   /** Reap a child of spawnSession: its exit code, 128+N when killed by signal N. */
   waitExit(pid: number): Promise<number>;
   /** _exit(2): the process ends now, without Node's teardown (see cli/main.ts runAndExit). */
   exitNow(code: number): never;
+  /** The hex SHA-256 of bytes in memory, by the OpenSSL inside Node, without loading node:crypto. */
+  sha256(bytes: Buffer): string;
 }
 
 /** struct stat as the native calls return it; ids as bigint so none is rounded. */
@@ -168,4 +173,12 @@ export function loadedNativeFs(): NativeFs | undefined {
 export function nativeFs(): NativeFs {
   loaded ??= loadAddon('ferry_native.node') as NativeFs;
   return loaded;
+}
+
+/**
+ * oci's digestOf, with sha256 done by the addon: for the small blobs a command reads back and
+ * checks (a container start reads a manifest and a config), which need not load node:crypto.
+ */
+export function digestOfBuffer(bytes: Buffer, algorithm: DigestAlgorithm): Digest {
+  return algorithm === 'sha256' ? sha256Digest(nativeFs().sha256(bytes)) : digestOf(bytes, algorithm);
 }

@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { Socket } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import { close, closeSync, openSync, read } from 'node:fs';
+import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { FerryError } from '../errors.js';
+import { nodeChildProcess } from '../io/builtins.js';
 import { errnoReason, nativeFs } from '../io/native.js';
 import { nativePart } from '../io/native-parts.js';
 import type { CgroupOp } from './cgroups.js';
@@ -235,7 +236,7 @@ export interface StatusChild {
  * with fd 3 a socket to it, and collect what it says there.
  */
 export function spawnWithStatus(command: string, args: readonly string[], stdio: readonly LaunchStdio[], env: NodeJS.ProcessEnv | undefined, what: string): StatusChild {
-  const child = spawn(command, args, { stdio: [...stdio, 'pipe'], detached: true, ...(env !== undefined ? { env } : {}) });
+  const child = nodeChildProcess().spawn(command, args, { stdio: [...stdio, 'pipe'], detached: true, ...(env !== undefined ? { env } : {}) });
   const exited = new Promise<number>((resolvePromise, reject) => {
     child.once('error', reject);
     child.once('exit', (code, signal) => resolvePromise(exitCodeOf(code, signal)));
@@ -249,10 +250,19 @@ export function spawnWithStatus(command: string, args: readonly string[], stdio:
   return { child, exited, sock, status };
 }
 
-/** A launcher just started, by Node (`child`) or by posix_spawn. */
-interface StartedLauncher extends Omit<StatusChild, 'child'> {
+/** A launcher just started and sent its request, by Node (`child`) or by posix_spawn. */
+interface StartedLauncher extends Pick<StatusChild, 'exited' | 'status'> {
   child: ChildProcess | undefined;
   pid: number | undefined;
+  /** Ends the status channel (once `status` settled, or to give up on it). */
+  close(): void;
+}
+
+/** The launcher on Node's child process (detached, or with pipes to read). */
+function spawnLauncherNode(launcher: string, mode: string, stdio: readonly LaunchStdio[], request: Buffer): StartedLauncher {
+  const { child, exited, sock, status } = spawnWithStatus(launcher, [mode], stdio, {}, 'container launcher');
+  sock.end(request);
+  return { child, pid: child.pid, exited, status, close: () => sock.destroy() };
 }
 
 /** Everything the child writes on its status socket, once it closed it (its exec or its exit). */
@@ -271,12 +281,37 @@ function collectStatus(sock: Socket): Promise<string> {
 }
 
 /**
+ * What the child writes on its end of a status socket until it closes it, read on the thread pool
+ * (it closes it at its exec, moments after its start), then the fd closed: no node:net and its
+ * start cost for one short read.
+ */
+function readStatusFd(fd: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  return new Promise<string>((resolvePromise, reject) => {
+    const next = (): void => {
+      const buf = Buffer.allocUnsafe(4096);
+      read(fd, buf, 0, buf.length, null, (err, n) => {
+        // A child exiting before reading the whole request (a usage error) resets the socket.
+        const ended = err === null ? n === 0 : err.code === 'ECONNRESET';
+        if (err === null && n > 0) {
+          chunks.push(buf.subarray(0, n));
+          next();
+          return;
+        }
+        close(fd, () => (ended ? resolvePromise(Buffer.concat(chunks).toString('utf8')) : reject(err)));
+      });
+    };
+    next();
+  });
+}
+
+/**
  * The launcher of a container ferry waits for (stdio inherited, ignored or fds: nothing to pipe),
  * started by posix_spawn (io/native): libuv's fork would first copy the page tables of this whole
  * process, the largest step of a container start after Node's own. Same session, fds, signals,
- * environment and status socket as spawnWithStatus.
+ * environment and status socket as spawnWithStatus; the request is on its way before this returns.
  */
-function spawnLauncherFast(launcher: string, mode: string, stdio: readonly LaunchStdio[]): StartedLauncher {
+function spawnLauncherFast(launcher: string, mode: string, stdio: readonly LaunchStdio[], request: Buffer): StartedLauncher {
   const native = nativeFs();
   let devNull: number | undefined;
   const fds = stdio.map((s, i) => {
@@ -287,7 +322,7 @@ function spawnLauncherFast(launcher: string, mode: string, stdio: readonly Launc
   }) as [number, number, number];
   let spawned: [number, number];
   try {
-    spawned = native.spawnSession(launcher, [mode], fds);
+    spawned = native.spawnSession(launcher, [mode], fds, request);
   } catch (err) {
     throw new FerryError('RUNTIME_ERROR', `container launcher: cannot start ${launcher}: ${errnoReason(err)}`, {
       cause: err,
@@ -297,10 +332,11 @@ function spawnLauncherFast(launcher: string, mode: string, stdio: readonly Launc
     if (devNull !== undefined) closeSync(devNull);
   }
   const [pid, fd] = spawned;
+  const status = readStatusFd(fd);
   const exited = native.waitExit(pid);
   exited.catch(() => undefined);
-  const sock = new Socket({ fd, readable: true, writable: true });
-  return { child: undefined, pid, exited, sock, status: collectStatus(sock) };
+  // readStatusFd closes the fd when the child has closed its end.
+  return { child: undefined, pid, exited, status, close: () => undefined };
 }
 
 
@@ -314,13 +350,10 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   const startedAt = new Date();
   // Detached (ferry may exit first, unref'd) or with pipes to read: Node's own child process.
   const launcher = launcherPath();
-  let started: StartedLauncher;
-  if (options.detached || options.stdio.includes('pipe')) {
-    const viaNode = spawnWithStatus(launcher, [spec.mode], options.stdio, {}, 'container launcher');
-    started = { ...viaNode, pid: viaNode.child.pid };
-  } else started = spawnLauncherFast(launcher, spec.mode, options.stdio);
-  const { child, pid: monitorPid, exited, sock, status } = started;
-  sock.end(request);
+  const started = options.detached || options.stdio.includes('pipe')
+    ? spawnLauncherNode(launcher, spec.mode, options.stdio, request)
+    : spawnLauncherFast(launcher, spec.mode, options.stdio, request);
+  const { child, pid: monitorPid, exited, status } = started;
   let pid: number | undefined;
   const ports: PortMapping[] = [];
   try {
@@ -329,7 +362,7 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
     await exited.catch(() => undefined);
     throw err;
   } finally {
-    sock.destroy();
+    started.close();
   }
   if (pid === undefined || monitorPid === undefined) {
     const code = await exited;

@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';
-import { digestAlgorithm, digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
+import { digestAlgorithm, digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { IngestBatch } from '../io/atomic-file.js';
 import { ingestBytes as ingestBytesInto, ingestFile, type Ingested, type IngestOptions as FileIngestOptions } from '../io/ingest.js';
+import { digestOfBuffer } from '../io/native.js';
 import { VerifyDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
@@ -98,7 +99,7 @@ export class BlobStore {
     if (st.size > maxBytes) throw new FerryError('STORE_ERROR', `blob ${digest}: ${st.size} bytes is over the ${maxBytes}-byte limit for this read`);
     // Synchronous: a few small files per command, each async read four thread-pool round trips.
     const bytes = readFileSync(this.path(digest));
-    if (digestOf(bytes, digestAlgorithm(digest)) !== digest) {
+    if (digestOfBuffer(bytes, digestAlgorithm(digest)) !== digest) {
       throw new FerryError('DIGEST_MISMATCH', `blob ${digest} in the store is corrupt: its bytes hash differently`, { hint: 'run ferry fsck --repair, then import the image again' });
     }
     return bytes;

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { finished, pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
-import { digestHex, digestOf, isDigest, type Digest } from '../oci/digest.js';
+import { digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { syncDir, writeFileAtomic } from '../io/atomic-file.js';
-import { nativeFs } from '../io/native.js';
+import { digestOfBuffer, nativeFs } from '../io/native.js';
 import { verifiedDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
@@ -47,7 +47,7 @@ export interface LayerMeta {
 /** OCI image spec: ChainID(L0) = DiffID(L0); ChainID(L0|...|Ln) = sha256(ChainID(n-1) + " " + DiffID(n)). */
 export function chainIdOf(parent: Digest | undefined | null, diffId: Digest): Digest {
   if (parent === undefined || parent === null) return diffId;
-  return digestOf(`${parent} ${diffId}`);
+  return digestOfBuffer(Buffer.from(`${parent} ${diffId}`), 'sha256');
 }
 
 /** The chainIds of every layer of an image, bottom first. */
