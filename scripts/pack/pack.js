@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -219,6 +219,7 @@ async function bundle(work) {
   if (!existsSync(entry)) fail(`${relative(ROOT, entry)} is missing`, 'build first: npm run build');
   const nativeParts = join(ROOT, 'dist', 'io', 'native-parts.js');
   const moduleShim = join(HERE, 'module-shim.js');
+  const lazyChildProcess = join(HERE, 'lazy-child-process.js');
   const out = join(work, 'ferry.cjs');
   const result = await esbuild.build({
     entryPoints: [entry],
@@ -238,6 +239,9 @@ async function bundle(work) {
         // ferry's own createRequire(import.meta.url)(...) calls (io/zstd.ts) go through the shim.
         build.onResolve({ filter: /^(node:)?module$/ }, (args) =>
           args.importer.startsWith(join(ROOT, 'dist') + '/') ? { path: moduleShim } : undefined);
+        // commander loads node:child_process for executable subcommands, which ferry has none of.
+        build.onResolve({ filter: /^(node:)?child_process$/ }, (args) =>
+          args.importer.includes(`${sep}node_modules${sep}commander${sep}`) ? { path: lazyChildProcess } : undefined);
         // zstd-napi's binding loads build/Release/binding.node by a computed path: the extracted one instead.
         build.onLoad({ filter: /[\\/]zstd-napi[\\/]binding\.js$/ }, () => ({
           contents: `module.exports = require(${JSON.stringify(nativeParts)}).loadAddon('zstd.node');`,
