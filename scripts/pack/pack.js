@@ -299,7 +299,10 @@ async function main() {
     // Environment that could load code into a ferry that runs as root: NODE_OPTIONS (--require,
     // --import, --loader) is ignored, and OPENSSL_CONF (which can load a provider library before
     // any JavaScript runs) is overridden by an empty configuration.
-    execArgv: ['--openssl-config=/dev/null'],
+    // The young generation starts at 16 MiB instead of 1: a container start allocates ~7 MB, and
+    // the scavenge a 1 MiB one needs midway (copying the objects of the modules just loaded) took
+    // 5 ms of it. Pages are touched only as they are used; long commands grow it to this anyway.
+    execArgv: ['--openssl-config=/dev/null', '--min-semi-space-size=16'],
     execArgvExtension: 'none',
     assets: { 'pack.json': join(work, 'pack.json'), ...parts },
   };
