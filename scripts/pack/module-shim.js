@@ -8,7 +8,7 @@ export function createRequire(_from) {
   return (id) => {
     if (id === 'zstd-napi') return require('zstd-napi');
     if (id === 'zstd-napi/binding.js') return require('zstd-napi/binding.js');
-    // io/builtins.ts: built-ins loaded on first use (an SEA's require loads built-ins).
+    // io/builtins.ts and oci/digest.ts: built-ins loaded on first use (an SEA's require loads built-ins).
     if (id === 'node:crypto') return require('node:crypto');
     if (id === 'node:zlib') return require('node:zlib');
     if (id === 'node:worker_threads') return require('node:worker_threads');

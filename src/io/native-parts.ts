@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, messageOf } from '../errors.js';
-import { nodeCrypto } from './builtins.js';
+import { digestHex, digestOf } from '../oci/digest.js';
 import { mountOf } from './mounts.js';
 
 /**
@@ -104,10 +104,6 @@ export function untrustedReason(dir: string, uid: number = process.getuid?.() ??
   return undefined;
 }
 
-function sha256Hex(bytes: Uint8Array): string {
-  return nodeCrypto().createHash('sha256').update(bytes).digest('hex');
-}
-
 /** The file's bytes, or undefined when it does not exist. */
 function readIfExists(path: string): Buffer | undefined {
   try {
@@ -178,7 +174,7 @@ function extractedPart(build: PackedBuild, name: NativePartName): string {
   if (bytes === undefined) carried.set(name, (bytes = build.read(name)));
   const found = readIfExists(path);
   if (found?.equals(bytes) === true) return path;
-  if (bytes.length !== want.size || sha256Hex(bytes) !== want.sha256) {
+  if (bytes.length !== want.size || digestHex(digestOf(bytes)) !== want.sha256) {
     throw new FerryError('DIGEST_MISMATCH', `${name} inside ${process.execPath} does not match its sha256 ${want.sha256}`, {
       hint: 'the executable is damaged: copy it again and check it with `ferry verify` or sha256sum',
     });

@@ -250,19 +250,17 @@ export function spawnWithStatus(command: string, args: readonly string[], stdio:
   return { child, exited, sock, status };
 }
 
-/** A launcher just started and sent its request, by Node (`child`) or by posix_spawn. */
+/** A launcher just started and sent its request, by Node (`child`) or by posix_spawn; its status channel ends with `status`. */
 interface StartedLauncher extends Pick<StatusChild, 'exited' | 'status'> {
   child: ChildProcess | undefined;
   pid: number | undefined;
-  /** Ends the status channel (once `status` settled, or to give up on it). */
-  close(): void;
 }
 
 /** The launcher on Node's child process (detached, or with pipes to read). */
 function spawnLauncherNode(launcher: string, mode: string, stdio: readonly LaunchStdio[], request: Buffer): StartedLauncher {
   const { child, exited, sock, status } = spawnWithStatus(launcher, [mode], stdio, {}, 'container launcher');
   sock.end(request);
-  return { child, pid: child.pid, exited, status, close: () => sock.destroy() };
+  return { child, pid: child.pid, exited, status: status.finally(() => sock.destroy()) };
 }
 
 /** Everything the child writes on its status socket, once it closed it (its exec or its exit). */
@@ -298,7 +296,10 @@ function readStatusFd(fd: number): Promise<string> {
           next();
           return;
         }
-        close(fd, () => (ended ? resolvePromise(Buffer.concat(chunks).toString('utf8')) : reject(err)));
+        close(fd, () => {
+          if (ended) resolvePromise(Buffer.concat(chunks).toString('utf8'));
+          else reject(new FerryError('RUNTIME_ERROR', `container launcher: read its status: ${err?.message ?? 'failed'}`, { cause: err }));
+        });
       });
     };
     next();
@@ -336,7 +337,7 @@ function spawnLauncherFast(launcher: string, mode: string, stdio: readonly Launc
   const exited = native.waitExit(pid);
   exited.catch(() => undefined);
   // readStatusFd closes the fd when the child has closed its end.
-  return { child: undefined, pid, exited, status, close: () => undefined };
+  return { child: undefined, pid, exited, status };
 }
 
 
@@ -350,10 +351,9 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   const startedAt = new Date();
   // Detached (ferry may exit first, unref'd) or with pipes to read: Node's own child process.
   const launcher = launcherPath();
-  const started = options.detached || options.stdio.includes('pipe')
+  const { child, pid: monitorPid, exited, status } = options.detached || options.stdio.includes('pipe')
     ? spawnLauncherNode(launcher, spec.mode, options.stdio, request)
     : spawnLauncherFast(launcher, spec.mode, options.stdio, request);
-  const { child, pid: monitorPid, exited, status } = started;
   let pid: number | undefined;
   const ports: PortMapping[] = [];
   try {
@@ -361,8 +361,6 @@ export async function launch(spec: LaunchSpec, options: LaunchOptions): Promise<
   } catch (err) {
     await exited.catch(() => undefined);
     throw err;
-  } finally {
-    started.close();
   }
   if (pid === undefined || monitorPid === undefined) {
     const code = await exited;
