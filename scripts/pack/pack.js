@@ -8,7 +8,7 @@
 // linked statically with musl (no glibc at all), the addons are compiled with glibc-2.28.h so
 // they need at most GLIBC_2.28 like the Node binary they load into. checkElf refuses a pack
 // that needs more.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -261,7 +261,100 @@ async function bundle(work) {
     bad.push(`${file}:${w.location?.line ?? 0}: ${w.text}`);
   }
   if (bad.length > 0) fail(`esbuild warnings while bundling:\n  ${bad.join('\n  ')}`, 'import.meta and dynamic requires do not survive bundling: route the file through src/io/native-parts.ts (packedBuild()) or scripts/pack/module-shim.js');
+  // esbuild escapes strings but not regular expressions: the loader reads the script as Latin-1.
+  const text = readFileSync(out, 'latin1');
+  const wide = text.search(/[^\x00-\x7f]/);
+  if (wide >= 0) fail(`${relative(ROOT, out)} is not ASCII at "${text.slice(Math.max(0, wide - 40), wide + 10)}"`, 'write the character as a \\u escape in the source');
   return out;
+}
+
+/**
+ * The SEA's main script when ferry's code travels with a trained code cache: it compiles
+ * ferry.cjs (an asset) with the cache, which holds the bytecode of every function a container
+ * start ran, so that start compiles nothing lazily (Node's own useCodeCache holds only what V8
+ * compiles before running: ~18 ms of a ~150 ms start went to compiling the rest). A cache V8
+ * rejects (another V8, other flags) costs only time: ferry.cjs is then compiled as it runs.
+ * `trainTo` (the first, temporary executable only): write the cache of what ran at exit.
+ */
+function loaderSource(trainTo) {
+  return `'use strict';
+const { getRawAsset } = require('node:sea');
+const { Script } = require('node:vm');
+// ferry.cjs as a function expression (wrapped at pack time: flattening a concatenation here took
+// 4 ms), ASCII (bundle() checks), so read as Latin-1: sea.getAsset's UTF-8 decoding took 7 ms.
+const source = Buffer.from(getRawAsset('ferry-function.js')).toString('latin1');
+${trainTo === undefined ? `const cachedData = new Uint8Array(getRawAsset('ferry.codecache'));` : 'const cachedData = undefined;'}
+const script = new Script(source, { filename: 'ferry.cjs', cachedData });
+if (script.cachedDataRejected === true && process.env.FERRY_TIMING === '1') process.stderr.write('ferry: the code cache was rejected: compiling as it runs\\n');
+${trainTo === undefined ? '' : `process.once('exit', () => require('node:fs').writeFileSync(${JSON.stringify(trainTo)}, script.createCachedData()));\n`}script.runInThisContext()(module.exports, require, module, __filename, __dirname);
+`;
+}
+
+/** Make the SEA blob of this config and inject it into a copy of the Node binary at `target`. */
+async function makeExecutable(work, config, node, maker, target) {
+  const seaConfig = {
+    ...config,
+    output: join(work, 'sea.blob'),
+    disableExperimentalSEAWarning: true,
+    useSnapshot: false,
+    // Environment that could load code into a ferry that runs as root: NODE_OPTIONS (--require,
+    // --import, --loader) is ignored, and OPENSSL_CONF (which can load a provider library before
+    // any JavaScript runs) is overridden by an empty configuration.
+    // The young generation starts at 16 MiB instead of 1: a container start allocates ~7 MB, and
+    // the scavenge a 1 MiB one needs midway (copying the objects of the modules just loaded) took
+    // 5 ms of it. Pages are touched only as they are used; long commands grow it to this anyway.
+    execArgv: ['--openssl-config=/dev/null', '--min-semi-space-size=16'],
+    execArgvExtension: 'none',
+  };
+  writeFileSync(join(work, 'sea-config.json'), `${JSON.stringify(seaConfig, null, 2)}\n`);
+  run(maker, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  cpSync(node.binary, target);
+  chmodSync(target, 0o755);
+  const { inject } = require('postject');
+  const quiet = console.log;
+  console.log = () => undefined; // postject announces its success on stdout
+  try {
+    await inject(target, 'NODE_SEA_BLOB', readFileSync(seaConfig.output), { sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2' });
+  } finally {
+    console.log = quiet;
+  }
+}
+
+/**
+ * Train the code cache: a temporary executable runs `ferry run --rm` (as root, like every
+ * container start) on a one-file image built here (a static `true`, FROM scratch) in a store
+ * under the work directory, and writes the cache of what it compiled. Like any root ferry, it
+ * extracts its parts into /usr/local/lib/ferry. Returns the cache's path, or undefined (with
+ * the reason on stderr) where it cannot run: then the executable keeps Node's own code cache.
+ */
+async function trainCodeCache(work, arch, node, assets, wrapped) {
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('pack: not root, so no container start trains the code cache (a packed `ferry run` starts ~15 ms slower)\n');
+    return undefined;
+  }
+  const dir = join(work, 'train');
+  rmSync(dir, { recursive: true, force: true });
+  const context = join(dir, 'context');
+  mkdirSync(context, { recursive: true });
+  writeFileSync(join(dir, 'true.c'), 'int main(void) { return 0; }\n');
+  run(ARCHES[arch].launcherCc, ['-O2', '-s', '-static', join(dir, 'true.c'), '-o', join(context, 'true')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  writeFileSync(join(context, 'Dockerfile'), 'FROM scratch\nCOPY true /true\nCMD ["/true"]\n');
+  const cache = join(dir, 'ferry.codecache');
+  const loader = join(dir, 'loader.cjs');
+  writeFileSync(loader, loaderSource(cache));
+  const ferry = join(dir, 'ferry');
+  await makeExecutable(work, { main: loader, useCodeCache: true, assets: { ...assets, 'ferry-function.js': wrapped } }, node, node.binary, ferry);
+  const store = join(dir, 'store');
+  try {
+    execFileSync(ferry, ['--root', store, 'build', '-q', '-t', 'ferry-pack-train:1', context], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(ferry, ['--root', store, 'run', '--rm', 'ferry-pack-train:1', '/true'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const said = String(err.stderr ?? err.message).trim().split('\n')[0];
+    process.stderr.write(`pack: the code cache is not trained (a packed \`ferry run\` starts ~15 ms slower): ${said}\n`);
+    return undefined;
+  }
+  if (!existsSync(cache)) fail(`the training run wrote no ${relative(ROOT, cache)}`);
+  return cache;
 }
 
 async function main() {
@@ -286,52 +379,39 @@ async function main() {
   const manifest = { ferryVersion, platform: `linux-${arch}`, parts: {} };
   for (const [part, path] of Object.entries(parts)) manifest.parts[part] = { sha256: sha256(path), size: statSync(path).size };
   writeFileSync(join(work, 'pack.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  const assets = { 'pack.json': join(work, 'pack.json'), ...parts };
 
   const script = await bundle(work);
+  // A code cache is made by this very binary, so only when it runs here.
   const native = arch === (process.arch === 'arm64' ? 'arm64' : 'x64');
-  const seaConfig = {
-    main: script,
-    output: join(work, 'sea.blob'),
-    disableExperimentalSEAWarning: true,
-    // The code cache is made by this very binary, so only when it runs here.
-    useCodeCache: native,
-    useSnapshot: false,
-    // Environment that could load code into a ferry that runs as root: NODE_OPTIONS (--require,
-    // --import, --loader) is ignored, and OPENSSL_CONF (which can load a provider library before
-    // any JavaScript runs) is overridden by an empty configuration.
-    // The young generation starts at 16 MiB instead of 1: a container start allocates ~7 MB, and
-    // the scavenge a 1 MiB one needs midway (copying the objects of the modules just loaded) took
-    // 5 ms of it. Pages are touched only as they are used; long commands grow it to this anyway.
-    execArgv: ['--openssl-config=/dev/null', '--min-semi-space-size=16'],
-    execArgvExtension: 'none',
-    assets: { 'pack.json': join(work, 'pack.json'), ...parts },
-  };
-  writeFileSync(join(work, 'sea-config.json'), `${JSON.stringify(seaConfig, null, 2)}\n`);
+  // What the loader compiles: the CommonJS wrapper Node puts around a main script, around ferry.cjs.
+  const wrapped = join(work, 'ferry-function.js');
+  writeFileSync(wrapped, `(function (exports, require, module, __filename, __dirname) {${readFileSync(script, 'latin1')}\n})`, 'latin1');
+  const cache = native ? await trainCodeCache(work, arch, node, assets, wrapped) : undefined;
+  let config = { main: script, useCodeCache: native, assets };
+  if (cache !== undefined) {
+    const loader = join(work, 'loader.cjs');
+    writeFileSync(loader, loaderSource(undefined));
+    config = { main: loader, useCodeCache: true, assets: { ...assets, 'ferry-function.js': wrapped, 'ferry.codecache': cache } };
+  }
   // The blob must be made by the Node it goes into (same version); an arm64 one by the x64 build of that version.
   const maker = native ? node.binary : nodeBuild('x64', out).binary;
-  run(maker, ['--experimental-sea-config', join(work, 'sea-config.json')], { stdio: ['ignore', 'ignore', 'inherit'] });
-
   const target = join(out, name);
   const tmp = `${target}.tmp`;
-  cpSync(node.binary, tmp);
-  chmodSync(tmp, 0o755);
-  const { inject } = require('postject');
-  const quiet = console.log;
-  console.log = () => undefined; // postject announces its success on stdout
-  try {
-    await inject(tmp, 'NODE_SEA_BLOB', readFileSync(seaConfig.output), { sentinelFuse: 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2' });
-  } finally {
-    console.log = quiet;
-  }
+  await makeExecutable(work, config, node, maker, tmp);
   // Another architecture's build runs here only under qemu-user (Debian's qemu-user-static), if present.
   const qemu = native ? undefined : ['/usr/bin/qemu-aarch64-static', '/usr/bin/qemu-aarch64'].find((q) => existsSync(q));
   if (native || qemu !== undefined) {
-    const version = (native ? run(tmp, ['--version']) : run(qemu, ['-L', '/usr/aarch64-linux-gnu', tmp, '--version'])).trim();
-    if (!version.includes('packed')) fail(`${tmp} --version said "${version}", not a packed build`);
+    // FERRY_TIMING=1: the loader says so if V8 rejects the trained cache (the same V8 and flags made it: it must not).
+    const check = native ? spawnSync(tmp, ['--version'], { env: { ...process.env, FERRY_TIMING: '1' }, encoding: 'utf8' }) : spawnSync(qemu, ['-L', '/usr/aarch64-linux-gnu', tmp, '--version'], { encoding: 'utf8' });
+    const version = (check.stdout ?? '').trim();
+    if (check.status !== 0 || !version.includes('packed')) fail(`${tmp} --version said "${version}" (exit ${check.status}): not a packed build\n${check.stderr ?? ''}`);
+    if (check.stderr.includes('code cache was rejected')) fail(`${tmp} rejects the code cache its training run wrote`);
   }
+  if (cache !== undefined) rmSync(join(work, 'train'), { recursive: true, force: true });
   renameSync(tmp, target);
   const size = statSync(target).size;
-  process.stdout.write(`${relative(process.cwd(), target) || target}: ${(size / 1048576).toFixed(1)} MiB, Node.js ${node.version}, sha256 ${sha256(target)}\n`);
+  process.stdout.write(`${relative(process.cwd(), target) || target}: ${(size / 1048576).toFixed(1)} MiB, Node.js ${node.version}${cache === undefined ? '' : ', trained code cache'}, sha256 ${sha256(target)}\n`);
 }
 
 await main();

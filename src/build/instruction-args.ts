@@ -30,7 +30,8 @@ const UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e
 /** A Go duration ("30s", "1m30s", "500ms") in nanoseconds. */
 export function parseDuration(text: string): number | undefined {
   if (text === '0') return 0;
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  // µ written as \u00b5: the packed executable's script must be ASCII (scripts/pack/pack.js).
+  const re = /(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)/gy;
   let total = 0;
   let pos = 0;
   for (let m = re.exec(text); m !== null; m = re.exec(text)) {

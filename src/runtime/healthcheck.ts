@@ -53,7 +53,8 @@ const UNIT_NS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 
 
 /** Go's time.ParseDuration, as docker's flags take them ("30s", "1m30s", "500ms"); nanoseconds. */
 export function parseDuration(text: string, flag: string): number {
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  // µ written as \u00b5: the packed executable's script must be ASCII (scripts/pack/pack.js).
+  const re = /(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)/gy;
   let total = 0;
   let at = 0;
   if (text === '0') return 0;
