@@ -329,7 +329,7 @@ async function makeExecutable(work, config, node, maker, target) {
  */
 async function trainCodeCache(work, arch, node, assets, wrapped) {
   if (process.getuid?.() !== 0) {
-    process.stderr.write('pack: not root, so no container start trains the code cache (a packed `ferry run` starts ~15 ms slower)\n');
+    process.stderr.write('pack: not root, so no container start trains the code cache (a packed `ferry run` starts ~10 ms slower)\n');
     return undefined;
   }
   const dir = join(work, 'train');
@@ -350,7 +350,7 @@ async function trainCodeCache(work, arch, node, assets, wrapped) {
     execFileSync(ferry, ['--root', store, 'run', '--rm', 'ferry-pack-train:1', '/true'], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
     const said = String(err.stderr ?? err.message).trim().split('\n')[0];
-    process.stderr.write(`pack: the code cache is not trained (a packed \`ferry run\` starts ~15 ms slower): ${said}\n`);
+    process.stderr.write(`pack: the code cache is not trained (a packed \`ferry run\` starts ~10 ms slower): ${said}\n`);
     return undefined;
   }
   if (!existsSync(cache)) fail(`the training run wrote no ${relative(ROOT, cache)}`);

@@ -29,6 +29,7 @@ import { instructionFlags, parseDuration } from './instruction-args.js';
 import { writeEntriesLayer, type LayerEntry } from './layer-writer.js';
 import { expandWord, expandWords, ExpansionError } from './shell-words.js';
 import { ContextTree, expandSource, LayersTree, materialize, type SourceTree } from './source-tree.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * `ferry build`: a Dockerfile and its context become an image in the store (DESIGN: a copy from
@@ -214,7 +215,7 @@ class Builder {
     this.log = options.log ?? ((): void => undefined);
     const epoch = options.sourceDateEpoch;
     this.now = epoch ?? Math.floor(Date.now() / 1000);
-    this.created = (): string => (epoch !== undefined ? new Date(epoch * 1000) : new Date()).toISOString();
+    this.created = (): string => isoTime(epoch !== undefined ? new Date(epoch * 1000) : new Date());
     this.targetPlatform = normalizePlatform(options.platform ?? hostPlatform());
   }
 

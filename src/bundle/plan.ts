@@ -28,6 +28,7 @@ import {
   type BundleTool,
   type LayerEncoding,
 } from './format.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * Plan, then act: from the images and options this computes, without any I/O, the whole table
@@ -253,7 +254,7 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
     format: BUNDLE_FORMAT,
     formatVersion: BUNDLE_FORMAT_VERSION,
     ferryVersion: options.ferryVersion,
-    created: options.created.toISOString(),
+    created: isoTime(options.created),
     layers: options.layers,
     compression: {
       algorithm: 'zstd',

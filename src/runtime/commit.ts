@@ -19,6 +19,7 @@ import { commandLine } from './containers.js';
 import { upperLayerTar, writeLayerFile, type WrittenLayer } from './layer-tar.js';
 import { pauseContainer, type Resume } from './pause.js';
 import { containerPaths, findContainer, isAlive, type ContainerInfo, type ContainerRecord } from './state.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * `ferry commit`: a container's upper layer becomes a new layer on top of its image (overlay
@@ -236,7 +237,7 @@ export async function commitContainerInto(store: Store, text: string, copyInto: 
   const record = info.record;
   const base = await baseImage(store, record);
   const docker = base.mediaType === MediaType.dockerManifest;
-  const created = (options.created ?? new Date()).toISOString();
+  const created = isoTime(options.created);
 
   await mkdir(store.tmpDir, { recursive: true });
   const blobPath = join(store.tmpDir, ownedName('commit-layer'));

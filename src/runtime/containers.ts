@@ -43,6 +43,7 @@ import {
 import { findSlirp4netns, privateResolvConf } from './network.js';
 import { resolveUserInLayers, resolveUserInProcessRoot, type ExecUser } from './users.js';
 import { parseNamedVolume, prepareVolumes, removeAnonymousVolumes, type NamedVolumeSpec } from './volumes.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * The container lifecycle (DESIGN "Runtime"): create (files on disk), start (the launcher),
@@ -274,7 +275,7 @@ export async function createContainer(store: Store, options: RunOptions): Promis
     schemaVersion: 1,
     id,
     name: options.name === undefined ? '' : checkName(options.name),
-    created: new Date().toISOString(),
+    created: isoTime(),
     image: { name: entry.name, digest: image.digest, configDigest: image.configDigest, platform: formatPlatform(image.platform) },
     process: {
       argv: spec.argv,
@@ -552,7 +553,7 @@ export async function recordStarted(root: string, id: string, launched: Launched
     monitorStart: processStartTime(launched.monitorPid) ?? '',
     pid: launched.pid,
     pidStart: processStartTime(launched.pid) ?? '',
-    startedAt: launched.startedAt.toISOString(),
+    startedAt: isoTime(launched.startedAt),
     ...(launched.ports.length > 0 ? { ports: launched.ports } : {}),
   });
 }
@@ -614,7 +615,7 @@ function signalSupervisor(info: ContainerInfo, signal: NodeJS.Signals): void {
 
 /** Stopped by hand: its supervisor does not restart it, and `unless-stopped` stays down at boot. */
 async function markStopped(root: string, id: string): Promise<void> {
-  writeFileSync(containerPaths(root, id).stopped, `${new Date().toISOString()}\n`, { mode: 0o644 });
+  writeFileSync(containerPaths(root, id).stopped, `${isoTime()}\n`, { mode: 0o644 });
 }
 
 /** Stop one run: StopSignal, SIGKILL after the timeout. */

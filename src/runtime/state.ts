@@ -11,6 +11,7 @@ import { shouldRestart, type RestartPolicy } from './restart-policy.js';
 import type { ContainerSecurity } from './security.js';
 import type { VolumeMount } from './volumes.js';
 import { randomBytes } from '../io/random.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * A container on disk, `ROOT/containers/<id>/`:
@@ -280,7 +281,7 @@ async function readExit(path: string): Promise<{ code: number; at: string; oom: 
   const [codeText = '', flag] = text.trim().split(' ');
   const code = Number(codeText);
   if (codeText === '' || !Number.isInteger(code)) return undefined;
-  return { code, at: statSync(path).mtime.toISOString(), oom: flag === 'oom' };
+  return { code, at: isoTime(statSync(path).mtime), oom: flag === 'oom' };
 }
 
 /** A container's record and live status; undefined when it does not exist (or is half-created). */

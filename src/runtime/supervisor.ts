@@ -20,6 +20,7 @@ import { killArgument, parseSignal } from './signals.js';
 import { pathExists } from '../io/atomic-file.js';
 import { containerPaths, loadContainer, processStartTime, shortId, writeRunState, type ContainerRecord, type ContainerRunState } from './state.js';
 import type { SupervisorStart } from './supervise.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * A container's supervisor (`ferry supervise ID`, started by supervise.ts): ferry has no daemon,
@@ -86,7 +87,7 @@ async function probe(store: Store, record: ContainerRecord, target: { pid: numbe
     launched = await launch(spec, { stdio: ['ignore', 'pipe', 'pipe'], detached: false });
   } catch (err) {
     // The container ended meanwhile, or the command does not exist: a failed probe, as docker records it.
-    return { Start: start.toISOString(), End: new Date().toISOString(), ExitCode: err instanceof LaunchError ? err.exitCode : 1, Output: messageOf(err) };
+    return { Start: isoTime(start), End: isoTime(), ExitCode: err instanceof LaunchError ? err.exitCode : 1, Output: messageOf(err) };
   }
   launched.child?.stdout?.on('data', keep);
   launched.child?.stderr?.on('data', keep);
@@ -97,9 +98,9 @@ async function probe(store: Store, record: ContainerRecord, target: { pid: numbe
   }, timing.timeoutMs);
   const code = await launched.exited;
   clearTimeout(timer);
-  const end = new Date().toISOString();
-  if (timedOut) return { Start: start.toISOString(), End: end, ExitCode: -1, Output: `Health check exceeded timeout (${timing.timeoutMs / 1000}s)` };
-  return { Start: start.toISOString(), End: end, ExitCode: code, Output: output.toString('utf8') };
+  const end = isoTime();
+  if (timedOut) return { Start: isoTime(start), End: end, ExitCode: -1, Output: `Health check exceeded timeout (${timing.timeoutMs / 1000}s)` };
+  return { Start: isoTime(start), End: end, ExitCode: code, Output: output.toString('utf8') };
 }
 
 /**
@@ -230,7 +231,7 @@ export async function superviseContainer(store: Store, id: string, report: (star
       if (!healthRestart && !shouldRestart(policy, code, restartCount)) break;
       healthRestart = false;
       backoff = nextBackoff(backoff, Date.now() - startedAt);
-      state = { ...(state ?? { monitorPid: 0, monitorStart: '', pid: 0, pidStart: '', startedAt: new Date(startedAt).toISOString() }), ...me, restartCount, restarting: true, lastExitCode: code, lastFinishedAt: new Date().toISOString() };
+      state = { ...(state ?? { monitorPid: 0, monitorStart: '', pid: 0, pidStart: '', startedAt: isoTime(new Date(startedAt)) }), ...me, restartCount, restarting: true, lastExitCode: code, lastFinishedAt: isoTime() };
       await writeRunState(store.root, id, state);
       await backoffSleep.sleep(backoff);
       if (terminating || (await pathExists(paths.stopped))) break;

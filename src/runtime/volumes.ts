@@ -10,6 +10,7 @@ import type { LaunchBind } from './launcher.js';
 import { listLayeredDir, lookupLayered, type LayeredEntry } from './layered-fs.js';
 import { listContainers, shortId, type ContainerInfo, type ContainerRecord } from './state.js';
 import { randomBytes } from '../io/random.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * Volumes (docker's "local" driver): `ROOT/volumes/NAME/` holds `volume.json` (what it is) and
@@ -145,7 +146,7 @@ export async function ensureVolume(
     if (options.copyFrom !== undefined) await fillEmptyVolume(store, name, options.copyFrom);
     return { volume: existing, created: false };
   }
-  const record: VolumeRecord = { name, created: new Date().toISOString(), anonymous: options.anonymous ?? false };
+  const record: VolumeRecord = { name, created: isoTime(), anonymous: options.anonymous ?? false };
   await mkdir(store.tmpDir, { recursive: true });
   await mkdir(volumesDir(store.root), { recursive: true, mode: 0o700 });
   const tmp = join(store.tmpDir, ownedName('volume'));

@@ -3,6 +3,7 @@ import { parseImageConfig, parseManifest } from '../oci/manifest.js';
 import { chainIds } from './layers.js';
 import type { Store } from './store.js';
 import type { RefEntry } from './refs.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * What the store holds, for `export --since INVENTORY.json` on the connected side: every blob
@@ -24,7 +25,7 @@ export async function inventory(store: Store): Promise<Inventory> {
   return {
     kind: 'ferry-inventory',
     schemaVersion: 1,
-    created: new Date().toISOString(),
+    created: isoTime(),
     blobs: await store.blobs.list(),
     diffIds: [...new Set(layers.map((l) => l.diffId))].sort(),
     layers,

@@ -12,6 +12,7 @@ import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
 import type { unpackLayerTar } from './unpack.js';
+import { isoTime } from '../io/iso-time.js';
 
 /** A layer's tar-split (see tar-split.ts), beside its diff/. */
 export const TAR_SPLIT_FILE = 'tar-split.zst';
@@ -237,7 +238,7 @@ export class LayerStore {
         size: result.size,
         compressedDigests: options.compressedDigest === undefined || options.compressedDigest === expectedDiffId ? [] : [options.compressedDigest],
         link: shortLinkOf(chainId),
-        created: new Date().toISOString(),
+        created: isoTime(),
       };
       if (result.tarSplit?.kept === true) meta.tarSplit = 'kept';
       else if (result.tarSplit !== undefined) {

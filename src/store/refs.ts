@@ -8,6 +8,7 @@ import { formatReference, parseReference } from '../oci/reference.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
+import { isoTime } from '../io/iso-time.js';
 
 /**
  * Image names in the store: `refs.json`, replaced atomically, written last in an import so a
@@ -107,7 +108,7 @@ export class RefStore {
    */
   async setMany(entries: ReadonlyArray<Omit<RefEntry, 'updated'>>, beforeRename?: () => Promise<void>): Promise<void> {
     if (entries.length === 0) return;
-    const updated = new Date().toISOString();
+    const updated = isoTime();
     const key = (e: Pick<RefEntry, 'name' | 'platform'>): string => `${e.name}\n${platformKey(e.platform)}`;
     const fresh = new Map<string, RefEntry>();
     for (const entry of entries) {
