@@ -135,6 +135,17 @@ describe('the packed executable', () => {
     }
   });
 
+  it('carries a code cache that a container start trained at pack time, and its V8 takes it', async () => {
+    // The tests run as root, so the pack trained its cache (scripts/pack/pack.js, trainCodeCache).
+    const config = JSON.parse(await readFile(join(PACK_WORK, 'sea-config.json'), 'utf8')) as { main: string; assets: Record<string, string> };
+    expect(config.main).toBe(join(PACK_WORK, 'loader.cjs'));
+    expect(Object.keys(config.assets)).toEqual(expect.arrayContaining(['ferry-function.js', 'ferry.codecache']));
+    const trained = (await readFile(config.assets['ferry.codecache']!)).length;
+    const { stdout, stderr } = await exec(PACK, ['--version'], { env: { ...process.env, FERRY_TIMING: '1' } });
+    expect(stdout).toMatch(/packed linux-x64/);
+    expect(stderr).toContain(`ferry: code cache accepted (${trained} bytes)`);
+  });
+
   it('extracts a part again when the file on disk no longer matches its hash', async () => {
     const doctor = (): Promise<{ stdout: string; stderr: string }> => exec(PACK, ['doctor', '--json']).catch((err: { stdout: string; stderr: string }) => err);
     await doctor();
