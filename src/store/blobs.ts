@@ -1,14 +1,13 @@
 import { createReadStream, readFileSync, readdirSync, statSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';
 import { digestAlgorithm, digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { IngestBatch } from '../io/atomic-file.js';
-import { ingestBytes as ingestBytesInto, ingestFile, type Ingested, type IngestOptions as FileIngestOptions } from '../io/ingest.js';
+import { nodeStreamPromises } from '../io/builtins.js';
+import type { Ingested, IngestOptions as FileIngestOptions } from '../io/ingest.js';
 import { digestOfBuffer } from '../io/native.js';
-import { VerifyDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
@@ -111,6 +110,9 @@ export class BlobStore {
    */
   async ingest(stream: Readable, digest: Digest, size: number | undefined, options: IngestOptions = {}): Promise<IngestResult> {
     const what = options.what ?? `blob ${digest}`;
+    // io/ingest and io/verify-digest (and node:stream with them) load on the first write: a
+    // container start reads the store and writes no blob.
+    const { ingestFile } = await import('../io/ingest.js');
     return this.ingesting(what, () =>
       ingestFile(this.finalPath(digest), stream, { ...this.ingestOptions(digest, what, options), ...(size === undefined ? {} : { size }) }),
     );
@@ -123,6 +125,7 @@ export class BlobStore {
    */
   async ingestBytes(bytes: Buffer, digest: Digest, options: IngestOptions = {}): Promise<IngestResult> {
     const what = options.what ?? `blob ${digest}`;
+    const { ingestBytes: ingestBytesInto } = await import('../io/ingest.js');
     return this.ingesting(what, () => ingestBytesInto(this.finalPath(digest), bytes, this.ingestOptions(digest, what, options)));
   }
 
@@ -200,9 +203,10 @@ export class BlobStore {
 
   /** Hash a stored blob's bytes: its real digest. */
   async verify(digest: Digest): Promise<boolean> {
+    const { VerifyDigest } = await import('../io/verify-digest.js');
     const verify = new VerifyDigest(digest);
     try {
-      await pipeline(createReadStream(this.path(digest)), verify, async (source: AsyncIterable<Buffer>) => {
+      await nodeStreamPromises().pipeline(createReadStream(this.path(digest)), verify, async (source: AsyncIterable<Buffer>) => {
         for await (const chunk of source) void chunk;
       });
       return true;

@@ -1,13 +1,12 @@
 import { mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { lstat, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { finished, pipeline } from 'node:stream/promises';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { syncDir, writeFileAtomic } from '../io/atomic-file.js';
+import { nodeStream, nodeStreamPromises } from '../io/builtins.js';
 import { digestOfBuffer, nativeFs } from '../io/native.js';
-import { verifiedDigest } from '../io/verify-digest.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isNoSpace, noSpaceError } from './space.js';
@@ -152,9 +151,9 @@ export class LayerStore {
     // Loaded when the tar is read, as unpack.js below: `run` opens the image (and so this) but
     // never reads a layer's tar, and starts without tar-split and zstd.
     return () => {
-      const out = new PassThrough();
+      const out = new (nodeStream().PassThrough)();
       import('./tar-split.js')
-        .then(({ reproduceLayerTar }) => pipeline(reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what), out))
+        .then(({ reproduceLayerTar }) => nodeStreamPromises().pipeline(reproduceLayerTar(this.tarSplitPath(chainId), this.diffDir(chainId), what), out))
         .catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
       return out;
     };
@@ -207,7 +206,7 @@ export class LayerStore {
     const what = options.what ?? `layer ${expectedDiffId}`;
     if (await this.has(chainId)) {
       tar.resume();
-      await finished(tar);
+      await nodeStreamPromises().finished(tar);
       return { chainId, diffId: expectedDiffId, size: 0, skipped: true, warnings: [] };
     }
     const lowerDirs = await this.lowerDirs(parentChainId);
@@ -222,8 +221,8 @@ export class LayerStore {
       if (options.rootless !== undefined) unpackOptions.rootless = options.rootless;
       // A stream that verifies itself against this diffId (the bundle's, marked by its reader) is
       // not hashed a second time; it fails at its end, which the unpack reads before returning.
+      const [{ verifiedDigest }, { unpackLayerTar: unpack }] = await Promise.all([import('../io/verify-digest.js'), import('./unpack.js')]);
       if (verifiedDigest(tar) === expectedDiffId) unpackOptions.verifiedDiffId = expectedDiffId;
-      const { unpackLayerTar: unpack } = await import('./unpack.js');
       const result = await unpack(tar, diff, unpackOptions);
       if (result.diffId !== expectedDiffId) {
         throw new FerryError('DIGEST_MISMATCH', `${what}: the layer tar hashes to ${result.diffId}, not its diffId ${expectedDiffId}`, {

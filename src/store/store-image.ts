@@ -5,7 +5,7 @@ import type { Image, Layer, OpenOptions } from '../oci/image.js';
 import { configPlatform, parseImageConfig, parseManifest } from '../oci/manifest.js';
 import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, referenceName, type Reference } from '../oci/reference.js';
-import { layerFromBlob, layerFromTar } from '../io/layer-forms.js';
+import type { BlobLayerSource, TarLayerSource } from '../io/layer-forms.js';
 import { chainIds } from './layers.js';
 import type { RefEntry } from './refs.js';
 import type { Store } from './store.js';
@@ -36,17 +36,17 @@ export async function openStoreImageByDigest(store: Store, manifestDigest: Diges
     const chainId = chains[i]!;
     const layerWhat = `${what} layer ${i}`;
     if (await store.blobs.has(descriptor.digest)) {
-      layers.push(layerFromBlob({ descriptor, diffId, what: layerWhat, openBlob: () => store.blobs.open(descriptor.digest) }));
+      layers.push(blobLayer({ descriptor, diffId, what: layerWhat, openBlob: () => store.blobs.open(descriptor.digest) }));
     } else if (await store.blobs.has(diffId)) {
       const size = (await store.blobs.stat(diffId))?.size;
-      const source: Parameters<typeof layerFromTar>[0] = { descriptor, diffId, what: layerWhat, openTar: () => store.blobs.open(diffId) };
+      const source: TarLayerSource = { descriptor, diffId, what: layerWhat, openTar: () => store.blobs.open(diffId) };
       if (size !== undefined) source.tarSize = size;
-      layers.push(layerFromTar(source));
+      layers.push(tarLayer(source));
     } else {
       const meta = await store.layers.meta(chainId);
       const open = meta === undefined ? undefined : await store.layers.openTar(chainId, `${layerWhat} (diffId ${diffId})`);
       if (meta !== undefined && open !== undefined) {
-        layers.push(layerFromTar({ descriptor, diffId, what: layerWhat, tarSize: meta.size, openTar: async () => open() }));
+        layers.push(tarLayer({ descriptor, diffId, what: layerWhat, tarSize: meta.size, openTar: async () => open() }));
       } else {
         layers.push(unpackedOnlyLayer(descriptor, diffId, layerWhat));
       }
@@ -64,6 +64,26 @@ export async function openStoreImageByDigest(store: Store, manifestDigest: Diges
     platform: configPlatform(config),
     layers,
   };
+}
+
+/**
+ * io/layer-forms' layers, that module loaded when a stream is first asked for: `run` opens its
+ * image but reads no layer as a stream, and layer-forms brings node:stream, zstd and digest
+ * verification with it (~3 ms of a container start).
+ */
+function blobLayer(source: BlobLayerSource): Layer {
+  return deferredLayer({ descriptor: source.descriptor, diffId: source.diffId, stored: 'blob' }, async () => (await import('../io/layer-forms.js')).layerFromBlob(source));
+}
+
+function tarLayer(source: TarLayerSource): Layer {
+  const fields = { descriptor: source.descriptor, diffId: source.diffId, stored: 'tar' as const };
+  return deferredLayer(source.tarSize === undefined ? fields : { ...fields, tarSize: source.tarSize }, async () => (await import('../io/layer-forms.js')).layerFromTar(source));
+}
+
+function deferredLayer(fields: Omit<Layer, 'blob' | 'tar'>, make: () => Promise<Layer>): Layer {
+  let made: Promise<Layer> | undefined;
+  const layer = (): Promise<Layer> => (made ??= make());
+  return { ...fields, blob: async (options) => (await layer()).blob(options), tar: async (options) => (await layer()).tar(options) };
 }
 
 function unpackedOnlyLayer(descriptor: Layer['descriptor'], diffId: Digest, what: string): Layer {
