@@ -8,11 +8,9 @@ export function createRequire(_from) {
   return (id) => {
     if (id === 'zstd-napi') return require('zstd-napi');
     if (id === 'zstd-napi/binding.js') return require('zstd-napi/binding.js');
-    // io/builtins.ts and oci/digest.ts: built-ins loaded on first use (an SEA's require loads built-ins).
-    if (id === 'node:crypto') return require('node:crypto');
-    if (id === 'node:zlib') return require('node:zlib');
-    if (id === 'node:worker_threads') return require('node:worker_threads');
-    if (id === 'node:child_process') return require('node:child_process');
+    // io/builtins.ts and oci/digest.ts: built-ins loaded on first use (an SEA's require loads
+    // built-ins only, so any node: id is one).
+    if (id.startsWith('node:')) return require(id);
     throw new Error(`the packed ferry cannot require("${id}"): add it to scripts/pack/module-shim.js`);
   };
 }

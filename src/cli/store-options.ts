@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { access } from 'node:fs/promises';
+import { access } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import { openStore, resolveStoreRoot, type Store } from '../store/store.js';
 

@@ -1,5 +1,5 @@
 import { closeSync, fsyncSync, lstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { access, mkdir, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { access, mkdir, open, rename, rm, unlink, type FileHandle } from './fs-promises.js';
 import { dirname, basename, join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import { nativeFs } from './native.js';

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, rmdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import { FerryError, messageOf } from '../errors.js';
 import { sharesToWeight, type Resources } from './resources.js';

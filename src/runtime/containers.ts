@@ -1,5 +1,5 @@
 import { constants as fsConstants, chmodSync, chownSync, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from '../io/fs-promises.js';
 import { isAbsolute, join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
 import { pathExistsNow, writeFileAtomic } from '../io/atomic-file.js';

@@ -1,5 +1,5 @@
 import { constants as fsConstants, lstatSync, readlinkSync, type Stats } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
+import { open, readdir } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { nativeFs } from '../io/native.js';

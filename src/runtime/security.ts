@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../io/fs-promises.js';
 import { posix } from 'node:path';
 import { UsageError, messageOf } from '../errors.js';
 import { capabilityMask, containerCapabilities, DEFAULT_CAPABILITIES } from './capabilities.js';

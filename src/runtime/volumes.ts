@@ -1,5 +1,5 @@
 import { constants as fsConstants, type Stats } from 'node:fs';
-import { chmod, lchown, lutimes, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, lutimes, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, utimes } from '../io/fs-promises.js';
 import { join, posix, relative } from 'node:path';
 import { FerryError, UsageError, messageOf } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic-file.js';

@@ -1,5 +1,5 @@
 import { createReadStream, readFileSync, readdirSync, statSync } from 'node:fs';
-import { open, rm } from 'node:fs/promises';
+import { open, rm } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';

@@ -1,5 +1,5 @@
 import { mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { lstat, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { lstat, readFile, readdir, rename, rm } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';

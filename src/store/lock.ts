@@ -1,5 +1,5 @@
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { open, readFile, stat, unlink } from 'node:fs/promises';
+import { open, readFile, stat, unlink } from '../io/fs-promises.js';
 import { FerryError, messageOf } from '../errors.js';
 import { isOwnerAlive, ownerToken } from './owner.js';
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
+import { rename } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';

@@ -1,4 +1,4 @@
-import { statfs } from 'node:fs/promises';
+import { statfs } from '../io/fs-promises.js';
 import { FerryError } from '../errors.js';
 
 /** Bytes free for this user on the filesystem holding `path`. */

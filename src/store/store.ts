@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { open, readdir, rm, unlink } from 'node:fs/promises';
+import { open, readdir, rm, unlink } from '../io/fs-promises.js';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
