@@ -111,8 +111,16 @@ export class BlobStore {
   async ingest(stream: Readable, digest: Digest, size: number | undefined, options: IngestOptions = {}): Promise<IngestResult> {
     const what = options.what ?? `blob ${digest}`;
     // io/ingest and io/verify-digest (and node:stream with them) load on the first write: a
-    // container start reads the store and writes no blob.
-    const { ingestFile } = await import('../io/ingest.js');
+    // container start reads the store and writes no blob. Meanwhile an error of the source waits
+    // in it (`errored`), as under ingestFile's own guard, instead of being thrown as uncaught.
+    const wait = (): void => undefined;
+    stream.on('error', wait);
+    let ingestFile: typeof import('../io/ingest.js').ingestFile;
+    try {
+      ({ ingestFile } = await import('../io/ingest.js'));
+    } finally {
+      stream.off('error', wait);
+    }
     return this.ingesting(what, () =>
       ingestFile(this.finalPath(digest), stream, { ...this.ingestOptions(digest, what, options), ...(size === undefined ? {} : { size }) }),
     );

@@ -128,6 +128,13 @@ describe('content store', () => {
     expect(await readdir(store.tmpDir)).toEqual([]);
   });
 
+  it('a source that failed before the ingest took it fails the ingest and leaves nothing', async () => {
+    const failed = new Readable({ read() {} });
+    failed.destroy(new Error('connection reset early'));
+    await expect(store.ingestBlob(failed, digestOf('x'), 1)).rejects.toThrow(/connection reset early/);
+    expect(await readdir(store.tmpDir)).toEqual([]);
+  });
+
   it('tmp/ entries of dead processes are swept at open; live ones stay', async () => {
     await mkdir(join(store.tmpDir, '999999999.1-abc-layer', 'diff'), { recursive: true });
     await writeFile(join(store.tmpDir, 'stray'), 'x');
