@@ -272,7 +272,7 @@ async function bundle(work) {
  * The SEA's main script when ferry's code travels with a trained code cache: it compiles
  * ferry.cjs (an asset) with the cache, which holds the bytecode of every function a container
  * start ran, so that start compiles nothing lazily (Node's own useCodeCache holds only what V8
- * compiles before running: ~18 ms of a ~150 ms start went to compiling the rest). A cache V8
+ * compiles before running: ~10 ms of a ~150 ms start went to compiling the rest). A cache V8
  * rejects (another V8, other flags) costs only time: ferry.cjs is then compiled as it runs.
  * `trainTo` (the first, temporary executable only): write the cache of what ran at exit.
  */
