@@ -1,11 +1,10 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';
 import { digestAlgorithm, digestOf, type Digest, type DigestAlgorithm } from '../oci/digest.js';
 import { Ingestion, ioError, makeDir, pathExists, pathExistsNow, tempPathFor, type CommitOptions } from './atomic-file.js';
-import { MeasureDigest, VerifyDigest } from './verify-digest.js';
+import { nodeStream, nodeStreamPromises } from './builtins.js';
 
 /**
  * The one ingestion primitive: every writer and cache that lands a stream of bytes in a file uses
@@ -81,7 +80,7 @@ async function ingestOwned(target: string | ((digest: Digest) => string), source
   const where = named ?? dirname(options.tmp!);
   if (named !== undefined && options.ifExists === 'keep' && options.digest !== undefined && (options.batch?.stagedAt(named) !== undefined || (await pathExists(named)))) {
     source.resume();
-    await finished(source);
+    await nodeStreamPromises().finished(source);
     return { path: named, digest: options.digest, size: 0, existed: true };
   }
   // A temp file beside the target needs its directory now, not at commit.
@@ -91,13 +90,16 @@ async function ingestOwned(target: string | ((digest: Digest) => string), source
   // Node 20's pipeline reports an AbortError instead of what the last stage threw: keep that here.
   let sinkError: unknown;
   try {
+    // The digest stages (and node:stream with them) load with the first stream ingested: a store
+    // opened to read, as by a container start, writes nothing through here.
+    const { MeasureDigest, VerifyDigest } = await import('./verify-digest.js');
     ingestion = await Ingestion.open(tmp, options.mode);
     const trusted = options.digest !== undefined && options.sourceVerifies === true;
     const check =
       options.digest === undefined
         ? new MeasureDigest(options.algorithm)
         : trusted
-          ? new PassThrough()
+          ? new (nodeStream().PassThrough)()
           : new VerifyDigest(options.digest, { what: `${what} at ${where}`, ...(options.size === undefined ? {} : { size: options.size }) });
     // The size is counted here when nothing else checks it.
     const size = options.digest === undefined || trusted ? options.size : undefined;
@@ -116,7 +118,7 @@ async function ingestOwned(target: string | ((digest: Digest) => string), source
       await file.writev(batch);
       options.onBytes?.(bytes);
     };
-    await pipeline(
+    await nodeStreamPromises().pipeline(
       source,
       check,
       async (chunks: AsyncIterable<Buffer>) => {

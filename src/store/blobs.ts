@@ -6,7 +6,7 @@ import { FerryError, isFerryError } from '../errors.js';
 import { digestAlgorithm, digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { IngestBatch } from '../io/atomic-file.js';
 import { nodeStreamPromises } from '../io/builtins.js';
-import type { Ingested, IngestOptions as FileIngestOptions } from '../io/ingest.js';
+import { ingestBytes as ingestBytesInto, ingestFile, type Ingested, type IngestOptions as FileIngestOptions } from '../io/ingest.js';
 import { digestOfBuffer } from '../io/native.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
@@ -110,17 +110,6 @@ export class BlobStore {
    */
   async ingest(stream: Readable, digest: Digest, size: number | undefined, options: IngestOptions = {}): Promise<IngestResult> {
     const what = options.what ?? `blob ${digest}`;
-    // io/ingest and io/verify-digest (and node:stream with them) load on the first write: a
-    // container start reads the store and writes no blob. Meanwhile an error of the source waits
-    // in it (`errored`), as under ingestFile's own guard, instead of being thrown as uncaught.
-    const wait = (): void => undefined;
-    stream.on('error', wait);
-    let ingestFile: typeof import('../io/ingest.js').ingestFile;
-    try {
-      ({ ingestFile } = await import('../io/ingest.js'));
-    } finally {
-      stream.off('error', wait);
-    }
     return this.ingesting(what, () =>
       ingestFile(this.finalPath(digest), stream, { ...this.ingestOptions(digest, what, options), ...(size === undefined ? {} : { size }) }),
     );
@@ -133,7 +122,6 @@ export class BlobStore {
    */
   async ingestBytes(bytes: Buffer, digest: Digest, options: IngestOptions = {}): Promise<IngestResult> {
     const what = options.what ?? `blob ${digest}`;
-    const { ingestBytes: ingestBytesInto } = await import('../io/ingest.js');
     return this.ingesting(what, () => ingestBytesInto(this.finalPath(digest), bytes, this.ingestOptions(digest, what, options)));
   }
 
