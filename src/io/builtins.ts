@@ -20,4 +20,5 @@ export const nodeWorkerThreads = lazy<typeof import('node:worker_threads')>('nod
 export const nodeChildProcess = lazy<typeof import('node:child_process')>('node:child_process');
 export const nodeStream = lazy<typeof import('node:stream')>('node:stream');
 export const nodeStreamPromises = lazy<typeof import('node:stream/promises')>('node:stream/promises');
+export const nodeV8 = lazy<typeof import('node:v8')>('node:v8');
 export const nodeFsPromises = lazy<typeof import('node:fs/promises')>('node:fs/promises');

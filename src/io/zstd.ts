@@ -6,6 +6,7 @@ import type * as ZstdNapi from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { FerryError } from '../errors.js';
 import { nodeWorkerThreads } from './builtins.js';
+import { restoreHeapBounds } from './heap.js';
 import { nativePart, packedBuild } from './native-parts.js';
 
 // zstd-napi (a CommonJS addon) is loaded on first use, not with this module: commands that never
@@ -412,6 +413,7 @@ class ZstdThreadDecompressStream extends Duplex {
     this.what = options.what ?? 'zstd stream';
     const setup: WorkerSetup = { addon: zstdAddonPath(), windowLogMax: this.windowLogMax };
     this.worker = new (nodeWorkerThreads().Worker)(`(${zstdWorkerMain.toString()})(require, require('node:worker_threads').workerData)`, { eval: true, workerData: setup });
+    this.worker.once('online', restoreHeapBounds);
     this.worker.on('message', (msg: FromWorker) => this.onMessage(msg));
     this.worker.on('error', (err) => this.destroy(err));
     this.worker.on('exit', () => {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { boundYoungGeneration } from '../../io/heap.js';
 
 /** A command module adds its subcommand to the program. */
 export type Register = (program: Command) => void;
@@ -7,6 +8,8 @@ interface CommandModule {
   /** The subcommands the module registers, in --help order. */
   names: string[];
   load: () => Promise<Register[]>;
+  /** Moves bulk bytes through buffers (bundles, layers, blobs): runs with a bounded young generation (io/heap.ts). */
+  bulk?: true;
 }
 
 /**
@@ -14,18 +17,18 @@ interface CommandModule {
  * for the registry client, the bundle writer and zstd before it starts a container.
  */
 const MODULES: CommandModule[] = [
-  { names: ['export'], load: async () => [(await import('./export.js')).registerExport] },
+  { names: ['export'], load: async () => [(await import('./export.js')).registerExport], bulk: true },
   { names: ['inspect'], load: async () => [(await import('./inspect.js')).registerInspect] },
   { names: ['login', 'logout'], load: async () => { const m = await import('./login.js'); return [m.registerLogin, m.registerLogout]; } },
-  { names: ['ls'], load: async () => [(await import('./ls.js')).registerLs] },
-  { names: ['verify'], load: async () => [(await import('./verify.js')).registerVerify] },
+  { names: ['ls'], load: async () => [(await import('./ls.js')).registerLs], bulk: true },
+  { names: ['verify'], load: async () => [(await import('./verify.js')).registerVerify], bulk: true },
   { names: ['keygen'], load: async () => [(await import('./keygen.js')).registerKeygen] },
-  { names: ['import'], load: async () => [(await import('./import.js')).registerImport] },
+  { names: ['import'], load: async () => [(await import('./import.js')).registerImport], bulk: true },
   { names: ['images'], load: async () => [(await import('./images.js')).registerImages] },
   { names: ['tag'], load: async () => [(await import('./tag.js')).registerTag] },
   { names: ['rmi'], load: async () => [(await import('./rmi.js')).registerRmi] },
   { names: ['prune'], load: async () => [(await import('./prune.js')).registerPrune] },
-  { names: ['fsck'], load: async () => [(await import('./fsck.js')).registerFsck] },
+  { names: ['fsck'], load: async () => [(await import('./fsck.js')).registerFsck], bulk: true },
   { names: ['inventory'], load: async () => [(await import('./inventory.js')).registerInventory] },
   { names: ['run'], load: async () => [(await import('./run.js')).registerRun] },
   { names: ['ps'], load: async () => [(await import('./ps.js')).registerPs] },
@@ -38,15 +41,15 @@ const MODULES: CommandModule[] = [
   { names: ['rm'], load: async () => [(await import('./rm.js')).registerRm] },
   { names: ['logs'], load: async () => [(await import('./logs.js')).registerLogs] },
   { names: ['exec'], load: async () => [(await import('./exec.js')).registerExec] },
-  { names: ['diff'], load: async () => [(await import('./diff.js')).registerDiff] },
-  { names: ['build'], load: async () => [(await import('./build.js')).registerBuild] },
-  { names: ['commit'], load: async () => [(await import('./commit.js')).registerCommit] },
-  { names: ['pull'], load: async () => [(await import('./pull.js')).registerPull] },
-  { names: ['push'], load: async () => [(await import('./push.js')).registerPush] },
-  { names: ['save'], load: async () => [(await import('./save.js')).registerSave] },
-  { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe] },
+  { names: ['diff'], load: async () => [(await import('./diff.js')).registerDiff], bulk: true },
+  { names: ['build'], load: async () => [(await import('./build.js')).registerBuild], bulk: true },
+  { names: ['commit'], load: async () => [(await import('./commit.js')).registerCommit], bulk: true },
+  { names: ['pull'], load: async () => [(await import('./pull.js')).registerPull], bulk: true },
+  { names: ['push'], load: async () => [(await import('./push.js')).registerPush], bulk: true },
+  { names: ['save'], load: async () => [(await import('./save.js')).registerSave], bulk: true },
+  { names: ['serve'], load: async () => [(await import('./serve.js')).registerServe], bulk: true },
   { names: ['generate'], load: async () => [(await import('./generate.js')).registerGenerate] },
-  { names: ['supervise'], load: async () => [(await import('./supervise.js')).registerSupervise] },
+  { names: ['supervise'], load: async () => [(await import('./supervise.js')).registerSupervise], bulk: true },
   { names: ['doctor'], load: async () => [(await import('./doctor.js')).registerDoctor] },
 ];
 
@@ -54,5 +57,6 @@ const MODULES: CommandModule[] = [
 export async function loadCommands(name: string | undefined): Promise<Register[]> {
   const only = name === undefined ? undefined : MODULES.find((m) => m.names.includes(name));
   const chosen = only ? [only] : MODULES;
+  if (only?.bulk === true) boundYoungGeneration();
   return (await Promise.all(chosen.map((m) => m.load()))).flat();
 }
