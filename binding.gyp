@@ -5,10 +5,26 @@
     {
       # N-API addon with the filesystem syscalls Node lacks (mknod, l*xattr, utimensat nofollow,
       # syncfs), loaded by src/io/native.ts.
+      # It decodes zstd on a thread of its own (native/zstd-thread.c), with zstd's decompressor
+      # compiled from zstd-napi's copy of the sources: the version ferry's other zstd code uses.
       'target_name': 'ferry_native',
-      'sources': ['native/ferry_native.c'],
-      'defines': ['NAPI_VERSION=8'],
-      'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden'],
+      'sources': [
+        'native/ferry_native.c',
+        'native/zstd-thread.c',
+        'node_modules/zstd-napi/deps/zstd/lib/common/entropy_common.c',
+        'node_modules/zstd-napi/deps/zstd/lib/common/error_private.c',
+        'node_modules/zstd-napi/deps/zstd/lib/common/fse_decompress.c',
+        'node_modules/zstd-napi/deps/zstd/lib/common/xxhash.c',
+        'node_modules/zstd-napi/deps/zstd/lib/common/zstd_common.c',
+        'node_modules/zstd-napi/deps/zstd/lib/decompress/huf_decompress.c',
+        'node_modules/zstd-napi/deps/zstd/lib/decompress/huf_decompress_amd64.S',
+        'node_modules/zstd-napi/deps/zstd/lib/decompress/zstd_ddict.c',
+        'node_modules/zstd-napi/deps/zstd/lib/decompress/zstd_decompress.c',
+        'node_modules/zstd-napi/deps/zstd/lib/decompress/zstd_decompress_block.c',
+      ],
+      'include_dirs': ['node_modules/zstd-napi/deps/zstd/lib'],
+      'defines': ['NAPI_VERSION=8', 'XXH_NAMESPACE=ZSTD_', 'ZSTD_NO_TRACE', 'ZSTDLIB_VISIBLE=', 'ZSTDERRORLIB_VISIBLE='],
+      'cflags': ['-std=gnu11', '-O2', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden'],
       'ldflags': ['-Wl,-z,noexecstack', '-Wl,-z,relro', '-Wl,-z,now'],
     },
     {

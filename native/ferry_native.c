@@ -41,6 +41,8 @@
 
 #include <node_api.h>
 
+#include "zstd-thread.h"
+
 #define XATTR_VALUE_MAX 65536 /* Linux XATTR_SIZE_MAX */
 #define XATTR_LIST_MAX_BYTES 65536 /* Linux XATTR_LIST_MAX */
 
@@ -869,6 +871,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"exitNow", NULL, ExitNow, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
+  register_zstd_thread(env, exports);
   return exports;
 }
 

@@ -168,12 +168,22 @@ function buildLauncher(work, arch) {
   return out;
 }
 
+/** The zstd sources the addon's decoder thread needs (native/zstd-thread.c), as binding.gyp lists them. */
+function zstdDecoderSources() {
+  const gyp = readFileSync(join(ROOT, 'binding.gyp'), 'utf8');
+  const sources = [...gyp.matchAll(/'(node_modules\/zstd-napi\/deps\/zstd\/lib\/[^']+)'/g)].map((m) => join(ROOT, m[1]));
+  if (sources.length === 0) throw new Error('pack: binding.gyp lists no zstd sources for ferry_native');
+  return sources;
+}
+
 function buildAddon(work, arch, node) {
   const out = join(work, 'ferry_native.node');
   run(`${ARCHES[arch].gccPrefix}gcc`, [
     '-shared', '-fPIC', '-O2', '-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden', '-s',
-    '-DNAPI_VERSION=8', '-DFERRY_COMPAT_STAT', '-I', node.include, '-include', join(HERE, 'glibc-2.28.h'),
-    join(ROOT, 'native', 'ferry_native.c'), '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now',
+    '-DNAPI_VERSION=8', '-DFERRY_COMPAT_STAT', '-DXXH_NAMESPACE=ZSTD_', '-DZSTD_NO_TRACE', '-DZSTDLIB_VISIBLE=', '-DZSTDERRORLIB_VISIBLE=',
+    '-I', node.include, '-I', join(ROOT, 'node_modules', 'zstd-napi', 'deps', 'zstd', 'lib'), '-include', join(HERE, 'glibc-2.28.h'),
+    join(ROOT, 'native', 'ferry_native.c'), join(ROOT, 'native', 'zstd-thread.c'), ...zstdDecoderSources(),
+    '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now', '-lpthread',
   ], { stdio: ['ignore', 'inherit', 'inherit'] });
   return out;
 }

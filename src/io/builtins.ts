@@ -16,7 +16,6 @@ function lazy<T>(id: string): () => T {
 }
 
 export const nodeZlib = lazy<typeof import('node:zlib')>('node:zlib');
-export const nodeWorkerThreads = lazy<typeof import('node:worker_threads')>('node:worker_threads');
 export const nodeChildProcess = lazy<typeof import('node:child_process')>('node:child_process');
 export const nodeStream = lazy<typeof import('node:stream')>('node:stream');
 export const nodeStreamPromises = lazy<typeof import('node:stream/promises')>('node:stream/promises');

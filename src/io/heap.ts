@@ -9,17 +9,7 @@ import { nodeV8 } from './builtins.js';
  * when V8 makes the heap).
  */
 export function boundYoungGeneration(): void {
-  bounded = true;
-  setFlags();
-}
-
-/** Node sets V8's flags again from its command line when a worker thread starts: call this once the worker is online. */
-export function restoreHeapBounds(): void {
-  if (bounded) setFlags();
-}
-
-let bounded = false;
-
-function setFlags(): void {
+  // Node sets V8's flags again from its command line when a worker thread starts: ferry starts
+  // none (zstd decodes on a thread of its addon), else this would be lost then.
   nodeV8().setFlagsFromString('--semi-space-growth-factor=1');
 }

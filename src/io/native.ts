@@ -67,7 +67,36 @@ export interface NativeFs {
   exitNow(code: number): never;
   /** The hex SHA-256 of bytes in memory, by the OpenSSL inside Node, without loading node:crypto. */
   sha256(bytes: Buffer): string;
+
+  // zstd decompression on a thread of the addon (native/zstd-thread.c; io/zstd.ts drives it).
+
+  /** Start a decoder thread; events reach `onEvent` on this thread, in order. */
+  zstdThreadOpen(windowLogMax: number, onEvent: ZstdThreadListener): ZstdThreadHandle;
+  /** The next compressed bytes (not empty); the decoder holds the Buffer until its 'consumed' event. */
+  zstdThreadInput(handle: ZstdThreadHandle, chunk: Buffer): void;
+  /** An empty Buffer to decode into, held until an 'output' event hands it back filled. */
+  zstdThreadBuffer(handle: ZstdThreadHandle, buffer: Buffer): void;
+  /** No more input: an 'ended' event follows once all of it is decoded. */
+  zstdThreadEnd(handle: ZstdThreadHandle): void;
+  /** Stop and join the thread, release its buffers; no event after those already queued. Idempotent. */
+  zstdThreadClose(handle: ZstdThreadHandle): void;
+  /** Decoder threads opened and not yet closed (joined) in this process. */
+  zstdThreadsOpen(): number;
 }
+
+/** A decoder thread of the addon (an opaque external). */
+export type ZstdThreadHandle = { readonly zstdThread: unique symbol };
+
+export const ZSTD_THREAD_OUTPUT = 0;
+export const ZSTD_THREAD_CONSUMED = 1;
+export const ZSTD_THREAD_ENDED = 2;
+export const ZSTD_THREAD_ERROR = 3;
+
+/**
+ * An event of a decoder thread: an output buffer filled up to `length`, an input chunk consumed,
+ * the end of all input (with whether it stopped inside a frame), or zstd's error name.
+ */
+export type ZstdThreadListener = (kind: number, buffer: Buffer | undefined, length: number, framesEnded: number, inFrame: boolean, message: string | undefined) => void;
 
 /** struct stat as the native calls return it; ids as bigint so none is rounded. */
 export interface FdStat {

@@ -1,13 +1,9 @@
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
-import type { Worker } from 'node:worker_threads';
 import type * as ZstdNapi from 'zstd-napi';
 import type * as ZstdBinding from 'zstd-napi/binding.js';
 import { FerryError } from '../errors.js';
-import { nodeWorkerThreads } from './builtins.js';
-import { restoreHeapBounds } from './heap.js';
-import { nativePart, packedBuild } from './native-parts.js';
+import { nativeFs, ZSTD_THREAD_CONSUMED, ZSTD_THREAD_ENDED, ZSTD_THREAD_ERROR, ZSTD_THREAD_OUTPUT, type NativeFs, type ZstdThreadHandle } from './native.js';
 
 // zstd-napi (a CommonJS addon) is loaded on first use, not with this module: commands that never
 // touch zstd (run, ps, images) start without dlopen-ing it. The low-level binding (an addon loader
@@ -281,200 +277,109 @@ function explainDecodeError(err: unknown, at: { what: string; windowLogMax: numb
   });
 }
 
-/** Where the zstd addon is, for a worker thread to load it by path (the packed executable extracts it). */
-function zstdAddonPath(): string {
-  if (packedBuild() !== undefined) return nativePart('zstd.node');
-  const buildType = (process.config.target_defaults as { default_configuration?: string } | undefined)?.default_configuration ?? 'Release';
-  return join(dirname(requireHere.resolve('zstd-napi/binding.js')), 'build', buildType, 'binding.node');
-}
-
-/** Messages between ZstdThreadDecompressStream and its worker. */
-type ToWorker = { type: 'input'; bytes: Uint8Array } | { type: 'buffer'; bytes: Uint8Array } | { type: 'end' };
-type FromWorker =
-  | { type: 'output'; bytes: Uint8Array }
-  | { type: 'consumed'; bytes: Uint8Array }
-  | { type: 'ended'; inFrame: boolean; framesEnded: number }
-  | { type: 'error'; message: string; framesEnded: number };
-
-interface WorkerSetup {
-  addon: string;
-  windowLogMax: number;
-}
-
-/**
- * The worker's code. It runs as an eval'd script (so the packed executable needs no second file):
- * it may use only its arguments, never this module's bindings. Input chunks are decompressed in
- * order into empty buffers the reader sends, each moved (not copied) back when filled; the reader
- * sends one again for each it has taken, so a few buffers at most wait beyond the stream's own,
- * however much one chunk expands. Input chunks go back once consumed, so every buffer is allocated
- * and freed on the reader's thread: the worker's own, freed by its rare garbage collections or
- * on another thread than the malloc that made them, piled up in its arena (+40..60 MB RSS).
- */
-function zstdWorkerMain(load: (id: string) => unknown, setup: WorkerSetup): void {
-  const { parentPort } = load('node:worker_threads') as typeof import('node:worker_threads');
-  const port = parentPort!;
-  const addon = { exports: {} as typeof ZstdBinding };
-  process.dlopen(addon, setup.addon);
-  const dctx = new addon.exports.DCtx();
-  dctx.setParameter(addon.exports.DParameter.windowLogMax, setup.windowLogMax);
-  const inputs: Buffer[] = [];
-  /** The input chunk being decompressed, and what is left of it. */
-  let whole: Buffer | undefined;
-  let src: Buffer | undefined;
-  /** The output buffer being filled, and how far. */
-  let out: Buffer | undefined;
-  let filled = 0;
-  const empty: Buffer[] = [];
-  let ending = false;
-  let inFrame = false;
-  let framesEnded = 0;
-  let failed = false;
-  const step = (): void => {
-    for (;;) {
-      if (src === undefined) {
-        src = whole = inputs.shift();
-        if (src === undefined) {
-          if (ending) {
-            ending = false;
-            port.postMessage({ type: 'ended', inFrame, framesEnded } satisfies FromWorker);
-          }
-          return;
-        }
-      }
-      const buf = (out ??= empty.pop());
-      if (buf === undefined) return;
-      const room = buf.length - filled;
-      const [ret, produced, consumed] = dctx.decompressStream(buf.subarray(filled), src);
-      src = src.subarray(consumed);
-      filled += produced;
-      if (ret === 0) framesEnded++;
-      // All of the chunk is in, and all its output out (the decoder did not fill the room it had).
-      const chunkDone = src.length === 0 && (produced < room || ret === 0);
-      // A buffer goes when full, or when no more input waits (the reader may need these bytes now).
-      if (filled === buf.length || (chunkDone && inputs.length === 0 && filled > 0)) {
-        port.postMessage({ type: 'output', bytes: buf.subarray(0, filled) } satisfies FromWorker, [buf.buffer as ArrayBuffer]);
-        out = undefined;
-        filled = 0;
-      }
-      if (chunkDone) {
-        inFrame = ret !== 0;
-        src = undefined;
-        port.postMessage({ type: 'consumed', bytes: whole! } satisfies FromWorker, [whole!.buffer as ArrayBuffer]);
-      }
-    }
-  };
-  port.on('message', (msg: ToWorker) => {
-    if (failed) return;
-    if (msg.type === 'input') inputs.push(Buffer.from(msg.bytes.buffer, msg.bytes.byteOffset, msg.bytes.byteLength));
-    else if (msg.type === 'buffer') empty.push(Buffer.from(msg.bytes.buffer, msg.bytes.byteOffset, msg.bytes.byteLength));
-    else ending = true;
-    try {
-      step();
-    } catch (err) {
-      failed = true;
-      port.postMessage({ type: 'error', message: err instanceof Error ? err.message : String(err), framesEnded } satisfies FromWorker);
-    }
-  });
-}
-
-/** Output buffers of the worker: far larger than zstd's block-sized default, so fewer messages cross threads. */
+/** Output buffers of the decoder thread: far larger than zstd's block-sized default, so fewer events cross threads. */
 const THREAD_OUT_SIZE = 256 * 1024;
 /** Output buffers in flight beyond the stream's own buffer. */
 const THREAD_BUFFERS = 4;
-/** Input messages handed to the worker before the writer waits (chunks written meanwhile go together in the next). */
+/** Input chunks handed to the thread before the writer waits (chunks written meanwhile go together in the next). */
 const THREAD_INPUTS = 4;
-/** Input buffers the worker gave back are used again up to this size (a bundle is read 1 MiB at a time: bundle/volumes.ts). */
+/** Input buffers the thread gave back are used again up to this size (a bundle is read 1 MiB at a time: bundle/volumes.ts). */
 const THREAD_IN_SIZE = 1024 * 1024;
 
 /**
- * ZstdDecompressStream's work on a worker thread: the calling thread only moves buffers, so what
- * it does with the output (a bundle's layers unpacked) runs alongside the decompression on another
- * core. Same output, same errors, same bounded memory (see THREAD_BUFFERS).
+ * ZstdDecompressStream's work on a thread of the native addon (native/zstd-thread.c): this
+ * thread only hands buffers over, so what it does with the output (a bundle's layers unpacked)
+ * runs alongside the decompression on another core. Input chunks are decoded in order into empty
+ * buffers this stream gives, each handed back when filled; it gives one again for each the reader
+ * has taken, so a few buffers at most wait beyond the stream's own, however much one chunk
+ * expands. Same output, same errors, same bounded memory as on the calling thread. (A Node
+ * worker thread did this before: its second JavaScript environment cost ~20 MB of peak RSS.)
  */
 class ZstdThreadDecompressStream extends Duplex {
-  private readonly worker: Worker;
+  private readonly native: NativeFs;
+  private readonly handle: ZstdThreadHandle;
   private readonly windowLogMax: number;
   private readonly what: string;
   private head: Buffer = Buffer.alloc(0);
   private inputsQueued = 0;
-  /** Input buffers back from the worker, to copy the next chunks into. */
+  /** Input buffers back from the thread, to copy the next chunks into. */
   private readonly spare: Buffer[] = [];
   private writeDone: ((err?: Error | null) => void) | undefined;
   private finalDone: ((err?: Error | null) => void) | undefined;
-  /** Buffers owed for outputs pushed while the reader was full, sent when it reads again. */
+  /** Buffers owed for outputs pushed while the reader was full, given when it reads again. */
   private owed = 0;
-  private exited = false;
-  /** The worker decoded the whole stream (it is then stopped). */
-  private ended = false;
+  /** The thread was stopped: it decoded the whole stream, or the stream was destroyed. */
+  private stopped = false;
 
   constructor(options: ZstdDecompressOptions) {
     super({ readableHighWaterMark: THREAD_OUT_SIZE });
     this.windowLogMax = options.windowLogMax ?? ZSTD_WINDOW_LOG_LIMIT;
     this.what = options.what ?? 'zstd stream';
-    const setup: WorkerSetup = { addon: zstdAddonPath(), windowLogMax: this.windowLogMax };
-    this.worker = new (nodeWorkerThreads().Worker)(`(${zstdWorkerMain.toString()})(require, require('node:worker_threads').workerData)`, { eval: true, workerData: setup });
-    this.worker.once('online', restoreHeapBounds);
-    this.worker.on('message', (msg: FromWorker) => this.onMessage(msg));
-    this.worker.on('error', (err) => this.destroy(err));
-    this.worker.on('exit', () => {
-      this.exited = true;
-      if (!this.ended && !this.destroyed) this.destroy(new Error(`${this.what}: the zstd decompression thread stopped`));
+    this.native = nativeFs();
+    this.handle = this.native.zstdThreadOpen(this.windowLogMax, (kind, buffer, length, framesEnded, inFrame, message) => {
+      // Called from the addon's queue: an exception here would be uncaught.
+      try {
+        this.onEvent(kind, buffer, length, framesEnded, inFrame, message);
+      } catch (err) {
+        this.destroy(err as Error);
+      }
     });
     for (let i = 0; i < THREAD_BUFFERS; i++) this.giveBuffer();
   }
 
-  private onMessage(msg: FromWorker): void {
-    if (this.destroyed) return;
-    switch (msg.type) {
-      case 'output':
-        if (this.push(Buffer.from(msg.bytes.buffer, msg.bytes.byteOffset, msg.bytes.byteLength))) this.giveBuffer();
+  private onEvent(kind: number, buffer: Buffer | undefined, length: number, framesEnded: number, inFrame: boolean, message: string | undefined): void {
+    if (this.destroyed || this.stopped) return;
+    switch (kind) {
+      case ZSTD_THREAD_OUTPUT:
+        if (this.push(buffer!.subarray(0, length))) this.giveBuffer();
         else this.owed++;
         return;
-      case 'consumed': {
+      case ZSTD_THREAD_CONSUMED: {
         this.inputsQueued--;
-        if (msg.bytes.buffer.byteLength === THREAD_IN_SIZE && this.spare.length < THREAD_INPUTS) this.spare.push(Buffer.from(msg.bytes.buffer));
+        if (buffer!.buffer.byteLength === THREAD_IN_SIZE && this.spare.length < THREAD_INPUTS) this.spare.push(Buffer.from(buffer!.buffer));
         const done = this.writeDone;
         this.writeDone = undefined;
         done?.();
         return;
       }
-      case 'ended': {
+      case ZSTD_THREAD_ENDED: {
         const done = this.finalDone;
         this.finalDone = undefined;
-        if (msg.inFrame) {
+        if (inFrame) {
           done?.(new Error('Stream ended in middle of compressed data frame'));
           return;
         }
-        this.ended = true;
+        this.stopThread();
         this.push(null);
         done?.();
-        void this.worker.terminate();
         return;
       }
-      case 'error':
-        this.destroy(explainDecodeError(new Error(msg.message), { what: this.what, windowLogMax: this.windowLogMax, head: this.head, framesEnded: msg.framesEnded }));
+      case ZSTD_THREAD_ERROR:
+        this.destroy(explainDecodeError(new Error(message ?? 'zstd decompression failed'), { what: this.what, windowLogMax: this.windowLogMax, head: this.head, framesEnded }));
     }
   }
 
-  private send(msg: ToWorker, transfer: ArrayBuffer[] = []): void {
-    if (!this.exited) this.worker.postMessage(msg, transfer);
+  /** Stop and join the thread (it has nothing left to do, or nobody waits for it). */
+  private stopThread(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.native.zstdThreadClose(this.handle);
   }
 
-  /** An empty output buffer for the worker to fill. */
+  /** An empty output buffer for the thread to fill. */
   private giveBuffer(): void {
-    const bytes = Buffer.allocUnsafeSlow(THREAD_OUT_SIZE);
-    this.send({ type: 'buffer', bytes }, [bytes.buffer as ArrayBuffer]);
+    if (!this.stopped) this.native.zstdThreadBuffer(this.handle, Buffer.allocUnsafeSlow(THREAD_OUT_SIZE));
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     this._writev([{ chunk }], done);
   }
 
-  /** The chunks written while the worker was busy, moved to it as one message. */
+  /** The chunks written while the thread was busy, handed to it as one. */
   override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
     let length = 0;
     for (const { chunk } of chunks) length += chunk.length;
-    if (length === 0) {
+    if (length === 0 || this.stopped) {
       // Nothing to decode (and the decoder's answer to no input would read as a frame left open).
       done();
       return;
@@ -483,19 +388,23 @@ class ZstdThreadDecompressStream extends Duplex {
       const first = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk));
       this.head = Buffer.concat([this.head, first.subarray(0, ZSTD_FRAME_HEADER_MAX - this.head.length)]);
     }
-    // A copy of its own to move: a chunk may be a view of a buffer its producer reuses.
+    // A copy of its own for the thread: a chunk may be a view of a buffer its producer reuses.
     const buffer = length <= THREAD_IN_SIZE ? (this.spare.pop() ?? Buffer.allocUnsafeSlow(THREAD_IN_SIZE)) : Buffer.allocUnsafeSlow(length);
     let at = 0;
     for (const { chunk } of chunks) at += chunk.copy(buffer, at);
-    this.send({ type: 'input', bytes: buffer.subarray(0, length) }, [buffer.buffer as ArrayBuffer]);
+    this.native.zstdThreadInput(this.handle, buffer.subarray(0, length));
     this.inputsQueued++;
     if (this.inputsQueued < THREAD_INPUTS) done();
     else this.writeDone = done;
   }
 
   override _final(done: (err?: Error | null) => void): void {
+    if (this.stopped) {
+      done();
+      return;
+    }
     this.finalDone = done;
-    this.send({ type: 'end' });
+    this.native.zstdThreadEnd(this.handle);
   }
 
   override _read(): void {
@@ -503,7 +412,7 @@ class ZstdThreadDecompressStream extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    void this.worker.terminate();
+    this.stopThread();
     done(err);
   }
 }

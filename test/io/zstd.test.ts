@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FerryError } from '../../src/errors.js';
+import { nativeFs } from '../../src/io/native.js';
 import { zstdCompressStream, zstdDecompressStream, zstdDecompressStreamOnThread, zstdFrameWindowLog } from '../../src/io/zstd.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
 
@@ -36,7 +37,7 @@ function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-// The same contract on the calling thread and on a worker thread (the bundle reader's).
+// The same contract on the calling thread and on a thread of the addon (the bundle reader's).
 for (const [name, decompress] of [
   ['zstdDecompressStream', zstdDecompressStream],
   ['zstdDecompressStreamOnThread', zstdDecompressStreamOnThread],
@@ -178,33 +179,39 @@ describe('zstdCompressStream', () => {
 });
 
 describe('zstdDecompressStreamOnThread: its thread', () => {
-  const ports = (): number => process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
+  const threads = (): number => nativeFs().zstdThreadsOpen();
   async function until(check: () => boolean): Promise<void> {
     for (let i = 0; i < 200 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
     expect(check()).toBe(true);
   }
 
-  /** The count once threads of earlier tests have stopped (their streams were destroyed, and a thread stops asynchronously). */
-  async function settled(): Promise<number> {
-    let last = ports();
-    for (let same = 0; same < 20; ) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      const now = ports();
-      same = now === last ? same + 1 : 0;
-      last = now;
-    }
-    return last;
-  }
-
   it('is stopped when the stream ends and when it is abandoned midway, so it never keeps the process alive', async () => {
-    const before = await settled();
+    const before = threads();
     await pipeline(Readable.from([compressed]), zstdDecompressStreamOnThread(), new Writable({ write: (_c, _e, done) => done() }));
-    await until(() => ports() === before);
+    await until(() => threads() === before);
     const stream = zstdDecompressStreamOnThread();
     stream.write(compressed.subarray(0, 64 * 1024));
     await new Promise((resolve) => stream.once('readable', resolve));
-    expect(ports()).toBeGreaterThan(before);
+    expect(threads()).toBe(before + 1);
     stream.destroy();
-    await until(() => ports() === before);
+    await until(() => threads() === before);
+  });
+
+  it('lets a process end by itself once its streams ended or were destroyed', async () => {
+    // The built module, in a process of its own: that process must exit without being told to.
+    const script = [
+      `import { zstdDecompressStreamOnThread } from ${JSON.stringify(join(process.cwd(), 'dist', 'io', 'zstd.js'))};`,
+      `import { readFileSync } from 'node:fs';`,
+      `const bytes = readFileSync(${JSON.stringify(join(dir, 'plain.zst'))});`,
+      `const whole = zstdDecompressStreamOnThread();`,
+      `let n = 0; whole.on('data', (c) => { n += c.length; }); whole.on('end', () => process.stdout.write('ended ' + n + ' '));`,
+      `whole.end(bytes);`,
+      `const cut = zstdDecompressStreamOnThread();`,
+      `cut.write(bytes.subarray(0, 64 * 1024));`,
+      `cut.once('readable', () => { cut.destroy(); process.stdout.write('destroyed'); });`,
+    ].join('\n');
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { timeout: 20_000 });
+    expect(stdout).toMatch(new RegExp(`ended ${plain.length}`));
+    expect(stdout).toContain('destroyed');
   });
 });
