@@ -289,7 +289,7 @@ const THREAD_OUT_SIZE = 128 * 1024;
 const THREAD_BUFFERS = 4;
 /** Input chunks handed to the thread before the writer waits (chunks written meanwhile go together in the next). */
 const THREAD_INPUTS = 4;
-/** Input buffers the thread gave back are used again up to this size (a bundle is read 1 MiB at a time: bundle/volumes.ts). */
+/** Input buffers the thread gave back are used again up to this size (chunks written while the thread is busy go as one). */
 const THREAD_IN_SIZE = 1024 * 1024;
 
 /**
