@@ -216,7 +216,9 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         hint: 'ferry reads bundles written by ferry export; for other archives use ferry import',
       });
     }
-    const headerBytes = await withExplain(tar.readBody(MAX_HEADER_BYTES));
+    // Let, to be dropped after the header event: a suspended generator keeps its variables, and
+    // the header grows with the images (~2.4 KB each).
+    let headerBytes: Buffer | undefined = await withExplain(tar.readBody(MAX_HEADER_BYTES));
     const header = parseHeader(headerBytes, opened.name);
     // Checked before anything but the header was decoded: the window's memory is touched only
     // as output is produced, so a frame that lies about its window costs a few blocks, not GBs.
@@ -233,6 +235,7 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
     }
     if (key !== undefined) checkSignature(opened, headerBytes, signature, key);
     yield { type: 'header', header, headerBytes, signature, signatureVerified: key !== undefined, location: opened.location };
+    headerBytes = undefined;
 
     const expected = new Map<string, BundleBlob>(header.blobs.map((b) => [b.digest, b]));
     const seen = new Set<string>();
@@ -244,10 +247,10 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         continue;
       }
       if (entry.name === OCI_LAYOUT_ENTRY || entry.name === INDEX_ENTRY) {
-        const bytes = await withExplain(tar.readBody(MAX_HEADER_BYTES));
         if (entry.name === OCI_LAYOUT_ENTRY) sawLayout = true;
         else sawIndex = true;
-        options.onLayoutEntry?.(entry.name, bytes);
+        // Not kept in a variable of this generator: index.json also grows with the images.
+        options.onLayoutEntry?.(entry.name, await withExplain(tar.readBody(MAX_HEADER_BYTES)));
         continue;
       }
       const digest = digestOfEntryName(entry.name);

@@ -289,8 +289,12 @@ const THREAD_OUT_SIZE = 128 * 1024;
 const THREAD_BUFFERS = 4;
 /** Input chunks handed to the thread before the writer waits (chunks written meanwhile go together in the next). */
 const THREAD_INPUTS = 4;
-/** Input buffers the thread gave back are used again up to this size (chunks written while the thread is busy go as one). */
-const THREAD_IN_SIZE = 1024 * 1024;
+/**
+ * Input buffers the thread gave back are used again up to this size. Chunks written while the
+ * thread is busy go as one: a bundle's 128 KiB reads (bundle/volumes.ts), two at most, as the
+ * stream's writable side buffers no more than its 16 KiB mark before the writer waits.
+ */
+const THREAD_IN_SIZE = 256 * 1024;
 
 /**
  * ZstdDecompressStream's work on a thread of the native addon (native/zstd-thread.c): this
