@@ -62,6 +62,8 @@ typedef struct {
   int in_frame;
   ZSTD_DCtx *dctx;
   napi_threadsafe_function tsfn;
+  /* Made at open, for telling that an event could not be made. */
+  event *reserve;
   pthread_t thread;
   int closed;
   /* The handle's finalizer and the callback's: the last of the two frees this. */
@@ -74,15 +76,29 @@ static int running;
 
 static void release_owner(decoder *d) {
   if (--d->owners > 0) return;
+  free(d->reserve);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->cv);
   free(d);
 }
 
-/* Under d->mu. The queue has no limit (its size is bounded by the buffers in flight); a closing function refuses, and the event's reference then goes with the environment. */
-static void emit(decoder *d, int kind, napi_ref ref, size_t length, const char *message) {
+/*
+ * Under d->mu. The queue has no limit (its size is bounded by the buffers in flight); a closing
+ * function refuses, and the event's reference then goes with the environment. Returns -1 when no
+ * memory was left for the event: the thread then reports that instead, with the event kept at
+ * open for it, and stops (what it holds is released at close).
+ */
+static int emit(decoder *d, int kind, napi_ref ref, size_t length, const char *message) {
   event *e = calloc(1, sizeof *e);
-  if (e == NULL) return;
+  int failed = e == NULL;
+  if (failed) {
+    e = d->reserve;
+    d->reserve = NULL;
+    if (e == NULL) return -1;
+    kind = EV_ERROR;
+    ref = NULL;
+    message = "out of memory";
+  }
   e->kind = kind;
   e->ref = ref;
   e->length = length;
@@ -90,6 +106,7 @@ static void emit(decoder *d, int kind, napi_ref ref, size_t length, const char *
   e->in_frame = d->in_frame;
   if (message != NULL) snprintf(e->message, sizeof e->message, "%s", message);
   if (napi_call_threadsafe_function(d->tsfn, e, napi_tsfn_nonblocking) != napi_ok) free(e);
+  return failed ? -1 : 0;
 }
 
 static void *decode_loop(void *arg) {
@@ -106,7 +123,7 @@ static void *decode_loop(void *arg) {
     if (!d->has_in) {
       if (d->ending) {
         d->ending = 0;
-        emit(d, EV_ENDED, NULL, 0, NULL);
+        if (emit(d, EV_ENDED, NULL, 0, NULL) != 0) break;
       }
       pthread_cond_wait(&d->cv, &d->mu);
       continue;
@@ -138,12 +155,12 @@ static void *decode_loop(void *arg) {
     /* All of the chunk is in, and all its output out (the decoder did not fill the room it had). */
     int chunk_done = d->in_pos == d->in.length && (produced < room || ret == 0);
     if (d->filled == d->out.length || (chunk_done && d->in_count == 0 && d->filled > 0)) {
-      emit(d, EV_OUTPUT, d->out.ref, d->filled, NULL);
+      if (emit(d, EV_OUTPUT, d->out.ref, d->filled, NULL) != 0) break;
       d->has_out = 0;
     }
     if (chunk_done) {
       d->in_frame = ret != 0;
-      emit(d, EV_CONSUMED, d->in.ref, 0, NULL);
+      if (emit(d, EV_CONSUMED, d->in.ref, 0, NULL) != 0) break;
       d->has_in = 0;
     }
   }
@@ -252,9 +269,11 @@ static napi_value ZstdThreadOpen(napi_env env, napi_callback_info info) {
   }
   d->env = env;
   d->owners = 2;
+  d->reserve = calloc(1, sizeof *d->reserve);
   d->dctx = ZSTD_createDCtx();
-  if (d->dctx == NULL || ZSTD_isError(ZSTD_DCtx_setParameter(d->dctx, ZSTD_d_windowLogMax, window_log_max))) {
+  if (d->reserve == NULL || d->dctx == NULL || ZSTD_isError(ZSTD_DCtx_setParameter(d->dctx, ZSTD_d_windowLogMax, window_log_max))) {
     if (d->dctx != NULL) ZSTD_freeDCtx(d->dctx);
+    free(d->reserve);
     free(d);
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "zstd decoder: cannot set up the window limit");
     return NULL;
@@ -265,7 +284,8 @@ static napi_value ZstdThreadOpen(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "ferry zstd decoder", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, d, tsfn_finalize, NULL, call_js, &d->tsfn) != napi_ok) {
     ZSTD_freeDCtx(d->dctx);
-    free(d);
+    d->owners = 1;
+    release_owner(d);
     napi_throw_error(env, NULL, "zstd decoder: cannot make its callback");
     return NULL;
   }
