@@ -326,56 +326,54 @@ static int hold(napi_env env, napi_value value, held_buffer *out) {
   return 0;
 }
 
-/* zstdThreadInput(handle, chunk): the next compressed bytes. */
-static napi_value ZstdThreadInput(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+/* The arguments of a call on a decoder: `want` of them, the first the handle. NULL with an exception pending. */
+static decoder *decoder_call(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2) return throw_type(env, "too few arguments");
-  decoder *d = get_decoder(env, argv[0]);
+  if (argc < want) {
+    throw_type(env, "too few arguments");
+    return NULL;
+  }
+  return get_decoder(env, argv[0]);
+}
+
+/* Hand the thread a chunk of input or an empty output buffer, held until its event. */
+static napi_value hand_over(napi_env env, napi_callback_info info, int input) {
+  napi_value argv[2];
+  decoder *d = decoder_call(env, info, 2, argv);
   if (d == NULL) return NULL;
   pthread_mutex_lock(&d->mu);
-  int full = d->in_count >= QUEUE_MAX;
+  int full = (input ? d->in_count : d->out_count) >= QUEUE_MAX;
   pthread_mutex_unlock(&d->mu);
-  if (full) return throw_type(env, "zstd decoder: too many inputs in flight");
+  if (full) return throw_type(env, input ? "zstd decoder: too many inputs in flight" : "zstd decoder: too many buffers in flight");
   held_buffer b;
   if (hold(env, argv[1], &b) != 0) return NULL;
   pthread_mutex_lock(&d->mu);
-  d->inputs[(d->in_head + d->in_count) % QUEUE_MAX] = b;
-  d->in_count++;
+  if (input) {
+    d->inputs[(d->in_head + d->in_count) % QUEUE_MAX] = b;
+    d->in_count++;
+  } else {
+    d->outputs[d->out_count++] = b;
+  }
   pthread_cond_signal(&d->cv);
   pthread_mutex_unlock(&d->mu);
   return NULL;
+}
+
+/* zstdThreadInput(handle, chunk): the next compressed bytes. */
+static napi_value ZstdThreadInput(napi_env env, napi_callback_info info) {
+  return hand_over(env, info, 1);
 }
 
 /* zstdThreadBuffer(handle, buffer): an empty buffer to decode into. */
 static napi_value ZstdThreadBuffer(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 2) return throw_type(env, "too few arguments");
-  decoder *d = get_decoder(env, argv[0]);
-  if (d == NULL) return NULL;
-  pthread_mutex_lock(&d->mu);
-  int full = d->out_count >= QUEUE_MAX;
-  pthread_mutex_unlock(&d->mu);
-  if (full) return throw_type(env, "zstd decoder: too many buffers in flight");
-  held_buffer b;
-  if (hold(env, argv[1], &b) != 0) return NULL;
-  pthread_mutex_lock(&d->mu);
-  d->outputs[d->out_count++] = b;
-  pthread_cond_signal(&d->cv);
-  pthread_mutex_unlock(&d->mu);
-  return NULL;
+  return hand_over(env, info, 0);
 }
 
 /* zstdThreadEnd(handle): no more input; 'ended' follows once all of it is decoded. */
 static napi_value ZstdThreadEnd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1) return throw_type(env, "too few arguments");
-  decoder *d = get_decoder(env, argv[0]);
+  decoder *d = decoder_call(env, info, 1, argv);
   if (d == NULL) return NULL;
   pthread_mutex_lock(&d->mu);
   d->ending = 1;
