@@ -18,10 +18,10 @@ function churn(): void {
 
 describe('boundYoungGeneration', () => {
   // This file's process only (vitest forks one per file): the flag is process-wide.
-  it('keeps the young generation at its first size, also after a worker thread started (Node resets V8 flags then)', async () => {
+  it('keeps the young generation at its first size through a decompression on the zstd thread (a Node worker starting would reset it: Node sets V8 flags again then)', async () => {
     const before = newSpace();
     boundYoungGeneration();
-    // A decompression on a worker thread, as `ferry import` does.
+    // A decompression on the zstd thread, as `ferry import` does.
     const out: Buffer[] = [];
     await pipeline(
       Readable.from([zstdCompress(Buffer.alloc(1 << 20, 7))]),
