@@ -18,7 +18,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <node_api.h>
 #include <zstd.h>
@@ -72,7 +71,7 @@ typedef struct {
 } decoder;
 
 /* Decoders opened and not yet closed (a test checks that none outlives its stream). */
-static int running;
+static int open_decoders;
 
 static void release_owner(decoder *d) {
   if (--d->owners > 0) return;
@@ -203,7 +202,7 @@ static void close_decoder(napi_env env, decoder *d) {
   pthread_cond_signal(&d->cv);
   pthread_mutex_unlock(&d->mu);
   pthread_join(d->thread, NULL);
-  __atomic_sub_fetch(&running, 1, __ATOMIC_SEQ_CST);
+  __atomic_sub_fetch(&open_decoders, 1, __ATOMIC_SEQ_CST);
   if (d->has_in) unref_held(env, &d->in);
   if (d->has_out) unref_held(env, &d->out);
   for (int i = 0; i < d->in_count; i++) unref_held(env, &d->inputs[(d->in_head + i) % QUEUE_MAX]);
@@ -220,16 +219,20 @@ static void cleanup_hook(void *arg) {
   close_decoder(d->env, d);
 }
 
+/* Close from JavaScript (a call, or the handle's finalizer): the environment's hook is not needed any more. */
+static void close_from_js(napi_env env, decoder *d) {
+  if (d->closed) return;
+  napi_remove_env_cleanup_hook(env, cleanup_hook, d);
+  close_decoder(env, d);
+}
+
 static void tsfn_finalize(napi_env env, void *data, void *hint) {
   release_owner((decoder *)data);
 }
 
 static void handle_finalize(napi_env env, void *data, void *hint) {
   decoder *d = data;
-  if (!d->closed) {
-    napi_remove_env_cleanup_hook(env, cleanup_hook, d);
-    close_decoder(env, d);
-  }
+  close_from_js(env, d);
   release_owner(d);
 }
 
@@ -271,11 +274,13 @@ static napi_value ZstdThreadOpen(napi_env env, napi_callback_info info) {
   d->owners = 2;
   d->reserve = calloc(1, sizeof *d->reserve);
   d->dctx = ZSTD_createDCtx();
-  if (d->reserve == NULL || d->dctx == NULL || ZSTD_isError(ZSTD_DCtx_setParameter(d->dctx, ZSTD_d_windowLogMax, window_log_max))) {
+  int no_memory = d->reserve == NULL || d->dctx == NULL;
+  if (no_memory || ZSTD_isError(ZSTD_DCtx_setParameter(d->dctx, ZSTD_d_windowLogMax, window_log_max))) {
     if (d->dctx != NULL) ZSTD_freeDCtx(d->dctx);
     free(d->reserve);
     free(d);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "zstd decoder: cannot set up the window limit");
+    if (no_memory) napi_throw_error(env, "ENOMEM", "zstd decoder: out of memory");
+    else napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "zstd decoder: window log out of zstd's range");
     return NULL;
   }
   pthread_mutex_init(&d->mu, NULL);
@@ -298,7 +303,7 @@ static napi_value ZstdThreadOpen(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EAGAIN", "zstd decoder: cannot start its thread");
     return NULL;
   }
-  __atomic_add_fetch(&running, 1, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch(&open_decoders, 1, __ATOMIC_SEQ_CST);
   napi_add_env_cleanup_hook(env, cleanup_hook, d);
   napi_value handle;
   napi_create_external(env, d, handle_finalize, NULL, &handle);
@@ -390,17 +395,13 @@ static napi_value ZstdThreadClose(napi_env env, napi_callback_info info) {
   if (argc < 1) return throw_type(env, "too few arguments");
   void *data = NULL;
   if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) return throw_type(env, "not a zstd decoder");
-  decoder *d = data;
-  if (!d->closed) {
-    napi_remove_env_cleanup_hook(env, cleanup_hook, d);
-    close_decoder(env, d);
-  }
+  close_from_js(env, (decoder *)data);
   return NULL;
 }
 
 static napi_value ZstdThreadsOpen(napi_env env, napi_callback_info info) {
   napi_value count;
-  napi_create_int32(env, __atomic_load_n(&running, __ATOMIC_SEQ_CST), &count);
+  napi_create_int32(env, __atomic_load_n(&open_decoders, __ATOMIC_SEQ_CST), &count);
   return count;
 }
 

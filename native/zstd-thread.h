@@ -3,6 +3,6 @@
 #define FERRY_ZSTD_THREAD_H
 #include <node_api.h>
 
-/* Adds zstdThreadOpen, zstdThreadInput, zstdThreadBuffer, zstdThreadEnd and zstdThreadClose to the addon's exports. */
+/* Adds zstdThreadOpen, zstdThreadInput, zstdThreadBuffer, zstdThreadEnd, zstdThreadClose and zstdThreadsOpen to the addon's exports. */
 void register_zstd_thread(napi_env env, napi_value exports);
 #endif

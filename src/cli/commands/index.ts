@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { boundYoungGeneration } from '../../io/heap.js';
+import { nodeV8 } from '../../io/builtins.js';
 
 /** A command module adds its subcommand to the program. */
 export type Register = (program: Command) => void;
@@ -8,7 +8,7 @@ interface CommandModule {
   /** The subcommands the module registers, in --help order. */
   names: string[];
   load: () => Promise<Register[]>;
-  /** Moves bulk bytes through buffers (bundles, layers, blobs): runs with a bounded young generation (io/heap.ts). */
+  /** Moves bulk bytes through buffers (bundles, layers, blobs): runs with a bounded young generation (boundYoungGeneration). */
   bulk?: true;
 }
 
@@ -59,4 +59,18 @@ export async function loadCommands(name: string | undefined): Promise<Register[]
   const chosen = only ? [only] : MODULES;
   if (only?.bulk === true) boundYoungGeneration();
   return (await Promise.all(chosen.map((m) => m.load()))).flat();
+}
+
+/**
+ * Keep V8's young generation at the size it starts with (1 MiB semi-spaces) in the commands that
+ * move bulk bytes. By default V8 doubles it each time enough objects survived its collections, up
+ * to 16 MiB semi-spaces on Node 20 and 32 MiB on Node 24; a long export or import gets there and
+ * keeps it. The flag is read whenever V8 would grow the space, so setting it while the process
+ * runs takes effect (the young generation's limit, the flag a command line would use, is fixed
+ * when V8 makes the heap). A process-wide setting, so the CLI's choice per command: a program
+ * that uses ferry as a library keeps its own. Node sets V8's flags again from its command line
+ * when a worker thread starts: ferry starts none (zstd decodes on a thread of its addon).
+ */
+function boundYoungGeneration(): void {
+  nodeV8().setFlagsFromString('--semi-space-growth-factor=1');
 }

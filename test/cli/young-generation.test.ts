@@ -2,7 +2,7 @@ import { getHeapSpaceStatistics } from 'node:v8';
 import { pipeline } from 'node:stream/promises';
 import { Readable, Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { boundYoungGeneration } from '../../src/io/heap.js';
+import { loadCommands } from '../../src/cli/commands/index.js';
 import { zstdCompress, zstdDecompressStreamOnThread } from '../../src/io/zstd.js';
 
 const newSpace = (): number => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.space_size;
@@ -16,11 +16,11 @@ function churn(): void {
   }
 }
 
-describe('boundYoungGeneration', () => {
+describe('a bulk command (ferry import)', () => {
   // This file's process only (vitest forks one per file): the flag is process-wide.
   it('keeps the young generation at its first size through a decompression on the zstd thread (a Node worker starting would reset it: Node sets V8 flags again then)', async () => {
     const before = newSpace();
-    boundYoungGeneration();
+    await loadCommands('import');
     // A decompression on the zstd thread, as `ferry import` does.
     const out: Buffer[] = [];
     await pipeline(
