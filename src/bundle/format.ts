@@ -1,6 +1,7 @@
 import { FerryError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
+import { parseSharedJson } from '../oci/shared-json.js';
 
 /**
  * Bundle format v1: the types of `ferry-bundle.json` and the names of the tar entries.
@@ -224,7 +225,7 @@ function objectAt(v: unknown, source: string, where: string): Json {
 export function parseHeader(bytes: Buffer, source: string): BundleHeader {
   let value: unknown;
   try {
-    value = JSON.parse(bytes.toString('utf8'));
+    value = parseSharedJson(bytes.toString('utf8'));
   } catch (err) {
     throw new FerryError('BUNDLE_INVALID', `${source}: invalid ${HEADER_ENTRY}: not valid JSON`, { cause: err });
   }

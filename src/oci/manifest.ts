@@ -1,6 +1,7 @@
 import { FerryError } from '../errors.js';
 import { parseDescriptor, type Descriptor } from './descriptor.js';
 import { isDigest, type Digest } from './digest.js';
+import { parseSharedJson } from './shared-json.js';
 import {
   MediaType,
   isForeignLayer,
@@ -75,7 +76,7 @@ function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
   }
   let value: unknown;
   try {
-    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    value = parseSharedJson(Buffer.from(bytes).toString('utf8'));
   } catch (err) {
     throw new FerryError('INVALID_MANIFEST', `${what}: not valid JSON`, { cause: err });
   }

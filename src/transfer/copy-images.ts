@@ -72,7 +72,10 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   const layerJobs = new Map<string, Promise<LayerPut>>();
   /** digest -> scopes known to hold it (mount sources). */
   const homes = new Map<Digest, Set<string>>();
+  /** Whether the targets span scopes; with one there is nowhere to mount from, and no set per blob to keep. */
+  let scopes = 0;
   const home = (digest: Digest, scope: string): void => {
+    if (scopes < 2) return;
     const set = homes.get(digest) ?? new Set<string>();
     set.add(scope);
     homes.set(digest, set);
@@ -94,7 +97,8 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     scope: string;
     put: PutOptions;
     result: CopyResult;
-    layers: Map<Image, LayerPut[]>;
+    /** The layers as put, per image (in the target's order). */
+    layers: LayerPut[][];
     manifests: ManifestPut[];
   }
   const contextOf = (target: CopyTarget): Context => {
@@ -122,7 +126,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
       blobsMounted: 0,
       warnings,
     };
-    return { target, scope, put, result, layers: new Map(), manifests: [] };
+    return { target, scope, put, result, layers: [], manifests: [] };
   };
 
   const copyConfig = (ctx: Context, image: Image): Promise<BlobPut> => {
@@ -180,31 +184,33 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   };
 
   const finishTarget = async (ctx: Context): Promise<void> => {
-    for (const image of ctx.target.images) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers.get(image)!, ctx.put));
+    for (const [i, image] of ctx.target.images.entries()) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers[i]!, ctx.put));
     ctx.result.images = ctx.manifests.map((m, i) => ({ platform: ctx.target.images[i]!.platform, sourceDigest: m.sourceDigest, digest: m.digest }));
     ctx.result.index = await destination.putIndex(ctx.target, ctx.manifests, ctx.put);
   };
 
   const contexts = targets.map(contextOf);
+  scopes = new Set(contexts.map((c) => c.scope)).size;
   try {
     if (destination.maxConcurrency === 1) {
       // One copy at a time, layers stacked on their parents: every config, then every layer in
       // the source's order (a one-pass stream's) but never before its parent, then the manifests.
       for (const ctx of contexts) await destination.prepare(ctx.target, ctx.put);
       for (const ctx of contexts) for (const image of ctx.target.images) await copyConfig(ctx, image);
-      const tasks: Array<{ ctx: Context; image: Image; index: number; key: number; seq: number }> = [];
+      const tasks: Array<{ ctx: Context; image: Image; put: LayerPut[]; index: number; key: number; seq: number }> = [];
       for (const ctx of contexts) {
         for (const image of ctx.target.images) {
-          ctx.layers.set(image, []);
+          const put: LayerPut[] = [];
+          ctx.layers.push(put);
           let key = Number.NEGATIVE_INFINITY;
           for (let index = 0; index < image.layers.length; index++) {
             key = Math.max(key, options.order?.(image, index) ?? tasks.length);
-            tasks.push({ ctx, image, index, key, seq: tasks.length });
+            tasks.push({ ctx, image, put, index, key, seq: tasks.length });
           }
         }
       }
       tasks.sort((x, y) => x.key - y.key || x.seq - y.seq);
-      for (const t of tasks) t.ctx.layers.get(t.image)![t.index] = await copyLayer(t.ctx, t.image, t.index);
+      for (const t of tasks) t.put[t.index] = await copyLayer(t.ctx, t.image, t.index);
     } else {
       // Target by target (a second repository then mounts what the first received), each one's
       // blobs at once; where every target has the one scope (nothing to mount), all targets at once.
@@ -213,9 +219,9 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
         for (const ctx of wave) await destination.prepare(ctx.target, ctx.put);
         await all(
           wave.flatMap((ctx) =>
-            ctx.target.images.map(async (image) => {
+            ctx.target.images.map(async (image, n) => {
               const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
-              ctx.layers.set(image, layers);
+              ctx.layers[n] = layers;
             }),
           ),
         );
