@@ -14,19 +14,26 @@ function scaleSizes(): number[] {
   return [...new Set(sizes)].sort((a, b) => a - b);
 }
 
-/** The layout of `n` images (kept between benches: the builder is deterministic) and its bundle definition. */
-async function scaleLayout(b: Bench, n: number): Promise<{ dir: string; definition: string }> {
-  const dir = b.path(`scale-${n}`);
-  const definition = b.path(`scale-${n}.yaml`);
+/** Unique bytes per image in the scale layouts. */
+const UNIQUE_BYTES = 64 * 1024;
+
+/**
+ * The layout of `n` images, `unique` bytes of its own each (kept between benches: the builder is
+ * deterministic), and its bundle definition.
+ */
+async function scaleLayout(b: Bench, n: number, unique = UNIQUE_BYTES): Promise<{ dir: string; definition: string }> {
+  const name = unique === UNIQUE_BYTES ? `scale-${n}` : `scale-${n}-${unique / 1024}KiB`;
+  const dir = b.path(name);
+  const definition = b.path(`${name}.yaml`);
   try {
     await access(`${dir}/index.json`);
     await access(definition);
   } catch {
     const started = Date.now();
     await sh(`rm -rf ${dir}`);
-    const names = await buildScaleLayout(dir, n);
+    const names = await buildScaleLayout(dir, n, unique);
     await writeFile(definition, ['name: scale', 'images:', ...names.map((name) => `  - oci:${dir}:${name}`), ''].join('\n'));
-    note(`scale: built a layout of ${n} images in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    note(`scale: built a layout of ${n} images (${unique / 1024} KiB each) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
   return { dir, definition };
 }
@@ -56,12 +63,29 @@ export async function scaleSection(b: Bench): Promise<void> {
   };
   await race(sizes.map((n) => ({ id: `scale.export-${n}`, prep: `rm -f ${bundle(n)}`, command: `${FERRY} export -q -f ${definitions.get(n)!} -o ${bundle(n)} && sync` })));
   // The default 128 MiB zstd window fills with the images' unique bytes (64 KiB each: 100 MiB at
-  // 1600), in the compressor and the decompressor alike; a 1 MiB window, filled at every size,
-  // isolates what ferry itself keeps per image.
+  // 1600), in the compressor and the decompressor alike; a 1 MiB window is filled at every size.
   const ends = [...new Set([small, large])];
   const w20 = (n: number): string => `${bundle(n)}.w20`;
   await race(ends.map((n) => ({ id: `scale.export-w20-${n}`, prep: `rm -f ${w20(n)}`, command: `${FERRY} export -q --window-log 20 -f ${definitions.get(n)!} -o ${w20(n)} && sync` })));
   await race(ends.map((n) => ({ id: `scale.import-w20-${n}`, prep: b.discard(`${store(n)}-w20`), command: `${FERRY} --root ${store(n)}-w20 import -q ${w20(n)} >/dev/null && sync` })));
+  // That window isolates the images' bytes from the decompressor, not from the compressor: its
+  // worker jobs (8 MiB at level 9) and their buffers fill only once tens of MB have passed, which
+  // the smallest layout's ~4 MB never do. The same count of images as the smallest, carrying as
+  // many bytes as the largest, is the control: against it, what grows is what ferry keeps per image.
+  const fat = large > small ? await scaleLayout(b, small, (UNIQUE_BYTES * large) / small) : undefined;
+  if (fat !== undefined) {
+    const fatBundle = b.path(`scale-${small}-same-bytes.tar.zst`);
+    const fatStore = b.path(`scale-store-${small}-same-bytes`);
+    await race([
+      { id: `scale.export-same-bytes-${small}`, prep: `rm -f ${fatBundle}`, command: `${FERRY} export -q -f ${fat.definition} -o ${fatBundle} && sync` },
+      { id: `scale.export-w20-same-bytes-${small}`, prep: `rm -f ${fatBundle}.w20`, command: `${FERRY} export -q --window-log 20 -f ${fat.definition} -o ${fatBundle}.w20 && sync` },
+    ]);
+    await race([
+      { id: `scale.import-same-bytes-${small}`, prep: b.discard(fatStore), command: `${FERRY} --root ${fatStore} import -q ${fatBundle} >/dev/null && sync` },
+      { id: `scale.import-w20-same-bytes-${small}`, prep: b.discard(`${fatStore}-w20`), command: `${FERRY} --root ${fatStore}-w20 import -q ${fatBundle}.w20 >/dev/null && sync` },
+    ]);
+    await sh(`${b.discard(fatStore)}; ${b.discard(`${fatStore}-w20`)}; rm -f ${fatBundle} ${fatBundle}.w20`);
+  }
   await race(sizes.map((n) => ({ id: `scale.ls-${n}`, command: `${FERRY} ls ${bundle(n)} >/dev/null` })));
   const imports: Contender[] = [];
   for (const n of sizes) {
@@ -103,6 +127,23 @@ export async function scaleSection(b: Bench): Promise<void> {
       target: { of: 'ratio', max: 1.2, text: '<= 1.2x (flat)' },
       runs: { ferry: at(op, large), peer: at(op, small), metric: 'rss' },
     });
+  }
+  if (fat !== undefined) {
+    const perImage = (UNIQUE_BYTES * large) / small / 1024 / 1024;
+    for (const op of ['export', 'import', 'export-w20', 'import-w20']) {
+      const w = op.endsWith('-w20');
+      const control = at(op.replace(/(-w20)?$/, '$1-same-bytes'), small);
+      b.add({
+        section: s,
+        figure: `${op.replace('-w20', '')}: peak RSS at ${large} images against ${small} of the same bytes${w ? ', --window-log 20' : ''}`,
+        note: `${small} images of ${perImage} MiB each: the image count alone`,
+        unit: 'MB',
+        ferry: rss(at(op, large)),
+        peer: { name: `${small} images, ${perImage} MiB each`, value: rss(control) },
+        target: { of: 'ratio', max: 1.2, text: '<= 1.2x (flat)' },
+        runs: { ferry: at(op, large), peer: control, metric: 'rss' },
+      });
+    }
   }
   for (const n of sizes) {
     b.add({
