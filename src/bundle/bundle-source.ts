@@ -55,15 +55,9 @@ export interface OpenedBundle {
   close(): Promise<void>;
 }
 
-async function readSmall(stream: Readable, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > MAX_MANIFEST_BYTES) throw new FerryError('INVALID_MANIFEST', `${what}: over ${MAX_MANIFEST_BYTES} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
+async function readSmall(event: BundleBlobEvent, what: string): Promise<Buffer> {
+  if (event.size > MAX_MANIFEST_BYTES) throw new FerryError('INVALID_MANIFEST', `${what}: over ${MAX_MANIFEST_BYTES} bytes`);
+  return event.bytes(MAX_MANIFEST_BYTES);
 }
 
 interface Waiter {
@@ -292,8 +286,8 @@ export async function openBundleSource(input: BundleInput, options: BundleSource
       break;
     }
     // Rewritten manifests serve only the bundle's own OCI layout: left unread.
-    if (event.kind === 'config') configs.set(event.digest, await readSmall(event.stream, `config ${event.digest}`));
-    else if (event.encoding !== 'rewritten') manifests.set(event.digest, await readSmall(event.stream, `manifest ${event.digest}`));
+    if (event.kind === 'config') configs.set(event.digest, await readSmall(event, `config ${event.digest}`));
+    else if (event.encoding !== 'rewritten') manifests.set(event.digest, await readSmall(event, `manifest ${event.digest}`));
   }
   const positions = new Map<string, number>();
   header.blobs.forEach((b, i) => positions.set(b.digest, i));

@@ -71,9 +71,15 @@ export interface BundleBlobEvent {
   /**
    * The blob's bytes, verified while streaming: the stream errors at its end on a digest
    * mismatch. Read it to its end (or leave it untouched: it is then skipped) before asking for
-   * the next event.
+   * the next event. Made when first asked for.
    */
-  stream: Readable;
+  readonly stream: Readable;
+  /**
+   * The whole blob at once, verified, for the small ones (manifests, configs): without the
+   * stream's objects, which a bundle of thousands of images made and dropped by the thousand.
+   * Throws BUNDLE_INVALID past `max` bytes. Either this or `stream`, not both.
+   */
+  bytes(max: number): Promise<Buffer>;
 }
 
 export type BundleEvent = BundleHeaderEvent | BundleBlobEvent;
@@ -268,6 +274,10 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
           hint: 'the bundle was altered after it was written; get it again from its source',
         });
       }
+      const damaged = (actual: Digest): FerryError =>
+        new FerryError('DIGEST_MISMATCH', `${opened.name}: blob ${digest} is damaged: its content hashes to ${actual}`, {
+          hint: 'copy the bundle (every volume) again; `ferry verify` names a damaged volume',
+        });
       const verified = async function* (): AsyncGenerator<Buffer> {
         const digester = new Digester(digestAlgorithm(digest));
         try {
@@ -279,22 +289,46 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
           throw await explain(err, opened, signal);
         }
         const actual = digester.digest();
-        if (actual !== digest) {
-          throw await explain(
-            new FerryError('DIGEST_MISMATCH', `${opened.name}: blob ${digest} is damaged: its content hashes to ${actual}`, {
-              hint: 'copy the bundle (every volume) again; `ferry verify` names a damaged volume',
-            }),
-            opened,
-            signal,
-          );
-        }
+        if (actual !== digest) throw await explain(damaged(actual), opened, signal);
       };
-      const stream = markVerified(new LazyReadable(verified), digest);
-      yield { type: 'blob', digest, size: blob.size, mediaType: blob.mediaType, kind: blob.kind, encoding: blob.encoding, stream };
+      let stream: LazyReadable | undefined;
+      let taken = false;
+      const take = (): void => {
+        if (taken) throw new FerryError('USAGE', `${opened.name}: blob ${digest} read twice, or after the bundle moved on`, { hint: 'this is a bug in ferry: report it' });
+        taken = true;
+      };
+      yield {
+        type: 'blob',
+        digest,
+        size: blob.size,
+        mediaType: blob.mediaType,
+        kind: blob.kind,
+        encoding: blob.encoding,
+        get stream(): Readable {
+          if (stream === undefined) {
+            take();
+            stream = markVerified(new LazyReadable(verified), digest);
+          }
+          return stream;
+        },
+        async bytes(max: number): Promise<Buffer> {
+          take();
+          const body = await withExplain(tar.readBody(max));
+          // A copy: the body can be a view of a decoded block, which a kept config would pin.
+          const copy = Buffer.from(body);
+          const digester = new Digester(digestAlgorithm(digest));
+          digester.update(copy);
+          const actual = digester.digest();
+          if (actual !== digest) throw await explain(damaged(actual), opened, signal);
+          return copy;
+        },
+      };
       // Untouched: it is skipped, and must never read later (the tar has moved on). Abandoned
       // midway: wait until it has let go of the tar, then the rest of the body is skipped.
-      if (!stream.started) stream.destroy();
-      else if (stream.destroyed && !stream.closed) await new Promise<void>((resolve) => stream.once('close', () => resolve()));
+      taken = true;
+      const left = stream as LazyReadable | undefined;
+      if (left !== undefined && !left.started) left.destroy();
+      else if (left?.destroyed === true && !left.closed) await new Promise<void>((resolve) => left.once('close', () => resolve()));
     }
     if (!sawLayout || !sawIndex) {
       throw new FerryError('BUNDLE_INVALID', `${opened.name}: no ${sawLayout ? INDEX_ENTRY : OCI_LAYOUT_ENTRY} entry`, {

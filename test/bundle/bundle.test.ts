@@ -312,6 +312,31 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     expect(report.problems.join('\n')).toContain(victim.digest);
   });
 
+  it('hands a small blob over whole, verified, and refuses a second read of it', async () => {
+    const victim = raw.header.blobs.find((b) => b.kind === 'config')!;
+    const bad = join(dir, 'corrupt-config.tar.zst');
+    await rewriteBundle(rawBundle, bad, (tar) => {
+      const entry = tarEntries(tar).find((e) => e.name === `blobs/sha256/${hex(victim.digest)}`)!;
+      tar[entry.dataOffset + 10] = tar[entry.dataOffset + 10]! ^ 0x01;
+    });
+    for (const [bundle, damaged] of [[rawBundle, false], [bad, true]] as const) {
+      let outcome: unknown;
+      for await (const event of openBundleStream(bundle)) {
+        if (event.type !== 'blob' || event.digest !== victim.digest) continue;
+        outcome = await event.bytes(1 << 20).catch((err: unknown) => err);
+        expect(() => event.stream).toThrow(/read twice/);
+        break;
+      }
+      if (damaged) {
+        expect(isFerryError(outcome, 'DIGEST_MISMATCH')).toBe(true);
+        expect((outcome as Error).message).toContain(`blob ${victim.digest} is damaged`);
+      } else {
+        expect(Buffer.isBuffer(outcome)).toBe(true);
+        expect(`sha256:${createHash('sha256').update(outcome as Buffer).digest('hex')}`).toBe(victim.digest);
+      }
+    }
+  });
+
   it('refuses a blob that ferry-bundle.json does not list', async () => {
     const bad = join(dir, 'renamed.tar.zst');
     const victim = raw.header.blobs.find((b) => b.kind === 'config')!;
