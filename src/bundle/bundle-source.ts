@@ -251,7 +251,7 @@ function imageOf(entry: BundleImage, manifests: ReadonlyMap<string, Buffer>, con
       ...base,
       stored: 'blob',
       blob: open,
-      tar: async () => chain(decompressLayer(await open(), l.mediaType, what), new VerifyDigest(l.diffId, { what: `${what} (diffId ${l.diffId})` })),
+      tar: async () => chain(decompressLayer(await open(), l.mediaType, what, l.size), new VerifyDigest(l.diffId, { what: `${what} (diffId ${l.diffId})` })),
     };
   });
   const platform = entry.platform;

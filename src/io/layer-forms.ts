@@ -30,15 +30,32 @@ function verifiedAs(source: Readable, digest: Digest, options: VerifyOptions): R
  * ~40% (254 MB layer: 1.35 -> 0.80 s) and a warm 7-image export by ~12%, memory unchanged.
  */
 const GUNZIP_CHUNK = 256 * 1024;
+const GUNZIP_MIN_CHUNK = 16 * 1024;
 
-/** Decompress a layer blob of the given media type into its tar stream (no verification). */
-export function decompressLayer(blob: Readable, mediaType: string, what: string): Readable {
+/**
+ * The gunzip chunk for a blob of `size` compressed bytes: zlib allocates a whole chunk when it
+ * starts and whenever one fills, so a layer smaller than a chunk paid for 256 KiB of buffer per
+ * read (a tar is rarely smaller than its gzip: a chunk of the next power of two above the blob's
+ * size is seldom filled twice).
+ */
+function gunzipChunk(size: number | undefined): number {
+  if (size === undefined || size >= GUNZIP_CHUNK) return GUNZIP_CHUNK;
+  let chunk = GUNZIP_MIN_CHUNK;
+  while (chunk < size) chunk *= 2;
+  return chunk;
+}
+
+/**
+ * Decompress a layer blob of the given media type into its tar stream (no verification).
+ * `size`: the blob's compressed size, when known (sizes the buffers of a small one).
+ */
+export function decompressLayer(blob: Readable, mediaType: string, what: string, size?: number): Readable {
   const compression = layerCompression(mediaType);
   switch (compression) {
     case 'none':
       return blob;
     case 'gzip':
-      return chain(blob, nodeZlib().createGunzip({ chunkSize: GUNZIP_CHUNK }));
+      return chain(blob, nodeZlib().createGunzip({ chunkSize: gunzipChunk(size) }));
     case 'zstd':
       // zstd's default window limit: a layer's frame cannot make the decoder take GBs.
       return chain(blob, zstdDecompressStream({ what }));
@@ -76,7 +93,7 @@ export function layerFromBlob(source: BlobLayerSource): Layer {
     async tar(options?: OpenOptions): Promise<Readable> {
       // Refuse before opening: a blob stream opened and then abandoned would leak its file handle.
       if (layerCompression(descriptor.mediaType) === undefined) throw unsupportedLayer(descriptor.mediaType, what);
-      const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, `${what} blob ${descriptor.digest}`);
+      const tar = decompressLayer(await verifiedBlob(options), descriptor.mediaType, `${what} blob ${descriptor.digest}`, descriptor.size);
       return verifiedAs(tar, diffId, { what: `${what} layer ${descriptor.digest} (diffId ${diffId})` });
     },
   };

@@ -149,7 +149,7 @@ export class StoreDestination implements ImageDestination {
         // One read of the blob feeds both the content store and the unpacker.
         const blob = await layer.blob(open);
         const [toStore, toUnpack] = tee(blob);
-        const tar = decompressLayer(toUnpack, layer.descriptor.mediaType, layerWhat);
+        const tar = decompressLayer(toUnpack, layer.descriptor.mediaType, layerWhat, layer.descriptor.size);
         const [ingested, unpacked] = await settleBoth(
           this.store.blobs.ingest(toStore, layer.descriptor.digest, layer.descriptor.size, ingestOptions),
           this.store.layers.unpack(tar, layer.diffId, parent, unpackOptions),
