@@ -41,6 +41,7 @@
 
 #include <node_api.h>
 
+#include "napi-args.h"
 #include "zstd-thread.h"
 
 #define XATTR_VALUE_MAX 65536 /* Linux XATTR_SIZE_MAX */
@@ -102,11 +103,6 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
   napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &path_value);
   napi_set_named_property(env, error, "path", path_value);
   napi_throw(env, error);
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *message) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
   return NULL;
 }
 
@@ -180,15 +176,6 @@ static int get_i64(napi_env env, napi_value value, const char *what, int64_t *ou
   return 0;
 }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < want) {
-    throw_type(env, "too few arguments");
-    return -1;
-  }
-  return 0;
-}
 
 /* mknod(path, mode, major, minor): mode carries the type (S_IFCHR, S_IFBLK, S_IFIFO). */
 static napi_value Mknod(napi_env env, napi_callback_info info) {

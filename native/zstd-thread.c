@@ -22,6 +22,7 @@
 #include <node_api.h>
 #include <zstd.h>
 
+#include "napi-args.h"
 #include "zstd-thread.h"
 
 /* More buffers than the caller ever has in flight (src/io/zstd.ts: 4 each way). */
@@ -236,11 +237,6 @@ static void handle_finalize(napi_env env, void *data, void *hint) {
   release_owner(d);
 }
 
-static napi_value throw_type(napi_env env, const char *message) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
-  return NULL;
-}
-
 static decoder *get_decoder(napi_env env, napi_value value) {
   void *data = NULL;
   if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
@@ -257,12 +253,11 @@ static decoder *get_decoder(napi_env env, napi_value value) {
 
 /* zstdThreadOpen(windowLogMax, callback) -> handle. */
 static napi_value ZstdThreadOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (get_args(env, info, 2, argv) != 0) return NULL;
   int32_t window_log_max;
   napi_valuetype type;
-  if (argc < 2 || napi_get_value_int32(env, argv[0], &window_log_max) != napi_ok) return throw_type(env, "windowLogMax must be a number");
+  if (napi_get_value_int32(env, argv[0], &window_log_max) != napi_ok) return throw_type(env, "windowLogMax must be a number");
   napi_typeof(env, argv[1], &type);
   if (type != napi_function) return throw_type(env, "callback must be a function");
   decoder *d = calloc(1, sizeof *d);
@@ -333,12 +328,7 @@ static int hold(napi_env env, napi_value value, held_buffer *out) {
 
 /* The arguments of a call on a decoder: `want` of them, the first the handle. NULL with an exception pending. */
 static decoder *decoder_call(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < want) {
-    throw_type(env, "too few arguments");
-    return NULL;
-  }
+  if (get_args(env, info, want, argv) != 0) return NULL;
   return get_decoder(env, argv[0]);
 }
 
@@ -389,10 +379,8 @@ static napi_value ZstdThreadEnd(napi_env env, napi_callback_info info) {
 
 /* zstdThreadClose(handle): stop the thread (joined here) and free the decoder; idempotent. */
 static napi_value ZstdThreadClose(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1) return throw_type(env, "too few arguments");
+  if (get_args(env, info, 1, argv) != 0) return NULL;
   void *data = NULL;
   if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) return throw_type(env, "not a zstd decoder");
   close_from_js(env, (decoder *)data);

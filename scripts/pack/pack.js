@@ -168,22 +168,32 @@ function buildLauncher(work, arch) {
   return out;
 }
 
-/** The zstd sources the addon's decoder thread needs (native/zstd-thread.c), as binding.gyp lists them. */
-function zstdDecoderSources() {
+/**
+ * The addon's sources, defines and include directories as binding.gyp lists them for ferry_native (its first target):
+ * one list for node-gyp and the pack.
+ */
+function addonBuild() {
   const gyp = readFileSync(join(ROOT, 'binding.gyp'), 'utf8');
-  const sources = [...gyp.matchAll(/'(node_modules\/zstd-napi\/deps\/zstd\/lib\/[^']+)'/g)].map((m) => join(ROOT, m[1]));
-  if (sources.length === 0) throw new Error('pack: binding.gyp lists no zstd sources for ferry_native');
-  return sources;
+  const target = gyp.slice(gyp.indexOf("'target_name': 'ferry_native'"), gyp.indexOf("'target_name': 'ferry-launch'"));
+  const list = (key) => {
+    const m = new RegExp(`'${key}': \\[([^\\]]*)\\]`).exec(target);
+    if (m === null) throw new Error(`pack: binding.gyp lists no ${key} for ferry_native`);
+    return [...m[1].matchAll(/'([^']+)'/g)].map((v) => v[1]);
+  };
+  return {
+    sources: list('sources').map((f) => join(ROOT, f)),
+    defines: list('defines').map((d) => `-D${d}`),
+    includes: list('include_dirs').flatMap((d) => ['-I', join(ROOT, d)]),
+  };
 }
 
 function buildAddon(work, arch, node) {
   const out = join(work, 'ferry_native.node');
+  const { sources, defines, includes } = addonBuild();
   run(`${ARCHES[arch].gccPrefix}gcc`, [
     '-shared', '-fPIC', '-O2', '-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fvisibility=hidden', '-s',
-    '-DNAPI_VERSION=8', '-DFERRY_COMPAT_STAT', '-DXXH_NAMESPACE=ZSTD_', '-DZSTD_NO_TRACE', '-DZSTDLIB_VISIBLE=', '-DZSTDERRORLIB_VISIBLE=',
-    '-I', node.include, '-I', join(ROOT, 'node_modules', 'zstd-napi', 'deps', 'zstd', 'lib'), '-include', join(HERE, 'glibc-2.28.h'),
-    join(ROOT, 'native', 'ferry_native.c'), join(ROOT, 'native', 'zstd-thread.c'), ...zstdDecoderSources(),
-    '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now', '-lpthread',
+    ...defines, '-DFERRY_COMPAT_STAT', '-I', node.include, ...includes, '-include', join(HERE, 'glibc-2.28.h'),
+    ...sources, '-o', out, '-Wl,-z,noexecstack,-z,relro,-z,now', '-lpthread',
   ], { stdio: ['ignore', 'inherit', 'inherit'] });
   return out;
 }

@@ -17,7 +17,8 @@ export interface LayoutSource {
   size(path: string): Promise<number | undefined>;
   /** A small file whole (index.json, manifests, configs); NOT_FOUND when absent. */
   read(path: string, max: number): Promise<Buffer>;
-  open(path: string, options?: OpenOptions): Promise<Readable>;
+  /** `size`: the file's size as `size(path)` gave it, when known: the stream reads that far and no further. */
+  open(path: string, options?: OpenOptions, size?: number): Promise<Readable>;
 }
 
 function missing(what: string, path: string): FerryError {
@@ -68,14 +69,13 @@ export function dirSource(dir: string, what = `OCI layout ${dir}`): LayoutSource
         await handle.close();
       }
     },
-    async open(path, options) {
+    async open(path, options, size) {
       try {
         // Open first, so a missing blob rejects here rather than erroring a stream later.
         const handle = await open(resolve(path), 'r');
-        // Read to the size it has, not until a read returns nothing: that last read costs a
-        // 64 KiB buffer, as much as a small layer's bytes (1600 of them in a scale export).
-        const { size } = await handle.stat();
-        const stream = handle.createReadStream(size > 0 ? { end: size - 1 } : {});
+        // To the known size, not until a read returns nothing: that last read costs a 64 KiB
+        // buffer, as much as a small layer's bytes (1600 of them in a scale export).
+        const stream = handle.createReadStream(size !== undefined && size > 0 ? { end: size - 1 } : {});
         return options?.signal ? addAbortSignal(options.signal, stream) : stream;
       } catch (err) {
         throw fail(path, err);

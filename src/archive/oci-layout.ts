@@ -217,7 +217,7 @@ export async function loadLayoutImage(source: LayoutSource, desc: Descriptor, na
       layerFromBlob({
         descriptor,
         diffId: diffIds[i]!,
-        openBlob: (options) => source.open(path, options),
+        openBlob: (options) => source.open(path, options, size),
         what,
       }),
     );

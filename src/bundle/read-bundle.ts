@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
-import { Digester, digestAlgorithm, type Digest } from '../oci/digest.js';
+import { Digester, digestAlgorithm, digestOf, type Digest } from '../oci/digest.js';
 import { chain } from '../io/layer-forms.js';
 import { markVerified } from '../io/verify-digest.js';
 import { ZSTD_FRAME_HEADER_MAX, ZSTD_MAGIC, ZSTD_WINDOW_LOG_LIMIT, ZSTD_WINDOW_LOG_MAX, zstdDecompressStream, zstdDecompressStreamOnThread, zstdFrameWindowLog } from '../io/zstd.js';
@@ -291,11 +291,11 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         const actual = digester.digest();
         if (actual !== digest) throw await explain(damaged(actual), opened, signal);
       };
-      let stream: LazyReadable | undefined;
-      let taken = false;
+      /** The stream, once asked for; taken: read (either way), or passed. */
+      const body: { stream?: LazyReadable; taken: boolean } = { taken: false };
       const take = (): void => {
-        if (taken) throw new FerryError('USAGE', `${opened.name}: blob ${digest} read twice, or after the bundle moved on`, { hint: 'this is a bug in ferry: report it' });
-        taken = true;
+        if (body.taken) throw new FerryError('USAGE', `${opened.name}: blob ${digest} read twice, or after the bundle moved on`, { hint: 'this is a bug in ferry: report it' });
+        body.taken = true;
       };
       yield {
         type: 'blob',
@@ -305,30 +305,27 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         kind: blob.kind,
         encoding: blob.encoding,
         get stream(): Readable {
-          if (stream === undefined) {
+          if (body.stream === undefined) {
             take();
-            stream = markVerified(new LazyReadable(verified), digest);
+            body.stream = markVerified(new LazyReadable(verified), digest);
           }
-          return stream;
+          return body.stream;
         },
         async bytes(max: number): Promise<Buffer> {
           take();
-          const body = await withExplain(tar.readBody(max));
           // A copy: the body can be a view of a decoded block, which a kept config would pin.
-          const copy = Buffer.from(body);
-          const digester = new Digester(digestAlgorithm(digest));
-          digester.update(copy);
-          const actual = digester.digest();
+          const copy = Buffer.from(await withExplain(tar.readBody(max)));
+          const actual = digestOf(copy, digestAlgorithm(digest));
           if (actual !== digest) throw await explain(damaged(actual), opened, signal);
           return copy;
         },
       };
       // Untouched: it is skipped, and must never read later (the tar has moved on). Abandoned
       // midway: wait until it has let go of the tar, then the rest of the body is skipped.
-      taken = true;
-      const left = stream as LazyReadable | undefined;
-      if (left !== undefined && !left.started) left.destroy();
-      else if (left?.destroyed === true && !left.closed) await new Promise<void>((resolve) => left.once('close', () => resolve()));
+      body.taken = true;
+      const { stream } = body;
+      if (stream !== undefined && !stream.started) stream.destroy();
+      else if (stream?.destroyed === true && !stream.closed) await new Promise<void>((resolve) => stream.once('close', () => resolve()));
     }
     if (!sawLayout || !sawIndex) {
       throw new FerryError('BUNDLE_INVALID', `${opened.name}: no ${sawLayout ? INDEX_ENTRY : OCI_LAYOUT_ENTRY} entry`, {

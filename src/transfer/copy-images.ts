@@ -72,7 +72,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   const layerJobs = new Map<string, Promise<LayerPut>>();
   /** digest -> scopes known to hold it (mount sources). */
   const homes = new Map<Digest, Set<string>>();
-  /** Whether the targets span scopes; with one there is nowhere to mount from, and no set per blob to keep. */
+  /** How many scopes the targets span (known once their contexts are made); with one there is nowhere to mount from. */
   let scopes = 0;
   const home = (digest: Digest, scope: string): void => {
     if (scopes < 2) return;
@@ -214,7 +214,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     } else {
       // Target by target (a second repository then mounts what the first received), each one's
       // blobs at once; where every target has the one scope (nothing to mount), all targets at once.
-      const waves = new Set(contexts.map((c) => c.scope)).size > 1 ? contexts.map((c) => [c]) : [contexts];
+      const waves = scopes > 1 ? contexts.map((c) => [c]) : [contexts];
       for (const wave of waves) {
         for (const ctx of wave) await destination.prepare(ctx.target, ctx.put);
         await all(
