@@ -251,6 +251,7 @@ async function bundle(work) {
     target: 'node22',
     minifyWhitespace: true,
     minifySyntax: true,
+    minifyIdentifiers: true,
     legalComments: 'none',
     logLevel: 'silent',
     plugins: [{
