@@ -63,9 +63,10 @@ export async function loadCommands(name: string | undefined): Promise<Register[]
 
 /**
  * Bound V8's heap in the commands that move bulk bytes.
- * - The young generation stays at the size it starts with (1 MiB semi-spaces). By default V8
- *   doubles it each time enough objects survived its collections, up to 16 MiB semi-spaces on
- *   Node 20 and 32 MiB on Node 24; a long export or import gets there and keeps it.
+ * - The young generation stays at the size it starts with (1 MiB semi-spaces; 2 in the packed
+ *   executable). By default V8 doubles it each time enough objects survived its collections, up
+ *   to 16 MiB semi-spaces on Node 20 and 32 MiB on Node 24; a long export or import gets there
+ *   and keeps it.
  * - The old generation is collected once it has grown by half since the last collection. V8's
  *   own factor, up to 4x for a heap this small, let the garbage of thousands of images (and the
  *   buffers it holds) pile up: a 1600-image import peaked at 119 MB instead of 104, an export at
