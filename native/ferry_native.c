@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -830,6 +831,22 @@ static napi_value ExitNow(napi_env env, napi_callback_info info) {
   _exit(code);
 }
 
+/*
+ * fixMmapThreshold(bytes): mallopt(M_MMAP_THRESHOLD). glibc otherwise raises its threshold to the
+ * size of each mmapped block freed (up to 32 MiB) and its trim threshold to twice that, so after
+ * a few large buffers every arena keeps tens of MB it no longer uses. A fixed threshold also
+ * fixes the trim threshold (128 KiB): freed memory at an arena's top goes back to the system.
+ * Process-wide, for the arenas of threads already started too.
+ */
+static napi_value FixMmapThreshold(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t bytes;
+  if (get_args(env, info, 1, argv)) return NULL;
+  if (napi_get_value_int32(env, argv[0], &bytes) != napi_ok || bytes <= 0) return throw_type(env, "bytes must be a positive integer");
+  if (mallopt(M_MMAP_THRESHOLD, bytes) != 1) return throw_errno(env, EINVAL, "mallopt", "M_MMAP_THRESHOLD");
+  return NULL;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
     {"mknod", NULL, Mknod, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -856,6 +873,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"sha256", NULL, Sha256, NULL, NULL, NULL, napi_enumerable, NULL},
     {"waitExit", NULL, WaitExit, NULL, NULL, NULL, napi_enumerable, NULL},
     {"exitNow", NULL, ExitNow, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"fixMmapThreshold", NULL, FixMmapThreshold, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   register_zstd_thread(env, exports);

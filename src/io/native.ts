@@ -65,6 +65,8 @@ export interface NativeFs {
   waitExit(pid: number): Promise<number>;
   /** _exit(2): the process ends now, without Node's teardown (see cli/main.ts runAndExit). */
   exitNow(code: number): never;
+  /** mallopt(M_MMAP_THRESHOLD): glibc stops raising it (and its trim threshold) as large blocks are freed. */
+  fixMmapThreshold(bytes: number): void;
   /** The hex SHA-256 of bytes in memory, by the OpenSSL inside Node, without loading node:crypto. */
   sha256(bytes: Buffer): string;
 
