@@ -113,29 +113,3 @@ describe('the C heap of a bulk command', () => {
     expect(other.kept).toBeGreaterThanOrEqual(24);
   });
 });
-
-/** V8's optimisation status of a hot function, in a process that loaded `command` (natives syntax). */
-function optimisationStatus(command: string): number {
-  const commands = fileURLToPath(new URL('../../dist/cli/commands/index.js', import.meta.url));
-  const script = `
-    const { loadCommands } = await import(${JSON.stringify(commands)});
-    await loadCommands(${JSON.stringify(command)});
-    function hot(x) { return x * 2 + 1; }
-    %PrepareFunctionForOptimization(hot);
-    hot(1);
-    hot(2);
-    %OptimizeFunctionOnNextCall(hot);
-    hot(3);
-    process.stdout.write(String(%GetOptimizationStatus(hot)));
-  `;
-  return Number(execFileSync(process.execPath, ['--allow-natives-syntax', '--input-type=module', '-e', script], { encoding: 'utf8' }));
-}
-
-describe('the JIT of a bulk command', () => {
-  it('does not optimise with TurboFan: its compiler zones and code stayed resident, for glue around native work', () => {
-    // V8's OptimizationStatus: bit 4 is "optimised".
-    const optimised = 1 << 4;
-    expect(optimisationStatus('import') & optimised).toBe(0);
-    expect(optimisationStatus('images') & optimised).not.toBe(0);
-  });
-});

@@ -77,22 +77,18 @@ const BULK_MMAP_THRESHOLD = 4 * 1024 * 1024;
  *   160-194 MB instead of 160. The cost shows only where the heap grows with the images: the
  *   1600-image export makes 19 full collections instead of 3 (~0.4 s of 7 s); the seven-image
  *   export and import make as many as before.
- * - No TurboFan (--no-opt): their JavaScript is glue around native work (zstd, hashing, syscalls),
- *   and the optimising compiler's zones and code stayed resident. Measured: a 1600-image import
- *   93-96 -> 83-84 MB, the 25-image one 66 -> 62-63, the seven-image export 290 -> 275 MB; both
- *   take as long as before (the interpreter and Sparkplug run the glue).
  * - glibc's mmap threshold is fixed (native fixMmapThreshold). Left to itself, glibc raises it to
  *   the size of each large buffer freed (zstd's, the decoder's, up to 32 MiB) and its trim
  *   threshold to twice that, and then every arena of the process (libuv's threads, V8's, the zstd
  *   thread) keeps that much freed memory. A 1600-image import peaked at 101-104 MB instead of
  *   90-95, the 25-image one at 66 either way; the seven-image import took as long.
- * V8 reads these flags whenever it sizes a space or considers a function for optimisation, so
- * setting them while the process runs takes effect; mallopt changes glibc's parameters for every
- * arena at once. Process-wide settings, so the CLI's choice per command: a program that uses ferry
- * as a library keeps its own. Node sets V8's flags again from its command line when a worker
- * thread starts: ferry starts none (zstd decodes on a thread of its addon).
+ * V8 reads both flags whenever it sizes a space, so setting them while the process runs takes
+ * effect; mallopt changes glibc's parameters for every arena at once. Process-wide settings, so
+ * the CLI's choice per command: a program that uses ferry as a library keeps its own. Node sets
+ * V8's flags again from its command line when a worker thread starts: ferry starts none (zstd
+ * decodes on a thread of its addon).
  */
 function boundHeap(): void {
-  nodeV8().setFlagsFromString('--semi-space-growth-factor=1 --heap-growing-percent=50 --no-opt');
+  nodeV8().setFlagsFromString('--semi-space-growth-factor=1 --heap-growing-percent=50');
   nativeFs().fixMmapThreshold(BULK_MMAP_THRESHOLD);
 }
