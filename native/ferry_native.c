@@ -177,7 +177,6 @@ static int get_i64(napi_env env, napi_value value, const char *what, int64_t *ou
   return 0;
 }
 
-
 /* mknod(path, mode, major, minor): mode carries the type (S_IFCHR, S_IFBLK, S_IFIFO). */
 static napi_value Mknod(napi_env env, napi_callback_info info) {
   napi_value argv[4];

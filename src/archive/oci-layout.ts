@@ -60,6 +60,9 @@ function referenceOf(name: string | undefined): Reference | undefined {
   }
 }
 
+/** Buffer.poolSize / 2: the copies Node takes from its pool. */
+const POOLED_BELOW = Buffer.poolSize >>> 1;
+
 /** Read a small blob (manifest, index, config) whole and check its size and digest. */
 export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, what: string): Promise<Buffer> {
   const bytes = await source.read(blobPath(desc.digest), MAX_MANIFEST_BYTES);
@@ -77,9 +80,6 @@ export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, w
   // of 1600 images held 3 MB more.
   return bytes.length < POOLED_BELOW ? Buffer.from(bytes) : bytes;
 }
-
-/** Buffer.poolSize / 2: the copies Node takes from its pool. */
-const POOLED_BELOW = Buffer.poolSize >>> 1;
 
 /**
  * The last index.json parsed per layout (by its `what`, which names the path), reused while the

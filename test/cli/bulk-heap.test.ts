@@ -42,17 +42,24 @@ describe('a bulk command (ferry import)', () => {
 });
 
 /**
+ * What `script` (an ES module body) writes to stdout, run in a Node process of its own after it
+ * loaded `command` as the CLI does: the settings a bulk command makes are process-wide.
+ */
+function afterLoading(command: string, script: string, nodeFlags: string[] = []): string {
+  const commands = fileURLToPath(new URL('../../dist/cli/commands/index.js', import.meta.url));
+  const prelude = `const { loadCommands } = await import(${JSON.stringify(commands)}); await loadCommands(${JSON.stringify(command)});`;
+  return execFileSync(process.execPath, [...nodeFlags, '--input-type=module', '-e', `${prelude}\n${script}`], { encoding: 'utf8' });
+}
+
+/**
  * The peak heap of a process that loads a command and then does what an import of thousands of
  * images does to V8: state kept per image, and objects that live a little (streams, promises)
  * and then die in the old generation. In a process of its own: the flags are process-wide, and
  * the peak is relative to what the process already holds.
  */
 function peakHeap(command: string): number {
-  const commands = fileURLToPath(new URL('../../dist/cli/commands/index.js', import.meta.url));
   const script = `
-    import { getHeapStatistics } from 'node:v8';
-    const { loadCommands } = await import(${JSON.stringify(commands)});
-    await loadCommands(${JSON.stringify(command)});
+    const { getHeapStatistics } = await import('node:v8');
     const kept = [];
     const passing = new Array(20000);
     let peak = 0;
@@ -63,7 +70,7 @@ function peakHeap(command: string): number {
     }
     process.stdout.write(String(peak));
   `;
-  return Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }));
+  return Number(afterLoading(command, script));
 }
 
 describe('the old generation of a bulk command', () => {
@@ -81,10 +88,7 @@ describe('the old generation of a bulk command', () => {
  * are fixed). In a process of its own: mallopt is process-wide.
  */
 function keptAfterFree(command: string): { held: number; kept: number } {
-  const commands = fileURLToPath(new URL('../../dist/cli/commands/index.js', import.meta.url));
   const script = `
-    const { loadCommands } = await import(${JSON.stringify(commands)});
-    await loadCommands(${JSON.stringify(command)});
     const rss = () => process.memoryUsage().rss;
     // V8 frees an ArrayBuffer's memory on a background thread after the collection that found it dead.
     const settle = async () => { for (let k = 0; k < 5; k++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 100)); } };
@@ -99,7 +103,7 @@ function keptAfterFree(command: string): { held: number; kept: number } {
     await settle();
     process.stdout.write(JSON.stringify({ held: held >> 20, kept: (rss() - before) >> 20 }));
   `;
-  return JSON.parse(execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8' })) as { held: number; kept: number };
+  return JSON.parse(afterLoading(command, script, ['--expose-gc'])) as { held: number; kept: number };
 }
 
 describe('the C heap of a bulk command', () => {
