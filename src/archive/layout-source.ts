@@ -19,6 +19,11 @@ export interface LayoutSource {
   read(path: string, max: number): Promise<Buffer>;
   /** `size`: the file's size as `size(path)` gave it, when known: the stream reads that far and no further. */
   open(path: string, options?: OpenOptions, size?: number): Promise<Readable>;
+  /**
+   * What changes whenever the file at `path` does (device, inode, size, modification and change
+   * times), when the source can tell without reading it; undefined when absent or unknown.
+   */
+  stamp?(path: string): Promise<string | undefined>;
 }
 
 function missing(what: string, path: string): FerryError {
@@ -67,6 +72,15 @@ export function dirSource(dir: string, what = `OCI layout ${dir}`): LayoutSource
         throw fail(path, err);
       } finally {
         await handle.close();
+      }
+    },
+    async stamp(path) {
+      try {
+        const st = await stat(resolve(path), { bigint: true });
+        return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw fail(path, err);
       }
     },
     async open(path, options, size) {

@@ -81,14 +81,41 @@ export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, w
   return bytes.length < POOLED_BELOW ? Buffer.from(bytes) : bytes;
 }
 
-/**
- * The last index.json parsed per layout (by its `what`, which names the path), reused while the
- * bytes are the same: `export oci:DIR:a oci:DIR:b ...` opens the layout once per image, and
- * parsing an index of N entries N times made exporting N images quadratic. Callers only read it.
- */
-const parsedIndexes = new Map<string, { raw: Buffer; index: ImageIndexManifest }>();
+interface LayoutIndex {
+  raw: Buffer;
+  /** The source's stamp of index.json when it was read (see LayoutSource.stamp). */
+  stamp: string | undefined;
+  index: ImageIndexManifest;
+  /** Its entries, and which of them each name selects (in index order). */
+  entries: readonly LayoutEntry[];
+  byName: ReadonlyMap<string, readonly LayoutEntry[]>;
+}
 
-async function readLayoutIndex(source: LayoutSource): Promise<{ raw: Buffer; index: ImageIndexManifest }> {
+/**
+ * The last index.json parsed per layout (by its `what`, which names the path), reused while its
+ * stamp, or else its bytes, are the same: `export oci:DIR:a oci:DIR:b ...` opens the layout once
+ * per image, and reading, parsing or scanning an index of N entries N times made exporting N
+ * images quadratic. Callers only read it.
+ */
+const parsedIndexes = new Map<string, LayoutIndex>();
+
+function indexEntries(index: ImageIndexManifest): Pick<LayoutIndex, 'entries' | 'byName'> {
+  const entries: LayoutEntry[] = [];
+  const byName = new Map<string, LayoutEntry[]>();
+  for (const descriptor of index.manifests) {
+    const names = entryNames(descriptor);
+    const entry = { name: names[0], descriptor };
+    entries.push(entry);
+    for (const name of names) {
+      const list = byName.get(name);
+      if (list === undefined) byName.set(name, [entry]);
+      else list.push(entry);
+    }
+  }
+  return { entries, byName };
+}
+
+async function readLayoutIndex(source: LayoutSource): Promise<LayoutIndex> {
   const what = source.what;
   if ((await source.size('oci-layout')) === undefined) {
     throw new FerryError('INVALID_MANIFEST', `${what}: not an OCI image layout (no oci-layout file)`, {
@@ -107,12 +134,18 @@ async function readLayoutIndex(source: LayoutSource): Promise<{ raw: Buffer; ind
       hint: 'ferry reads image layout version 1.x',
     });
   }
-  const raw = await source.read('index.json', MAX_MANIFEST_BYTES);
+  // Taken before the read: a change between the two only costs another read next time.
+  const stamp = await source.stamp?.('index.json');
   const cached = parsedIndexes.get(what);
-  if (cached !== undefined && cached.raw.equals(raw)) return cached;
+  if (cached !== undefined && stamp !== undefined && cached.stamp === stamp) return cached;
+  const raw = await source.read('index.json', MAX_MANIFEST_BYTES);
+  if (cached !== undefined && cached.raw.equals(raw)) {
+    cached.stamp = stamp;
+    return cached;
+  }
   const parsed = parseManifest(raw, MediaType.ociIndex, `${what} index.json`);
   if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `${what}: index.json is an image manifest, not an index`);
-  const result = { raw, index: parsed.manifest };
+  const result = { raw, stamp, index: parsed.manifest, ...indexEntries(parsed.manifest) };
   parsedIndexes.set(what, result);
   return result;
 }
@@ -146,8 +179,9 @@ async function findNested(source: LayoutSource, desc: Descriptor, digest: string
   return undefined;
 }
 
-async function selectEntries(source: LayoutSource, entries: readonly LayoutEntry[], selector: string | undefined): Promise<Selection> {
+async function selectEntries(source: LayoutSource, layout: LayoutIndex, selector: string | undefined): Promise<Selection> {
   const what = source.what;
+  const { entries } = layout;
   if (entries.length === 0) {
     throw new FerryError('NOT_FOUND', `${what}: the layout holds no images (index.json is empty)`);
   }
@@ -170,7 +204,7 @@ async function selectEntries(source: LayoutSource, entries: readonly LayoutEntry
     }
     throw new FerryError('NOT_FOUND', `${what}: no image with digest ${selector}`, { hint: `the layout holds: ${describeEntries(entries)}` });
   }
-  let matched = entries.filter((e) => entryNames(e.descriptor).includes(selector));
+  let matched = layout.byName.get(selector) ?? [];
   if (matched.length === 0) matched = entries.filter((e) => entryNames(e.descriptor).some((n) => sameReference(n, selector)));
   if (matched.length === 0) {
     throw new FerryError('NOT_FOUND', `${what}: no image named "${selector}"`, { hint: `the layout holds: ${describeEntries(entries)}` });
@@ -294,14 +328,12 @@ async function pickPlatforms(
 
 /** List the entries of a layout's index.json (names and digests, nothing else read). */
 export async function listLayoutEntries(source: LayoutSource): Promise<LayoutEntry[]> {
-  const { index } = await readLayoutIndex(source);
-  return index.manifests.map((descriptor) => ({ name: entryNames(descriptor)[0], descriptor }));
+  return [...(await readLayoutIndex(source)).entries];
 }
 
 /** Resolve a selector in a layout read from any source (directory, oci-archive, docker save). */
 export async function resolveLayout(source: LayoutSource, selector?: string, platforms: PlatformRequest = [hostPlatform()]): Promise<Resolved> {
-  const entries = await listLayoutEntries(source);
-  const { descriptors, name } = await selectEntries(source, entries, selector);
+  const { descriptors, name } = await selectEntries(source, await readLayoutIndex(source), selector);
   if (descriptors.length === 1) {
     const desc = descriptors[0]!;
     if (isIndexMediaType(desc.mediaType)) {

@@ -1,4 +1,4 @@
-import { cp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { cp, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listOciLayout, openOciLayout } from '../../src/archive/oci-layout.js';
@@ -135,6 +135,27 @@ describe('openOciLayout', () => {
     expect(formatReference(r.images[0]!.ref!)).toBe('registry.example:5000/team/multi:2');
     const all = await openOciLayout(dir, 'registry.example:5000/team/multi:2', 'all');
     expect(all.images).toHaveLength(2);
+  });
+
+  it('an index.json changed between opens is read again, even at the same size and modification time', async () => {
+    const dir = await copyLayout();
+    const path = join(dir, 'index.json');
+    // A whole second, so that setting it again restores it to the nanosecond.
+    await utimes(path, 1_700_000_000, 1_700_000_000);
+    expect((await openOciLayout(dir, 'app')).images[0]!.digest).toBe(layout.refs.app);
+    const before = await stat(path, { bigint: true });
+    await editIndex(dir, (index) => {
+      for (const m of index.manifests) {
+        const annotations = m.annotations as Record<string, string>;
+        if (annotations[REF_NAME_ANNOTATION] === 'app') annotations[REF_NAME_ANNOTATION] = 'apq';
+      }
+    });
+    await utimes(path, 1_700_000_000, 1_700_000_000);
+    const after = await stat(path, { bigint: true });
+    expect([after.ino, after.size, after.mtimeNs]).toEqual([before.ino, before.size, before.mtimeNs]);
+    expect((await openOciLayout(dir, 'apq')).images[0]!.digest).toBe(layout.refs.app);
+    expect(await failsWith(openOciLayout(dir, 'app'), 'NOT_FOUND')).toBe(`OCI layout ${dir}: no image named "app"`);
+    expect((await listOciLayout(dir)).map((e) => e.name)).toEqual(['base', 'apq', 'tools', 'multi']);
   });
 
   it('lists the entries', async () => {
