@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { FerryError, messageOf } from '../errors.js';
 import type { OpenOptions } from '../oci/image.js';
+import { fileStamp } from '../io/file-stamp.js';
 import { normalizeEntryName, type TarIndex } from './tar-index.js';
 
 /**
@@ -76,8 +77,7 @@ export function dirSource(dir: string, what = `OCI layout ${dir}`): LayoutSource
     },
     async stamp(path) {
       try {
-        const st = await stat(resolve(path), { bigint: true });
-        return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+        return fileStamp(await stat(resolve(path), { bigint: true }));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw fail(path, err);

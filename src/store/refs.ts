@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { rename } from '../io/fs-promises.js';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
@@ -6,6 +6,7 @@ import { isDigest, type Digest } from '../oci/digest.js';
 import { formatPlatform, normalizePlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';
 import { writeFileAtomic } from '../io/atomic-file.js';
+import { fileStamp } from '../io/file-stamp.js';
 import type { StoreLock } from './lock.js';
 import { ownedName } from './owner.js';
 import { isoTime } from '../io/iso-time.js';
@@ -66,9 +67,20 @@ export class RefStore {
     await writeFileAtomic(this.path, `${JSON.stringify(file, null, 2)}\n`, 0o644, join(this.tmpDir, ownedName('refs')), beforeRename);
   }
 
+  /**
+   * The entries last read, with the stamp refs.json had then. Every write replaces the file by a
+   * rename (a new inode), so an unchanged stamp is an unchanged file: a command that looks up N
+   * names (an export of N images from the store) reads and checks it once, not N times.
+   */
+  private cached: { stamp: string; refs: readonly RefEntry[] } | undefined;
+
   async list(): Promise<RefEntry[]> {
     let text: string;
+    let stamp: string;
     try {
+      // Taken before the read: a change between the two only costs another read next time.
+      stamp = fileStamp(statSync(this.path, { bigint: true }));
+      if (this.cached?.stamp === stamp) return [...this.cached.refs];
       text = readFileSync(this.path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
@@ -84,7 +96,13 @@ export class RefStore {
     if (typeof file !== 'object' || file === null || file.schemaVersion !== 1 || !Array.isArray(file.refs) || !file.refs.every(validEntry)) {
       throw new FerryError('STORE_ERROR', `${this.path}: not a ferry refs file`, { hint: 'run ferry fsck --repair' });
     }
-    return file.refs;
+    // Frozen: the same entries go to every caller until the file changes.
+    for (const entry of file.refs) {
+      Object.freeze(entry.platform);
+      Object.freeze(entry);
+    }
+    this.cached = { stamp, refs: file.refs };
+    return [...file.refs];
   }
 
   /**

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, readlink, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -374,6 +374,31 @@ describe('prune, fsck, inventory', () => {
     expect(refs[1]!.manifestDigest).not.toBe(a.digest);
     expect(await store.refs.remove(refName('a:1'))).toHaveLength(1);
     expect((await store.refs.list()).map((r) => r.name)).toEqual(['docker.io/library/z:1']);
+  });
+
+  it('refs: a rewrite by another process, or an edit in place at the same size and mtime, is seen by a store already open', async () => {
+    await importImage(store, memoryImage([baseTar], { ref: 'one:1' }));
+    expect((await store.refs.list()).map((r) => r.name)).toEqual(['docker.io/library/one:1']);
+    const other = await openStore({ root: store.root });
+    await importImage(other, memoryImage([baseTar], { ref: 'two:1' }));
+    expect((await store.refs.list()).map((r) => r.name)).toEqual(['docker.io/library/one:1', 'docker.io/library/two:1']);
+
+    const path = join(store.root, 'refs.json');
+    await utimes(path, 1_700_000_000, 1_700_000_000);
+    expect(await store.refs.list()).toHaveLength(2);
+    const before = await stat(path, { bigint: true });
+    await writeFile(path, (await readFile(path, 'utf8')).replace('library/one:1', 'library/ona:1'));
+    await utimes(path, 1_700_000_000, 1_700_000_000);
+    const after = await stat(path, { bigint: true });
+    expect([after.ino, after.size, after.mtimeNs]).toEqual([before.ino, before.size, before.mtimeNs]);
+    expect((await store.refs.list()).map((r) => r.name)).toEqual(['docker.io/library/ona:1', 'docker.io/library/two:1']);
+
+    // What one caller gets cannot change what the next one does.
+    const got = await store.refs.list();
+    got.pop();
+    expect(() => Object.assign(got[0]!, { name: 'x' })).toThrow(TypeError);
+    expect(() => Object.assign(got[0]!.platform, { os: 'x' })).toThrow(TypeError);
+    expect((await store.refs.list()).map((r) => `${r.name} ${r.platform.os}`)).toEqual(['docker.io/library/ona:1 linux', 'docker.io/library/two:1 linux']);
   });
 
   it('inventory lists blobs, diffIds and layers in the shape export --since reads', async () => {
