@@ -17,6 +17,8 @@ export interface ArchiveOptions {
    */
   tmpDir?: string;
   signal?: AbortSignal;
+  /** Archives opened once for the whole command (see SharedArchives): closing them is its owner's. */
+  shared?: SharedArchives;
 }
 
 /** An archive opened for reading; `close()` removes any temporary copy. Images stay usable until then. */
@@ -103,6 +105,43 @@ export async function openTarArchive(file: string, what: string, options: Archiv
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * The archives one command reads several images from (`export oci-archive:F:a oci-archive:F:b
+ * ...`): each is indexed, and a compressed one decompressed to a temporary tar, once rather than
+ * once per image (which took N passes over the file and N temporary copies at once). The images
+ * stay readable until `close()`, after the command is done with all of them.
+ */
+export class SharedArchives {
+  private readonly opened = new Map<string, Promise<OpenedTar>>();
+
+  constructor(private readonly options: Omit<ArchiveOptions, 'shared'> = {}) {}
+
+  /** The archive `file`, opened on first use; `what` names it in errors (and tells the kinds apart). */
+  open(file: string, what: string): Promise<OpenedTar> {
+    const key = `${what}\n${file}`;
+    let job = this.opened.get(key);
+    if (job === undefined) {
+      job = openTarArchive(file, what, this.options);
+      this.opened.set(key, job);
+    }
+    return job;
+  }
+
+  async close(): Promise<void> {
+    const jobs = [...this.opened.values()];
+    this.opened.clear();
+    // One that failed to open left nothing to close; its caller had the error.
+    for (const settled of await Promise.allSettled(jobs)) if (settled.status === 'fulfilled') await settled.value.close();
+  }
+}
+
+/** The archive through `options.shared` when given (closed by its owner), else opened for the caller alone. */
+export async function openArchiveFor(file: string, what: string, options: ArchiveOptions): Promise<OpenedTar> {
+  if (options.shared === undefined) return openTarArchive(file, what, options);
+  const archive = await options.shared.open(file, what);
+  return { index: archive.index, close: async () => undefined };
 }
 
 /** Images read from an archive file; they stay readable until `close()` removes any temporary copy. */

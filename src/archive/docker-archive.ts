@@ -9,7 +9,7 @@ import { MediaType } from '../oci/media-types.js';
 import { dockerSaveManifest } from '../oci/build-image.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { layerFromBlob, layerFromTar } from '../io/layer-forms.js';
-import { openTarArchive, sniffCompression, type ArchiveOptions, type OpenedArchive } from './archive-file.js';
+import { openArchiveFor, sniffCompression, type ArchiveOptions, type OpenedArchive } from './archive-file.js';
 import { normalizeEntryName, type TarEntry, type TarIndex } from './tar-index.js';
 
 /**
@@ -249,6 +249,18 @@ class DockerArchiveReader {
   }
 }
 
+/** One reader per opened archive: a shared archive's manifest.json is parsed once, not per image. */
+const readers = new WeakMap<TarIndex, Promise<DockerArchiveReader>>();
+
+function readerOf(index: TarIndex): Promise<DockerArchiveReader> {
+  let reader = readers.get(index);
+  if (reader === undefined) {
+    reader = DockerArchiveReader.open(index);
+    readers.set(index, reader);
+  }
+  return reader;
+}
+
 /**
  * Read one image of a docker-archive. `selector`: a RepoTag (`app:1`, normalised like docker,
  * so `docker.io/library/app:1` matches too), `@N` for the N-th image, or an image ID
@@ -256,9 +268,9 @@ class DockerArchiveReader {
  * archive file; call `close()` when done (a compressed archive was decompressed to a temp file).
  */
 export async function openDockerArchive(file: string, selector?: string, options: ArchiveOptions = {}): Promise<OpenedArchive> {
-  const archive = await openTarArchive(file, `docker-archive ${file}`, options);
+  const archive = await openArchiveFor(file, `docker-archive ${file}`, options);
   try {
-    const reader = await DockerArchiveReader.open(archive.index);
+    const reader = await readerOf(archive.index);
     const { i, tag } = await reader.select(selector);
     return { images: [await reader.image(i, tag)], close: archive.close };
   } catch (err) {
@@ -269,9 +281,9 @@ export async function openDockerArchive(file: string, selector?: string, options
 
 /** Every image of a docker-archive, in manifest.json order. */
 export async function listDockerArchive(file: string, options: ArchiveOptions = {}): Promise<DockerArchive> {
-  const archive = await openTarArchive(file, `docker-archive ${file}`, options);
+  const archive = await openArchiveFor(file, `docker-archive ${file}`, options);
   try {
-    const reader = await DockerArchiveReader.open(archive.index);
+    const reader = await readerOf(archive.index);
     const entries: DockerArchiveEntry[] = [];
     for (const [i, e] of reader.entries.entries()) {
       entries.push({ index: i, repoTags: e.repoTags, image: await reader.image(i, e.repoTags[0]) });

@@ -10,6 +10,6 @@ export {
   type LayoutEntry,
   type PlatformRequest,
 } from './oci-layout.js';
-export { openTarArchive, sniffCompression, type ArchiveOptions, type OpenedArchive, type OpenedTar } from './archive-file.js';
+export { openTarArchive, sniffCompression, SharedArchives, type ArchiveOptions, type OpenedArchive, type OpenedTar } from './archive-file.js';
 export { dirSource, tarSource, type LayoutSource } from './layout-source.js';
 export { indexTar, normalizeEntryName, type TarEntry, type TarEntryType, type TarIndex } from './tar-index.js';

@@ -98,12 +98,26 @@ export function dirSource(dir: string, what = `OCI layout ${dir}`): LayoutSource
   };
 }
 
+/** A number per indexed tar: entries of one index never change, those of another may. */
+const tarIds = new WeakMap<TarIndex, number>();
+let nextTarId = 0;
+
 /** The layout at `prefix` (usually the root) inside an indexed tar. */
 export function tarSource(index: TarIndex, prefix = ''): LayoutSource {
   const what = index.what;
   const entry = (path: string) => index.lookup(prefix === '' ? path : `${prefix}/${path}`);
+  let id = tarIds.get(index);
+  if (id === undefined) {
+    id = nextTarId++;
+    tarIds.set(index, id);
+  }
+  const tarId = id;
   return {
     what,
+    async stamp(path) {
+      const e = entry(path);
+      return e === undefined ? undefined : `tar ${tarId} ${e.offset} ${e.size}`;
+    },
     async size(path) {
       return entry(path)?.size;
     },

@@ -1,5 +1,5 @@
 import type { ArchiveOptions, OpenedArchive } from './archive-file.js';
-import { openTarArchive } from './archive-file.js';
+import { openArchiveFor } from './archive-file.js';
 import { tarSource } from './layout-source.js';
 import { listLayoutEntries, resolveLayout, type LayoutEntry, type PlatformRequest } from './oci-layout.js';
 
@@ -15,7 +15,7 @@ export async function openOciArchive(
   platforms?: PlatformRequest,
   options: ArchiveOptions = {},
 ): Promise<OpenedArchive> {
-  const archive = await openTarArchive(file, `oci-archive ${file}`, options);
+  const archive = await openArchiveFor(file, `oci-archive ${file}`, options);
   try {
     const resolved = await resolveLayout(tarSource(archive.index), selector, platforms);
     return { ...resolved, close: archive.close };
@@ -27,7 +27,7 @@ export async function openOciArchive(
 
 /** The entries of an OCI archive's index.json. */
 export async function listOciArchive(file: string, options: ArchiveOptions = {}): Promise<LayoutEntry[]> {
-  const archive = await openTarArchive(file, `oci-archive ${file}`, options);
+  const archive = await openArchiveFor(file, `oci-archive ${file}`, options);
   try {
     return await listLayoutEntries(tarSource(archive.index));
   } finally {

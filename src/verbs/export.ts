@@ -1,5 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { Writable } from 'node:stream';
+import { SharedArchives } from '../archive/index.js';
 import { BundleDestination, bundleProgress, bundleTargets } from '../bundle/bundle-destination.js';
 import type { BundleTool } from '../bundle/format.js';
 import type { BundlePlan } from '../bundle/plan.js';
@@ -102,11 +103,12 @@ export async function exportImages(requests: readonly ExportRequest[], output: B
   checkWriteOptions(writeOptions, output);
 
   const opened: OpenedSource[] = [];
+  const archives = new SharedArchives(options.signal === undefined ? {} : { signal: options.signal });
   try {
     const sources: BundleSource[] = [];
     const fromRegistry = new Set<Image>();
     for (const request of requests) {
-      const source = await openSource(request.text, { platforms: request.platforms, client, ...(store === undefined ? {} : { store }) });
+      const source = await openSource(request.text, { platforms: request.platforms, client, archives, ...(store === undefined ? {} : { store }) });
       opened.push(source);
       if (source.fromStore === true) progress?.({ kind: 'note', message: `${request.text}: taken from the local store (--pull to fetch it from the registry)` });
       for (const entry of source.images) {
@@ -140,5 +142,6 @@ export async function exportImages(requests: readonly ExportRequest[], output: B
     return await writeBundle(sources, output, writeOptions, progress);
   } finally {
     for (const source of opened) await source.close();
+    await archives.close();
   }
 }

@@ -1,5 +1,5 @@
 import { resolve as resolvePath } from 'node:path';
-import { openDockerArchive, openOciArchive, openOciLayout } from '../archive/index.js';
+import { openDockerArchive, openOciArchive, openOciLayout, type SharedArchives } from '../archive/index.js';
 import { isFerryError, UsageError } from '../errors.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import type { Platform } from '../oci/platform.js';
@@ -57,6 +57,8 @@ export interface OpenSourceOptions {
   client: () => RegistryClient;
   /** The local store, consulted first for a bare reference (docker habit); absent with --pull. */
   store?: Store;
+  /** Archive files opened once for every source of the command that names them (closed by its owner). */
+  archives?: SharedArchives;
 }
 
 /**
@@ -109,11 +111,11 @@ export async function openSource(text: string, options: OpenSourceOptions): Prom
       return withIndex({ images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: none }, resolved.index);
     }
     case 'oci-archive': {
-      const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms);
+      const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms, options.archives === undefined ? {} : { shared: options.archives });
       return withIndex({ images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close }, opened.index);
     }
     case 'docker-archive': {
-      const opened = await openDockerArchive(resolvePath(spec.path), spec.selector);
+      const opened = await openDockerArchive(resolvePath(spec.path), spec.selector, options.archives === undefined ? {} : { shared: options.archives });
       return { images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close };
     }
   }

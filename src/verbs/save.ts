@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import { DockerArchiveDestination } from '../archive/docker-archive-destination.js';
+import { SharedArchives } from '../archive/index.js';
 import { FerryError, UsageError } from '../errors.js';
 import type { CopyTarget } from '../oci/destination.js';
 import type { Image } from '../oci/image.js';
@@ -52,6 +53,7 @@ export interface SaveImagesOptions extends WriteDockerArchiveOptions {
 export async function saveImages(names: readonly string[], output: string | Writable, options: SaveImagesOptions): Promise<SaveImage[]> {
   const platform = options.platform ?? hostPlatform();
   const opened: OpenedSource[] = [];
+  const archives = new SharedArchives();
   const entries: SaveImage[] = [];
   const add = (image: Image, tag: Reference | undefined): void => {
     const existing = entries.find((e) => e.image.digest === image.digest);
@@ -66,6 +68,7 @@ export async function saveImages(names: readonly string[], output: string | Writ
         const source = await openSource(text, {
           platforms: [platform],
           client: noRegistry('save reads images from the store or local files'),
+          archives,
         });
         opened.push(source);
         for (const s of source.images) add(s.image, s.image.ref ? parseReference(s.ref) : undefined);
@@ -85,5 +88,6 @@ export async function saveImages(names: readonly string[], output: string | Writ
     return entries;
   } finally {
     for (const s of opened) await s.close();
+    await archives.close();
   }
 }

@@ -1,3 +1,4 @@
+import { SharedArchives } from '../archive/index.js';
 import { UsageError } from '../errors.js';
 import { parseReference } from '../oci/reference.js';
 import { contentFromImages, type ServedImage } from '../registry/served-content.js';
@@ -35,8 +36,10 @@ export async function servedContent(sources: readonly string[], options: ServeOp
     return { content: fromStore, what: `store ${store.root} (${names} images)`, close: async () => undefined };
   }
   const opened: OpenedSource[] = [];
+  const archives = new SharedArchives();
   const closeAll = async (): Promise<void> => {
     for (const s of opened) await s.close();
+    await archives.close();
   };
   try {
     const served: ServedImage[] = [];
@@ -45,6 +48,7 @@ export async function servedContent(sources: readonly string[], options: ServeOp
       const source = await openSource(text, {
         platforms: 'all',
         client: noRegistry('serve reads local images only'),
+        archives,
       });
       opened.push(source);
       const first = source.images[0];

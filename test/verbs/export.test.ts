@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +21,7 @@ import { layoutSources } from '../bundle/fixtures.js';
  * Export is a copy like every other verb: copyImages into a BundleDestination. The engine's
  * retries, concurrency limit and abort now drive the pass that measures raw layers.
  */
+const run = promisify(execFile);
 let dir: string;
 let layout: TestLayout;
 let sources: BundleSource[];
@@ -168,5 +172,39 @@ describe('export through the transfer engine', () => {
     };
     await expect(exportImages(requests, join(dir, 'bad.tar.zst'), { client: unused, level: 99 })).rejects.toThrow(/compression level 99/);
     expect(await readdir(dir)).not.toContain('bad.tar.zst');
+  });
+
+  it('images named from one compressed archive share one temporary copy of it, removed at the end', async () => {
+    const archive = join(dir, 'layout.tar.gz');
+    await run('sh', ['-c', `tar -C ${layout.dir} -cf - . | gzip -c > ${archive}`]);
+    const temp = join(dir, 'tmpdir');
+    await mkdir(temp);
+    const names = ['base', 'app', 'tools', 'multi'];
+    const client = (): never => {
+      throw new Error('no registry for archive sources');
+    };
+    const copies: string[][] = [];
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = temp;
+    try {
+      const fromArchive = await exportImages(
+        [...names.map((name) => ({ text: `oci-archive:${archive}:${name}`, platforms: 'all' as const })), { text: `oci-archive:${archive}:app`, platforms: 'all' as const }],
+        join(dir, 'from-archive.tar.zst'),
+        // Every source is open once the first layer is written.
+        { client, onProgress: (e) => void (e.kind === 'start' && copies.length === 0 && copies.push(readdirSync(temp))) },
+      );
+      expect(copies).toHaveLength(1);
+      expect(copies[0]!.filter((n) => n.startsWith('ferry-archive-'))).toHaveLength(1);
+      expect(await readdir(temp)).toEqual([]);
+      const fromLayout = await exportImages(
+        names.map((name) => ({ text: `oci:${layout.dir}:${name}`, platforms: 'all' as const })),
+        join(dir, 'from-layout.tar.zst'),
+        { client },
+      );
+      expect(fromArchive.header.images.map((i) => [i.ref, i.manifestDigest])).toEqual(fromLayout.header.images.map((i) => [i.ref, i.manifestDigest]));
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
   });
 });
