@@ -39,9 +39,10 @@ export function blobPath(digest: Digest): string {
   return `blobs/${digestAlgorithm(digest)}/${digestHex(digest)}`;
 }
 
+/** An entry's names, the full one first: docker 25+ puts only the tag (`latest`) in ref.name. */
 function entryNames(d: Descriptor): string[] {
   const names: string[] = [];
-  for (const key of [REF_NAME_ANNOTATION, CONTAINERD_NAME_ANNOTATION]) {
+  for (const key of [CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION]) {
     const v = d.annotations?.[key];
     if (v !== undefined && v !== '' && !names.includes(v)) names.push(v);
   }

@@ -36,8 +36,9 @@ export async function detectImportSource(source: string): Promise<{ kind: Import
   }
   if (head.equals(ZSTD_MAGIC) || /\.\d{3}$/.test(source)) return { kind: 'bundle', spec: source };
   const index = await indexTar(source, `archive ${source}`);
-  if (index.entries.has('oci-layout')) return { kind: 'oci-archive', spec: `oci-archive:${source}` };
+  // docker 25+ (and ferry save) write both: loaded as docker load does, every image under its RepoTags.
   if (index.entries.has('manifest.json')) return { kind: 'docker-archive', spec: `docker-archive:${source}` };
+  if (index.entries.has('oci-layout')) return { kind: 'oci-archive', spec: `oci-archive:${source}` };
   throw new FerryError('UNSUPPORTED', `import ${source}: neither a ferry bundle, a docker-archive nor an OCI archive`, {
     hint: 'name the format with a prefix: docker-archive:FILE, oci-archive:FILE, oci:DIR',
   });

@@ -129,4 +129,17 @@ describe('ferry save', () => {
     const { stdout: images } = await run('podman', [...podman, 'images', '--format', '{{.Repository}}:{{.Tag}}']);
     expect(images.split('\n').filter((l) => l !== '').sort()).toEqual(['docker.io/library/app:latest', 'docker.io/library/tools:latest']);
   });
+
+  it('what it writes imports back, every image under its name (docker load), and reads as an oci-archive by full name', async () => {
+    const archive = join(work, 'round-trip.tar');
+    await ferry(['--root', root, 'save', '-q', 'app', 'tools', '-o', archive]);
+    const other = join(work, 'store-round-trip');
+    await ferry(['--root', other, 'import', '-q', archive]);
+    const names = async (store: string): Promise<string[]> => (JSON.parse(await ferry(['--root', store, 'images', '--json'])) as Array<{ name: string }>).map((i) => i.name).sort();
+    expect(await names(other)).toEqual(['docker.io/library/app:latest', 'docker.io/library/tools:latest']);
+    // The same file through its OCI index: an image named by the annotation that holds the full name.
+    const third = join(work, 'store-round-trip-oci');
+    await ferry(['--root', third, 'import', '-q', `oci-archive:${archive}:docker.io/library/tools:latest`]);
+    expect(await names(third)).toEqual(['docker.io/library/tools:latest']);
+  });
 });
