@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import { fileStamp } from '../io/file-stamp.js';
 import { messageOf } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
@@ -96,11 +97,11 @@ export function storeContent(store: Store, options: StoreContentOptions = {}): S
   };
 
   const current = async (): Promise<RegistryContent> => {
-    const st = await stat(store.refs.path).catch((err: NodeJS.ErrnoException) => {
+    const st = await stat(store.refs.path, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined;
       throw err;
     });
-    const key = st === undefined ? 'none' : `${st.mtimeMs} ${st.size} ${st.ino}`;
+    const key = st === undefined ? 'none' : fileStamp(st);
     if (snapshot === undefined || snapshot.key !== key) {
       const content = build();
       content.catch(() => {
