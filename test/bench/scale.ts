@@ -1,4 +1,4 @@
-import { access, writeFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import { buildScaleLayout } from '../helpers/test-images.js';
 import { Bench, FERRY, rss, wall } from './context.js';
 import { writeFloorScript } from './import.js';
@@ -55,7 +55,12 @@ export async function scaleSection(b: Bench): Promise<void> {
   const store = (n: number): string => b.path(`scale-store-${n}`);
   const floor = (n: number): string => b.path(`scale-floor-${n}`);
   const definitions = new Map<number, string>();
-  for (const n of sizes) definitions.set(n, (await scaleLayout(b, n)).definition);
+  const layouts = new Map<number, { dir: string; definition: string }>();
+  for (const n of sizes) {
+    const layout = await scaleLayout(b, n);
+    layouts.set(n, layout);
+    definitions.set(n, layout.definition);
+  }
 
   const m = new Map<string, Measured | Error>();
   const race = async (contenders: Contender[]): Promise<void> => {
@@ -98,15 +103,37 @@ export async function scaleSection(b: Bench): Promise<void> {
     });
   }
   await race(imports);
+  // The same images named from other sources, N names from one of each: an OCI archive (a tar of
+  // the layout) and the store they were imported into. Each name opened, indexed or looked up the
+  // whole source again once (exporting 400 images from one archive took minutes): the time per
+  // image stays flat only if a source is read once for all the names in it.
+  const archive = (n: number): string => b.path(`scale-${n}.oci.tar`);
+  const alternative = async (n: number, kind: 'archive' | 'names'): Promise<string> => {
+    const { dir, definition } = layouts.get(n)!;
+    const out = b.path(`scale-${n}-${kind}.yaml`);
+    const text = await readFile(definition, 'utf8');
+    await writeFile(out, text.split(`oci:${dir}:`).join(kind === 'archive' ? `oci-archive:${archive(n)}:` : ''));
+    return out;
+  };
+  const sources: Contender[] = [];
+  for (const n of ends) {
+    await sh(`tar -C ${layouts.get(n)!.dir} -cf ${archive(n)} .`);
+    const fromArchive = await alternative(n, 'archive');
+    const fromStore = await alternative(n, 'names');
+    sources.push({ id: `scale.export-archive-${n}`, prep: `rm -f ${bundle(n)}.a`, command: `${FERRY} export -q -f ${fromArchive} -o ${bundle(n)}.a && sync` });
+    sources.push({ id: `scale.export-store-${n}`, prep: `rm -f ${bundle(n)}.s`, command: `${FERRY} --root ${store(n)} export -q -f ${fromStore} -o ${bundle(n)}.s && sync` });
+  }
+  await race(sources);
+  for (const n of ends) await sh(`rm -f ${archive(n)} ${bundle(n)}.a ${bundle(n)}.s`);
   await race(sizes.map((n) => ({ id: `scale.images-${n}`, command: `${FERRY} --root ${store(n)} images >/dev/null` })));
   await race(sizes.map((n) => ({ id: `scale.run-${n}`, command: `${FERRY} --root ${store(n)} run --rm img-00001 true` })));
   await race(sizes.map((n) => ({ id: `scale.fsck-${n}`, command: `${FERRY} --root ${store(n)} fsck >/dev/null` })));
 
   const at = (op: string, n: number): Measured | Error | undefined => m.get(`scale.${op}-${n}`);
-  for (const op of ['export', 'import', 'images', 'fsck']) {
+  for (const op of ['export', 'export-archive', 'export-store', 'import', 'images', 'fsck']) {
     b.add({
       section: s,
-      figure: `${op}: time per image at ${large} images`,
+      figure: `${op.replace('-archive', ' from an oci-archive').replace('-store', ' from the store')}: time per image at ${large} images`,
       unit: 's',
       ferry: perImage(wall(at(op, large)), large),
       peer: { name: `at ${small} images`, value: perImage(wall(at(op, small)), small) },
