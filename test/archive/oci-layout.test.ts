@@ -158,6 +158,18 @@ describe('openOciLayout', () => {
     expect((await listOciLayout(dir)).map((e) => e.name)).toEqual(['base', 'apq', 'tools', 'multi']);
   });
 
+  it('a layout of many images lists ten of their names in a message, and how many more', async () => {
+    const dir = await copyLayout();
+    await editIndex(dir, (index) => {
+      const base = index.manifests[0]!;
+      index.manifests = Array.from({ length: 25 }, (_, i) => ({ ...base, annotations: { [REF_NAME_ANNOTATION]: `img-${i + 1}` } }));
+    });
+    const names = Array.from({ length: 10 }, (_, i) => `img-${i + 1}`).join(', ');
+    expect(await failsWith(openOciLayout(dir), 'USAGE')).toBe(`OCI layout ${dir}: holds 25 images; say which one: ${names} and 15 more (its index.json lists them all)`);
+    expect(await failsWith(openOciLayout(dir, 'img-26'), 'NOT_FOUND')).toBe(`OCI layout ${dir}: no image named "img-26"`);
+    expect((await openOciLayout(dir, 'img-25')).images[0]!.digest).toBe(layout.refs.base);
+  });
+
   it('lists the entries', async () => {
     const entries = await listOciLayout(layout.dir);
     expect(entries.map((e) => e.name)).toEqual(['base', 'app', 'tools', 'multi']);
