@@ -10,6 +10,7 @@ import { dockerSaveManifest } from '../oci/build-image.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { layerFromBlob, layerFromTar } from '../io/layer-forms.js';
 import { openArchiveFor, sniffCompression, type ArchiveOptions, type OpenedArchive } from './archive-file.js';
+import { listSome } from './listing.js';
 import { normalizeEntryName, type TarEntry, type TarIndex } from './tar-index.js';
 
 /**
@@ -93,7 +94,7 @@ function tryReference(text: string): Reference | undefined {
 }
 
 function describe(entries: readonly ManifestJsonEntry[]): string {
-  return entries.map((e, i) => `@${i} ${e.repoTags.length > 0 ? e.repoTags.join(' ') : '(untagged)'}`).join(', ');
+  return listSome(entries.map((e, i) => `@${i} ${e.repoTags.length > 0 ? e.repoTags.join(' ') : '(untagged)'}`), 'its manifest.json');
 }
 
 class DockerArchiveReader {

@@ -15,6 +15,7 @@ import { formatPlatform, hostPlatform, platformMatches, type Platform } from '..
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { dirSource, type LayoutSource } from './layout-source.js';
+import { listSome } from './listing.js';
 
 /** The annotation that names an index.json entry (a tag like `1.0`, or a full reference). */
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
@@ -151,13 +152,8 @@ async function readLayoutIndex(source: LayoutSource): Promise<LayoutIndex> {
   return result;
 }
 
-/** Names listed in a message at most: a layout of 1600 images made an error of 18 KB. */
-const LISTED_NAMES = 10;
-
 function describeEntries(entries: readonly LayoutEntry[]): string {
-  const names = [...new Set(entries.map((e) => e.name ?? `(unnamed ${e.descriptor.digest})`))];
-  if (names.length <= LISTED_NAMES) return names.join(', ');
-  return `${names.slice(0, LISTED_NAMES).join(', ')} and ${names.length - LISTED_NAMES} more (its index.json lists them all)`;
+  return listSome([...new Set(entries.map((e) => e.name ?? `(unnamed ${e.descriptor.digest})`))], 'its index.json');
 }
 
 function sameReference(a: string, b: string): boolean {

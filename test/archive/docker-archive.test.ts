@@ -143,6 +143,14 @@ describe('openDockerArchive', () => {
     expect(await failsWith(openDockerArchive(multiTar, 'NOT A REF'), 'NOT_FOUND')).toContain('no image named "NOT A REF"');
   });
 
+  it('an archive of many images lists ten of them in a message, and how many more', async () => {
+    const m = appFiles.manifest[0]!;
+    const many = await archiveOf(appEntries({ manifest: Array.from({ length: 12 }, (_, i) => ({ ...m, RepoTags: [`app:${i}`] })) }));
+    const list = Array.from({ length: 10 }, (_, i) => `@${i} app:${i}`).join(', ');
+    expect(await failsWith(openDockerArchive(many), 'USAGE')).toBe(`docker-archive ${many}: holds 12 images; say which one: ${list} and 2 more (its manifest.json lists them all)`);
+    expect(formatReference((await openDockerArchive(many, 'app:11')).images[0]!.ref!)).toBe('docker.io/library/app:11');
+  });
+
   it.each([
     ['gzip', 'gzip -c'],
     ['zstd', 'zstd -q -c'],
