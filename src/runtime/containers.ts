@@ -29,6 +29,7 @@ import {
   findContainer,
   generateName,
   isAlive,
+  listContainerRecords,
   listContainers,
   loadContainer,
   newContainerId,
@@ -326,12 +327,12 @@ export async function createContainer(store: Store, options: RunOptions): Promis
   mark('claim');
   try {
     await store.lock.with(async () => {
-      const all = await listContainers(store.root);
-      const taken = new Set(all.map((c) => c.record.name));
+      const all = await listContainerRecords(store.root);
+      const taken = new Set(all.map((r) => r.name));
       if (record.name === '') record.name = generateName(taken);
       else if (taken.has(record.name)) {
-        const other = all.find((c) => c.record.name === record.name)!;
-        throw new FerryError('IN_USE', `container name "${record.name}" is already used by container ${shortId(other.record.id)}`, {
+        const other = all.find((r) => r.name === record.name)!;
+        throw new FerryError('IN_USE', `container name "${record.name}" is already used by container ${shortId(other.id)}`, {
           hint: 'remove that container (ferry rm) or choose another name',
         });
       }
@@ -560,8 +561,11 @@ export async function recordStarted(root: string, id: string, launched: Launched
 
 /** Containers run with `-d --rm` that have exited since: removed the next time ferry looks. */
 async function removeFinishedAutoRemove(store: Store): Promise<void> {
-  for (const c of await listContainers(store.root)) {
-    if (c.record.autoRemove && c.status === 'exited') await removeAutoRemoved(store, c.record);
+  // Only --rm containers are looked at further: their status needs their state, exit and processes.
+  for (const record of await listContainerRecords(store.root)) {
+    if (!record.autoRemove) continue;
+    const c = await loadContainer(store.root, record.id);
+    if (c?.status === 'exited') await removeAutoRemoved(store, c.record);
   }
 }
 

@@ -4,6 +4,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, openStoreImage } from '../../src/store/index.js';
+import { listContainerRecords, loadContainer, type ContainerInfo } from '../../src/runtime/state.js';
 import { importImage } from '../../src/verbs/import-image.js';
 import { FERRY_BIN, REPO_ROOT, runFerry } from '../helpers/ferry.js';
 import { mountsMentioning, setupRuntime, treeState, waitFor, type RuntimeFixture } from './fixture.js';
@@ -122,6 +123,28 @@ describe('detached containers', () => {
     child.kill('SIGTERM');
     expect(await exited).toBe(4);
     expect(out).toBe('up\nINT\nTERM 1\n');
+  });
+
+  it('a --rm container its killed ferry left is removed by the next start; a stopped one without --rm stays, found by an id prefix', async () => {
+    await f.ok(['run', '--name', 'stays', 'base', 'true']);
+    // Read as they are: ps would sweep too, and this is about the start's sweep.
+    const byName = async (name: string): Promise<ContainerInfo | undefined> => {
+      const record = (await listContainerRecords(f.root)).find((r) => r.name === name);
+      return record === undefined ? undefined : loadContainer(f.root, record.id);
+    };
+    const child = spawn(process.execPath, [FERRY_BIN, '--root', f.root, 'run', '--rm', '--name', 'left', 'base', 'sleep', '100'], { cwd: REPO_ROOT, stdio: 'ignore' });
+    await waitFor(async () => (await byName('left'))?.status === 'running', 10_000, 'running');
+    child.kill('SIGKILL');
+    await waitFor(async () => (await byName('left'))?.status === 'exited', 10_000, 'the container to die with ferry');
+    const left = (await byName('left'))!.record.id;
+    expect(await f.ok(['run', '--rm', 'base', 'true'])).toBe('');
+    expect(await loadContainer(f.root, left)).toBeUndefined();
+    expect(existsSync(join(f.root, 'containers', left))).toBe(false);
+    const stays = (await byName('stays'))!;
+    expect(stays.status).toBe('exited');
+    expect(await f.ok(['rm', stays.record.id.slice(0, 12)])).toBe(`${stays.record.id.slice(0, 12)}\n`);
+    expect(await byName('stays')).toBeUndefined();
+    expect((await f.ferry(['rm', stays.record.id.slice(0, 12)])).stderr).toMatch(/no such container/);
   });
 
   it('a foreground container dies with a killed ferry, and shows exited', async () => {
