@@ -8,7 +8,7 @@ import type { Store } from '../store/index.js';
 import { ownedName } from '../store/read.js';
 import type { LaunchBind } from './launcher.js';
 import { listLayeredDir, lookupLayered, type LayeredEntry } from './layered-fs.js';
-import { listContainers, shortId, type ContainerInfo, type ContainerRecord } from './state.js';
+import { listContainerRecords, shortId, type ContainerRecord } from './state.js';
 import { randomBytes } from '../io/random.js';
 import { isoTime } from '../io/iso-time.js';
 
@@ -271,9 +271,9 @@ export async function copyUp(layers: readonly string[], path: string, data: stri
   }
 }
 
-/** Containers (any status) that use volume `name`. */
-export async function containersUsingVolume(root: string, name: string, all?: readonly ContainerInfo[]): Promise<ContainerInfo[]> {
-  return (all ?? (await listContainers(root))).filter((c) => (c.record.volumeMounts ?? []).some((m) => m.name === name));
+/** The records of the containers (any status) that use volume `name`: their status is not needed. */
+export async function containersUsingVolume(root: string, name: string, all?: readonly ContainerRecord[]): Promise<ContainerRecord[]> {
+  return (all ?? (await listContainerRecords(root))).filter((r) => (r.volumeMounts ?? []).some((m) => m.name === name));
 }
 
 /** Drop a volume (refused while a container uses it, unless `force`); false when it did not exist. */
@@ -283,11 +283,11 @@ export async function removeVolume(store: Store, name: string, options: { force?
   await mkdir(store.tmpDir, { recursive: true });
   const moved = await store.lock.with(async () => {
     if ((await loadVolume(store.root, name)) === undefined) return false;
-    const users = (await containersUsingVolume(store.root, name)).filter((c) => c.record.id !== options.except);
+    const users = (await containersUsingVolume(store.root, name)).filter((r) => r.id !== options.except);
     if (users.length > 0 && options.force !== true) {
-      const names = users.map((c) => `${c.record.name} (${shortId(c.record.id)})`).join(', ');
+      const names = users.map((r) => `${r.name} (${shortId(r.id)})`).join(', ');
       throw new FerryError('IN_USE', `remove volume ${name}: it is in use by container ${names}`, {
-        hint: `remove the container first (ferry rm ${users[0]!.record.name})`,
+        hint: `remove the container first (ferry rm ${users[0]!.name})`,
       });
     }
     await rename(dir, trash);
@@ -304,7 +304,7 @@ export function noSuchVolume(name: string): FerryError {
 
 /** `volume prune`: unused anonymous volumes, or with `all` every unused volume. */
 export async function pruneVolumes(store: Store, all = false): Promise<string[]> {
-  const containers = await listContainers(store.root);
+  const containers = await listContainerRecords(store.root);
   const removed: string[] = [];
   for (const v of await listVolumes(store.root)) {
     if (!all && !v.anonymous) continue;
@@ -361,7 +361,7 @@ export async function prepareVolumes(
 export async function removeAnonymousVolumes(store: Store, record: ContainerRecord): Promise<void> {
   for (const m of record.volumeMounts ?? []) {
     if (!m.anonymous) continue;
-    if ((await containersUsingVolume(store.root, m.name)).some((c) => c.record.id !== record.id)) continue;
+    if ((await containersUsingVolume(store.root, m.name)).some((r) => r.id !== record.id)) continue;
     await removeVolume(store, m.name, { except: record.id });
   }
 }
