@@ -100,18 +100,19 @@ export function dirSource(dir: string, what = `OCI layout ${dir}`): LayoutSource
 
 /** A number per indexed tar: entries of one index never change, those of another may. */
 const tarIds = new WeakMap<TarIndex, number>();
-let nextTarId = 0;
+let tarsIndexed = 0;
+
+function tarIdOf(index: TarIndex): number {
+  const id = tarIds.get(index) ?? tarsIndexed++;
+  tarIds.set(index, id);
+  return id;
+}
 
 /** The layout at `prefix` (usually the root) inside an indexed tar. */
 export function tarSource(index: TarIndex, prefix = ''): LayoutSource {
   const what = index.what;
   const entry = (path: string) => index.lookup(prefix === '' ? path : `${prefix}/${path}`);
-  let id = tarIds.get(index);
-  if (id === undefined) {
-    id = nextTarId++;
-    tarIds.set(index, id);
-  }
-  const tarId = id;
+  const tarId = tarIdOf(index);
   return {
     what,
     async stamp(path) {

@@ -87,7 +87,6 @@ interface LayoutIndex {
   raw: Buffer;
   /** The source's stamp of index.json when it was read (see LayoutSource.stamp). */
   stamp: string | undefined;
-  index: ImageIndexManifest;
   /** Its entries, and which of them each name selects (in index order). */
   entries: readonly LayoutEntry[];
   byName: ReadonlyMap<string, readonly LayoutEntry[]>;
@@ -147,7 +146,7 @@ async function readLayoutIndex(source: LayoutSource): Promise<LayoutIndex> {
   }
   const parsed = parseManifest(raw, MediaType.ociIndex, `${what} index.json`);
   if (parsed.kind !== 'index') throw new FerryError('INVALID_MANIFEST', `${what}: index.json is an image manifest, not an index`);
-  const result = { raw, stamp, index: parsed.manifest, ...indexEntries(parsed.manifest) };
+  const result = { raw, stamp, ...indexEntries(parsed.manifest) };
   parsedIndexes.set(what, result);
   return result;
 }

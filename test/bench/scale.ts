@@ -54,24 +54,20 @@ export async function scaleSection(b: Bench): Promise<void> {
   const bundle = (n: number): string => b.path(`scale-${n}.tar.zst`);
   const store = (n: number): string => b.path(`scale-store-${n}`);
   const floor = (n: number): string => b.path(`scale-floor-${n}`);
-  const definitions = new Map<number, string>();
   const layouts = new Map<number, { dir: string; definition: string }>();
-  for (const n of sizes) {
-    const layout = await scaleLayout(b, n);
-    layouts.set(n, layout);
-    definitions.set(n, layout.definition);
-  }
+  for (const n of sizes) layouts.set(n, await scaleLayout(b, n));
+  const definition = (n: number): string => layouts.get(n)!.definition;
 
   const m = new Map<string, Measured | Error>();
   const race = async (contenders: Contender[]): Promise<void> => {
     for (const [id, r] of await b.race(contenders)) m.set(id, r);
   };
-  await race(sizes.map((n) => ({ id: `scale.export-${n}`, prep: `rm -f ${bundle(n)}`, command: `${FERRY} export -q -f ${definitions.get(n)!} -o ${bundle(n)} && sync` })));
+  await race(sizes.map((n) => ({ id: `scale.export-${n}`, prep: `rm -f ${bundle(n)}`, command: `${FERRY} export -q -f ${definition(n)} -o ${bundle(n)} && sync` })));
   // The default 128 MiB zstd window fills with the images' unique bytes (64 KiB each: 100 MiB at
   // 1600), in the compressor and the decompressor alike; a 1 MiB window is filled at every size.
   const ends = [...new Set([small, large])];
   const w20 = (n: number): string => `${bundle(n)}.w20`;
-  await race(ends.map((n) => ({ id: `scale.export-w20-${n}`, prep: `rm -f ${w20(n)}`, command: `${FERRY} export -q --window-log 20 -f ${definitions.get(n)!} -o ${w20(n)} && sync` })));
+  await race(ends.map((n) => ({ id: `scale.export-w20-${n}`, prep: `rm -f ${w20(n)}`, command: `${FERRY} export -q --window-log 20 -f ${definition(n)} -o ${w20(n)} && sync` })));
   await race(ends.map((n) => ({ id: `scale.import-w20-${n}`, prep: b.discard(`${store(n)}-w20`), command: `${FERRY} --root ${store(n)}-w20 import -q ${w20(n)} >/dev/null && sync` })));
   // That window isolates the images' bytes from the decompressor, not from the compressor: its
   // worker jobs (8 MiB at level 9) and their buffers fill only once tens of MB have passed, which

@@ -1,7 +1,5 @@
-import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,13 +13,13 @@ import { copyImages } from '../../src/transfer/copy-images.js';
 import { exportImages, planBundleFor, writeBundle } from '../../src/verbs/export.js';
 import { buildTestLayout, type TestLayout } from '../helpers/test-images.js';
 import { makeTempDir, removeDir } from '../helpers/tmp.js';
+import { sh } from '../archive/fixtures.js';
 import { layoutSources } from '../bundle/fixtures.js';
 
 /**
  * Export is a copy like every other verb: copyImages into a BundleDestination. The engine's
  * retries, concurrency limit and abort now drive the pass that measures raw layers.
  */
-const run = promisify(execFile);
 let dir: string;
 let layout: TestLayout;
 let sources: BundleSource[];
@@ -176,7 +174,7 @@ describe('export through the transfer engine', () => {
 
   it('images named from one compressed archive share one temporary copy of it, removed at the end', async () => {
     const archive = join(dir, 'layout.tar.gz');
-    await run('sh', ['-c', `tar -C ${layout.dir} -cf - . | gzip -c > ${archive}`]);
+    await sh(`tar -C ${layout.dir} -cf - . | gzip -c > ${archive}`);
     const temp = join(dir, 'tmpdir');
     await mkdir(temp);
     const names = ['base', 'app', 'tools', 'multi'];
