@@ -69,6 +69,20 @@ export async function scaleSection(b: Bench): Promise<void> {
   const w20 = (n: number): string => `${bundle(n)}.w20`;
   await race(ends.map((n) => ({ id: `scale.export-w20-${n}`, prep: `rm -f ${w20(n)}`, command: `${FERRY} export -q --window-log 20 -f ${definition(n)} -o ${w20(n)} && sync` })));
   await race(ends.map((n) => ({ id: `scale.import-w20-${n}`, prep: b.discard(`${store(n)}-w20`), command: `${FERRY} --root ${store(n)}-w20 import -q ${w20(n)} >/dev/null && sync` })));
+  // zstd alone on the same streams, at both ends and both windows: the tool whose bytes ferry must
+  // match grows with the images' bytes too (its worker jobs, and the default window's history).
+  // ferry's growth less zstd's own is what ferry itself keeps.
+  const stream = (n: number): string => b.path(`scale-${n}.tar`);
+  for (const n of ends) await sh(`zstd -q -d --long=31 -f ${bundle(n)} -o ${stream(n)}`);
+  await race(
+    ends.flatMap((n) => [
+      { id: `scale.zstd-c-${n}`, command: `zstd -q -T2 -9 --long=27 -c ${stream(n)} >/dev/null` },
+      { id: `scale.zstd-c-w20-${n}`, command: `zstd -q -T2 -9 --long=20 -c ${stream(n)} >/dev/null` },
+      { id: `scale.zstd-d-${n}`, command: `zstd -q -d --long=31 -c ${bundle(n)} >/dev/null` },
+      { id: `scale.zstd-d-w20-${n}`, command: `zstd -q -d --long=31 -c ${w20(n)} >/dev/null` },
+    ]),
+  );
+  for (const n of ends) await sh(`rm -f ${stream(n)}`);
   // That window isolates the images' bytes from the decompressor, not from the compressor: its
   // worker jobs (8 MiB at level 9) and their buffers fill only once tens of MB have passed, which
   // the smallest layout's ~4 MB never do. The same count of images as the smallest, carrying as
@@ -149,6 +163,34 @@ export async function scaleSection(b: Bench): Promise<void> {
       peer: { name: `at ${small} images`, value: rss(at(op, small)) },
       target: { of: 'ratio', max: 1.2, text: '<= 1.2x (flat)' },
       runs: { ferry: at(op, large), peer: at(op, small), metric: 'rss' },
+    });
+  }
+  const zstdOf: Record<string, { op: string; command: string }> = {
+    export: { op: 'zstd-c', command: 'zstd -T2 -9 --long=27 of the tar stream ferry compresses' },
+    import: { op: 'zstd-d', command: 'zstd -d of the default bundle' },
+    'export-w20': { op: 'zstd-c-w20', command: 'zstd -T2 -9 --long=20 of the tar stream ferry compresses' },
+    'import-w20': { op: 'zstd-d-w20', command: 'zstd -d of the --window-log 20 bundle' },
+  };
+  for (const [op, z] of Object.entries(zstdOf)) {
+    b.add({
+      section: s,
+      figure: `zstd alone (${z.command}): peak RSS at ${large} images`,
+      unit: 'MB',
+      ferry: rss(at(z.op, large)),
+      peer: { name: `at ${small} images`, value: rss(at(z.op, small)) },
+      runs: { ferry: at(z.op, large), peer: at(z.op, small), metric: 'rss' },
+    });
+    const grew = (id: string): Value => {
+      const [l, sm] = [rss(at(id, large)), rss(at(id, small))];
+      return isNumber(l) && isNumber(sm) ? l - sm : missing('not measured');
+    };
+    const [ours, theirs] = [grew(op), grew(z.op)];
+    b.add({
+      section: s,
+      figure: `${op.replace('-w20', '')}: peak RSS growth ${small} -> ${large} images less zstd's own${op.endsWith('-w20') ? ', --window-log 20' : ''}`,
+      note: 'what ferry keeps beyond the compressor or decompressor it embeds',
+      unit: 'MB',
+      ferry: isNumber(ours) && isNumber(theirs) ? ours - theirs : missing('not measured'),
     });
   }
   if (fat !== undefined) {
