@@ -1,5 +1,5 @@
 import { resolve as resolvePath } from 'node:path';
-import { openDockerArchive, openOciArchive, openOciLayout, type SharedArchives } from '../archive/index.js';
+import { openDockerArchive, openOciArchive, openOciLayout, type ArchiveOptions, type SharedArchives } from '../archive/index.js';
 import { isFerryError, UsageError } from '../errors.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import type { Platform } from '../oci/platform.js';
@@ -92,6 +92,8 @@ function withIndex(source: OpenedSource, index: IndexInfo | undefined): OpenedSo
 export async function openSource(text: string, options: OpenSourceOptions): Promise<OpenedSource> {
   const spec = parseSourceSpec(text);
   const none = async (): Promise<void> => undefined;
+  // Archive files through the command's shared opener, when it has one.
+  const archiveOptions: ArchiveOptions = options.archives === undefined ? {} : { shared: options.archives };
   switch (spec.kind) {
     case 'registry': {
       const ref = parseReference(spec.text);
@@ -111,11 +113,11 @@ export async function openSource(text: string, options: OpenSourceOptions): Prom
       return withIndex({ images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: none }, resolved.index);
     }
     case 'oci-archive': {
-      const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms, options.archives === undefined ? {} : { shared: options.archives });
+      const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms, archiveOptions);
       return withIndex({ images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close }, opened.index);
     }
     case 'docker-archive': {
-      const opened = await openDockerArchive(resolvePath(spec.path), spec.selector, options.archives === undefined ? {} : { shared: options.archives });
+      const opened = await openDockerArchive(resolvePath(spec.path), spec.selector, archiveOptions);
       return { images: opened.images.map((image) => ({ ref: nameFor(image, spec.selector ?? spec.path), image })), close: opened.close };
     }
   }

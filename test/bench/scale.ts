@@ -72,17 +72,19 @@ export async function scaleSection(b: Bench): Promise<void> {
   // zstd alone on the same streams, at both ends and both windows: the tool whose bytes ferry must
   // match grows with the images' bytes too (its worker jobs, and the default window's history).
   // ferry's growth less zstd's own is what ferry itself keeps.
-  const stream = (n: number): string => b.path(`scale-${n}.tar`);
-  for (const n of ends) await sh(`zstd -q -d --long=31 -f ${bundle(n)} -o ${stream(n)}`);
+  // Each window's own stream: the bundle header in it records the window.
+  const stream = (compressed: string): string => compressed.replace(/\.tar\.zst(\.w20)?$/, '$1.tar');
+  const compressed = ends.flatMap((n) => [bundle(n), w20(n)]);
+  for (const c of compressed) await sh(`zstd -q -d --long=31 -f ${c} -o ${stream(c)}`);
   await race(
     ends.flatMap((n) => [
-      { id: `scale.zstd-c-${n}`, command: `zstd -q -T2 -9 --long=27 -c ${stream(n)} >/dev/null` },
-      { id: `scale.zstd-c-w20-${n}`, command: `zstd -q -T2 -9 --long=20 -c ${stream(n)} >/dev/null` },
+      { id: `scale.zstd-c-${n}`, command: `zstd -q -T2 -9 --long=27 -c ${stream(bundle(n))} >/dev/null` },
+      { id: `scale.zstd-c-w20-${n}`, command: `zstd -q -T2 -9 --long=20 -c ${stream(w20(n))} >/dev/null` },
       { id: `scale.zstd-d-${n}`, command: `zstd -q -d --long=31 -c ${bundle(n)} >/dev/null` },
       { id: `scale.zstd-d-w20-${n}`, command: `zstd -q -d --long=31 -c ${w20(n)} >/dev/null` },
     ]),
   );
-  for (const n of ends) await sh(`rm -f ${stream(n)}`);
+  await sh(`rm -f ${compressed.map(stream).join(' ')}`);
   // That window isolates the images' bytes from the decompressor, not from the compressor: its
   // worker jobs (8 MiB at level 9) and their buffers fill only once tens of MB have passed, which
   // the smallest layout's ~4 MB never do. The same count of images as the smallest, carrying as
@@ -171,6 +173,10 @@ export async function scaleSection(b: Bench): Promise<void> {
     'export-w20': { op: 'zstd-c-w20', command: 'zstd -T2 -9 --long=20 of the tar stream ferry compresses' },
     'import-w20': { op: 'zstd-d-w20', command: 'zstd -d of the --window-log 20 bundle' },
   };
+  const grew = (id: string): Value => {
+    const [l, sm] = [rss(at(id, large)), rss(at(id, small))];
+    return isNumber(l) && isNumber(sm) ? l - sm : missing('not measured');
+  };
   for (const [op, z] of Object.entries(zstdOf)) {
     b.add({
       section: s,
@@ -180,10 +186,6 @@ export async function scaleSection(b: Bench): Promise<void> {
       peer: { name: `at ${small} images`, value: rss(at(z.op, small)) },
       runs: { ferry: at(z.op, large), peer: at(z.op, small), metric: 'rss' },
     });
-    const grew = (id: string): Value => {
-      const [l, sm] = [rss(at(id, large)), rss(at(id, small))];
-      return isNumber(l) && isNumber(sm) ? l - sm : missing('not measured');
-    };
     const [ours, theirs] = [grew(op), grew(z.op)];
     b.add({
       section: s,
