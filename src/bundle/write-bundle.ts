@@ -118,6 +118,25 @@ export function resolveOptions(options: WriteBundleOptions): ResolvedWriteOption
   return { layers, level, windowLog, workers };
 }
 
+/** Below this window zstd's own job (16 MiB at level 9 with long matching) outweighs the window. */
+const SMALL_WINDOW_LOG = 24;
+/** zstd's smallest useful job (ZSTDMT_JOBSIZE_MIN is 512 KiB; 1 MiB keeps its per-job overhead small). */
+const MIN_JOB_SIZE = 1 << 20;
+
+/**
+ * A small window is how a user bounds export's memory, so the compressor's jobs follow it. With
+ * long matching zstd sizes a job from the match search (16 MiB at level 9), not the window, and
+ * keeps (workers + 3) jobs of input buffered once the stream is long enough to fill them: 80 MiB
+ * at --window-log 20 on two workers, which only a long stream (many images) ever touches. Jobs of
+ * the window's size keep that near (workers + 3) windows. At the default window zstd's jobs are
+ * smaller than the window it must hold anyway, and stay zstd's, so the bundle bytes stay those of
+ * `zstd -T2 -9 --long=27`.
+ */
+function compressorJobSize(resolved: ResolvedWriteOptions): { jobSize?: number } {
+  if (resolved.workers === 0 || resolved.windowLog >= SMALL_WINDOW_LOG) return {};
+  return { jobSize: Math.max(MIN_JOB_SIZE, 2 ** resolved.windowLog) };
+}
+
 /**
  * The bundle's time, fixed so that the same images give the same bytes: the caller's, else
  * SOURCE_DATE_EPOCH (reproducible-builds.org), else the newest image's `created`, else the epoch.
@@ -364,7 +383,13 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
   const sink = await openSink(output, options.tools ?? []);
   const tarCount = new CountBytes();
   const count = new CountBytes();
-  const compressor = zstdCompressStream({ level: resolved.level, windowLog: resolved.windowLog, long: true, workers: resolved.workers });
+  const compressor = zstdCompressStream({
+    level: resolved.level,
+    windowLog: resolved.windowLog,
+    long: true,
+    workers: resolved.workers,
+    ...compressorJobSize(resolved),
+  });
   try {
     await pipeline(tarStream(plan, signature, options), tarCount, compressor, count, sink.stream, {
       end: sink.end,

@@ -33,6 +33,8 @@ export interface ZstdOptions {
   long?: boolean;
   /** Worker threads; 0 compresses on the calling thread. */
   workers?: number;
+  /** Bytes per worker job (zstd's ZSTD_c_jobSize); zstd sizes them itself when unset. */
+  jobSize?: number;
 }
 
 export const ZSTD_MAX_LEVEL = 22;
@@ -72,6 +74,7 @@ class ZstdCompressStream extends Transform {
     this.cctx.setParameter(CParameter.nbWorkers, options.workers ?? 0);
     this.cctx.setParameter(CParameter.checksumFlag, 1);
     if (options.windowLog !== undefined) this.cctx.setParameter(CParameter.windowLog, options.windowLog);
+    if (options.jobSize !== undefined) this.cctx.setParameter(CParameter.jobSize, options.jobSize);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {

@@ -178,6 +178,35 @@ describe('zstdCompressStream', () => {
   });
 });
 
+describe('zstdCompressStream jobSize', () => {
+  it("hands zstd the job size: zstd-napi's bytes with the same job size, not those of zstd's own", async () => {
+    // Not a whole number of 1 MiB jobs (see above); compressible, so the job boundaries show.
+    const input = Buffer.concat([plain.subarray(0, (6 << 20) + 4321), randomBytes(1 << 20)]);
+    const { CompressStream } = createRequire(import.meta.url)('zstd-napi') as typeof import('zstd-napi');
+    const base = { level: 9, windowLog: 20, long: true, workers: 2 };
+    const digest = async (stream: Transform): Promise<string> => {
+      const out: Buffer[] = [];
+      await pipeline(Readable.from([input]), stream, async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) out.push(chunk);
+      });
+      return sha256(Buffer.concat(out));
+    };
+    const napi = (jobSize?: number): Transform =>
+      new CompressStream({
+        compressionLevel: base.level,
+        enableLongDistanceMatching: true,
+        nbWorkers: base.workers,
+        checksumFlag: true,
+        windowLog: base.windowLog,
+        ...(jobSize === undefined ? {} : { jobSize }),
+      });
+    const ours = await digest(zstdCompressStream({ ...base, jobSize: 1 << 20 }));
+    expect(ours).toBe(await digest(napi(1 << 20)));
+    expect(ours).not.toBe(await digest(napi()));
+    expect(await digest(zstdCompressStream(base))).toBe(await digest(napi()));
+  });
+});
+
 describe('zstdDecompressStreamOnThread: its thread', () => {
   const threads = (): number => nativeFs().zstdThreadsOpen();
   async function until(check: () => boolean): Promise<void> {
