@@ -182,10 +182,26 @@ function fileEntry(name: string, bytes: Buffer, mtime: number): Buffer[] {
   return [bundleEntryHeader(name, 'file', bytes.length, mtime), bytes, padding(bytes.length)];
 }
 
+/** The header's bytes, handed over once: the stream keeps no reference to them once written. */
+class OnceBytes {
+  constructor(private bytes: Buffer | undefined) {}
+  take(): Buffer {
+    const bytes = this.bytes!;
+    this.bytes = undefined;
+    return bytes;
+  }
+}
+
+/** The header's bytes for the stream, with their digest and signature (the bytes themselves are not kept here). */
+function serializedHeader(plan: BundlePlan, key: KeyObject | undefined): { header: OnceBytes; headerDigest: Digest; signature: Buffer | undefined } {
+  const bytes = plan.headerBytes;
+  return { header: new OnceBytes(bytes), headerDigest: digestOf(bytes), signature: key === undefined ? undefined : signHeader(bytes, key) };
+}
+
 /** The uncompressed tar stream of a plan, produced as zstd asks for it (backpressure). */
-async function* tarStream(plan: BundlePlan, signature: Buffer | undefined, options: WriteBundleOptions): AsyncGenerator<Buffer> {
+async function* tarStream(plan: BundlePlan, header: OnceBytes, signature: Buffer | undefined, options: WriteBundleOptions): AsyncGenerator<Buffer> {
   const { mtime } = plan;
-  yield* fileEntry(HEADER_ENTRY, plan.headerBytes, mtime);
+  yield* fileEntry(HEADER_ENTRY, header.take(), mtime);
   if (signature !== undefined) yield* fileEntry(SIGNATURE_ENTRY, signature, mtime);
   for (const entry of plan.entries) yield* entryChunks(entry, mtime, options);
   yield TAR_END;
@@ -379,7 +395,7 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
   const resolved = resolveOptions(options);
   checkOutput(output);
   const key = options.signKey === undefined ? undefined : privateKeyFrom(options.signKey);
-  const signature = key === undefined ? undefined : signHeader(plan.headerBytes, key);
+  const { header, headerDigest, signature } = serializedHeader(plan, key);
   const sink = await openSink(output, options.tools ?? []);
   const tarCount = new CountBytes();
   const count = new CountBytes();
@@ -391,7 +407,7 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
     ...compressorJobSize(resolved),
   });
   try {
-    await pipeline(tarStream(plan, signature, options), tarCount, compressor, count, sink.stream, {
+    await pipeline(tarStream(plan, header, signature, options), tarCount, compressor, count, sink.stream, {
       end: sink.end,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
@@ -411,7 +427,7 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
   }
   const summary: BundleSummary = {
     header: plan.header,
-    headerDigest: digestOf(plan.headerBytes),
+    headerDigest,
     signed: signature !== undefined,
     tarBytes: tarCount.bytes,
     bytes: count.bytes,

@@ -239,6 +239,13 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     await destination.abort();
     throw err;
   }
+  // The copies' bookkeeping (per image and per blob) is done with: a destination that writes at
+  // commit (a bundle, streamed for minutes) must not hold it all that time.
+  const results = contexts.map((c) => c.result);
+  contexts.length = 0;
+  blobJobs.clear();
+  layerJobs.clear();
+  homes.clear();
   try {
     await destination.commit();
   } catch (err) {
@@ -246,5 +253,5 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     await destination.abort();
     throw err;
   }
-  return contexts.map((c) => c.result);
+  return results;
 }
