@@ -118,8 +118,11 @@ export function resolveOptions(options: WriteBundleOptions): ResolvedWriteOption
   return { layers, level, windowLog, workers };
 }
 
-/** Below this window zstd's own job (16 MiB at level 9 with long matching) outweighs the window. */
-const SMALL_WINDOW_LOG = 24;
+/**
+ * Below this window a job of the window's size is never larger than zstd's own: with long
+ * matching zstd's jobs are at least 2 MiB (2^21), 16 MiB at level 9.
+ */
+const SMALL_WINDOW_LOG = 22;
 /** zstd's smallest useful job (ZSTDMT_JOBSIZE_MIN is 512 KiB; 1 MiB keeps its per-job overhead small). */
 const MIN_JOB_SIZE = 1 << 20;
 

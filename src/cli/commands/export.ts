@@ -74,7 +74,7 @@ export const registerExport: Register = (program) => {
     .option('-j, --jobs <n>', 'blobs pulled at once', '4')
     .option('--layers <encoding>', 'raw (uncompressed in the zstd stream: smallest) or as-pulled (registry blobs byte for byte)')
     .option('--level <n>', 'zstd level 1..22, or max (default 9)')
-    .option('--window-log <n>', "zstd window log (default 27; above 27 plain tar --zstd cannot open the bundle; below 24 the compressor's jobs shrink with it, bounding export memory)")
+    .option('--window-log <n>', "zstd window log (default 27; above 27 plain tar --zstd cannot open the bundle; below 22 the compressor's jobs shrink with it, bounding export memory)")
     .option('--workers <n>', 'zstd worker threads (default 2)')
     .option('--split <size>', 'write volumes of at most SIZE (700M, 4G, fat32) plus a .sha256 file')
     .option('--since <bundle|inventory.json>', 'delta: leave out blobs the old bundle or target inventory has')
