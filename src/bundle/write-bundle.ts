@@ -128,12 +128,11 @@ const MIN_JOB_SIZE = 1 << 20;
 
 /**
  * A small window is how a user bounds export's memory, so the compressor's jobs follow it. With
- * long matching zstd sizes a job from the match search (16 MiB at level 9), not the window, and
- * keeps (workers + 3) jobs of input buffered once the stream is long enough to fill them: 80 MiB
- * at --window-log 20 on two workers, which only a long stream (many images) ever touches. Jobs of
- * the window's size keep that near (workers + 3) windows. At the default window zstd's jobs are
- * smaller than the window it must hold anyway, and stay zstd's, so the bundle bytes stay those of
- * `zstd -T2 -9 --long=27`.
+ * long matching zstd sizes a job from the match search, not the window, and keeps (workers + 3)
+ * jobs of input buffered once the stream is long enough to fill them: 80 MiB at --window-log 20
+ * on two workers, which only a long stream (many images) ever touches. Window-sized jobs (1 MiB
+ * at least) keep that to a few MiB. At the default window zstd's jobs are smaller than the window
+ * it must hold anyway, and stay zstd's, so the bundle bytes stay those of `zstd -T2 -9 --long=27`.
  */
 function compressorJobSize(resolved: ResolvedWriteOptions): { jobSize?: number } {
   if (resolved.workers === 0 || resolved.windowLog >= SMALL_WINDOW_LOG) return {};
