@@ -56,9 +56,16 @@ describe('build cache', () => {
     const first = await timed(['build', '-t', 'cache/app', context]);
     expect(cachedCount(first.out)).toBe(0);
     expect(rebuilt(first.out)).toHaveLength(4);
-    const second = await timed(['build', '-t', 'cache/app', context]);
-    expect(cachedCount(second.out)).toBe(4);
-    expect(rebuilt(second.out)).toEqual([]);
+    // The first build is mostly sleep; a cached one is all CPU, which the other test files share
+    // on a two-core CI machine: its cost is the fastest of three (each one all CACHED).
+    const seconds: Array<{ out: string; ms: number }> = [];
+    for (let i = 0; i < 3; i++) seconds.push(await timed(['build', '-t', 'cache/app', context]));
+    for (const again of seconds) {
+      expect(cachedCount(again.out)).toBe(4);
+      expect(rebuilt(again.out)).toEqual([]);
+      expect(imageId(again.out)).toBe(imageId(first.out));
+    }
+    const second = seconds.reduce((a, b) => (b.ms < a.ms ? b : a));
     expect(second.ms).toBeLessThan(first.ms * 0.1);
     expect(imageId(second.out)).toBe(imageId(first.out));
     expect((await ferryOk(root, ['run', '--rm', 'cache/app'])).trim()).toBe('b one');
