@@ -6,13 +6,13 @@ import { finished, pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Image, IndexInfo, Layer } from '../oci/image.js';
-import { MAX_MANIFEST_BYTES, parseImageConfig, parseManifest } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES, parseImageConfig, parseManifest, type ImageConfig, type ImageManifest } from '../oci/manifest.js';
 import { platformMatches, type Platform } from '../oci/platform.js';
 import { parseReference, type Reference } from '../oci/reference.js';
 import { chain, decompressLayer } from '../io/layer-forms.js';
 import { tee } from '../io/tee.js';
 import { VerifyDigest } from '../io/verify-digest.js';
-import type { BundleHeader, BundleImage } from './format.js';
+import type { BundleHeader, BundleImage, BundleImageLayer } from './format.js';
 import { openBundleStream, type BundleBlobEvent, type BundleInput } from './read-bundle.js';
 
 /**
@@ -83,7 +83,8 @@ class Passage {
   constructor(
     private readonly events: AsyncGenerator<BundleBlobEvent>,
     private current: BundleBlobEvent | undefined,
-    private readonly inBundle: ReadonlySet<string>,
+    /** Where each blob of the bundle passes in the stream. */
+    private readonly positions: ReadonlyMap<string, number>,
     private readonly name: string,
   ) {}
 
@@ -103,7 +104,7 @@ class Passage {
       if (!this.keep) this.take(digest);
       return createReadStream(spool);
     }
-    if (!this.inBundle.has(digest)) {
+    if (!this.positions.has(digest)) {
       throw new FerryError('NOT_FOUND', `${what}: blob ${digest} is not in this delta bundle and not in ${this.destination}`, {
         hint: 'copy the bundle this delta was made against there first, or export a full bundle',
       });
@@ -223,39 +224,88 @@ class Passage {
   }
 }
 
+/**
+ * An image of the bundle, held for the whole copy while the stream passes (every image's layer 0,
+ * then every layer 1, ...): so it keeps only its header entry and its two small documents. Its
+ * parsed manifest and config and its layers are made again when asked for (each is read a few
+ * times per copy), not held: at a thousand images they were most of an import's memory.
+ */
+class BundleImageView implements Image {
+  readonly ref: Reference;
+
+  constructor(
+    private readonly entry: BundleImage,
+    readonly rawManifest: Buffer,
+    readonly rawConfig: Buffer,
+    private readonly passage: Passage,
+  ) {
+    this.ref = parseReference(entry.ref);
+  }
+
+  get digest(): Digest {
+    return this.entry.manifestDigest;
+  }
+
+  get mediaType(): string {
+    return this.entry.manifestMediaType;
+  }
+
+  get configDigest(): Digest {
+    return this.entry.configDigest;
+  }
+
+  get platform(): Platform {
+    return this.entry.platform;
+  }
+
+  get manifest(): ImageManifest {
+    const parsed = parseManifest(this.rawManifest, this.entry.manifestMediaType, `manifest of ${this.entry.ref}`, 'none');
+    if (parsed.kind !== 'image') throw new FerryError('BUNDLE_INVALID', `${this.entry.ref}: ${this.entry.manifestDigest} is not an image manifest`);
+    return parsed.manifest;
+  }
+
+  get config(): ImageConfig {
+    return parseImageConfig(this.rawConfig, `config of ${this.entry.ref}`, 'none');
+  }
+
+  get layers(): Layer[] {
+    return this.entry.layers.map((l, i) => bundleLayer(this.entry.ref, l, i, this.passage));
+  }
+}
+
+function bundleLayer(ref: string, l: BundleImageLayer, i: number, passage: Passage): Layer {
+  const what = (): string => `${ref} layer ${i} (${l.digest})`;
+  const descriptor = { mediaType: l.mediaType, digest: l.digest, size: l.size };
+  // The stream verifies each blob against its digest while it flows: a raw blob is named by its diffId.
+  const open = (): Promise<Readable> => passage.open(l.blob, what());
+  const base = { descriptor, diffId: l.diffId, ...(l.tarSize === undefined ? {} : { tarSize: l.tarSize }) };
+  if (l.blob !== l.digest) {
+    return {
+      ...base,
+      stored: 'tar',
+      tar: open,
+      blob: () => Promise.reject(new FerryError('NOT_FOUND', `${what()}: the bundle holds only the uncompressed layer ${l.diffId}`)),
+    };
+  }
+  return {
+    ...base,
+    stored: 'blob',
+    blob: open,
+    tar: async () => chain(decompressLayer(await open(), l.mediaType, what(), l.size), new VerifyDigest(l.diffId, { what: `${what()} (diffId ${l.diffId})` })),
+  };
+}
+
+/** The image of a header entry: its manifest and config checked now, before anything is copied. */
 function imageOf(entry: BundleImage, manifests: ReadonlyMap<string, Buffer>, configs: ReadonlyMap<string, Buffer>, passage: Passage, name: string): Image {
-  const ref = parseReference(entry.ref);
   const rawManifest = manifests.get(entry.manifestDigest);
   const rawConfig = configs.get(entry.configDigest);
   if (rawManifest === undefined || rawConfig === undefined) {
     throw new FerryError('BUNDLE_INVALID', `${name}: ${entry.ref}: its ${rawManifest === undefined ? `manifest ${entry.manifestDigest}` : `config ${entry.configDigest}`} is not in the bundle`);
   }
-  const parsed = parseManifest(rawManifest, entry.manifestMediaType, `manifest of ${entry.ref}`);
+  const parsed = parseManifest(rawManifest, entry.manifestMediaType, `manifest of ${entry.ref}`, 'none');
   if (parsed.kind !== 'image') throw new FerryError('BUNDLE_INVALID', `${name}: ${entry.ref}: ${entry.manifestDigest} is not an image manifest`);
-  const config = parseImageConfig(rawConfig, `config of ${entry.ref}`);
-  const layers = entry.layers.map((l, i): Layer => {
-    const what = `${entry.ref} layer ${i} (${l.digest})`;
-    const descriptor = { mediaType: l.mediaType, digest: l.digest, size: l.size };
-    // The stream verifies each blob against its digest while it flows: a raw blob is named by its diffId.
-    const open = (): Promise<Readable> => passage.open(l.blob, what);
-    const base = { descriptor, diffId: l.diffId, ...(l.tarSize === undefined ? {} : { tarSize: l.tarSize }) };
-    if (l.blob !== l.digest) {
-      return {
-        ...base,
-        stored: 'tar',
-        tar: open,
-        blob: () => Promise.reject(new FerryError('NOT_FOUND', `${what}: the bundle holds only the uncompressed layer ${l.diffId}`)),
-      };
-    }
-    return {
-      ...base,
-      stored: 'blob',
-      blob: open,
-      tar: async () => chain(decompressLayer(await open(), l.mediaType, what, l.size), new VerifyDigest(l.diffId, { what: `${what} (diffId ${l.diffId})` })),
-    };
-  });
-  const platform = entry.platform;
-  return { ref, digest: entry.manifestDigest, mediaType: entry.manifestMediaType, rawManifest, manifest: parsed.manifest, configDigest: entry.configDigest, rawConfig, config, platform, layers };
+  parseImageConfig(rawConfig, `config of ${entry.ref}`, 'none');
+  return new BundleImageView(entry, rawManifest, rawConfig, passage);
 }
 
 /** Open a bundle (path, volumes, or a stream) as a source: reads its header, manifests and configs. */
@@ -291,7 +341,7 @@ export async function openBundleSource(input: BundleInput, options: BundleSource
   }
   const positions = new Map<string, number>();
   header.blobs.forEach((b, i) => positions.set(b.digest, i));
-  const passage = new Passage(blobs, current, new Set(header.blobs.map((b) => b.digest as string)), name);
+  const passage = new Passage(blobs, current, positions, name);
   const entries = new Map<Image, BundleImage>();
   const targets: BundleTarget[] = chosen.map((entry) => {
     const image = imageOf(entry, manifests, configs, passage, name);

@@ -1,7 +1,7 @@
 import { FerryError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
-import { parseSharedJson } from '../oci/shared-json.js';
+import { newStringTable, parseSharedJson } from '../oci/shared-json.js';
 
 /**
  * Bundle format v1: the types of `ferry-bundle.json` and the names of the tar entries.
@@ -225,7 +225,9 @@ function objectAt(v: unknown, source: string, where: string): Json {
 export function parseHeader(bytes: Buffer, source: string): BundleHeader {
   let value: unknown;
   try {
-    value = parseSharedJson(bytes.toString('utf8'));
+    // Its own table: its digests repeat within it (every image lists the shared base), and the
+    // process's table would keep every string of a header that ls or a delta reads and drops.
+    value = parseSharedJson(bytes.toString('utf8'), newStringTable());
   } catch (err) {
     throw new FerryError('BUNDLE_INVALID', `${source}: invalid ${HEADER_ENTRY}: not valid JSON`, { cause: err });
   }

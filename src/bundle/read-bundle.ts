@@ -243,8 +243,9 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
     yield { type: 'header', header, headerBytes, signature, signatureVerified: key !== undefined, location: opened.location };
     headerBytes = undefined;
 
-    const expected = new Map<string, BundleBlob>(header.blobs.map((b) => [b.digest, b]));
-    const seen = new Set<string>();
+    // Each listed blob, until it is seen: then marked, not removed, so a second copy is told
+    // from a blob the header never listed. One map, the header's own digest strings.
+    const expected = new Map<string, BundleBlob | typeof SEEN>(header.blobs.map((b) => [b.digest, b]));
     let sawLayout = false;
     let sawIndex = false;
     for (let entry = pending; entry !== undefined; entry = await withExplain(tar.nextEntry())) {
@@ -259,16 +260,18 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         options.onLayoutEntry?.(entry.name, await withExplain(tar.readBody(MAX_HEADER_BYTES)));
         continue;
       }
-      const digest = digestOfEntryName(entry.name);
-      if (digest === undefined) throw unexpected(opened.name, entry.name);
-      const blob = expected.get(digest);
+      const named = digestOfEntryName(entry.name);
+      if (named === undefined) throw unexpected(opened.name, entry.name);
+      const blob = expected.get(named);
       if (blob === undefined) {
-        throw new FerryError('BUNDLE_INVALID', `${opened.name}: blob ${digest} is not listed in ${HEADER_ENTRY}`, {
+        throw new FerryError('BUNDLE_INVALID', `${opened.name}: blob ${named} is not listed in ${HEADER_ENTRY}`, {
           hint: 'the bundle was altered after it was written; get it again from its source',
         });
       }
-      if (seen.has(digest)) throw new FerryError('BUNDLE_INVALID', `${opened.name}: blob ${digest} appears twice`);
-      seen.add(digest);
+      if (blob === SEEN) throw new FerryError('BUNDLE_INVALID', `${opened.name}: blob ${named} appears twice`);
+      expected.set(named, SEEN);
+      // The header's copy of the digest: whoever keeps it (a copy's bookkeeping) keeps no other.
+      const { digest } = blob;
       if (entry.size !== blob.size) {
         throw new FerryError('SIZE_MISMATCH', `${opened.name}: blob ${digest} is ${entry.size} bytes in the tar, ${HEADER_ENTRY} says ${blob.size}`, {
           hint: 'the bundle was altered after it was written; get it again from its source',
@@ -332,7 +335,7 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         hint: 'the bundle was not written by ferry, or was altered',
       });
     }
-    const missing = header.blobs.filter((b) => !seen.has(b.digest));
+    const missing = header.blobs.filter((b) => expected.get(b.digest) !== SEEN);
     if (missing.length > 0) {
       throw await explain(
         new FerryError('BUNDLE_INVALID', `${opened.name}: incomplete: ${missing.length} blob(s) listed in ${HEADER_ENTRY} are missing, the first ${missing[0]!.digest}`, {
@@ -346,6 +349,9 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
     await tar.close();
   }
 }
+
+/** A blob of the header the stream has passed. */
+const SEEN = Symbol('seen');
 
 function unexpected(name: string, entry: string): FerryError {
   return new FerryError('BUNDLE_INVALID', `${name}: unexpected tar entry "${entry}"`, {

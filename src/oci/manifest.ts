@@ -1,7 +1,7 @@
 import { FerryError } from '../errors.js';
 import { parseDescriptor, type Descriptor } from './descriptor.js';
 import { isDigest, type Digest } from './digest.js';
-import { parseSharedJson } from './shared-json.js';
+import { parseSharedJson, type Sharing } from './shared-json.js';
 import {
   MediaType,
   isForeignLayer,
@@ -70,13 +70,13 @@ export type ParsedManifest =
   | { kind: 'image'; mediaType: string; manifest: ImageManifest }
   | { kind: 'index'; mediaType: string; manifest: ImageIndexManifest };
 
-function parseJson(bytes: Uint8Array, what: string): Record<string, unknown> {
+function parseJson(bytes: Uint8Array, what: string, sharing: Sharing): Record<string, unknown> {
   if (bytes.length > MAX_MANIFEST_BYTES) {
     throw new FerryError('INVALID_MANIFEST', `${what}: ${bytes.length} bytes is over the ${MAX_MANIFEST_BYTES}-byte limit`);
   }
   let value: unknown;
   try {
-    value = parseSharedJson(Buffer.from(bytes).toString('utf8'));
+    value = parseSharedJson(Buffer.from(bytes).toString('utf8'), sharing);
   } catch (err) {
     throw new FerryError('INVALID_MANIFEST', `${what}: not valid JSON`, { cause: err });
   }
@@ -96,8 +96,8 @@ function schema1Error(what: string): FerryError {
  * Parse a manifest or index from its raw bytes. `mediaType` is what the server or the referring
  * descriptor said (Content-Type); the document's own mediaType field decides when present.
  */
-export function parseManifest(bytes: Uint8Array, mediaType: string | undefined, what: string): ParsedManifest {
-  const v = parseJson(bytes, what);
+export function parseManifest(bytes: Uint8Array, mediaType: string | undefined, what: string, sharing: Sharing = 'process'): ParsedManifest {
+  const v = parseJson(bytes, what, sharing);
   const declared = typeof v.mediaType === 'string' ? v.mediaType : undefined;
   const headerType = mediaType?.split(';')[0]?.trim();
   if (v.schemaVersion === 1 || (headerType && isSchema1MediaType(headerType)) || (declared && isSchema1MediaType(declared))) {
@@ -146,8 +146,8 @@ export function checkLayers(manifest: ImageManifest, what: string): void {
   });
 }
 
-export function parseImageConfig(bytes: Uint8Array, what: string): ImageConfig {
-  const v = parseJson(bytes, what);
+export function parseImageConfig(bytes: Uint8Array, what: string, sharing: Sharing = 'process'): ImageConfig {
+  const v = parseJson(bytes, what, sharing);
   if (typeof v.architecture !== 'string' || typeof v.os !== 'string') {
     throw new FerryError('INVALID_MANIFEST', `${what}: config lacks os/architecture`);
   }
