@@ -189,33 +189,34 @@ function isObject(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function need<T>(ok: boolean, value: T, source: string, why: string): T {
-  if (!ok) throw invalid(source, why);
+/** Checks run per field of every image: the message is made only when one fails. */
+function need<T>(ok: boolean, value: T, source: string, why: string | (() => string)): T {
+  if (!ok) throw invalid(source, typeof why === 'string' ? why : why());
   return value;
 }
 
 function digestField(o: Json, key: string, source: string, where: string): Digest {
   const v = o[key];
-  return need(typeof v === 'string' && isDigest(v), v as Digest, source, `${where}.${key} is not a digest`);
+  return need(typeof v === 'string' && isDigest(v), v as Digest, source, () => `${where}.${key} is not a digest`);
 }
 
 function sizeField(o: Json, key: string, source: string, where: string): number {
   const v = o[key];
-  return need(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0, v as number, source, `${where}.${key} is not a size`);
+  return need(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0, v as number, source, () => `${where}.${key} is not a size`);
 }
 
 function stringField(o: Json, key: string, source: string, where: string): string {
   const v = o[key];
-  return need(typeof v === 'string', v as string, source, `${where}.${key} is not a string`);
+  return need(typeof v === 'string', v as string, source, () => `${where}.${key} is not a string`);
 }
 
 function arrayField(o: Json, key: string, source: string, where: string): unknown[] {
   const v = o[key];
-  return need(Array.isArray(v), v as unknown[], source, `${where}.${key} is not a list`);
+  return need(Array.isArray(v), v as unknown[], source, () => `${where}.${key} is not a list`);
 }
 
 function objectAt(v: unknown, source: string, where: string): Json {
-  return need(isObject(v), v as Json, source, `${where} is not an object`);
+  return need(isObject(v), v as Json, source, () => `${where} is not an object`);
 }
 
 /**
@@ -250,14 +251,15 @@ export function parseHeader(bytes: Buffer, source: string): BundleHeader {
   const blobs = arrayField(h, 'blobs', source, 'header');
   const seen = new Set<string>();
   blobs.forEach((b, i) => {
-    const o = objectAt(b, source, `blobs[${i}]`);
-    const d = digestField(o, 'digest', source, `blobs[${i}]`);
-    need(!seen.has(d), null, source, `blob ${d} is listed twice`);
+    const where = `blobs[${i}]`;
+    const o = objectAt(b, source, where);
+    const d = digestField(o, 'digest', source, where);
+    need(!seen.has(d), null, source, () => `blob ${d} is listed twice`);
     seen.add(d);
-    sizeField(o, 'size', source, `blobs[${i}]`);
-    stringField(o, 'mediaType', source, `blobs[${i}]`);
-    need(o.kind === 'manifest' || o.kind === 'config' || o.kind === 'layer', null, source, `blobs[${i}].kind is unknown`);
-    need(o.encoding === 'as-pulled' || o.encoding === 'raw' || o.encoding === 'rewritten', null, source, `blobs[${i}].encoding is unknown`);
+    sizeField(o, 'size', source, where);
+    stringField(o, 'mediaType', source, where);
+    need(o.kind === 'manifest' || o.kind === 'config' || o.kind === 'layer', null, source, () => `${where}.kind is unknown`);
+    need(o.encoding === 'as-pulled' || o.encoding === 'raw' || o.encoding === 'rewritten', null, source, () => `${where}.encoding is unknown`);
   });
   arrayField(h, 'requires', source, 'header').forEach((r, i) => {
     const o = objectAt(r, source, `requires[${i}]`);
@@ -276,11 +278,12 @@ export function parseHeader(bytes: Buffer, source: string): BundleHeader {
     digestField(o, 'configDigest', source, where);
     digestField(o, 'layoutManifestDigest', source, where);
     arrayField(o, 'layers', source, where).forEach((l, j) => {
-      const lo = objectAt(l, source, `${where}.layers[${j}]`);
-      digestField(lo, 'digest', source, `${where}.layers[${j}]`);
-      digestField(lo, 'diffId', source, `${where}.layers[${j}]`);
-      digestField(lo, 'blob', source, `${where}.layers[${j}]`);
-      sizeField(lo, 'size', source, `${where}.layers[${j}]`);
+      const at = `${where}.layers[${j}]`;
+      const lo = objectAt(l, source, at);
+      digestField(lo, 'digest', source, at);
+      digestField(lo, 'diffId', source, at);
+      digestField(lo, 'blob', source, at);
+      sizeField(lo, 'size', source, at);
     });
     if (o.index !== undefined) {
       const x = objectAt(o.index, source, `${where}.index`);

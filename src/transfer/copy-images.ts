@@ -133,7 +133,8 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     const digest = image.configDigest;
     const size = image.rawConfig.length;
     const bytes = image.rawConfig;
-    const key = `${ctx.scope} ${digest}`;
+    // With one scope (a store, a bundle) the digest alone: no key string per blob.
+    const key = ctx.scope === '' ? digest : `${ctx.scope} ${digest}`;
     let job = blobJobs.get(key);
     if (job === undefined) {
       job = limit(() => withRetry(`config ${digest}`, () => destination.putBlob(ctx.target, { digest, size }, async () => Readable.from([bytes]), { ...ctx.put, kind: 'config' }))).then((r) => {

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
-import { openBundleSource, type BundleInput } from '../bundle/index.js';
+import { openBundleSource, type BundleInput, type OpenedBundle } from '../bundle/index.js';
 import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
 import type { ProgressListener } from '../oci/progress-event.js';
@@ -43,25 +43,7 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
     ...(options.signal ? { signal: options.signal } : {}),
   });
   try {
-    // What the store lacks, and so how often each layer blob will be opened: once per missing
-    // layer stack, once more for a blob kept beside a stack the store has.
-    const uses = new Map<Digest, number>();
-    const stacks = new Set<string>();
-    const kept = new Set<string>();
-    for (const image of source.targets.flatMap((t) => t.images)) {
-      const chain = chainIds(image.layers.map((l) => l.diffId));
-      for (const [i, layer] of image.layers.entries()) {
-        const blob = source.entries.get(image)!.layers[i]!.blob;
-        const keepsBlob = keepBlobs && layer.stored === 'blob' && layer.descriptor.digest !== layer.diffId;
-        if (stacks.has(chain[i]!)) continue;
-        stacks.add(chain[i]!);
-        if (!(await store.layers.has(chain[i]!))) uses.set(blob, (uses.get(blob) ?? 0) + 1);
-        else if (keepsBlob && !kept.has(blob) && !(await store.blobs.has(layer.descriptor.digest))) {
-          kept.add(blob);
-          uses.set(blob, (uses.get(blob) ?? 0) + 1);
-        }
-      }
-    }
+    const uses = await layerUses(store, source, keepBlobs);
     source.expect(uses, (digest) => join(store.tmpDir, ownedName(`spool-${digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 13)}`)), { destination: 'the store' });
     const results = await copyImages(source.targets, new StoreDestination(store, { keepBlobs, shareStacks: true }), {
       order: source.order,
@@ -85,4 +67,31 @@ export async function importBundle(store: Store, input: BundleInput, options: Im
   } finally {
     await source.close();
   }
+}
+
+/**
+ * What the store lacks, and so how often each layer blob will be opened: once per missing layer
+ * stack, once more for a blob kept beside a stack the store has. Its own function: the stacks it
+ * walks (a chainId string each) die here, not with the import's frame at its end.
+ */
+async function layerUses(store: Store, source: OpenedBundle, keepBlobs: boolean): Promise<Map<Digest, number>> {
+  const uses = new Map<Digest, number>();
+  const stacks = new Set<string>();
+  const kept = new Set<string>();
+  for (const image of source.targets.flatMap((t) => t.images)) {
+    const layers = image.layers;
+    const chain = chainIds(layers.map((l) => l.diffId));
+    for (const [i, layer] of layers.entries()) {
+      const blob = source.entries.get(image)!.layers[i]!.blob;
+      const keepsBlob = keepBlobs && layer.stored === 'blob' && layer.descriptor.digest !== layer.diffId;
+      if (stacks.has(chain[i]!)) continue;
+      stacks.add(chain[i]!);
+      if (!(await store.layers.has(chain[i]!))) uses.set(blob, (uses.get(blob) ?? 0) + 1);
+      else if (keepsBlob && !kept.has(blob) && !(await store.blobs.has(layer.descriptor.digest))) {
+        kept.add(blob);
+        uses.set(blob, (uses.get(blob) ?? 0) + 1);
+      }
+    }
+  }
+  return uses;
 }
