@@ -95,24 +95,12 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   interface Context {
     target: CopyTarget;
     scope: string;
-    put: PutOptions;
     result: CopyResult;
     /** The layers as put, per image (in the target's order). */
     layers: LayerPut[][];
     manifests: ManifestPut[];
   }
   const contextOf = (target: CopyTarget): Context => {
-    const warnings: string[] = [];
-    const scope = destination.scopeOf(target);
-    const put: PutOptions = {
-      knownAt: (digest) => [...(homes.get(digest) ?? [])].filter((s) => s !== scope),
-      signal,
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-      onWarning: (m) => {
-        warnings.push(m);
-        options.onWarning?.(m);
-      },
-    };
     const result: CopyResult = {
       ref: target.ref === undefined ? undefined : formatReference(target.ref),
       images: [],
@@ -124,10 +112,20 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
       blobsWritten: 0,
       blobsPresent: 0,
       blobsMounted: 0,
-      warnings,
+      warnings: [],
     };
-    return { target, scope, put, result, layers: [], manifests: [] };
+    return { target, scope: destination.scopeOf(target), result, layers: [], manifests: [] };
   };
+  /** A target's options for one destination call: made per call, not held per target (a bundle has thousands). */
+  const putOf = (ctx: Context): PutOptions => ({
+    knownAt: (digest) => [...(homes.get(digest) ?? [])].filter((s) => s !== ctx.scope),
+    signal,
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    onWarning: (m) => {
+      ctx.result.warnings.push(m);
+      options.onWarning?.(m);
+    },
+  });
 
   const copyConfig = (ctx: Context, image: Image): Promise<BlobPut> => {
     const digest = image.configDigest;
@@ -137,7 +135,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     const key = ctx.scope === '' ? digest : `${ctx.scope} ${digest}`;
     let job = blobJobs.get(key);
     if (job === undefined) {
-      job = limit(() => withRetry(`config ${digest}`, () => destination.putBlob(ctx.target, { digest, size }, async () => Readable.from([bytes]), { ...ctx.put, kind: 'config' }))).then((r) => {
+      job = limit(() => withRetry(`config ${digest}`, () => destination.putBlob(ctx.target, { digest, size }, async () => Readable.from([bytes]), { ...putOf(ctx), kind: 'config' }))).then((r) => {
         home(digest, ctx.scope);
         const { result } = ctx;
         if (r.existed) {
@@ -161,7 +159,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     if (shared !== undefined) return shared;
     const what = `${image.ref === undefined ? image.digest : formatReference(image.ref)} layer ${i} (${image.layers[i]!.descriptor.digest})`;
     // The slot is taken only by the copy itself: a layer shared with a copy in flight waits outside the limit.
-    const job = limit(() => withRetry(what, () => destination.putLayer(ctx.target, image, i, ctx.put))).then((r) => {
+    const job = limit(() => withRetry(what, () => destination.putLayer(ctx.target, image, i, putOf(ctx)))).then((r) => {
       const { result } = ctx;
       home(r.descriptor.digest, ctx.scope);
       if (r.mounted === true) result.blobsMounted++;
@@ -185,9 +183,9 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
   };
 
   const finishTarget = async (ctx: Context): Promise<void> => {
-    for (const [i, image] of ctx.target.images.entries()) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers[i]!, ctx.put));
+    for (const [i, image] of ctx.target.images.entries()) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers[i]!, putOf(ctx)));
     ctx.result.images = ctx.manifests.map((m, i) => ({ platform: ctx.target.images[i]!.platform, sourceDigest: m.sourceDigest, digest: m.digest }));
-    ctx.result.index = await destination.putIndex(ctx.target, ctx.manifests, ctx.put);
+    ctx.result.index = await destination.putIndex(ctx.target, ctx.manifests, putOf(ctx));
   };
 
   const contexts = targets.map(contextOf);
@@ -196,7 +194,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     if (destination.maxConcurrency === 1) {
       // One copy at a time, layers stacked on their parents: every config, then every layer in
       // the source's order (a one-pass stream's) but never before its parent, then the manifests.
-      for (const ctx of contexts) await destination.prepare(ctx.target, ctx.put);
+      for (const ctx of contexts) await destination.prepare(ctx.target, putOf(ctx));
       for (const ctx of contexts) for (const image of ctx.target.images) await copyConfig(ctx, image);
       const tasks: Array<{ ctx: Context; image: Image; put: LayerPut[]; index: number; key: number; seq: number }> = [];
       for (const ctx of contexts) {
@@ -212,12 +210,14 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
       }
       tasks.sort((x, y) => x.key - y.key || x.seq - y.seq);
       for (const t of tasks) t.put[t.index] = await copyLayer(t.ctx, t.image, t.index);
+      // A task per layer of every image: not held through the manifests and names.
+      tasks.length = 0;
     } else {
       // Target by target (a second repository then mounts what the first received), each one's
       // blobs at once; where every target has the one scope (nothing to mount), all targets at once.
       const waves = scopes > 1 ? contexts.map((c) => [c]) : [contexts];
       for (const wave of waves) {
-        for (const ctx of wave) await destination.prepare(ctx.target, ctx.put);
+        for (const ctx of wave) await destination.prepare(ctx.target, putOf(ctx));
         await all(
           wave.flatMap((ctx) =>
             ctx.target.images.map(async (image, n) => {
@@ -232,7 +232,7 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     // its end and checked) before any manifest or name points at it.
     await options.beforeNames?.();
     for (const ctx of contexts) await finishTarget(ctx);
-    for (const ctx of contexts) await destination.setRef(ctx.target, ctx.manifests, ctx.result.index, ctx.put);
+    for (const ctx of contexts) await destination.setRef(ctx.target, ctx.manifests, ctx.result.index, putOf(ctx));
   } catch (err) {
     // The first failure stops the other copies in flight; they settle before the destination is released.
     controller.abort(err);

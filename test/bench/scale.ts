@@ -1,8 +1,9 @@
 import { access, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { buildScaleLayout } from '../helpers/test-images.js';
-import { Bench, FERRY, rss, wall } from './context.js';
+import { Bench, FERRY, REPO, rss, wall } from './context.js';
 import { writeFloorScript } from './import.js';
-import { note, sh, type Contender, type Measured } from './measure.js';
+import { median, note, sh, type Contender, type Measured } from './measure.js';
 import { isNumber, missing, type Value } from './report.js';
 
 /** Image counts of the synthetic layouts; BENCH_SCALE="25 100" picks others (smallest and largest are compared). */
@@ -13,6 +14,9 @@ function scaleSizes(): number[] {
   for (const n of sizes) if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SCALE="${text}": expected whole numbers >= 1`);
   return [...new Set(sizes)].sort((a, b) => a - b);
 }
+
+/** Measures the header's own cost (see the script). */
+const HEADER_COST = join(REPO, 'test', 'bench', 'header-cost.js');
 
 /** Unique bytes per image in the scale layouts. */
 const UNIQUE_BYTES = 64 * 1024;
@@ -85,6 +89,19 @@ export async function scaleSection(b: Bench): Promise<void> {
       { id: `scale.zstd-d-w20-${n}`, command: `zstd -q -d --long=31 -c ${w20(n)} >/dev/null` },
     ]),
   );
+  // The header alone, in a process of its own: one JSON document of ~2.5 KB per image, parsed
+  // whole on import and serialized whole on export (median of 3; see header-cost.js).
+  const headerCost = new Map<string, Value>();
+  for (const n of ends) {
+    const json = b.path(`scale-${n}-header.json`);
+    await sh(`tar -xOf ${stream(w20(n))} ferry-bundle.json > ${json}`);
+    for (const mode of ['parse', 'serialize']) {
+      const runs: number[] = [];
+      for (let i = 0; i < 3; i++) runs.push(Number((await sh(`${process.execPath} --expose-gc ${HEADER_COST} ${mode} ${json}`)).trim()));
+      headerCost.set(`${mode}-${n}`, runs.every(Number.isFinite) ? median(runs) : missing('failed'));
+    }
+    await sh(`rm -f ${json}`);
+  }
   await sh(`rm -f ${compressed.map(stream).join(' ')}`);
   // At the default window the compressor's worker jobs (16 MiB at level 9) and their buffers fill
   // only once tens of MB have passed, which the smallest layout's ~4 MB never do; the small
@@ -194,6 +211,21 @@ export async function scaleSection(b: Bench): Promise<void> {
       note: 'what ferry keeps beyond the compressor or decompressor it embeds',
       unit: 'MB',
       ferry: isNumber(ours) && isNumber(theirs) ? ours - theirs : missing('not measured'),
+    });
+  }
+  // How much of the 1.2x allowance (0.2x the smaller run's peak) the header alone takes.
+  for (const [mode, op] of [
+    ['parse', 'import'],
+    ['serialize', 'export'],
+  ] as const) {
+    const allowance = rss(at(`${op}-w20`, small));
+    b.add({
+      section: s,
+      figure: `${op}: peak RSS growth of the header alone (${mode} ferry-bundle.json) at ${large} images`,
+      note: `a process of its own; ${op}'s whole 1.2x allowance at --window-log 20 is ${isNumber(allowance) ? `${((allowance * 0.2) / 1e6).toFixed(0)} MB` : 'not measured'}`,
+      unit: 'MB',
+      ferry: headerCost.get(`${mode}-${large}`) ?? missing('not measured'),
+      peer: { name: `at ${small} images`, value: headerCost.get(`${mode}-${small}`) ?? missing('not measured') },
     });
   }
   if (fat !== undefined) {
