@@ -354,6 +354,24 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     expect(report.ok).toBe(false);
     expect(report.problems.join('\n')).toMatch(/is not listed in ferry-bundle.json/);
   });
+
+  it('refuses a blob that appears twice', async () => {
+    const bad = join(dir, 'twice.tar.zst');
+    // The header lists blobs in the tar's order: the entry after `first` is renamed to it.
+    const at = raw.header.blobs.findIndex((b) => b.kind === 'config');
+    const [first, victim] = [raw.header.blobs[at - 1]!, raw.header.blobs[at]!];
+    await rewriteBundle(rawBundle, bad, (tar) => {
+      const entry = tarEntries(tar).find((e) => e.name === `blobs/sha256/${hex(victim.digest)}`)!;
+      tar.write(`blobs/sha256/${hex(first.digest)}`, entry.headerOffset, 'utf8');
+      tar.fill(0x20, entry.headerOffset + 148, entry.headerOffset + 156);
+      let sum = 0;
+      for (let i = 0; i < 512; i++) sum += tar[entry.headerOffset + i]!;
+      tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, entry.headerOffset + 148, 'ascii');
+    });
+    const report = await verifyBundle(bad);
+    expect(report.ok).toBe(false);
+    expect(report.problems.join('\n')).toContain(`blob ${first.digest} appears twice`);
+  });
 });
 
 describe('as-pulled bundle', () => {

@@ -3,7 +3,7 @@ import { getHeapSnapshot } from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import { isFerryError } from '../../src/errors.js';
 import { parseImageConfig, parseManifest } from '../../src/oci/manifest.js';
-import { parseSharedJson } from '../../src/oci/shared-json.js';
+import { newStringTable, parseSharedJson } from '../../src/oci/shared-json.js';
 
 /** How many strings in this process's heap have exactly this text (V8's own count, from a heap snapshot). */
 async function copiesOf(text: string): Promise<number> {
@@ -51,6 +51,28 @@ describe('parseSharedJson', () => {
     expect(await copiesOf(layer)).toBeLessThanOrEqual(2);
     expect(await copiesOf(config)).toBeLessThanOrEqual(2);
     expect(kept).toHaveLength(100);
+  });
+
+  it('shares within a document given its own table, and keeps nothing after it', async () => {
+    const digest = `sha256:${randomBytes(32).toString('hex')}`;
+    const text = JSON.stringify({ images: Array.from({ length: 40 }, () => ({ digest, layers: [{ blob: digest }] })) });
+    let own: unknown = parseSharedJson(text, newStringTable());
+    expect(own).toEqual(JSON.parse(text));
+    expect(await copiesOf(digest)).toBeLessThanOrEqual(2);
+    own = undefined;
+    // Dropped with the document: no table of the process's holds it (ours is the one copy left).
+    expect(await copiesOf(digest)).toBeLessThanOrEqual(1);
+    // The process's table keeps one copy after the document is gone: what the own table avoids.
+    let shared: unknown = parseSharedJson(text);
+    shared = undefined;
+    expect(await copiesOf(digest)).toBe(2);
+    expect([own, shared]).toEqual([undefined, undefined]);
+  });
+
+  it("parses with no sharing at all when asked ('none')", () => {
+    const text = JSON.stringify({ a: ['x', 'x'], b: { c: 1 } });
+    expect(parseSharedJson(text, 'none')).toEqual(JSON.parse(text));
+    expect(() => parseSharedJson('{', 'none')).toThrow(SyntaxError);
   });
 
   it('leaves the errors of a bad document as they were', () => {
