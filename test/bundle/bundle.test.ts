@@ -37,6 +37,16 @@ afterAll(async () => {
   await removeDir(dir);
 });
 
+
+/** Rename a tar entry in place (a name of the same length), its header checksum made again. */
+function renameEntry(tar: Buffer, from: string, to: string): void {
+  const entry = tarEntries(tar).find((e) => e.name === from)!;
+  tar.write(to, entry.headerOffset, 'utf8');
+  tar.fill(0x20, entry.headerOffset + 148, entry.headerOffset + 156);
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += tar[entry.headerOffset + i]!;
+  tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, entry.headerOffset + 148, 'ascii');
+}
 describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
   it('holds one entry per image and platform, and every shared blob exactly once', async () => {
     const header = raw.header;
@@ -340,16 +350,8 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
   it('refuses a blob that ferry-bundle.json does not list', async () => {
     const bad = join(dir, 'renamed.tar.zst');
     const victim = raw.header.blobs.find((b) => b.kind === 'config')!;
-    await rewriteBundle(rawBundle, bad, (tar) => {
-      const entry = tarEntries(tar).find((e) => e.name === `blobs/sha256/${hex(victim.digest)}`)!;
-      // Rename the entry (and fix the header checksum) to another digest.
-      const name = `blobs/sha256/${'0'.repeat(64)}`;
-      tar.write(name, entry.headerOffset, 'utf8');
-      tar.fill(0x20, entry.headerOffset + 148, entry.headerOffset + 156);
-      let sum = 0;
-      for (let i = 0; i < 512; i++) sum += tar[entry.headerOffset + i]!;
-      tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, entry.headerOffset + 148, 'ascii');
-    });
+    // Renamed to another digest.
+    await rewriteBundle(rawBundle, bad, (tar) => renameEntry(tar, `blobs/sha256/${hex(victim.digest)}`, `blobs/sha256/${'0'.repeat(64)}`));
     const report = await verifyBundle(bad);
     expect(report.ok).toBe(false);
     expect(report.problems.join('\n')).toMatch(/is not listed in ferry-bundle.json/);
@@ -360,14 +362,7 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     // The header lists blobs in the tar's order: the entry after `first` is renamed to it.
     const at = raw.header.blobs.findIndex((b) => b.kind === 'config');
     const [first, victim] = [raw.header.blobs[at - 1]!, raw.header.blobs[at]!];
-    await rewriteBundle(rawBundle, bad, (tar) => {
-      const entry = tarEntries(tar).find((e) => e.name === `blobs/sha256/${hex(victim.digest)}`)!;
-      tar.write(`blobs/sha256/${hex(first.digest)}`, entry.headerOffset, 'utf8');
-      tar.fill(0x20, entry.headerOffset + 148, entry.headerOffset + 156);
-      let sum = 0;
-      for (let i = 0; i < 512; i++) sum += tar[entry.headerOffset + i]!;
-      tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, entry.headerOffset + 148, 'ascii');
-    });
+    await rewriteBundle(rawBundle, bad, (tar) => renameEntry(tar, `blobs/sha256/${hex(victim.digest)}`, `blobs/sha256/${hex(first.digest)}`));
     const report = await verifyBundle(bad);
     expect(report.ok).toBe(false);
     expect(report.problems.join('\n')).toContain(`blob ${first.digest} appears twice`);
