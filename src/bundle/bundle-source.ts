@@ -238,6 +238,8 @@ class BundleImageView implements Image {
     readonly rawManifest: Buffer,
     readonly rawConfig: Buffer,
     private readonly passage: Passage,
+    /** The bundle, as errors name it. */
+    private readonly bundle: string,
   ) {
     this.ref = parseReference(entry.ref);
   }
@@ -260,7 +262,7 @@ class BundleImageView implements Image {
 
   get manifest(): ImageManifest {
     const parsed = parseManifest(this.rawManifest, this.entry.manifestMediaType, `manifest of ${this.entry.ref}`, 'none');
-    if (parsed.kind !== 'image') throw new FerryError('BUNDLE_INVALID', `${this.entry.ref}: ${this.entry.manifestDigest} is not an image manifest`);
+    if (parsed.kind !== 'image') throw new FerryError('BUNDLE_INVALID', `${this.bundle}: ${this.entry.ref}: ${this.entry.manifestDigest} is not an image manifest`);
     return parsed.manifest;
   }
 
@@ -302,10 +304,11 @@ function imageOf(entry: BundleImage, manifests: ReadonlyMap<string, Buffer>, con
   if (rawManifest === undefined || rawConfig === undefined) {
     throw new FerryError('BUNDLE_INVALID', `${name}: ${entry.ref}: its ${rawManifest === undefined ? `manifest ${entry.manifestDigest}` : `config ${entry.configDigest}`} is not in the bundle`);
   }
-  const parsed = parseManifest(rawManifest, entry.manifestMediaType, `manifest of ${entry.ref}`, 'none');
-  if (parsed.kind !== 'image') throw new FerryError('BUNDLE_INVALID', `${name}: ${entry.ref}: ${entry.manifestDigest} is not an image manifest`);
-  parseImageConfig(rawConfig, `config of ${entry.ref}`, 'none');
-  return new BundleImageView(entry, rawManifest, rawConfig, passage);
+  const image = new BundleImageView(entry, rawManifest, rawConfig, passage, name);
+  // Parsed once here, so that a bad one fails the open, not the copy halfway.
+  void image.manifest;
+  void image.config;
+  return image;
 }
 
 /** Open a bundle (path, volumes, or a stream) as a source: reads its header, manifests and configs. */
