@@ -8,11 +8,14 @@ import {
   configPlatform,
   parseImageConfig,
   parseManifest,
+  type ImageConfig,
   type ImageIndexManifest,
+  type ImageManifest,
 } from '../oci/manifest.js';
 import { MediaType, isImageManifestMediaType, isIndexMediaType } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
+import { keptCopy } from '../io/kept-bytes.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { dirSource, type LayoutSource } from './layout-source.js';
 import { listSome } from './listing.js';
@@ -62,9 +65,6 @@ function referenceOf(name: string | undefined): Reference | undefined {
   }
 }
 
-/** Buffer.poolSize / 2: the copies Node takes from its pool. */
-const POOLED_BELOW = Buffer.poolSize >>> 1;
-
 /** Read a small blob (manifest, index, config) whole and check its size and digest. */
 export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, what: string): Promise<Buffer> {
   const bytes = await source.read(blobPath(desc.digest), MAX_MANIFEST_BYTES);
@@ -77,10 +77,8 @@ export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, w
       hint: 'the layout is corrupted; copy it again',
     });
   }
-  // Kept as long as the copy runs: a small one goes into Node's shared 8 KiB slabs (Buffer.from
-  // copies through the pool below 4 KiB). Each in its own ArrayBuffer, the configs and manifests
-  // of 1600 images held 3 MB more.
-  return bytes.length < POOLED_BELOW ? Buffer.from(bytes) : bytes;
+  // Kept as long as the copy runs: packed with the other kept documents (see keptCopy).
+  return keptCopy(bytes);
 }
 
 interface LayoutIndex {
@@ -219,10 +217,63 @@ async function loadIndex(source: LayoutSource, desc: Descriptor, what: string): 
   return { raw, manifest: parsed.manifest, mediaType: parsed.mediaType };
 }
 
-/** Read one image (manifest, config, layer descriptors) from the layout; layers open lazily. */
+/**
+ * An image of a layout. An export holds every image it was given until the bundle's header is
+ * written, and then while the layers stream: so it keeps its manifest's and config's bytes, not
+ * their parsed forms, and makes its layers when asked (each is read a few times per copy). At a
+ * thousand images the parsed documents and layer objects were most of an export's memory.
+ */
+class LayoutImage implements Image {
+  constructor(
+    private readonly source: LayoutSource,
+    /** The index.json entry's name, when it has one. */
+    private readonly name: string | undefined,
+    readonly digest: Digest,
+    readonly mediaType: string,
+    readonly rawManifest: Buffer,
+    readonly configDigest: Digest,
+    readonly rawConfig: Buffer,
+    readonly platform: Platform,
+    /** The platform index.json's descriptor gave, as errors name the image. */
+    private readonly listedPlatform: Platform | undefined,
+  ) {}
+
+  get ref(): Reference | undefined {
+    return referenceOf(this.name);
+  }
+
+  /** Names the image in errors. */
+  private get what(): string {
+    return `${this.source.what} image ${this.name ?? this.digest}${this.listedPlatform ? ` (${formatPlatform(this.listedPlatform)})` : ''}`;
+  }
+
+  get manifest(): ImageManifest {
+    const parsed = parseManifest(this.rawManifest, this.mediaType, `${this.what} manifest ${this.digest}`);
+    if (parsed.kind !== 'image') throw new FerryError('INVALID_MANIFEST', `${this.what}: ${this.digest} is an index, the descriptor says ${this.mediaType}`);
+    return parsed.manifest;
+  }
+
+  get config(): ImageConfig {
+    return parseImageConfig(this.rawConfig, `${this.what} config ${this.configDigest}`);
+  }
+
+  get layers(): Layer[] {
+    const diffIds = this.config.rootfs.diff_ids;
+    const what = this.what;
+    const source = this.source;
+    // Sizes were checked against the files when the image was loaded.
+    return this.manifest.layers.map((descriptor, i) =>
+      layerFromBlob({ descriptor, diffId: diffIds[i]!, openBlob: (options) => source.open(blobPath(descriptor.digest), options, descriptor.size), what }),
+    );
+  }
+}
+
+/** Read one image (manifest, config, layer descriptors) from the layout, checked now; layers open lazily. */
 export async function loadLayoutImage(source: LayoutSource, desc: Descriptor, name: string | undefined): Promise<Image> {
   const what = `${source.what} image ${name ?? desc.digest}${desc.platform ? ` (${formatPlatform(desc.platform)})` : ''}`;
   const rawManifest = await readVerifiedBlob(source, desc, what);
+  // Parsed to be checked, then dropped: the image parses again when asked, its strings (digests,
+  // media types) the copies in the process's table, so that what a copy keeps of them is shared.
   const parsed = parseManifest(rawManifest, desc.mediaType, `${what} manifest ${desc.digest}`);
   if (parsed.kind !== 'image') {
     throw new FerryError('INVALID_MANIFEST', `${what}: ${desc.digest} is an index, the descriptor says ${desc.mediaType}`);
@@ -235,7 +286,6 @@ export async function loadLayoutImage(source: LayoutSource, desc: Descriptor, na
   if (diffIds.length !== manifest.layers.length) {
     throw new FerryError('INVALID_MANIFEST', `${what}: manifest lists ${manifest.layers.length} layers, config has ${diffIds.length} diff_ids`);
   }
-  const layers: Layer[] = [];
   for (const [i, descriptor] of manifest.layers.entries()) {
     const path = blobPath(descriptor.digest);
     const size = await source.size(path);
@@ -247,27 +297,8 @@ export async function loadLayoutImage(source: LayoutSource, desc: Descriptor, na
     if (size !== descriptor.size) {
       throw new FerryError('SIZE_MISMATCH', `${what}: layer ${i} blob ${descriptor.digest} is ${size} bytes, the manifest says ${descriptor.size}`);
     }
-    layers.push(
-      layerFromBlob({
-        descriptor,
-        diffId: diffIds[i]!,
-        openBlob: (options) => source.open(path, options, size),
-        what,
-      }),
-    );
   }
-  return {
-    ref: referenceOf(name),
-    digest: desc.digest,
-    mediaType: parsed.mediaType,
-    rawManifest,
-    manifest,
-    configDigest: manifest.config.digest,
-    rawConfig,
-    config,
-    platform: desc.platform ?? configPlatform(config),
-    layers,
-  };
+  return new LayoutImage(source, name, desc.digest, parsed.mediaType, rawManifest, manifest.config.digest, rawConfig, desc.platform ?? configPlatform(config), desc.platform);
 }
 
 /** Flatten (nested) indexes into the image manifests they list; artifacts are left out. */
@@ -355,15 +386,30 @@ export async function resolveLayout(source: LayoutSource, selector?: string, pla
 }
 
 /**
+ * One source per layout directory, shared by the images read from it (it holds nothing but the
+ * path): `export oci:DIR:a oci:DIR:b ...` kept one per image, a set of closures each.
+ */
+const layoutDirs = new Map<string, LayoutSource>();
+
+function layoutDir(dir: string): LayoutSource {
+  let source = layoutDirs.get(dir);
+  if (source === undefined) {
+    source = dirSource(dir);
+    layoutDirs.set(dir, source);
+  }
+  return source;
+}
+
+/**
  * Read an OCI image layout directory. `selector` is an entry's ref name (`app`, `1.0`, or a full
  * reference) or a digest; without one, a layout of one image needs none. An index yields one
  * image per requested platform (default: the host's).
  */
 export async function openOciLayout(dir: string, selector?: string, platforms?: PlatformRequest): Promise<Resolved> {
-  return resolveLayout(dirSource(dir), selector, platforms);
+  return resolveLayout(layoutDir(dir), selector, platforms);
 }
 
 /** The entries of an OCI layout directory's index.json. */
 export async function listOciLayout(dir: string): Promise<LayoutEntry[]> {
-  return listLayoutEntries(dirSource(dir));
+  return listLayoutEntries(layoutDir(dir));
 }

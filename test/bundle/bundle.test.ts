@@ -5,6 +5,7 @@ import { Readable, Transform, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isFerryError } from '../../src/errors.js';
 import type { Digest } from '../../src/oci/digest.js';
+import { withLayers } from '../../src/oci/image.js';
 import { loadExcludeSet } from '../../src/bundle/delta.js';
 import { openBundleStream, readBundleHeader } from '../../src/bundle/read-bundle.js';
 import { loadPrivateKey, loadPublicKey, writeKeyPair } from '../../src/bundle/sign.js';
@@ -264,7 +265,7 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
           );
         },
       };
-      const failing: BundleSource = { ref: refOf('app'), image: { ...image, layers: [image.layers[0]!, tarSize === undefined ? layer : { ...layer, tarSize }] } };
+      const failing: BundleSource = { ref: refOf('app'), image: withLayers(image, [image.layers[0]!, tarSize === undefined ? layer : { ...layer, tarSize }]) };
       const target = join(dir, `failed-${i}`, 'b.tar.zst');
       await mkdir(join(dir, `failed-${i}`));
       await expect(writeBundle([failing], target)).rejects.toThrow(/connection reset/);
@@ -276,7 +277,7 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     const image = sources.find((s) => s.ref === refOf('app'))!.image;
     const broken = image.layers[0]!;
     const layer = { ...broken, tar: () => Promise.reject(new Error('connection reset at once')), blob: () => Promise.reject(new Error('connection reset at once')) };
-    const failing: BundleSource = { ref: refOf('app'), image: { ...image, layers: [layer, image.layers[1]!] } };
+    const failing: BundleSource = { ref: refOf('app'), image: withLayers(image, [layer, image.layers[1]!]) };
     const target = join(dir, 'failed-at-once', 'b.tar.zst');
     await mkdir(join(dir, 'failed-at-once'));
     await expect(writeBundle([failing], target)).rejects.toThrow(/connection reset at once/);

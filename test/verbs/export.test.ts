@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleDestination, bundleTargets } from '../../src/bundle/bundle-destination.js';
 import type { BundleSource } from '../../src/bundle/write-bundle.js';
 import { FerryError } from '../../src/errors.js';
-import type { Image, Layer } from '../../src/oci/image.js';
+import { withLayers, type Image, type Layer } from '../../src/oci/image.js';
 import type { ProgressEvent } from '../../src/oci/progress-event.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { copyImages } from '../../src/transfer/copy-images.js';
@@ -40,7 +40,7 @@ afterAll(async () => {
 /** The sources with one layer replaced by one other (in every image that has it). */
 function replacing(diffId: string, make: (layer: Layer) => Layer): BundleSource[] {
   let made: Layer | undefined;
-  const swap = (image: Image): Image => ({ ...image, layers: image.layers.map((l) => (l.diffId === diffId ? (made ??= make(l)) : l)) });
+  const swap = (image: Image): Image => withLayers(image, image.layers.map((l) => (l.diffId === diffId ? (made ??= make(l)) : l)));
   return sources.map((s) => ({ ...s, image: swap(s.image) }));
 }
 
@@ -117,7 +117,7 @@ describe('export through the transfer engine', () => {
         return stream;
       },
     });
-    const all = sources.map((s) => ({ ...s, image: { ...s.image, layers: s.image.layers.map(counted) } }));
+    const all = sources.map((s) => ({ ...s, image: withLayers(s.image, s.image.layers.map(counted)) }));
     for (const jobs of [1, 3]) {
       peak = 0;
       await planBundleFor(all, { jobs });
