@@ -89,7 +89,11 @@ export function bundleProgress(listener: ProgressListener): (e: BundleProgressEv
     const delta = e.bytes - (seen.get(id) ?? 0);
     seen.set(id, e.bytes);
     if (delta > 0) listener({ kind: 'advance', id, bytes: delta });
-    if (e.done) listener({ kind: 'done', id, label, bytes: e.bytes });
+    if (e.done) {
+      listener({ kind: 'done', id, label, bytes: e.bytes });
+      // Not kept past its end: a bundle of thousands of images measures and writes thousands of blobs.
+      seen.delete(id);
+    }
   };
 }
 

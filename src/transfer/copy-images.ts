@@ -52,6 +52,9 @@ export interface CopyResult {
   warnings: string[];
 }
 
+/** Images in flight per copy slot in a wave (see `bounded`). */
+const IN_FLIGHT_PER_SLOT = 4;
+
 /** Failures worth another attempt: the source may deliver good bytes the next time. */
 const RETRIED = new Set(['DIGEST_MISMATCH', 'SIZE_MISMATCH', 'NETWORK_ERROR']);
 
@@ -182,6 +185,22 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
     return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
   };
 
+  /**
+   * A job per item, a few more at once than copies may run (so that the slots stay busy while an
+   * image waits for a layer another one is copying), the first failure stopping the rest. All at
+   * once, a wave of a thousand images held every one's promises, closures and queued copies.
+   */
+  const bounded = async <T>(items: readonly T[], job: (item: T) => Promise<void>): Promise<void> => {
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < items.length) {
+        signal.throwIfAborted();
+        await job(items[next++]!);
+      }
+    };
+    await all(Array.from({ length: Math.min(items.length, IN_FLIGHT_PER_SLOT * slots.concurrency) }, lane));
+  };
+
   const finishTarget = async (ctx: Context): Promise<void> => {
     for (const [i, image] of ctx.target.images.entries()) ctx.manifests.push(await destination.putManifest(ctx.target, image, ctx.layers[i]!, putOf(ctx)));
     ctx.result.images = ctx.manifests.map((m, i) => ({ platform: ctx.target.images[i]!.platform, sourceDigest: m.sourceDigest, digest: m.digest }));
@@ -218,14 +237,12 @@ export async function copyImages(targets: readonly CopyTarget[], destination: Im
       const waves = scopes > 1 ? contexts.map((c) => [c]) : [contexts];
       for (const wave of waves) {
         for (const ctx of wave) await destination.prepare(ctx.target, putOf(ctx));
-        await all(
-          wave.flatMap((ctx) =>
-            ctx.target.images.map(async (image, n) => {
-              const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
-              ctx.layers[n] = layers;
-            }),
-          ),
-        );
+        const images = wave.flatMap((ctx) => ctx.target.images.map((_, n): [Context, number] => [ctx, n]));
+        await bounded(images, async ([ctx, n]) => {
+          const image = ctx.target.images[n]!;
+          const [layers] = await Promise.all([Promise.all(image.layers.map((_, i) => copyLayer(ctx, image, i))), copyConfig(ctx, image)]);
+          ctx.layers[n] = layers;
+        });
       }
     }
     // Manifests and names last: every blob is in the destination (and a one-pass source read to

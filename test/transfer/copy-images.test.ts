@@ -7,6 +7,8 @@ import { VerifyDigest } from '../../src/io/verify-digest.js';
 import type { Image } from '../../src/oci/image.js';
 import type { ProgressEvent } from '../../src/oci/progress-event.js';
 import { chainIds, openStore, StoreDestination, type Store } from '../../src/store/index.js';
+import { BundleDestination } from '../../src/bundle/bundle-destination.js';
+import type { CopyTarget, LayerPut, PutOptions } from '../../src/oci/destination.js';
 import { copyImages } from '../../src/transfer/copy-images.js';
 import { memoryImage } from '../helpers/memory-image.js';
 import { buildTar } from '../helpers/tar-builder.js';
@@ -122,5 +124,32 @@ describe('copyImages into the store', () => {
     // The abort released the store's lease: another copy can take it at once.
     await copyImages([{ ref: image.ref, images: [image] }], new StoreDestination(store));
     expect((await store.refs.list()).map((r) => r.name)).toContain('docker.io/library/failing:1');
+  });
+});
+
+describe('copyImages of many images', () => {
+  it('starts a few images per copy slot at a time, not a whole wave of them at once, and copies them all', async () => {
+    const images = Array.from({ length: 60 }, (_, i) => memoryImage([buildTar([{ name: `etc/image-${i}`, body: String(i) }])], { ref: `many-${i}:1` }));
+    const keyed = new Set<Image>();
+    let keyedAtFirstPut: number | undefined;
+    class Watched extends BundleDestination {
+      override layerKey(target: CopyTarget, image: Image, index: number): string {
+        keyed.add(image);
+        return super.layerKey(target, image, index);
+      }
+      override async putLayer(target: CopyTarget, image: Image, index: number, options: PutOptions): Promise<LayerPut> {
+        keyedAtFirstPut ??= keyed.size;
+        return super.putLayer(target, image, index, options);
+      }
+    }
+    // A bundle plan: copies at once up to the engine's default of 4, so 16 images at a time.
+    const destination = new Watched(undefined);
+    await copyImages(
+      images.map((image) => ({ ref: image.ref, images: [image] })),
+      destination,
+    );
+    expect(keyedAtFirstPut).toBeLessThanOrEqual(16);
+    expect(keyed.size).toBe(60);
+    expect(destination.plan.header.images).toHaveLength(60);
   });
 });

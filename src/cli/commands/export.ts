@@ -116,8 +116,10 @@ export const registerExport: Register = (program) => {
       checkWriteOptions(options, output);
       if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
       if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
-      // Platforms too: a usage error must cost neither a pull nor a store lock.
-      const platformsOf = new Map(requests.map((r) => [r, parsePlatformList(r.platforms)]));
+      // Platforms too: a usage error must cost neither a pull nor a store lock. Parsed once per
+      // list: a definition of thousands of images gives most of them the same one.
+      const platformLists = new Map<string | undefined, ReturnType<typeof parsePlatformList>>();
+      for (const r of requests) if (!platformLists.has(r.platforms)) platformLists.set(r.platforms, parsePlatformList(r.platforms));
       const carried = flags.withFerry === true ? await ferryExecutable() : undefined;
       const quiet = flags.quiet === true;
       const view = new ProgressView(process.stderr, quiet);
@@ -127,7 +129,7 @@ export const registerExport: Register = (program) => {
       const store = flags.pull === true ? undefined : await existingStore(command);
       try {
         const summary = await exportImages(
-          requests.map((r) => ({ text: r.text, platforms: platformsOf.get(r)! })),
+          requests.map((r) => ({ text: r.text, platforms: platformLists.get(r.platforms)! })),
           output,
           {
             ...options,
