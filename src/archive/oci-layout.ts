@@ -15,7 +15,7 @@ import {
 import { MediaType, isImageManifestMediaType, isIndexMediaType } from '../oci/media-types.js';
 import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
-import { keptCopy } from '../io/kept-bytes.js';
+import { keptBytes } from '../io/kept-bytes.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import { dirSource, type LayoutSource } from './layout-source.js';
 import { listSome } from './listing.js';
@@ -77,8 +77,8 @@ export async function readVerifiedBlob(source: LayoutSource, desc: Descriptor, w
       hint: 'the layout is corrupted; copy it again',
     });
   }
-  // Kept as long as the copy runs: packed with the other kept documents (see keptCopy).
-  return keptCopy(bytes);
+  // Kept as long as the copy runs: packed with the other kept documents (see keptBytes).
+  return keptBytes(bytes);
 }
 
 interface LayoutIndex {
@@ -242,15 +242,12 @@ class LayoutImage implements Image {
     return referenceOf(this.name);
   }
 
-  /** Names the image in errors. */
   private get what(): string {
-    return `${this.source.what} image ${this.name ?? this.digest}${this.listedPlatform ? ` (${formatPlatform(this.listedPlatform)})` : ''}`;
+    return layoutImageWhat(this.source, this.name, this.digest, this.listedPlatform);
   }
 
   get manifest(): ImageManifest {
-    const parsed = parseManifest(this.rawManifest, this.mediaType, `${this.what} manifest ${this.digest}`);
-    if (parsed.kind !== 'image') throw new FerryError('INVALID_MANIFEST', `${this.what}: ${this.digest} is an index, the descriptor says ${this.mediaType}`);
-    return parsed.manifest;
+    return imageManifestOf(this.rawManifest, this.mediaType, this.what, this.digest).manifest;
   }
 
   get config(): ImageConfig {
@@ -268,17 +265,25 @@ class LayoutImage implements Image {
   }
 }
 
+/** Names a layout's image in errors: the layout, the entry's name (else the digest), the platform its entry gave. */
+function layoutImageWhat(source: LayoutSource, name: string | undefined, digest: Digest, platform: Platform | undefined): string {
+  return `${source.what} image ${name ?? digest}${platform ? ` (${formatPlatform(platform)})` : ''}`;
+}
+
+/** A layout image's manifest parsed: an image manifest, not an index, whatever its descriptor said. */
+function imageManifestOf(raw: Buffer, mediaType: string, what: string, digest: Digest): { mediaType: string; manifest: ImageManifest } {
+  const parsed = parseManifest(raw, mediaType, `${what} manifest ${digest}`);
+  if (parsed.kind !== 'image') throw new FerryError('INVALID_MANIFEST', `${what}: ${digest} is an index, the descriptor says ${mediaType}`);
+  return parsed;
+}
+
 /** Read one image (manifest, config, layer descriptors) from the layout, checked now; layers open lazily. */
 export async function loadLayoutImage(source: LayoutSource, desc: Descriptor, name: string | undefined): Promise<Image> {
-  const what = `${source.what} image ${name ?? desc.digest}${desc.platform ? ` (${formatPlatform(desc.platform)})` : ''}`;
+  const what = layoutImageWhat(source, name, desc.digest, desc.platform);
   const rawManifest = await readVerifiedBlob(source, desc, what);
   // Parsed to be checked, then dropped: the image parses again when asked, its strings (digests,
   // media types) the copies in the process's table, so that what a copy keeps of them is shared.
-  const parsed = parseManifest(rawManifest, desc.mediaType, `${what} manifest ${desc.digest}`);
-  if (parsed.kind !== 'image') {
-    throw new FerryError('INVALID_MANIFEST', `${what}: ${desc.digest} is an index, the descriptor says ${desc.mediaType}`);
-  }
-  const manifest = parsed.manifest;
+  const { mediaType, manifest } = imageManifestOf(rawManifest, desc.mediaType, what, desc.digest);
   checkLayers(manifest, what);
   const rawConfig = await readVerifiedBlob(source, manifest.config, `${what} config`);
   const config = parseImageConfig(rawConfig, `${what} config ${manifest.config.digest}`);
@@ -298,7 +303,7 @@ export async function loadLayoutImage(source: LayoutSource, desc: Descriptor, na
       throw new FerryError('SIZE_MISMATCH', `${what}: layer ${i} blob ${descriptor.digest} is ${size} bytes, the manifest says ${descriptor.size}`);
     }
   }
-  return new LayoutImage(source, name, desc.digest, parsed.mediaType, rawManifest, manifest.config.digest, rawConfig, desc.platform ?? configPlatform(config), desc.platform);
+  return new LayoutImage(source, name, desc.digest, mediaType, rawManifest, manifest.config.digest, rawConfig, desc.platform ?? configPlatform(config), desc.platform);
 }
 
 /** Flatten (nested) indexes into the image manifests they list; artifacts are left out. */

@@ -29,7 +29,7 @@ import {
   type LayerEncoding,
 } from './format.js';
 import { isoTime } from '../io/iso-time.js';
-import { keptCopy } from '../io/kept-bytes.js';
+import { keptBytes } from '../io/kept-bytes.js';
 
 /**
  * Plan, then act: from the images and options this computes, without any I/O, the whole table
@@ -148,8 +148,8 @@ export function rewriteManifest(image: Image, tarSizes: ReadonlyMap<Digest, numb
     if (size === undefined) throw new FerryError('BUNDLE_INVALID', `plan bundle: image ${ref}: no tar size for layer ${layer.diffId}`);
     return { digest: layer.diffId, size, compression: 'none' as const };
   });
-  // The plan keeps it until it is written: packed with the other kept documents (see keptCopy).
-  return keptCopy(rewriteLayers(image.rawManifest, image.mediaType, layers, `manifest of ${ref}`).raw);
+  // The plan keeps it until it is written: packed with the other kept documents (see keptBytes).
+  return keptBytes(rewriteLayers(image.rawManifest, image.mediaType, layers, `manifest of ${ref}`).raw);
 }
 
 /** Compute the bundle plan. Pure: the same sources and options give the same plan and bytes. */

@@ -4,7 +4,7 @@ import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { Digester, digestAlgorithm, digestOf, type Digest } from '../oci/digest.js';
-import { keptCopy } from '../io/kept-bytes.js';
+import { keptBytes } from '../io/kept-bytes.js';
 import { chain } from '../io/layer-forms.js';
 import { markVerified } from '../io/verify-digest.js';
 import { ZSTD_FRAME_HEADER_MAX, ZSTD_MAGIC, ZSTD_WINDOW_LOG_LIMIT, ZSTD_WINDOW_LOG_MAX, zstdDecompressStream, zstdDecompressStreamOnThread, zstdFrameWindowLog } from '../io/zstd.js';
@@ -317,12 +317,12 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         },
         async bytes(max: number): Promise<Buffer> {
           take();
-          // A copy: the body can be a view of a decoded block, which a kept config would pin. Packed
-          // with the other kept documents (see keptCopy): a bundle source keeps every image's two.
-          const copy = keptCopy(await withExplain(tar.readBody(max)));
-          const actual = digestOf(copy, digestAlgorithm(digest));
+          // Never a view of a decoded block, which a kept config would pin; packed with the other
+          // kept documents (see keptBytes): a bundle source keeps every image's two.
+          const kept = keptBytes(await withExplain(tar.readBody(max)));
+          const actual = digestOf(kept, digestAlgorithm(digest));
           if (actual !== digest) throw await explain(damaged(actual), opened, signal);
-          return copy;
+          return kept;
         },
       };
       // Untouched: it is skipped, and must never read later (the tar has moved on). Abandoned

@@ -14,9 +14,16 @@ const LARGEST_PACKED = SLAB_BYTES / 8;
 let slab: Buffer | undefined;
 let used = 0;
 
-/** A copy of `bytes` that pins no memory but its own slab's (shared only with other kept documents). */
-export function keptCopy(bytes: Uint8Array): Buffer {
-  if (bytes.length > LARGEST_PACKED) return Buffer.from(bytes);
+/**
+ * `bytes` as a buffer that pins no memory but its own: a small one copied into a slab shared only
+ * with other kept documents, a large one copied unless it is already the whole of its memory (a
+ * file read whole), which needs no second copy.
+ */
+export function keptBytes(bytes: Uint8Array): Buffer {
+  if (bytes.length > LARGEST_PACKED) {
+    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+    return whole ? Buffer.from(bytes.buffer, 0, bytes.byteLength) : Buffer.from(bytes);
+  }
   if (slab === undefined || used + bytes.length > SLAB_BYTES) {
     slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
     used = 0;

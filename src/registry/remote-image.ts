@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import { keptCopy } from '../io/kept-bytes.js';
+import { keptBytes } from '../io/kept-bytes.js';
 import { layerFromBlob } from '../io/layer-forms.js';
 import type { Descriptor } from '../oci/descriptor.js';
 import type { Image, IndexInfo, Layer, OpenOptions, Resolved } from '../oci/image.js';
@@ -69,8 +69,8 @@ export async function remoteImage(client: RegistryClient, ref: Reference, fetche
   const manifest: ImageManifest = parsed.manifest;
   checkLayers(manifest, name);
   const call: CallOptions = options.signal ? { signal: options.signal } : {};
-  // Both documents are kept as long as the copy runs: packed with the other kept documents (see keptCopy).
-  const rawConfig = keptCopy(await client.getBlobBytes(ref, manifest.config, call));
+  // Both documents are kept as long as the copy runs: packed with the other kept documents (see keptBytes).
+  const rawConfig = keptBytes(await client.getBlobBytes(ref, manifest.config, call));
   const config = parseImageConfig(rawConfig, `config ${manifest.config.digest} of ${name}`);
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== manifest.layers.length) {
@@ -94,7 +94,7 @@ export async function remoteImage(client: RegistryClient, ref: Reference, fetche
     ref: withDigest(ref, fetched.digest),
     digest: fetched.digest,
     mediaType: parsed.mediaType,
-    rawManifest: keptCopy(fetched.raw),
+    rawManifest: keptBytes(fetched.raw),
     manifest,
     configDigest: manifest.config.digest,
     rawConfig,

@@ -5,7 +5,7 @@ import type { Image, Layer, OpenOptions } from '../oci/image.js';
 import { configPlatform, parseImageConfig, parseManifest } from '../oci/manifest.js';
 import { formatPlatform, hostPlatform, platformMatches, type Platform } from '../oci/platform.js';
 import { formatReference, parseReference, referenceName, type Reference } from '../oci/reference.js';
-import { keptCopy } from '../io/kept-bytes.js';
+import { keptBytes } from '../io/kept-bytes.js';
 import type { BlobLayerSource, TarLayerSource } from '../io/layer-forms.js';
 import { chainIds } from './layers.js';
 import type { RefEntry } from './refs.js';
@@ -20,12 +20,12 @@ import type { Store } from './store.js';
  */
 export async function openStoreImageByDigest(store: Store, manifestDigest: Digest, ref?: Reference): Promise<Image> {
   const what = ref === undefined ? `store image ${manifestDigest}` : `store image ${formatReference(ref)}`;
-  // Both documents are kept as long as a copy runs: packed with the other kept documents (see keptCopy).
-  const rawManifest = keptCopy(await store.blobs.read(manifestDigest));
+  // Both documents are kept as long as a copy runs: packed with the other kept documents (see keptBytes).
+  const rawManifest = keptBytes(await store.blobs.read(manifestDigest));
   const parsed = parseManifest(rawManifest, undefined, what);
   if (parsed.kind !== 'image') throw new FerryError('STORE_ERROR', `${what}: ${manifestDigest} is an index, not an image manifest`);
   const manifest = parsed.manifest;
-  const rawConfig = keptCopy(await store.blobs.read(manifest.config.digest));
+  const rawConfig = keptBytes(await store.blobs.read(manifest.config.digest));
   const config = parseImageConfig(rawConfig, `${what} config`);
   const diffIds = config.rootfs.diff_ids;
   if (diffIds.length !== manifest.layers.length) {

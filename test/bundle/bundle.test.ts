@@ -38,7 +38,6 @@ afterAll(async () => {
   await removeDir(dir);
 });
 
-
 /** Rename a tar entry in place (a name of the same length), its header checksum made again. */
 function renameEntry(tar: Buffer, from: string, to: string): void {
   const entry = tarEntries(tar).find((e) => e.name === from)!;
@@ -48,6 +47,7 @@ function renameEntry(tar: Buffer, from: string, to: string): void {
   for (let i = 0; i < 512; i++) sum += tar[entry.headerOffset + i]!;
   tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, entry.headerOffset + 148, 'ascii');
 }
+
 describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
   it('holds one entry per image and platform, and every shared blob exactly once', async () => {
     const header = raw.header;

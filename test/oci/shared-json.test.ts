@@ -69,9 +69,15 @@ describe('parseSharedJson', () => {
     expect([own, shared]).toEqual([undefined, undefined]);
   });
 
-  it("parses with no sharing at all when asked ('none')", () => {
-    const text = JSON.stringify({ a: ['x', 'x'], b: { c: 1 } });
-    expect(parseSharedJson(text, 'none')).toEqual(JSON.parse(text));
+  it("parses with no sharing at all when asked ('none'): nothing of it stays after it", async () => {
+    const digest = `sha256:${randomBytes(32).toString('hex')}`;
+    const text = JSON.stringify({ a: [digest, digest], b: { c: 1 } });
+    let plain: unknown = parseSharedJson(text, 'none');
+    expect(plain).toEqual(JSON.parse(text));
+    plain = undefined;
+    // Only the text itself holds the digest: no table kept a copy.
+    expect(await copiesOf(digest)).toBe(1);
+    expect(plain).toBeUndefined();
     expect(() => parseSharedJson('{', 'none')).toThrow(SyntaxError);
   });
 
