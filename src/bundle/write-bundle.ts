@@ -3,13 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, messageOf, UsageError } from '../errors.js';
-import { digestOf, type Digest } from '../oci/digest.js';
+import { Digester, digestOf, type Digest } from '../oci/digest.js';
 import type { Image, IndexInfo } from '../oci/image.js';
 import { Ingestion, tempPathFor } from '../io/atomic-file.js';
 import { packedBuild } from '../io/native-parts.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
-import { HEADER_ENTRY, SIGNATURE_ENTRY, type BlobKind, type BundleHeader, type BundleTool, type LayerEncoding } from './format.js';
+import { HEADER_ENTRY, SIGNATURE_ENTRY, headerPieces, type BlobKind, type BundleHeader, type BundleTool, type LayerEncoding } from './format.js';
 import { planBundle, type BundlePlan, type PlannedEntry, type PlanSource } from './plan.js';
 import { privateKeyFrom, signHeader } from './sign.js';
 import { MIN_VOLUME_SIZE } from './size.js';
@@ -184,27 +184,42 @@ function fileEntry(name: string, bytes: Buffer, mtime: number): Buffer[] {
   return [bundleEntryHeader(name, 'file', bytes.length, mtime), bytes, padding(bytes.length)];
 }
 
-/** The header's bytes, handed over once: the stream keeps no reference to them once written. */
-class OnceBytes {
-  constructor(private bytes: Buffer | undefined) {}
-  take(): Buffer {
-    const bytes = this.bytes!;
-    this.bytes = undefined;
-    return bytes;
-  }
+/**
+ * The header as the stream writes it: its size, digest and signature, from a pass over its pieces.
+ * The stream makes the pieces again, so the whole header (2.5 KB per image) is not held as the
+ * compressor starts, except to sign it: ed25519 signs a message whole.
+ */
+interface WrittenHeader {
+  size: number;
+  digest: Digest;
+  signature: Buffer | undefined;
 }
 
-/** The header's bytes for the stream, with their digest and signature (the bytes themselves are not kept here). */
-function serializedHeader(plan: BundlePlan, key: KeyObject | undefined): { header: OnceBytes; headerDigest: Digest; signature: Buffer | undefined } {
-  const bytes = plan.headerBytes;
-  return { header: new OnceBytes(bytes), headerDigest: digestOf(bytes), signature: key === undefined ? undefined : signHeader(bytes, key) };
+function measureHeader(header: BundleHeader, key: KeyObject | undefined): WrittenHeader {
+  if (key !== undefined) {
+    const bytes = Buffer.concat([...headerPieces(header)]);
+    return { size: bytes.length, digest: digestOf(bytes), signature: signHeader(bytes, key) };
+  }
+  const digester = new Digester();
+  for (const piece of headerPieces(header)) digester.update(piece);
+  return { size: digester.size, digest: digester.digest(), signature: undefined };
 }
 
 /** The uncompressed tar stream of a plan, produced as zstd asks for it (backpressure). */
-async function* tarStream(plan: BundlePlan, header: OnceBytes, signature: Buffer | undefined, options: WriteBundleOptions): AsyncGenerator<Buffer> {
+async function* tarStream(plan: BundlePlan, header: WrittenHeader, options: WriteBundleOptions): AsyncGenerator<Buffer> {
   const { mtime } = plan;
-  yield* fileEntry(HEADER_ENTRY, header.take(), mtime);
-  if (signature !== undefined) yield* fileEntry(SIGNATURE_ENTRY, signature, mtime);
+  yield bundleEntryHeader(HEADER_ENTRY, 'file', header.size, mtime);
+  // Made again from the same header: checked against the first pass, which the signature covers.
+  const digester = new Digester();
+  for (const piece of headerPieces(plan.header)) {
+    digester.update(piece);
+    yield piece;
+  }
+  if (digester.size !== header.size || digester.digest() !== header.digest) {
+    throw new FerryError('BUNDLE_INVALID', `write bundle: ${HEADER_ENTRY} changed while it was written (${header.digest} became ${digester.digest()})`);
+  }
+  yield padding(header.size);
+  if (header.signature !== undefined) yield* fileEntry(SIGNATURE_ENTRY, header.signature, mtime);
   for (const entry of plan.entries) yield* entryChunks(entry, mtime, options);
   yield TAR_END;
 }
@@ -397,7 +412,7 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
   const resolved = resolveOptions(options);
   checkOutput(output);
   const key = options.signKey === undefined ? undefined : privateKeyFrom(options.signKey);
-  const { header, headerDigest, signature } = serializedHeader(plan, key);
+  const header = measureHeader(plan.header, key);
   const sink = await openSink(output, options.tools ?? []);
   const tarCount = new CountBytes();
   const count = new CountBytes();
@@ -409,7 +424,7 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
     ...compressorJobSize(resolved),
   });
   try {
-    await pipeline(tarStream(plan, header, signature, options), tarCount, compressor, count, sink.stream, {
+    await pipeline(tarStream(plan, header, options), tarCount, compressor, count, sink.stream, {
       end: sink.end,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
@@ -429,8 +444,8 @@ export async function writePlannedBundle(plan: BundlePlan, output: BundleOutput,
   }
   const summary: BundleSummary = {
     header: plan.header,
-    headerDigest,
-    signed: signature !== undefined,
+    headerDigest: header.digest,
+    signed: header.signature !== undefined,
     tarBytes: tarCount.bytes,
     bytes: count.bytes,
     files: committed.files,

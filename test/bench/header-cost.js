@@ -1,5 +1,5 @@
 // The bundle header alone: how much peak memory ferry's one JSON document costs to parse (import)
-// or to serialize (export), in a process of its own. Run by the scale section with --expose-gc:
+// or to serialize as export's writer does (its pieces, hashed, as they would stream), in a process of its own. Run by the scale section with --expose-gc:
 //   node --expose-gc header-cost.js parse|serialize FERRY-BUNDLE.JSON
 // prints the growth of the peak RSS (VmHWM) over the RSS just before, in bytes. Linux only: the
 // peak is reset through /proc/self/clear_refs so that reading the file does not count.
@@ -15,7 +15,8 @@ if ((mode !== 'parse' && mode !== 'serialize') || file === undefined) {
 const gc = globalThis.gc;
 if (typeof gc !== 'function') throw new Error('header-cost.js: run node with --expose-gc');
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const { parseHeader, serializeHeader } = await import(join(repo, 'dist', 'bundle', 'format.js'));
+const { parseHeader, headerPieces } = await import(join(repo, 'dist', 'bundle', 'format.js'));
+const { createHash } = await import('node:crypto');
 
 const status = (field) => Number(/\d+/.exec(readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(`${field}:`)) ?? '')?.[0] ?? NaN) * 1024;
 /** RSS now, with the peak reset to it: what follows is measured from here. */
@@ -35,7 +36,13 @@ if (mode === 'parse') {
   const header = parseHeader(bytes, file);
   bytes = undefined;
   before = resetPeak();
-  kept = [header, serializeHeader(header)];
+  // The writer's two passes: one for the size and digest, one into the stream.
+  const digests = [0, 1].map(() => {
+    const hash = createHash('sha256');
+    for (const piece of headerPieces(header)) hash.update(piece);
+    return hash.digest('hex');
+  });
+  kept = [header, digests];
 }
 const peak = status('VmHWM');
 process.stdout.write(`${peak - before}\n`);

@@ -90,7 +90,7 @@ export async function scaleSection(b: Bench): Promise<void> {
     ]),
   );
   // The header alone, in a process of its own: one JSON document of ~2.5 KB per image, parsed
-  // whole on import and serialized whole on export (median of 3; see header-cost.js).
+  // whole on import and serialized in 64 KiB pieces, twice, on export (median of 3; see header-cost.js).
   const headerCost = new Map<string, Value>();
   for (const n of ends) {
     const json = b.path(`scale-${n}-header.json`);

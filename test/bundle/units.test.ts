@@ -9,7 +9,7 @@ import type { Image, Layer } from '../../src/oci/image.js';
 import { parseImageConfig, parseManifest, type ImageManifest } from '../../src/oci/manifest.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { excludeSetFromInventory, loadExcludeSet } from '../../src/bundle/delta.js';
-import { parseHeader, serializeHeader, type BundleTool } from '../../src/bundle/format.js';
+import { headerPieces, parseHeader, serializeHeader, type BundleTool } from '../../src/bundle/format.js';
 import { planBundle, type PlanOptions } from '../../src/bundle/plan.js';
 import { FAT32_MAX_FILE, parseSize } from '../../src/bundle/size.js';
 import { BLOCK, checksumMatches, decodeHeader, padding, parsePaxRecords, TAR_END } from '../../src/io/tar-format.js';
@@ -221,6 +221,21 @@ describe('planBundle (pure)', () => {
     const v2 = serializeHeader({ ...plan.header, formatVersion: 2 as 1 });
     expect(() => parseHeader(v2, 'test')).toThrow(/format version 2 is not supported/);
     expect(() => parseHeader(Buffer.from('{"format":"ferry-bundle","formatVersion":1}'), 'test')).toThrow(/invalid ferry-bundle.json/);
+  });
+
+  it('the header in pieces is serializeHeader\'s bytes, each piece but the last at least 64 KiB', () => {
+    const header = planBundle([{ ref: 'x/one:1', image: one }, { ref: 'x/two:1', image: two }], options([one, two])).header;
+    const tool: BundleTool = { file: 'ferry-linux-x64', size: 3, sha256: 'a'.repeat(64), platform: 'linux-x64' };
+    const requirement = { digest: one.layers[0]!.descriptor.digest, diffId: one.layers[0]!.diffId, size: 7, mediaType: MediaType.ociLayerGzip };
+    // Hundreds of images (several pieces), names outside ASCII and with JSON escapes.
+    const many = Array.from({ length: 600 }, (_, i) => ({ ...header.images[i % 2]!, ref: `x/ünïcöde-${i}:"q"\\t\u2028` }));
+    const variants = [header, { ...header, tools: [tool], requires: [requirement] }, { ...header, images: many, blobs: [] }];
+    for (const variant of variants) {
+      const pieces = [...headerPieces(variant)];
+      expect(Buffer.concat(pieces).equals(serializeHeader(variant))).toBe(true);
+      pieces.slice(0, -1).forEach((piece) => expect(piece.length).toBeGreaterThanOrEqual(64 * 1024));
+    }
+    expect([...headerPieces(variants[2]!)].length).toBeGreaterThan(2);
   });
 
   it('the bundle time comes from SOURCE_DATE_EPOCH, else the newest image', () => {
