@@ -2,6 +2,7 @@ export { openDockerArchive, listDockerArchive, type DockerArchive, type DockerAr
 export { openOciArchive, listOciArchive } from './oci-archive.js';
 export {
   openOciLayout,
+  forgetLayoutIndexes,
   listOciLayout,
   resolveLayout,
   loadLayoutImage,

@@ -98,6 +98,14 @@ interface LayoutIndex {
  */
 const parsedIndexes = new Map<string, LayoutIndex>();
 
+/**
+ * Forget the parsed indexes: a command calls it once it has opened its sources, so that an index
+ * of thousands of entries is not held while it copies (the images keep what they need).
+ */
+export function forgetLayoutIndexes(): void {
+  parsedIndexes.clear();
+}
+
 function indexEntries(index: ImageIndexManifest): Pick<LayoutIndex, 'entries' | 'byName'> {
   const entries: LayoutEntry[] = [];
   const byName = new Map<string, LayoutEntry[]>();

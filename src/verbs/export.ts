@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { SharedArchives } from '../archive/index.js';
+import { forgetLayoutIndexes, SharedArchives } from '../archive/index.js';
 import { BundleDestination, bundleProgress, bundleTargets } from '../bundle/bundle-destination.js';
 import type { BundleTool } from '../bundle/format.js';
 import type { BundlePlan } from '../bundle/plan.js';
@@ -15,7 +15,7 @@ import type { RegistryClient } from '../registry/client.js';
 import type { Store } from '../store/index.js';
 import { copyImages, type CopyOptions } from '../transfer/copy-images.js';
 import { cacheImages } from '../transfer/pull-cache.js';
-import { openSource, parseSourceSpec, type OpenedSource } from './locations.js';
+import { openSource, parseSourceSpec } from './locations.js';
 
 /**
  * `ferry export`: images from wherever they are (a registry, an archive, an OCI layout, the
@@ -102,14 +102,15 @@ export async function exportImages(requests: readonly ExportRequest[], output: B
   // A bad level, window or volume size costs neither a pull nor a store lock.
   checkWriteOptions(writeOptions, output);
 
-  const opened: OpenedSource[] = [];
+  // Only the sources' closes are kept: an opened source holds its images, and a bundle's plan holds what it needs of them.
+  const closes: Array<() => Promise<void>> = [];
   const archives = new SharedArchives(options.signal === undefined ? {} : { signal: options.signal });
   try {
     const sources: BundleSource[] = [];
     const fromRegistry = new Set<Image>();
     for (const request of requests) {
       const source = await openSource(request.text, { platforms: request.platforms, client, archives, ...(store === undefined ? {} : { store }) });
-      opened.push(source);
+      closes.push(source.close);
       if (source.fromStore === true) progress?.({ kind: 'note', message: `${request.text}: taken from the local store (--pull to fetch it from the registry)` });
       for (const entry of source.images) {
         // The index travels with its images (the bundle keeps it for those it lists).
@@ -117,6 +118,7 @@ export async function exportImages(requests: readonly ExportRequest[], output: B
         if (parseSourceSpec(request.text).kind === 'registry' && source.fromStore !== true) fromRegistry.add(entry.image);
       }
     }
+    forgetLayoutIndexes();
 
     // Registry blobs go through the pull cache: a run that was interrupted fetches only what it lacks.
     if (cacheDir !== undefined && fromRegistry.size > 0) {
@@ -141,7 +143,7 @@ export async function exportImages(requests: readonly ExportRequest[], output: B
     if (progress !== undefined) writeOptions.onProgress = bundleProgress(progress);
     return await writeBundle(sources, output, writeOptions, progress);
   } finally {
-    for (const source of opened) await source.close();
+    for (const close of closes) await close();
     await archives.close();
   }
 }

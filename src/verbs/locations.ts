@@ -74,10 +74,13 @@ async function fromStore(store: Store, text: string, platforms: Platform[] | 'al
     throw err;
   }
   const ref = formatReference(name.ref);
-  const out: OpenedSource = { images: name.images.map((image) => ({ ref, image })), close: async () => undefined, fromStore: true };
+  const out: OpenedSource = { images: name.images.map((image) => ({ ref, image })), close: closeNothing, fromStore: true };
   if (name.index) out.index = name.index;
   return out;
 }
+
+/** The close of a source that holds nothing open: one function for all (a closure per source kept its scope). */
+const closeNothing = async (): Promise<void> => undefined;
 
 function nameFor(image: Image, fallback: string): string {
   return image.ref ? formatReference(image.ref) : fallback;
@@ -91,7 +94,6 @@ function withIndex(source: OpenedSource, index: IndexInfo | undefined): OpenedSo
 /** Resolve a source spec to images (one per platform asked for). */
 export async function openSource(text: string, options: OpenSourceOptions): Promise<OpenedSource> {
   const spec = parseSourceSpec(text);
-  const none = async (): Promise<void> => undefined;
   // Archive files through the command's shared opener, when it has one.
   const archiveOptions: ArchiveOptions = options.archives === undefined ? {} : { shared: options.archives };
   switch (spec.kind) {
@@ -103,14 +105,14 @@ export async function openSource(text: string, options: OpenSourceOptions): Prom
       }
       const resolved = await resolveRemote(options.client(), ref, options.platforms);
       const name = formatReference(ref.tag === undefined ? ref : { registry: ref.registry, repository: ref.repository, tag: ref.tag });
-      const out: OpenedSource = { images: resolved.images.map((image) => ({ ref: name, image })), close: none };
+      const out: OpenedSource = { images: resolved.images.map((image) => ({ ref: name, image })), close: closeNothing };
       if (resolved.index) out.index = resolved.index;
       return out;
     }
     case 'oci': {
       const dir = resolvePath(spec.path);
       const resolved = await openOciLayout(dir, spec.selector, options.platforms);
-      return withIndex({ images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: none }, resolved.index);
+      return withIndex({ images: resolved.images.map((image) => ({ ref: nameFor(image, spec.selector ?? dir), image })), close: closeNothing }, resolved.index);
     }
     case 'oci-archive': {
       const opened = await openOciArchive(resolvePath(spec.path), spec.selector, options.platforms, archiveOptions);

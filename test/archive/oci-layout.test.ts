@@ -1,7 +1,7 @@
 import { cp, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listOciLayout, openOciLayout } from '../../src/archive/oci-layout.js';
+import { forgetLayoutIndexes, listOciLayout, openOciLayout } from '../../src/archive/oci-layout.js';
 import { digestHex, digestOf } from '../../src/oci/digest.js';
 import { hostPlatform, parsePlatform } from '../../src/oci/platform.js';
 import { formatReference } from '../../src/oci/reference.js';
@@ -156,6 +156,23 @@ describe('openOciLayout', () => {
     expect((await openOciLayout(dir, 'apq')).images[0]!.digest).toBe(layout.refs.app);
     expect(await failsWith(openOciLayout(dir, 'app'), 'NOT_FOUND')).toBe(`OCI layout ${dir}: no image named "app"`);
     expect((await listOciLayout(dir)).map((e) => e.name)).toEqual(['base', 'apq', 'tools', 'multi']);
+  });
+
+  it('images opened before its parsed index is forgotten still read; the next open reads index.json again', async () => {
+    const dir = await copyLayout();
+    const app = (await openOciLayout(dir, 'app')).images[0]!;
+    forgetLayoutIndexes();
+    await editIndex(dir, (index) => {
+      for (const m of index.manifests) {
+        const annotations = m.annotations as Record<string, string>;
+        if (annotations[REF_NAME_ANNOTATION] === 'app') annotations[REF_NAME_ANNOTATION] = 'apr';
+      }
+    });
+    expect((await readAllLayers(app)).length).toBe(app.layers.length);
+    expect(app.config.rootfs.diff_ids).toEqual(app.layers.map((l) => l.diffId));
+    expect((await openOciLayout(dir, 'apr')).images[0]!.digest).toBe(app.digest);
+    forgetLayoutIndexes();
+    expect(await failsWith(openOciLayout(dir, 'app'), 'NOT_FOUND')).toBe(`OCI layout ${dir}: no image named "app"`);
   });
 
   it('a layout of many images lists ten of their names in a message, and how many more', async () => {

@@ -8,11 +8,11 @@ import { packageRoot, packedBuild } from '../../io/native-parts.js';
 import { formatPlatform, parsePlatformList } from '../../oci/platform.js';
 import { RegistryClient } from '../../registry/client.js';
 import { defaultCacheDir } from '../../transfer/pull-cache.js';
-import { loadBundleDefinition } from '../bundle-file.js';
+import { loadBundleDefinition, type BundleDefinition } from '../bundle-file.js';
 import { humanBytes, ProgressView } from '../progress.js';
 import { registryClientOptions } from '../registry-options.js';
 import { existingStore } from '../store-options.js';
-import { exportImages, type CarriedFile } from '../../verbs/export.js';
+import { exportImages, type CarriedFile, type ExportRequest } from '../../verbs/export.js';
 import type { Register } from './index.js';
 
 interface ExportFlags {
@@ -55,6 +55,24 @@ async function ferryExecutable(): Promise<CarriedFile> {
   return { path, name: `ferry-${platform}`, platform };
 }
 
+/**
+ * What the command line and its definition file ask for, platforms parsed (once per distinct list:
+ * a definition of thousands of images gives most of them the same one, and a bad one must cost
+ * neither a pull nor a store lock). Made here so that the definition itself is not held while the
+ * export runs.
+ */
+async function exportRequests(file: string | undefined, images: readonly string[], platform: string | undefined): Promise<{ defaults: BundleDefinition['options']; requests: ExportRequest[] }> {
+  const definition = file === undefined ? undefined : await loadBundleDefinition(file);
+  const texts: Array<{ text: string; platforms: string | undefined }> = [];
+  const globalPlatforms = platform ?? definition?.platforms?.join(',');
+  for (const item of definition?.images ?? []) texts.push({ text: item.ref, platforms: item.platforms?.join(',') ?? globalPlatforms });
+  for (const text of images) texts.push({ text, platforms: globalPlatforms });
+  if (texts.length === 0) throw new UsageError('export: no images given', { hint: 'name images (ferry export redis:7 mysql:8) or a definition file (-f bundles/databases.yaml)' });
+  const platformLists = new Map<string | undefined, ExportRequest['platforms']>();
+  for (const r of texts) if (!platformLists.has(r.platforms)) platformLists.set(r.platforms, parsePlatformList(r.platforms));
+  return { defaults: definition?.options ?? {}, requests: texts.map((r) => ({ text: r.text, platforms: platformLists.get(r.platforms)! })) };
+}
+
 function intFlag(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
@@ -86,13 +104,7 @@ export const registerExport: Register = (program) => {
     .option('-q, --quiet', 'no progress output')
     .option('--json', 'print the summary as JSON')
     .action(async (images: string[], flags: ExportFlags, command: Command) => {
-      const definition = flags.file === undefined ? undefined : await loadBundleDefinition(flags.file);
-      const defaults = definition?.options ?? {};
-      const requests: Array<{ text: string; platforms: string | undefined }> = [];
-      const globalPlatforms = flags.platform ?? definition?.platforms?.join(',');
-      for (const item of definition?.images ?? []) requests.push({ text: item.ref, platforms: item.platforms?.join(',') ?? globalPlatforms });
-      for (const text of images) requests.push({ text, platforms: globalPlatforms });
-      if (requests.length === 0) throw new UsageError('export: no images given', { hint: 'name images (ferry export redis:7 mysql:8) or a definition file (-f bundles/databases.yaml)' });
+      const { defaults, requests } = await exportRequests(flags.file, images, flags.platform);
 
       const outputPath = flags.output ?? defaults.output ?? 'bundle.tar.zst';
       const splitText = flags.split ?? defaults.split;
@@ -116,10 +128,6 @@ export const registerExport: Register = (program) => {
       checkWriteOptions(options, output);
       if (flags.since !== undefined) options.exclude = await loadExcludeSet(flags.since);
       if (flags.sign !== undefined) options.signKey = await loadPrivateKey(flags.sign);
-      // Platforms too: a usage error must cost neither a pull nor a store lock. Parsed once per
-      // list: a definition of thousands of images gives most of them the same one.
-      const platformLists = new Map<string | undefined, ReturnType<typeof parsePlatformList>>();
-      for (const r of requests) if (!platformLists.has(r.platforms)) platformLists.set(r.platforms, parsePlatformList(r.platforms));
       const carried = flags.withFerry === true ? await ferryExecutable() : undefined;
       const quiet = flags.quiet === true;
       const view = new ProgressView(process.stderr, quiet);
@@ -129,7 +137,7 @@ export const registerExport: Register = (program) => {
       const store = flags.pull === true ? undefined : await existingStore(command);
       try {
         const summary = await exportImages(
-          requests.map((r) => ({ text: r.text, platforms: platformLists.get(r.platforms)! })),
+          requests,
           output,
           {
             ...options,
