@@ -55,7 +55,8 @@ export function parseReference(text: string): Reference {
   if (slash >= 0) {
     const first = rest.slice(0, slash);
     if (first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('[')) {
-      registry = first;
+      // The constant when it is the default: a reference is kept per image (thousands in a bundle).
+      registry = first === DEFAULT_REGISTRY ? DEFAULT_REGISTRY : first;
       repository = rest.slice(slash + 1);
     }
   }
@@ -70,7 +71,7 @@ export function parseReference(text: string): Reference {
   if (registry === DEFAULT_REGISTRY && components.length === 1) repository = `library/${repository}`;
   if (repository.length > 255) throw invalid(text, 'repository name longer than 255 characters');
   const ref: Reference = { registry, repository };
-  if (tag !== undefined) ref.tag = tag;
+  if (tag !== undefined) ref.tag = tag === DEFAULT_TAG ? DEFAULT_TAG : tag;
   else if (digest === undefined) ref.tag = DEFAULT_TAG;
   if (digest !== undefined) ref.digest = digest;
   return ref;
@@ -81,12 +82,16 @@ export function referenceName(ref: Reference): string {
   return `${ref.registry}/${ref.repository}`;
 }
 
-/** The full normalised text: `docker.io/library/redis:latest`, `host:5000/a/b:t@sha256:...`. */
+/**
+ * The full normalised text: `docker.io/library/redis:latest`, `host:5000/a/b:t@sha256:...`.
+ * Joined, not concatenated: a concatenation is a string of its parts (three or five objects), and
+ * the text is kept per image.
+ */
 export function formatReference(ref: Reference): string {
-  let s = referenceName(ref);
-  if (ref.tag !== undefined) s += `:${ref.tag}`;
-  if (ref.digest !== undefined) s += `@${ref.digest}`;
-  return s;
+  const parts = [ref.registry, '/', ref.repository];
+  if (ref.tag !== undefined) parts.push(':', ref.tag);
+  if (ref.digest !== undefined) parts.push('@', ref.digest);
+  return parts.join('');
 }
 
 /** Docker's short display form: `redis:7` for Docker Hub library images, else the full text. */
