@@ -210,6 +210,8 @@ export class BundleDestination implements ImageDestination {
   /** Plan the bundle, then stream it to the output (a file appears only when complete). */
   async commit(): Promise<void> {
     const plan = await planWith(this.sources, this.tarSizes, this.options);
+    // What was collected is in the plan now: not held beside it while the bundle streams.
+    this.forget();
     try {
       this.written = { plan, summary: this.output === undefined ? undefined : await writePlannedBundle(plan, this.output, this.options) };
     } catch (err) {
@@ -223,6 +225,10 @@ export class BundleDestination implements ImageDestination {
    * what is left to drop is what was collected.
    */
   async abort(): Promise<void> {
+    this.forget();
+  }
+
+  private forget(): void {
     this.sources.length = 0;
     this.tarSizes.clear();
   }

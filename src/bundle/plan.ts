@@ -23,6 +23,7 @@ import {
   type BundleBlob,
   type BundleHeader,
   type BundleImage,
+  type BundleImageLayer,
   type BundleIndexRef,
   type BundleRequirement,
   type BundleTool,
@@ -80,10 +81,6 @@ export interface BundlePlan {
   mtime: number;
   /** Every entry after ferry-bundle.json and ferry-bundle.sig: the OCI layout, blobs last. */
   entries: PlannedEntry[];
-}
-
-interface PlannedBlob extends BundleBlob {
-  content: PlannedContent;
 }
 
 function dockerFamily(mediaType: string): boolean {
@@ -170,10 +167,26 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
   ordered.forEach(checkImage);
 
   const raw = options.layers === 'raw';
-  const blobs = new Map<Digest, PlannedBlob>();
+  const blobs = new Map<Digest, BlobEntry>();
   const pulled = new Map<Digest, number>();
   const addBlob = (digest: Digest, size: number, mediaType: string, kind: BlobKind, encoding: BlobEncoding, content: PlannedContent): void => {
-    if (!blobs.has(digest)) blobs.set(digest, { digest, size, mediaType, kind, encoding, content });
+    if (!blobs.has(digest)) blobs.set(digest, new BlobEntry(digest, size, mediaType, kind, encoding, content));
+  };
+
+  // Records the same for many images are one object in the header (a shared base layer's, a
+  // platform): the header is held while the bundle streams. JSON writes each one where it is used.
+  const platforms = new Map<string, Platform>();
+  const layerRecords = new Map<string, BundleImageLayer>();
+  const layerRecord = (layer: Layer): BundleImageLayer => {
+    const { digest, size, mediaType } = layer.descriptor;
+    const key = `${digest} ${layer.diffId} ${size} ${mediaType}`;
+    let entry = layerRecords.get(key);
+    if (entry === undefined) {
+      entry = { digest, size, mediaType, diffId: layer.diffId, blob: raw ? layer.diffId : digest };
+      if (raw) entry.tarSize = options.tarSizes.get(layer.diffId)!;
+      layerRecords.set(key, entry);
+    }
+    return entry;
   };
 
   // Manifests and configs first: small, and what a reader needs before the layers. An image's
@@ -197,9 +210,13 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
       addBlob(layoutDigest, layoutManifest.length, image.mediaType, 'manifest', 'rewritten', { kind: 'bytes', bytes: layoutManifest });
     }
     addBlob(image.configDigest, image.rawConfig.length, image.manifest.config.mediaType, 'config', 'as-pulled', { kind: 'bytes', bytes: image.rawConfig });
+    const written = platformOf(image.platform);
+    const platformKey = JSON.stringify(written);
+    const platform = platforms.get(platformKey) ?? written;
+    platforms.set(platformKey, platform);
     images.push({
       ref,
-      platform: platformOf(image.platform),
+      platform,
       manifestDigest: image.digest,
       manifestMediaType: image.mediaType,
       manifestSize: image.rawManifest.length,
@@ -207,17 +224,7 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
       configSize: image.rawConfig.length,
       layoutManifestDigest: layoutDigest,
       layoutManifestSize: layoutManifest.length,
-      layers: image.layers.map((layer) => {
-        const entry: BundleImage['layers'][number] = {
-          digest: layer.descriptor.digest,
-          size: layer.descriptor.size,
-          mediaType: layer.descriptor.mediaType,
-          diffId: layer.diffId,
-          blob: raw ? layer.diffId : layer.descriptor.digest,
-        };
-        if (raw) entry.tarSize = options.tarSizes.get(layer.diffId)!;
-        return entry;
-      }),
+      layers: image.layers.map(layerRecord),
       size: image.rawManifest.length + image.rawConfig.length + image.layers.reduce((s, l) => s + l.descriptor.size, 0),
       ...(index === undefined ? {} : { index: { digest: index.digest, mediaType: index.mediaType, size: index.raw.length } satisfies BundleIndexRef }),
     });
@@ -254,7 +261,8 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
   // A diffId reached both by an excluded and by a kept compressed blob travels anyway.
   for (const d of blobs.keys()) requires.delete(d);
   const blobList = [...blobs.values()];
-  const headerBlobs: BundleBlob[] = blobList.map(({ digest, size, mediaType, kind, encoding }) => ({ digest, size, mediaType, kind, encoding }));
+  // The header's blob records are the entries themselves: their own fields are the record's.
+  const headerBlobs: BundleBlob[] = blobList;
   const requireList = [...requires.values()];
   const header: BundleHeader = {
     format: BUNDLE_FORMAT,
@@ -302,36 +310,44 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
   ];
   const algorithms = [...new Set(blobList.map((b) => b.digest.slice(0, b.digest.indexOf(':'))))].sort();
   for (const a of algorithms) entries.push({ name: `${BLOBS_DIR}${a}/`, type: 'directory' });
-  headerBlobs.forEach((b, i) => entries.push(new BlobEntry(b, blobList[i]!.content)));
+  entries.push(...blobList);
   return planOf(header, Math.floor(options.created.getTime() / 1000), entries);
 }
 
 /**
- * A blob's tar entry, held while the bundle streams: its fields are the header's entry, its name
- * made when written (a string per blob, 8,000 of them at 1600 images, otherwise held for minutes).
+ * A blob's tar entry and its record in the header, one object (they were two, and 8,000 of each
+ * at 1600 images, held while the bundle streams). Its own fields are the header record's, in its
+ * order, and all JSON.stringify writes; the entry's are getters, its content a private field, and
+ * its name made when written.
  */
-class BlobEntry {
-  readonly type = 'file';
+class BlobEntry implements BundleBlob {
+  readonly #content: PlannedContent;
 
   constructor(
-    private readonly blob: BundleBlob,
-    readonly content: PlannedContent,
-  ) {}
+    readonly digest: Digest,
+    readonly size: number,
+    readonly mediaType: string,
+    readonly kind: BlobKind,
+    readonly encoding: BlobEncoding,
+    content: PlannedContent,
+  ) {
+    this.#content = content;
+  }
+
+  get type(): 'file' {
+    return 'file';
+  }
 
   get name(): string {
-    return blobEntryName(this.blob.digest);
-  }
-
-  get size(): number {
-    return this.blob.size;
-  }
-
-  get digest(): Digest {
-    return this.blob.digest;
+    return blobEntryName(this.digest);
   }
 
   get blobKind(): BlobKind {
-    return this.blob.kind;
+    return this.kind;
+  }
+
+  get content(): PlannedContent {
+    return this.#content;
   }
 }
 
