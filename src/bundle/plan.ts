@@ -310,7 +310,7 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
   ];
   const algorithms = [...new Set(blobList.map((b) => b.digest.slice(0, b.digest.indexOf(':'))))].sort();
   for (const a of algorithms) entries.push({ name: `${BLOBS_DIR}${a}/`, type: 'directory' });
-  entries.push(...blobList);
+  for (const blob of blobList) entries.push(blob);
   return planOf(header, Math.floor(options.created.getTime() / 1000), entries);
 }
 

@@ -216,7 +216,9 @@ async function* tarStream(plan: BundlePlan, header: WrittenHeader, options: Writ
     yield piece;
   }
   if (digester.size !== header.size || digester.digest() !== header.digest) {
-    throw new FerryError('BUNDLE_INVALID', `write bundle: ${HEADER_ENTRY} changed while it was written (${header.digest} became ${digester.digest()})`);
+    throw new FerryError('DIGEST_MISMATCH', `write bundle: ${HEADER_ENTRY} changed while it was written (${header.digest} became ${digester.digest()})`, {
+      hint: 'the plan changed under the writer, a fault in ferry: report it with the command that was run',
+    });
   }
   yield padding(header.size);
   if (header.signature !== undefined) yield* fileEntry(SIGNATURE_ENTRY, header.signature, mtime);
