@@ -192,6 +192,26 @@ describe('planBundle (pure)', () => {
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(plan.header.images[0]!.layoutManifestDigest.slice(7));
   });
 
+  it('makes a rewritten manifest again when it is written, and refuses one that no longer matches the plan', () => {
+    const image = fakeImage([tarA]);
+    const plan = planBundle([{ ref: 'x/m:1', image }], options([image]));
+    const rewritten = plan.entries.find((e) => e.type === 'file' && e.digest === plan.header.images[0]!.layoutManifestDigest)!;
+    const bytesOf = (): Buffer => (rewritten.type === 'file' && rewritten.content.kind === 'bytes' ? rewritten.content.bytes : Buffer.alloc(0));
+    expect(digestOf(bytesOf())).toBe(plan.header.images[0]!.layoutManifestDigest);
+    // The source's manifest changed after planning (same layers, another annotation).
+    const doc = JSON.parse(image.rawManifest.toString()) as { annotations?: Record<string, string> };
+    (image as { rawManifest: Buffer }).rawManifest = Buffer.from(JSON.stringify({ ...doc, annotations: { changed: 'yes' } }));
+    const err = (() => {
+      try {
+        return bytesOf();
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(isFerryError(err, 'DIGEST_MISMATCH')).toBe(true);
+    expect((err as Error).message).toMatch(/the manifest of x\/m:1 was rewritten as sha256:\S+, planned as sha256:/);
+  });
+
   it('as-pulled keeps blobs and points the layout at the original manifests', () => {
     const plan = planBundle([{ ref: 'x/one:1', image: one }], options([one], { layers: 'as-pulled' }));
     expect(plan.header.images[0]!.layoutManifestDigest).toBe(one.digest);
