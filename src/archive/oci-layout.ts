@@ -264,13 +264,14 @@ class LayoutImage implements Image {
 
   get layers(): Layer[] {
     const diffIds = this.config.rootfs.diff_ids;
-    const what = this.what;
-    const source = this.source;
     // Sizes were checked against the files when the image was loaded.
-    return this.manifest.layers.map((descriptor, i) =>
-      layerFromBlob({ descriptor, diffId: diffIds[i]!, openBlob: (options) => source.open(blobPath(descriptor.digest), options, descriptor.size), what }),
-    );
+    return this.manifest.layers.map((descriptor, i) => layerFromBlob({ descriptor, diffId: diffIds[i]!, openBlob: blobOpener(this.source, descriptor), what: this.what }));
   }
+}
+
+/** Made outside the getter: a closure made there keeps its scope (the config's diff_ids) as long as the layer. */
+function blobOpener(source: LayoutSource, descriptor: Descriptor): Layer['blob'] {
+  return (options) => source.open(blobPath(descriptor.digest), options, descriptor.size);
 }
 
 /** Names a layout's image in errors: the layout, the entry's name (else the digest), the platform its entry gave. */

@@ -64,12 +64,10 @@ export function bundleTargets(sources: readonly BundleSource[]): BundleCopyTarge
   const byName = new Map<string, { bundleRef: string; ref: Reference | undefined; images: Image[]; index?: BundleSource['index'] }>();
   for (const { ref, image, index } of sources) {
     const key = `${ref}\u0000${index?.digest ?? ''}`;
-    let target = byName.get(key);
-    if (target === undefined) {
-      target = { bundleRef: ref, ref: referenceOf(ref), images: [], ...(index === undefined ? {} : { index }) };
-      byName.set(key, target);
-    }
-    target.images.push(image);
+    const target = byName.get(key);
+    // Made with its first image: an empty array given one by push has room for 17 (a bundle has thousands of targets).
+    if (target === undefined) byName.set(key, { bundleRef: ref, ref: referenceOf(ref), images: [image], ...(index === undefined ? {} : { index }) });
+    else target.images.push(image);
   }
   return [...byName.values()];
 }
