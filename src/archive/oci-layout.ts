@@ -264,8 +264,9 @@ class LayoutImage implements Image {
 
   get layers(): Layer[] {
     const diffIds = this.config.rootfs.diff_ids;
+    const what = this.what;
     // Sizes were checked against the files when the image was loaded.
-    return this.manifest.layers.map((descriptor, i) => layerFromBlob({ descriptor, diffId: diffIds[i]!, openBlob: blobOpener(this.source, descriptor), what: this.what }));
+    return this.manifest.layers.map((descriptor, i) => layerFromBlob({ descriptor, diffId: diffIds[i]!, openBlob: blobOpener(this.source, descriptor), what }));
   }
 }
 

@@ -201,20 +201,16 @@ export function* headerPieces(header: BundleHeader): Generator<Buffer> {
   const indented = (value: unknown, indent: string): string => JSON.stringify(value, null, 2).replaceAll('\n', `\n${indent}`);
   let first = true;
   for (const [key, value] of Object.entries(header)) {
-    // What JSON.stringify leaves out of an object.
-    if (value === undefined || typeof value === 'function' || typeof value === 'symbol') continue;
+    // An absent optional field (tools), which JSON.stringify leaves out.
+    if (value === undefined) continue;
     yield* add(`${first ? '{' : ','}\n  ${JSON.stringify(key)}: `);
     first = false;
     if (!Array.isArray(value) || value.length === 0) {
       yield* add(indented(value, '  '));
       continue;
     }
-    for (let i = 0; i < value.length; i++) {
-      const element: unknown = value[i];
-      // An array's undefined, function or symbol is null, as JSON.stringify writes it.
-      const json = element === undefined || typeof element === 'function' || typeof element === 'symbol' ? 'null' : indented(element, '    ');
-      yield* add(`${i === 0 ? '[' : ','}\n    ${json}`);
-    }
+    // The header's arrays hold records (objects), each stringified alone.
+    for (let i = 0; i < value.length; i++) yield* add(`${i === 0 ? '[' : ','}\n    ${indented(value[i], '    ')}`);
     yield* add('\n  ]');
   }
   yield* add(first ? '{}\n' : '\n}\n');
