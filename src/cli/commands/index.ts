@@ -62,8 +62,13 @@ export async function loadCommands(name: string | undefined): Promise<Register[]
   return (await Promise.all(chosen.map((m) => m.load()))).flat();
 }
 
-/** glibc's mmap threshold in bulk commands (boundHeap): buffers from 4 MiB up are mapped on their own. */
-const BULK_MMAP_THRESHOLD = 4 * 1024 * 1024;
+/**
+ * glibc's mmap threshold in bulk commands (boundHeap): buffers from 256 KiB up are mapped on their
+ * own. The streams' own chunks (the decoder's 128 KiB outputs, 128 KiB reads) stay in the heap,
+ * where freed ones are used again; what is larger (a bundle's header, 2.5 KB per image and read
+ * whole) goes back to the system when freed, instead of leaving its size in the heap for good.
+ */
+const BULK_MMAP_THRESHOLD = 256 * 1024;
 
 /**
  * Bound the heaps (V8's and the C library's) in the commands that move bulk bytes.
@@ -81,7 +86,10 @@ const BULK_MMAP_THRESHOLD = 4 * 1024 * 1024;
  *   the size of each large buffer freed (zstd's, the decoder's, up to 32 MiB) and its trim
  *   threshold to twice that, and then every arena of the process (libuv's threads, V8's, the zstd
  *   thread) keeps that much freed memory. A 1600-image import peaked at 101-104 MB instead of
- *   90-95, the 25-image one at 66 either way; the seven-image import took as long.
+ *   90-95, the 25-image one at 66 either way; the seven-image import took as long. Fixed at
+ *   4 MiB, the 1600-image import (its header 4 MB, read in 128 KiB pieces) peaked at 90-93 MB;
+ *   at 256 KiB 87-88. The 25-image import (68-69 MB), the exports and the seven-image import
+ *   (~220 MB) peak as before.
  * V8 reads both flags whenever it sizes a space, so setting them while the process runs takes
  * effect; mallopt changes glibc's parameters for every arena at once. Process-wide settings, so
  * the CLI's choice per command: a program that uses ferry as a library keeps its own. Node sets
