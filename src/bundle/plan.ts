@@ -246,8 +246,8 @@ export function planBundle(sources: readonly PlanSource[], options: PlanOptions)
     addBlob(image.configDigest, image.rawConfig.length, image.manifest.config.mediaType, 'config', 'as-pulled', { kind: 'bytes', bytes: image.rawConfig });
     const written = platformOf(image.platform);
     const platformKey = JSON.stringify(written);
-    const platform = platforms.get(platformKey) ?? written;
-    platforms.set(platformKey, platform);
+    if (!platforms.has(platformKey)) platforms.set(platformKey, written);
+    const platform = platforms.get(platformKey)!;
     images.push({
       ref,
       platform,

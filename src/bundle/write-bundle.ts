@@ -9,7 +9,7 @@ import { Ingestion, tempPathFor } from '../io/atomic-file.js';
 import { packedBuild } from '../io/native-parts.js';
 import { encodeTarHeader, padding, TAR_END } from '../io/tar-format.js';
 import { ZSTD_MAX_LEVEL, zstdCompressStream } from '../io/zstd.js';
-import { HEADER_ENTRY, SIGNATURE_ENTRY, headerPieces, type BlobKind, type BundleHeader, type BundleTool, type LayerEncoding } from './format.js';
+import { HEADER_ENTRY, SIGNATURE_ENTRY, headerPieces, serializeHeader, type BlobKind, type BundleHeader, type BundleTool, type LayerEncoding } from './format.js';
 import { planBundle, type BundlePlan, type PlannedEntry, type PlanSource } from './plan.js';
 import { privateKeyFrom, signHeader } from './sign.js';
 import { MIN_VOLUME_SIZE } from './size.js';
@@ -197,7 +197,8 @@ interface WrittenHeader {
 
 function measureHeader(header: BundleHeader, key: KeyObject | undefined): WrittenHeader {
   if (key !== undefined) {
-    const bytes = Buffer.concat([...headerPieces(header)]);
+    // The header's defining serialization; the stream's pieces are checked against its digest.
+    const bytes = serializeHeader(header);
     return { size: bytes.length, digest: digestOf(bytes), signature: signHeader(bytes, key) };
   }
   const digester = new Digester();
