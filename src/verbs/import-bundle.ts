@@ -38,6 +38,8 @@ export interface ImportBundleSummary {
 export async function importBundle(store: Store, input: BundleInput, options: ImportBundleOptions = {}): Promise<ImportBundleSummary> {
   const keepBlobs = options.keepBlobs ?? true;
   const source = await openBundleSource(input, {
+    // In tmp/ under this process's name: a crash leaves it to the next open's sweep.
+    documents: join(store.tmpDir, ownedName('documents')),
     ...(options.publicKey ? { publicKey: options.publicKey } : {}),
     ...(options.platforms ? { platforms: options.platforms } : {}),
     ...(options.signal ? { signal: options.signal } : {}),

@@ -7,6 +7,7 @@ import { isFerryError } from '../../src/errors.js';
 import type { Digest } from '../../src/oci/digest.js';
 import { withLayers } from '../../src/oci/image.js';
 import { loadExcludeSet } from '../../src/bundle/delta.js';
+import { openBundleSource } from '../../src/bundle/bundle-source.js';
 import { openBundleStream, readBundleHeader } from '../../src/bundle/read-bundle.js';
 import { loadPrivateKey, loadPublicKey, writeKeyPair } from '../../src/bundle/sign.js';
 import { verifyBundle } from '../../src/bundle/verify-bundle.js';
@@ -164,6 +165,42 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     }
     expect(header).toBe(1);
     expect(seen).toEqual(raw.header.blobs.map((b) => b.digest));
+  });
+
+  it('as a source, keeps its manifests and configs in a file when given one: the same bytes, the file gone at close', async () => {
+    const inMemory = await openBundleSource(rawBundle);
+    const documents = join(dir, 'documents');
+    const inFile = await openBundleSource(rawBundle, { documents });
+    try {
+      // Written as they passed: every image's manifest and config, each once.
+      const listed = new Set(raw.header.images.flatMap((i) => [i.manifestDigest, i.configDigest]));
+      const sizes = raw.header.blobs.filter((b) => listed.has(b.digest)).reduce((sum, b) => sum + b.size, 0);
+      expect((await stat(documents)).size).toBe(sizes);
+      expect(inFile.targets.map((t) => t.ref)).toEqual(inMemory.targets.map((t) => t.ref));
+      for (const [i, target] of inFile.targets.entries()) {
+        const [image] = target.images;
+        const [kept] = inMemory.targets[i]!.images;
+        expect(image!.rawManifest.equals(kept!.rawManifest)).toBe(true);
+        expect(image!.rawConfig.equals(kept!.rawConfig)).toBe(true);
+        expect(createHash('sha256').update(image!.rawConfig).digest('hex')).toBe(hex(image!.configDigest));
+        expect(image!.config).toEqual(kept!.config);
+      }
+    } finally {
+      await inFile.close();
+      await inMemory.close();
+    }
+    await expect(stat(documents)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('as a source that fails at its open, leaves no documents file behind', async () => {
+    const documents = join(dir, 'documents-failed');
+    await expect(openBundleSource(rawBundle, { documents, platforms: [{ os: 'plan9', architecture: 'mips' }] })).rejects.toMatchObject({ code: 'PLATFORM_NOT_FOUND' });
+    await expect(stat(documents)).rejects.toMatchObject({ code: 'ENOENT' });
+    const damaged = join(dir, 'no-config.tar.zst');
+    const config = raw.header.images[0]!.configDigest;
+    await rewriteBundle(rawBundle, damaged, (tar) => renameEntry(tar, `blobs/sha256/${hex(config)}`, `blobs/sha256/${hex(config).slice(0, -1)}0`));
+    await expect(openBundleSource(damaged, { documents })).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+    await expect(stat(documents)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('skips blobs the consumer leaves untouched or abandons midway', async () => {
