@@ -234,9 +234,9 @@ class Passage {
 /**
  * An image of the bundle, held for the whole copy while the stream passes (every image's layer 0,
  * then every layer 1, ...): so it keeps only its header entry and where its two small documents
- * are (see Documents). Its
- * parsed manifest and config and its layers are made again when asked for (each is read a few
- * times per copy), not held: at a thousand images they were most of an import's memory.
+ * are (see Documents). Its parsed manifest and config and its layers are made again when asked
+ * for (each is read a few times per copy), not held: at a thousand images they were most of an
+ * import's memory.
  */
 class BundleImageView implements Image {
   readonly ref: Reference;
@@ -252,11 +252,11 @@ class BundleImageView implements Image {
   }
 
   get rawManifest(): Buffer {
-    return this.documents.get(this.entry.manifestDigest);
+    return this.documents.get('manifest', this.entry.manifestDigest);
   }
 
   get rawConfig(): Buffer {
-    return this.documents.get(this.entry.configDigest);
+    return this.documents.get('config', this.entry.configDigest);
   }
 
   get digest(): Digest {
@@ -312,14 +312,15 @@ function bundleLayer(ref: string, l: BundleImageLayer, i: number, passage: Passa
   };
 }
 
+type DocumentKind = 'manifest' | 'config';
+
 /**
- * The manifests and configs read at the open, by digest: in memory, or in a file of their own
- * (written once as they pass, each read back by position when asked for).
+ * The manifests and configs read at the open, by kind and digest: in memory, or in a file of
+ * their own (written once as they pass, each read back by position when asked for).
  */
 class Documents {
-  private readonly kept = new Map<string, Buffer>();
-  /** Offset and length of each document in the file, when there is one. */
-  private readonly placed = new Map<string, [number, number]>();
+  /** The bytes, or their offset and length in the file. */
+  private readonly byKind: Record<DocumentKind, Map<string, Buffer | [number, number]>> = { manifest: new Map(), config: new Map() };
   private fd: number | undefined;
   private end = 0;
 
@@ -331,34 +332,34 @@ class Documents {
     }
   }
 
-  put(digest: string, bytes: Buffer): void {
+  put(kind: DocumentKind, digest: string, bytes: Buffer): void {
     if (this.fd === undefined) {
-      this.kept.set(digest, bytes);
+      this.byKind[kind].set(digest, bytes);
       return;
     }
     try {
       for (let done = 0; done < bytes.length; ) done += writeSync(this.fd, bytes, done, bytes.length - done, this.end + done);
     } catch (err) {
-      throw ioError(`keep ${digest} in ${this.path}`, err);
+      throw ioError(`keep ${kind} ${digest} in ${this.path}`, err);
     }
-    this.placed.set(digest, [this.end, bytes.length]);
+    this.byKind[kind].set(digest, [this.end, bytes.length]);
     this.end += bytes.length;
   }
 
-  has(digest: string): boolean {
-    return this.kept.has(digest) || this.placed.has(digest);
+  has(kind: DocumentKind, digest: string): boolean {
+    return this.byKind[kind].has(digest);
   }
 
   /** A document put before (callers check `has` first). */
-  get(digest: string): Buffer {
-    const kept = this.kept.get(digest);
-    if (kept !== undefined) return kept;
-    const [offset, length] = this.placed.get(digest)!;
-    if (this.fd === undefined) throw new FerryError('BUNDLE_INVALID', `${this.path}: a document was read after the bundle was closed`, { hint: 'this is a bug in ferry: report it' });
+  get(kind: DocumentKind, digest: string): Buffer {
+    const where = this.byKind[kind].get(digest)!;
+    if (Buffer.isBuffer(where)) return where;
+    if (this.fd === undefined) throw new FerryError('BUNDLE_INVALID', `${this.path}: ${kind} ${digest} was read after the bundle was closed`, { hint: 'this is a bug in ferry: report it' });
+    const [offset, length] = where;
     const bytes = Buffer.allocUnsafe(length);
     for (let done = 0; done < length; ) {
       const n = readSync(this.fd, bytes, done, length - done, offset + done);
-      if (n === 0) throw new FerryError('IO_ERROR', `${this.path}: shorter than the documents written to it`, { hint: 'something else changed the store\'s tmp/ during the import: run it again' });
+      if (n === 0) throw new FerryError('IO_ERROR', `${this.path}: shorter than the documents written to it`, { hint: "something else changed the store's tmp/ during the import: run it again" });
       done += n;
     }
     return bytes;
@@ -374,7 +375,7 @@ class Documents {
 
 /** The image of a header entry: its manifest and config checked now, before anything is copied. */
 function imageOf(entry: BundleImage, documents: Documents, passage: Passage, name: string): Image {
-  const missing = !documents.has(entry.manifestDigest) ? `manifest ${entry.manifestDigest}` : !documents.has(entry.configDigest) ? `config ${entry.configDigest}` : undefined;
+  const missing = !documents.has('manifest', entry.manifestDigest) ? `manifest ${entry.manifestDigest}` : !documents.has('config', entry.configDigest) ? `config ${entry.configDigest}` : undefined;
   if (missing !== undefined) throw new FerryError('BUNDLE_INVALID', `${name}: ${entry.ref}: its ${missing} is not in the bundle`);
   const image = new BundleImageView(entry, documents, passage, name);
   // Parsed once here, so that a bad one fails the open, not the copy halfway.
@@ -411,8 +412,8 @@ export async function openBundleSource(input: BundleInput, options: BundleSource
         break;
       }
       // Rewritten manifests serve only the bundle's own OCI layout: left unread.
-      if (event.kind === 'config') documents.put(event.digest, await readSmall(event, `config ${event.digest}`));
-      else if (event.encoding !== 'rewritten') documents.put(event.digest, await readSmall(event, `manifest ${event.digest}`));
+      if (event.kind === 'config') documents.put('config', event.digest, await readSmall(event, `config ${event.digest}`));
+      else if (event.encoding !== 'rewritten') documents.put('manifest', event.digest, await readSmall(event, `manifest ${event.digest}`));
     }
     const positions = new Map<string, number>();
     header.blobs.forEach((b, i) => positions.set(b.digest, i));
@@ -421,9 +422,9 @@ export async function openBundleSource(input: BundleInput, options: BundleSource
     const targets: BundleTarget[] = chosen.map((entry) => {
       const image = imageOf(entry, documents, passage, name);
       entries.set(image, entry);
-      if (entry.index === undefined || !documents.has(entry.index.digest)) return { ref: image.ref!, images: [image] };
+      if (entry.index === undefined || !documents.has('manifest', entry.index.digest)) return { ref: image.ref!, images: [image] };
       // Kept in memory: an index is rare, and IndexInfo's bytes are a plain field.
-      return { ref: image.ref!, images: [image], index: { digest: entry.index.digest, mediaType: entry.index.mediaType, raw: keptBytes(documents.get(entry.index.digest)) } };
+      return { ref: image.ref!, images: [image], index: { digest: entry.index.digest, mediaType: entry.index.mediaType, raw: keptBytes(documents.get('manifest', entry.index.digest)) } };
     });
     return {
       header,

@@ -203,6 +203,23 @@ describe('raw bundle of base, app, tools and multi (amd64 + arm64)', () => {
     await expect(stat(documents)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('as a source, refuses an image whose config digest names a manifest of the bundle', async () => {
+    const [image] = raw.header.images;
+    const swapped = join(dir, 'config-is-manifest.tar.zst');
+    await rewriteBundle(rawBundle, swapped, (tar) => {
+      // The same length: the header's entry stays well formed, only the config digest changes.
+      const at = tar.indexOf(`"configDigest": "${image!.configDigest}"`);
+      expect(at).toBeGreaterThan(0);
+      tar.write(`"configDigest": "${image!.manifestDigest}"`, at, 'utf8');
+    });
+    for (const documents of [undefined, join(dir, 'documents-swapped')]) {
+      await expect(openBundleSource(swapped, documents === undefined ? {} : { documents })).rejects.toMatchObject({
+        code: 'BUNDLE_INVALID',
+        message: expect.stringContaining(`its config ${image!.manifestDigest} is not in the bundle`),
+      });
+    }
+  });
+
   it('skips blobs the consumer leaves untouched or abandons midway', async () => {
     let blobs = 0;
     const untouched: Readable[] = [];
