@@ -112,8 +112,9 @@ function boundHeap(): void {
  * - TurboFan compiled that bookkeeping once it ran a few thousand times: its code and its
  *   compile-time memory (on V8's worker threads, whose heaps keep what they freed) came to 7-8 MB
  *   in a 1600-image import, 4 MB in a 25-image one. Without it, the 1600-image import took less
- *   CPU (5.3 s instead of 6.5); the seven-image import as long (3.95 s against 3.91, medians of 5
- *   alternated runs) with 0.25 s less CPU.
+ *   CPU (5.3 s instead of 6.5). The seven-image import into a tmpfs store (medians of 6 alternated
+ *   runs) took 3.02 s instead of 2.97 with 4% less CPU: its per-entry work is mostly syscalls.
+ *   Delaying TurboFan instead (--interrupt-budget 10x V8's) peaked at 79 and 67.5 MB.
  * - V8 otherwise lets the old generation grow by 8 MB between collections: at 1600 images that
  *   is 8 MB of garbage on top of the records. 2 MB steps (--optimize-for-size) cost the import
  *   nothing measurable, an export of 1600 images 15-25% more CPU for no memory: export keeps the
