@@ -315,8 +315,9 @@ function bundleLayer(ref: string, l: BundleImageLayer, i: number, passage: Passa
 type DocumentKind = 'manifest' | 'config';
 
 /**
- * The manifests and configs read at the open, by kind and digest: in memory, or in a file of
- * their own (written once as they pass, each read back by position when asked for).
+ * The manifests and configs read at the open, by kind and digest: in memory (copied into the kept
+ * documents' slabs), or in a file of their own (written once as they pass, each read back by
+ * position when asked for).
  */
 class Documents {
   /** The bytes, or their offset and length in the file. */
@@ -334,7 +335,7 @@ class Documents {
 
   put(kind: DocumentKind, digest: string, bytes: Buffer): void {
     if (this.fd === undefined) {
-      this.byKind[kind].set(digest, bytes);
+      this.byKind[kind].set(digest, keptBytes(bytes));
       return;
     }
     try {
@@ -356,7 +357,8 @@ class Documents {
     if (Buffer.isBuffer(where)) return where;
     if (this.fd === undefined) throw new FerryError('BUNDLE_INVALID', `${this.path}: ${kind} ${digest} was read after the bundle was closed`, { hint: 'this is a bug in ferry: report it' });
     const [offset, length] = where;
-    const bytes = Buffer.allocUnsafe(length);
+    // Memory of its own, not a piece of Node's shared pool that a caller keeping it would pin.
+    const bytes = Buffer.allocUnsafeSlow(length);
     for (let done = 0; done < length; ) {
       const n = readSync(this.fd, bytes, done, length - done, offset + done);
       if (n === 0) throw new FerryError('IO_ERROR', `${this.path}: shorter than the documents written to it`, { hint: "something else changed the store's tmp/ during the import: run it again" });
@@ -423,8 +425,8 @@ export async function openBundleSource(input: BundleInput, options: BundleSource
       const image = imageOf(entry, documents, passage, name);
       entries.set(image, entry);
       if (entry.index === undefined || !documents.has('manifest', entry.index.digest)) return { ref: image.ref!, images: [image] };
-      // Kept in memory: an index is rare, and IndexInfo's bytes are a plain field.
-      return { ref: image.ref!, images: [image], index: { digest: entry.index.digest, mediaType: entry.index.mediaType, raw: keptBytes(documents.get('manifest', entry.index.digest)) } };
+      // Held as bytes, in either mode: an index is rare, and IndexInfo's bytes are a plain field.
+      return { ref: image.ref!, images: [image], index: { digest: entry.index.digest, mediaType: entry.index.mediaType, raw: documents.get('manifest', entry.index.digest) } };
     });
     return {
       header,

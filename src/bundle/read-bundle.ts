@@ -4,7 +4,6 @@ import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError, isFerryError, messageOf } from '../errors.js';
 import { Digester, digestAlgorithm, digestOf, type Digest } from '../oci/digest.js';
-import { keptBytes } from '../io/kept-bytes.js';
 import { chain } from '../io/layer-forms.js';
 import { markVerified } from '../io/verify-digest.js';
 import { ZSTD_FRAME_HEADER_MAX, ZSTD_MAGIC, ZSTD_WINDOW_LOG_LIMIT, ZSTD_WINDOW_LOG_MAX, zstdDecompressStream, zstdDecompressStreamOnThread, zstdFrameWindowLog } from '../io/zstd.js';
@@ -78,7 +77,8 @@ export interface BundleBlobEvent {
   /**
    * The whole blob at once, verified, for the small ones (manifests, configs): without the
    * stream's objects, which a bundle of thousands of images made and dropped by the thousand.
-   * Throws BUNDLE_INVALID past `max` bytes. Either this or `stream`, not both.
+   * Throws BUNDLE_INVALID past `max` bytes. Either this or `stream`, not both. May be a view of a
+   * decoded block, which a kept one would pin: whoever keeps it copies it (keptBytes).
    */
   bytes(max: number): Promise<Buffer>;
 }
@@ -317,12 +317,10 @@ export async function* openBundleStream(input: BundleInput, options: OpenBundleO
         },
         async bytes(max: number): Promise<Buffer> {
           take();
-          // Never a view of a decoded block, which a kept config would pin; packed with the other
-          // kept documents (see keptBytes): a bundle source keeps every image's two.
-          const kept = keptBytes(await withExplain(tar.readBody(max)));
-          const actual = digestOf(kept, digestAlgorithm(digest));
+          const body = await withExplain(tar.readBody(max));
+          const actual = digestOf(body, digestAlgorithm(digest));
           if (actual !== digest) throw await explain(damaged(actual), opened, signal);
-          return kept;
+          return body;
         },
       };
       // Untouched: it is skipped, and must never read later (the tar has moved on). Abandoned
